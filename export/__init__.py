@@ -1,0 +1,10 @@
+"""CLIP checkpoint -> verified, optimized ONNX model package (`lookalike-export`).
+
+Importing this package stays light: the manifest and runtime check need no torch, so the
+serving install reads manifests through `export.manifest` without the `export` extra.
+"""
+
+from export.errors import ExportError
+from export.manifest import Manifest, ManifestError, Precision
+
+__all__ = ["ExportError", "Manifest", "ManifestError", "Precision"]

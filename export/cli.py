@@ -1,0 +1,103 @@
+"""`lookalike-export`: a CLIP checkpoint in, a verified ONNX model package out."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from export.manifest import Precision
+
+__all__ = ["main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from export.source import DEFAULT_MODEL, RANDOM_INIT_PRESETS
+
+    parser = argparse.ArgumentParser(
+        prog="lookalike-export",
+        description="Export a CLIP vision tower (with projection, L2-normalised) to ONNX: "
+        "optimized fp32, fp16 and int8 variants, each checked against PyTorch, "
+        "described by OUTPUT/manifest.json.",
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="Hugging Face model id or local directory of a saved CLIP model "
+        f"(default: {DEFAULT_MODEL})",
+    )
+    source.add_argument(
+        "--random-init",
+        choices=sorted(RANDOM_INIT_PRESETS),
+        help="build a CLIP with RANDOM weights of this size instead of loading one "
+        "(no network needed; embeddings carry no meaning)",
+    )
+    parser.add_argument("--revision", help="hub revision (branch, tag or commit) to load")
+    parser.add_argument("--output", "-o", type=Path, required=True, help="directory to write")
+    parser.add_argument(
+        "--precision",
+        action="append",
+        choices=[p.value for p in Precision],
+        help="variant to build; repeat for several (default: all three)",
+    )
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace OUTPUT if it already exists"
+    )
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("--quiet", "-q", action="store_true", help="only print errors")
+    verbosity.add_argument(
+        "--verbose", "-v", action="store_true", help="also show the libraries' own logs"
+    )
+    return parser
+
+
+def configure_logging(*, quiet: bool, verbose: bool) -> None:
+    """Progress lines from the exporter; the libraries' INFO chatter only with --verbose."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    if not verbose:
+        handler.addFilter(
+            lambda record: record.name.startswith("export") or record.levelno >= logging.ERROR
+        )
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.ERROR if quiet else logging.INFO)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(quiet=args.quiet, verbose=args.verbose)
+    from export.errors import ExportError
+    from export.pipeline import ExportRequest, run_export
+
+    precisions = tuple(Precision(p) for p in dict.fromkeys(args.precision or [])) or tuple(
+        Precision
+    )
+    request = ExportRequest(
+        output=args.output,
+        model=args.model,
+        revision=args.revision,
+        random_init=args.random_init,
+        precisions=precisions,
+        opset=args.opset,
+        overwrite=args.overwrite,
+    )
+    try:
+        manifest = run_export(request)
+    except ExportError as exc:
+        print(f"lookalike-export: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("lookalike-export: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    if not args.quiet:
+        print(manifest.describe(args.output))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""The model package's sidecar: `manifest.json`, read by every consumer of an export.
+
+Pure standard library on purpose: the serving install reads manifests without torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_FILE",
+    "Graph",
+    "Manifest",
+    "ManifestError",
+    "ModelSource",
+    "ParityFigures",
+    "Precision",
+    "PreprocessSpec",
+    "Variant",
+    "sha256_file",
+]
+
+MANIFEST_FILE = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class ManifestError(Exception):
+    """The manifest is missing, unreadable or not one this version understands."""
+
+
+class Precision(str, enum.Enum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelSource:
+    """Where the weights came from."""
+
+    kind: str  # "hub", "local" or "random-init"
+    id: str  # hub id, local path, or random-init preset name
+    revision: str | None = None  # resolved hub commit, when known
+    random_weights: bool = False
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PreprocessSpec:
+    """The checkpoint's image preprocessing rule, as `CLIPImageProcessor` applies it."""
+
+    image_size: int  # square model input side
+    resize_shortest_edge: int
+    resample: str  # Pillow filter name, e.g. "bicubic"
+    center_crop: bool
+    crop_height: int
+    crop_width: int
+    rescale_factor: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    convert_rgb: bool = True
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ParityFigures:
+    """Agreement of an ONNX variant with the PyTorch model on the fixed parity images."""
+
+    min_cosine: float  # worst image, batched and single runs
+    mean_cosine: float
+    max_abs_diff: float
+    bar: float  # the min_cosine this precision must reach
+    images: int
+    batch_sizes: tuple[int, ...]
+    provider: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Variant:
+    precision: Precision
+    file: str
+    sha256: str
+    bytes: int
+    parity: ParityFigures
+    notes: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Graph:
+    """One ONNX graph of the package (today `image`; later `text` beside it)."""
+
+    input: str
+    input_shape: tuple[str | int, ...]
+    output: str
+    output_dim: int
+    l2_normalized: bool
+    variants: dict[Precision, Variant]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Manifest:
+    format_version: int
+    source: ModelSource
+    embedding_dim: int
+    preprocess: PreprocessSpec
+    opset: int
+    graphs: dict[str, Graph]
+    tools: dict[str, str]
+    created_at: str
+
+    def to_json(self) -> str:
+        return json.dumps(_to_jsonable(dataclasses.asdict(self)), indent=2, sort_keys=False)
+
+    def write(self, directory: Path) -> Path:
+        path = directory / MANIFEST_FILE
+        path.write_text(self.to_json() + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        try:
+            raw = json.loads(text)
+            version = raw["format_version"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ManifestError(f"not a Lookalike manifest: {exc}") from exc
+        if version != FORMAT_VERSION:
+            raise ManifestError(
+                f"manifest format {version} is not supported "
+                f"(this Lookalike reads format {FORMAT_VERSION})"
+            )
+        try:
+            return cls(
+                format_version=version,
+                source=ModelSource(**raw["source"]),
+                embedding_dim=raw["embedding_dim"],
+                preprocess=_preprocess_from(raw["preprocess"]),
+                opset=raw["opset"],
+                graphs={name: _graph_from(graph) for name, graph in raw["graphs"].items()},
+                tools=raw["tools"],
+                created_at=raw["created_at"],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ManifestError(f"malformed manifest: {exc!r}") from exc
+
+    def describe(self, directory: Path) -> str:
+        """A few lines for a person: source, weights, input rule and each variant's parity."""
+        source, prep = self.source, self.preprocess
+        weights = (
+            "RANDOM WEIGHTS (not semantically meaningful)" if source.random_weights else "trained"
+        )
+        revision = f" @ {source.revision}" if source.revision else ""
+        lines = [
+            f"model package  {directory}",
+            f"source         {source.kind}: {source.id}{revision}",
+            f"weights        {weights}",
+            f"embedding dim  {self.embedding_dim}",
+            f"input          {prep.image_size}px: resize shortest edge to "
+            f"{prep.resize_shortest_edge} ({prep.resample}), center crop "
+            f"{prep.crop_height}x{prep.crop_width}",
+            f"opset          {self.opset}",
+            f"{'variant':<8}{'file':<18}{'MB':>8}{'min cosine':>12}{'bar':>9}  provider",
+        ]
+        for graph in self.graphs.values():
+            for variant in graph.variants.values():
+                lines.append(
+                    f"{variant.precision.value:<8}{variant.file:<18}{variant.bytes / 1e6:>8.1f}"
+                    f"{variant.parity.min_cosine:>12.6f}{variant.parity.bar:>9}  "
+                    f"{variant.parity.provider}"
+                )
+        return "\n".join(lines)
+
+    @classmethod
+    def load(cls, directory: Path) -> Manifest:
+        path = directory / MANIFEST_FILE
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise ManifestError(
+                f"{path} not found: point at a directory written by `lookalike-export`"
+            ) from exc
+        return cls.from_json(text)
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _to_jsonable(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {_to_jsonable(k): _to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_jsonable(v) for v in value]
+    return value
+
+
+def _preprocess_from(raw: dict[str, Any]) -> PreprocessSpec:
+    return PreprocessSpec(**{**raw, "mean": tuple(raw["mean"]), "std": tuple(raw["std"])})
+
+
+def _graph_from(raw: dict[str, Any]) -> Graph:
+    variants = {}
+    for name, variant in raw["variants"].items():
+        parity = variant["parity"]
+        variants[Precision(name)] = Variant(
+            **{
+                **variant,
+                "precision": Precision(variant["precision"]),
+                "parity": ParityFigures(**{**parity, "batch_sizes": tuple(parity["batch_sizes"])}),
+            }
+        )
+    return Graph(**{**raw, "input_shape": tuple(raw["input_shape"]), "variants": variants})
+
+
+if __name__ == "__main__":  # python -m export.manifest DIR: describe an export
+    import sys
+
+    for argument in sys.argv[1:] or ["."]:
+        try:
+            print(Manifest.load(Path(argument)).describe(Path(argument)))
+        except ManifestError as error:
+            sys.exit(f"error: {error}")

@@ -1,0 +1,305 @@
+"""The export, step by step, into a temporary directory renamed into place at the end.
+
+A crash, a failed parity check or a full disk leaves no half-written package that looks valid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import errno
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.convert import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, export_image_graph
+from export.errors import ExportError, OutputExistsError, ParityError
+from export.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    Graph,
+    Manifest,
+    Precision,
+    Variant,
+    sha256_file,
+)
+from export.optimize import (
+    QUANTIZATION_PLANS,
+    count_ops,
+    optimize_fp32,
+    quantize_int8,
+    to_fp16,
+)
+from export.runtime import import_onnxruntime
+from export.source import DEFAULT_MODEL, Checkpoint, load_checkpoint
+from export.verify import check_parity, parity_batch, reference_embeddings
+
+__all__ = ["ExportRequest", "run_export", "variant_file"]
+
+log = logging.getLogger(__name__)
+
+GRAPH_NAME = "image"
+STAGING_BYTES_PER_PARAMETER = 8  # raw fp32 graph + optimized fp32 graph
+DISK_FULL_BYTES = 1 << 20  # this little free after a failed write means the disk filled up
+RAW_GRAPH = "image_raw.onnx"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExportRequest:
+    output: Path
+    model: str = DEFAULT_MODEL
+    revision: str | None = None
+    random_init: str | None = None
+    precisions: tuple[Precision, ...] = tuple(Precision)
+    opset: int = DEFAULT_OPSET
+    overwrite: bool = False
+
+
+def variant_file(precision: Precision) -> str:
+    return f"{GRAPH_NAME}_{precision.value}.onnx"
+
+
+def run_export(request: ExportRequest) -> Manifest:
+    """Export, optimize, verify and package; return the manifest written to `request.output`."""
+    import_onnxruntime()  # fail before minutes of work when the runtime is missing
+    output = request.output.resolve()
+    _check_output_replaceable(output, overwrite=request.overwrite)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    staging.chmod(0o755)  # mkdtemp's 0700 would outlive the rename
+    try:
+        with _disk_full_is_explained(output):
+            manifest = _build(request, staging)
+            _publish(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("wrote %s", output)
+    return manifest
+
+
+def _check_output_replaceable(output: Path, *, overwrite: bool) -> None:
+    if not output.exists():
+        return
+    if not overwrite:
+        raise OutputExistsError(f"{output} already exists; pass --overwrite to replace it")
+    is_export = (output / MANIFEST_FILE).is_file()
+    if not output.is_dir() or not (is_export or not any(output.iterdir())):
+        raise OutputExistsError(
+            f"{output} is not an earlier export (no {MANIFEST_FILE}); refusing to replace it "
+            "even with --overwrite: choose another --output or remove it yourself"
+        )
+
+
+def _build(request: ExportRequest, staging: Path) -> Manifest:
+    steps = _Steps(total=4 + len(request.precisions))
+    with steps("loading model"):
+        checkpoint = load_checkpoint(
+            request.model, revision=request.revision, random_init=request.random_init
+        )
+    _check_free_space(checkpoint.model, staging)
+    config = checkpoint.config
+    log.info(
+        "vision tower: %d layers, width %d, %dpx, patch %d -> %d-d embeddings",
+        config.num_hidden_layers,
+        config.hidden_size,
+        config.image_size,
+        config.patch_size,
+        config.projection_dim,
+    )
+    with (
+        steps("exporting ONNX graph (vision tower + projection + L2 norm)"),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")  # tracer chatter about Python control flow
+        export_image_graph(checkpoint.model, staging / RAW_GRAPH, opset=request.opset)
+    with steps("optimizing fp32 graph (ONNX Runtime transformer fusions)"):
+        fp32_path = staging / variant_file(Precision.FP32)
+        fused = optimize_fp32(
+            staging / RAW_GRAPH,
+            fp32_path,
+            num_heads=config.num_attention_heads,
+            hidden_size=config.hidden_size,
+        )
+        log.info("fused: %s", ", ".join(f"{n} {op}" for op, n in fused.items()) or "nothing")
+    (staging / RAW_GRAPH).unlink()
+    with steps("computing PyTorch reference embeddings"):
+        pixels = parity_batch(checkpoint.processor)
+        reference = reference_embeddings(checkpoint.model, pixels)
+
+    variants = {}
+    for precision in request.precisions:
+        with steps(f"building and verifying {precision.value}"):
+            variants[precision] = _variant(precision, staging, pixels, reference, fused)
+    if Precision.FP32 not in request.precisions:
+        fp32_path.unlink()
+    return _manifest(request, checkpoint, variants, staging)
+
+
+def _variant(
+    precision: Precision,
+    staging: Path,
+    pixels: np.ndarray,
+    reference: np.ndarray,
+    fused: dict[str, int],
+) -> Variant:
+    fp32_path = staging / variant_file(Precision.FP32)
+    path = staging / variant_file(precision)
+    notes: dict[str, object] = {}
+    if precision is Precision.FP32:
+        notes["fused_ops"] = fused
+        parity = check_parity(path, precision, pixels, reference)
+    elif precision is Precision.FP16:
+        to_fp16(fp32_path, path)
+        parity = check_parity(path, precision, pixels, reference)
+    else:
+        parity, notes = _int8_meeting_bar(fp32_path, path, pixels, reference)
+    log.info(
+        "%s parity: min cosine %.6f (bar %s), max abs diff %.2g",
+        precision.value,
+        parity.min_cosine,
+        parity.bar,
+        parity.max_abs_diff,
+    )
+    return Variant(
+        precision=precision,
+        file=path.name,
+        sha256=sha256_file(path),
+        bytes=path.stat().st_size,
+        parity=parity,
+        notes=notes,
+    )
+
+
+def _int8_meeting_bar(
+    fp32_path: Path, path: Path, pixels: np.ndarray, reference: np.ndarray
+) -> tuple:
+    """Quantize with the lightest plan that meets the int8 bar (see QUANTIZATION_PLANS)."""
+    failures = []
+    for plan in QUANTIZATION_PLANS:
+        kept = quantize_int8(fp32_path, path, plan)
+        try:
+            parity = check_parity(path, Precision.INT8, pixels, reference)
+        except ParityError as exc:
+            log.warning("int8 plan %s missed the bar: %s; trying the next", plan.name, exc)
+            failures.append(f"{plan.name}: {exc}")
+            continue
+        ops = count_ops(path, ("QAttention", "MatMulInteger", "DynamicQuantizeMatMul"))
+        return parity, {"plan": plan.name, "fp32_nodes": kept, "quantized_ops": ops}
+    raise ParityError("no int8 quantization plan met the bar:\n  " + "\n  ".join(failures))
+
+
+def _manifest(
+    request: ExportRequest,
+    checkpoint: Checkpoint,
+    variants: dict[Precision, Variant],
+    staging: Path,
+) -> Manifest:
+    config = checkpoint.config
+    manifest = Manifest(
+        format_version=FORMAT_VERSION,
+        source=checkpoint.source,
+        embedding_dim=config.projection_dim,
+        preprocess=checkpoint.preprocess,
+        opset=request.opset,
+        graphs={
+            GRAPH_NAME: Graph(
+                input=INPUT_NAME,
+                input_shape=("batch", 3, config.image_size, config.image_size),
+                output=OUTPUT_NAME,
+                output_dim=config.projection_dim,
+                l2_normalized=True,
+                variants=variants,
+            )
+        },
+        tools=_tool_versions(),
+        created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
+    manifest.write(staging)
+    return manifest
+
+
+def _tool_versions() -> dict[str, str]:
+    names = ("lookalike", "torch", "transformers", "optimum", "optimum-onnx", "onnx")
+    versions = {name: _version(name) for name in names}
+    versions["onnxruntime"] = import_onnxruntime().__version__
+    return versions
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _publish(staging: Path, output: Path) -> None:
+    """fsync every file, then swap the staging directory into place."""
+    for path in staging.iterdir():
+        with path.open("rb") as stream:
+            os.fsync(stream.fileno())
+    if output.exists():
+        retired = output.with_name(f".{output.name}.old-{os.getpid()}")
+        output.rename(retired)
+        staging.rename(output)
+        shutil.rmtree(retired)
+    else:
+        staging.rename(output)
+    directory = os.open(output.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+@contextlib.contextmanager
+def _disk_full_is_explained(output: Path) -> Iterator[None]:
+    """Name a full disk as the cause: ONNX writers often fail with a corrupt file, not ENOSPC."""
+    try:
+        yield
+    except ExportError:
+        raise
+    except Exception as exc:
+        free = shutil.disk_usage(output.parent).free
+        if not (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) and free > DISK_FULL_BYTES:
+            raise
+        raise ExportError(
+            f"disk full while exporting ({free / 1e6:.1f} MB free in {output.parent}); "
+            f"nothing was written to {output} ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _check_free_space(model: torch.nn.Module, directory: Path) -> None:
+    """The staging peak is the raw and the optimized fp32 graphs side by side."""
+    needed = sum(p.numel() for p in model.parameters()) * STAGING_BYTES_PER_PARAMETER
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise ExportError(
+            f"not enough disk space in {directory}: the export needs about "
+            f"{needed / 1e6:.0f} MB, {free / 1e6:.0f} MB are free"
+        )
+
+
+class _Steps:
+    """Numbered progress lines with timings for the steps that take seconds."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+
+    @contextlib.contextmanager
+    def __call__(self, title: str) -> Iterator[None]:
+        self.done += 1
+        log.info("[%d/%d] %s ...", self.done, self.total, title)
+        started = time.perf_counter()
+        yield
+        log.info("[%d/%d] done in %.1fs", self.done, self.total, time.perf_counter() - started)

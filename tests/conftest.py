@@ -1,0 +1,47 @@
+"""Session-wide fixtures: the tiny random CLIP, exported once through the real console script."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from export.manifest import Manifest
+
+# Environment that would change what the code under test does; no test inherits it.
+LEAKY_ENV_PREFIXES = ("LOOKALIKE_", "HF_", "TRANSFORMERS_", "ORT_")
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(LEAKY_ENV_PREFIXES):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no test may reach for the network
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`lookalike-export --random-init tiny` run once, as a user would run it."""
+    output = tmp_path_factory.mktemp("models") / "tiny"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(LEAKY_ENV_PREFIXES)}
+    result = subprocess.run(
+        [sys.executable, "-m", "export", "--random-init", "tiny", "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**env, "HF_HUB_OFFLINE": "1"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    (output.parent / "export.stdout").write_text(result.stdout)
+    (output.parent / "export.stderr").write_text(result.stderr)
+    return output
+
+
+@pytest.fixture(scope="session")
+def tiny_manifest(tiny_export: Path) -> Manifest:
+    return Manifest.load(tiny_export)

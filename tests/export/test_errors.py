@@ -1,0 +1,168 @@
+"""Every failure the exporter explains: exit code, message, and nothing half-written left."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from transformers import BertConfig, BertModel, CLIPConfig
+
+from export import verify
+from export.cli import main
+from export.errors import (
+    ModelUnavailableError,
+    NotClipModelError,
+    OutputExistsError,
+    ParityError,
+)
+from export.manifest import MANIFEST_FILE
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(["--quiet", *argv])
+    return code, capsys.readouterr().err
+
+
+def leftovers(parent: Path) -> list[str]:
+    return [p.name for p in parent.iterdir() if ".partial-" in p.name or ".old-" in p.name]
+
+
+def test_unknown_hub_model_offline_says_how_to_work_without_network(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = run(capsys, "--model", "no-such-org/no-such-clip", "--output", str(tmp_path / "o"))
+    assert code == ModelUnavailableError.exit_code
+    assert "no-such-org/no-such-clip" in err
+    assert "--random-init" in err
+    assert "local directory" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_local_path_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(capsys, "--model", "./does/not/exist", "--output", str(tmp_path / "o"))
+    assert code == ModelUnavailableError.exit_code
+    assert "./does/not/exist" in err
+
+
+def test_empty_directory_holds_no_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    code, err = run(capsys, "--model", str(tmp_path / "empty"), "--output", str(tmp_path / "o"))
+    assert code == ModelUnavailableError.exit_code
+    assert "holds no model" in err
+
+
+def test_clip_config_without_weights_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    CLIPConfig().save_pretrained(tmp_path / "config-only")
+    code, err = run(
+        capsys, "--model", str(tmp_path / "config-only"), "--output", str(tmp_path / "o")
+    )
+    assert code == ModelUnavailableError.exit_code
+    assert "no loadable weights" in err
+
+
+def test_non_clip_model_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = BertConfig(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    )
+    BertModel(config).save_pretrained(tmp_path / "bert")
+    code, err = run(capsys, "--model", str(tmp_path / "bert"), "--output", str(tmp_path / "o"))
+    assert code == NotClipModelError.exit_code
+    assert "'bert'" in err
+    assert "not CLIP" in err
+
+
+def test_existing_output_is_kept_unless_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "o"
+    code, _ = run(capsys, "--random-init", "tiny", "--output", str(output), "--precision", "fp32")
+    assert code == 0
+    first = (output / MANIFEST_FILE).read_text()
+
+    code, err = run(capsys, "--random-init", "tiny", "--output", str(output))
+    assert code == OutputExistsError.exit_code
+    assert "--overwrite" in err
+    assert (output / MANIFEST_FILE).read_text() == first
+
+    code, _ = run(
+        capsys,
+        "--random-init",
+        "tiny",
+        "--output",
+        str(output),
+        "--overwrite",
+        "--precision",
+        "int8",
+    )
+    assert code == 0
+    assert sorted(p.name for p in output.iterdir()) == ["image_int8.onnx", MANIFEST_FILE]
+    assert leftovers(tmp_path) == []
+
+
+def test_overwrite_never_replaces_a_directory_that_is_not_an_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "o"
+    output.mkdir()
+    (output / "precious.txt").write_text("keep me")
+    code, err = run(capsys, "--random-init", "tiny", "--output", str(output), "--overwrite")
+    assert code == OutputExistsError.exit_code
+    assert "not an earlier export" in err
+    assert (output / "precious.txt").read_text() == "keep me"
+
+
+def test_variant_below_its_bar_fails_and_leaves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    impossible = {**verify.PARITY_BARS, verify.Precision.INT8: 1.5}
+    monkeypatch.setattr(verify, "PARITY_BARS", impossible)
+    output = tmp_path / "o"
+    code, err = run(capsys, "--random-init", "tiny", "--output", str(output), "--precision", "int8")
+    assert code == ParityError.exit_code
+    assert "int8" in err
+    assert "min cosine" in err
+    assert not output.exists()
+    assert leftovers(tmp_path) == []
+
+
+@contextlib.contextmanager
+def small_filesystem(directory: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` (root only; skipped where mounting is not allowed)."""
+    directory.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", str(directory)], check=True)
+
+
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [
+        ("256k", "not enough disk space"),  # refused before any work
+        ("1m", "disk full while exporting"),  # passes the estimate, fills up mid-export
+    ],
+)
+def test_full_disk_is_explained_and_leaves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], size: str, message: str
+) -> None:
+    with small_filesystem(tmp_path / "disk", size) as disk:
+        output = disk / "o"
+        code, err = run(capsys, "--random-init", "tiny", "--output", str(output))
+        assert code != 0
+        assert message in err
+        assert list(disk.iterdir()) == []

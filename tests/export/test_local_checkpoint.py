@@ -1,0 +1,68 @@
+"""`--model DIR`: a CLIPModel saved with `save_pretrained`, as users keep checkpoints offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+from export.cli import main
+from export.manifest import Manifest, Precision
+
+VISION = dict(
+    hidden_size=24,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    image_size=32,
+    patch_size=8,
+)
+TEXT = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+
+
+@pytest.fixture(scope="module")
+def saved_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, CLIPModel]:
+    torch.manual_seed(7)
+    config = CLIPConfig(text_config=TEXT, vision_config=VISION, projection_dim=12)
+    model = CLIPModel(config).eval()
+    directory = tmp_path_factory.mktemp("checkpoints") / "clip"
+    model.save_pretrained(directory)
+    CLIPImageProcessor(
+        size={"shortest_edge": 40},
+        crop_size={"height": 32, "width": 32},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.25, 0.25, 0.25],
+    ).save_pretrained(directory)
+    return directory, model
+
+
+def test_local_clip_directory_exports_with_its_own_preprocessing(
+    saved_clip: tuple[Path, CLIPModel], tmp_path: Path
+) -> None:
+    directory, model = saved_clip
+    output = tmp_path / "out"
+    assert main(["--quiet", "--model", str(directory), "--output", str(output)]) == 0
+    manifest = Manifest.load(output)
+
+    assert manifest.source.kind == "local"
+    assert manifest.source.id == str(directory.resolve())
+    assert manifest.source.random_weights is False
+    assert manifest.embedding_dim == 12
+    prep = manifest.preprocess
+    assert (prep.image_size, prep.resize_shortest_edge, prep.crop_height) == (32, 40, 32)
+    assert prep.mean == (0.5, 0.5, 0.5)
+    assert prep.std == (0.25, 0.25, 0.25)
+    assert set(manifest.graphs["image"].variants) == set(Precision)
+
+    batch = np.random.default_rng(5).normal(size=(3, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        expected = model.get_image_features(pixel_values=torch.from_numpy(batch)).numpy()
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    fp32 = manifest.graphs["image"].variants[Precision.FP32]
+    sess = ort.InferenceSession(str(output / fp32.file), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"pixel_values": batch})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-5)

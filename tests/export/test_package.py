@@ -1,0 +1,170 @@
+"""The exported model package: files, manifest, graph contract and numerics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from export.manifest import MANIFEST_FILE, Manifest, Precision, sha256_file
+from export.source import RANDOM_INIT_PRESETS, load_checkpoint
+from export.verify import PARITY_BARS
+
+TINY = RANDOM_INIT_PRESETS["tiny"]
+
+
+def session(package: Path, manifest: Manifest, precision: Precision) -> ort.InferenceSession:
+    variant = manifest.graphs["image"].variants[precision]
+    return ort.InferenceSession(str(package / variant.file), providers=["CPUExecutionProvider"])
+
+
+def pixels(batch: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(batch, 3, TINY["image_size"], TINY["image_size"])).astype(np.float32)
+
+
+def test_package_holds_manifest_and_one_file_per_precision(
+    tiny_export: Path, tiny_manifest: Manifest
+) -> None:
+    files = sorted(p.name for p in tiny_export.iterdir())
+    variants = tiny_manifest.graphs["image"].variants
+    assert set(variants) == set(Precision)
+    assert files == sorted([MANIFEST_FILE, *(v.file for v in variants.values())])
+    for precision, variant in variants.items():
+        assert precision.value in variant.file
+        path = tiny_export / variant.file
+        assert variant.sha256 == sha256_file(path)
+        assert variant.bytes == path.stat().st_size
+
+
+def test_manifest_describes_model_and_preprocessing(tiny_manifest: Manifest) -> None:
+    assert tiny_manifest.source.kind == "random-init"
+    assert tiny_manifest.source.id == "tiny"
+    assert tiny_manifest.source.random_weights is True
+    assert tiny_manifest.embedding_dim == TINY["projection_dim"]
+    prep = tiny_manifest.preprocess
+    assert (prep.image_size, prep.resize_shortest_edge) == (224, 224)
+    assert (prep.crop_height, prep.crop_width, prep.center_crop) == (224, 224, True)
+    assert prep.resample == "bicubic"
+    assert prep.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))
+    assert prep.std == pytest.approx((0.26862954, 0.26130258, 0.27577711))
+    assert prep.rescale_factor == pytest.approx(1 / 255)
+    assert tiny_manifest.opset == 17
+    for tool in ("torch", "transformers", "optimum", "onnxruntime", "onnx"):
+        assert tiny_manifest.tools[tool][0].isdigit(), tool
+    graph = tiny_manifest.graphs["image"]
+    assert (graph.input, graph.output, graph.l2_normalized) == (
+        "pixel_values",
+        "image_embeds",
+        True,
+    )
+
+
+def test_manifest_round_trips_through_json(tiny_export: Path, tiny_manifest: Manifest) -> None:
+    text = (tiny_export / MANIFEST_FILE).read_text()
+    assert Manifest.from_json(text) == tiny_manifest
+    assert json.loads(tiny_manifest.to_json()) == json.loads(text)
+
+
+@pytest.mark.parametrize("precision", list(Precision))
+def test_parity_figures_meet_their_bar(tiny_manifest: Manifest, precision: Precision) -> None:
+    parity = tiny_manifest.graphs["image"].variants[precision].parity
+    assert parity.bar == PARITY_BARS[precision]
+    assert parity.bar <= parity.min_cosine <= parity.mean_cosine <= 1.0 + 1e-6
+    assert parity.images >= 8
+    assert parity.batch_sizes[0] == 1
+    assert parity.batch_sizes[1] > 1
+
+
+@pytest.mark.parametrize("precision", list(Precision))
+def test_graph_has_dynamic_batch_and_unit_norm_output(
+    tiny_export: Path, tiny_manifest: Manifest, precision: Precision
+) -> None:
+    sess = session(tiny_export, tiny_manifest, precision)
+    (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
+    assert inp.name == "pixel_values"
+    assert inp.type == "tensor(float)"
+    assert isinstance(inp.shape[0], str)  # symbolic: any batch size
+    assert inp.shape[1:] == [3, 224, 224]
+    assert out.name == "image_embeds"
+    assert out.type == "tensor(float)"
+    for batch in (1, 3, 7):
+        embeds = sess.run(None, {"pixel_values": pixels(batch)})[0]
+        assert embeds.shape == (batch, TINY["projection_dim"])
+        np.testing.assert_allclose(np.linalg.norm(embeds, axis=1), 1.0, atol=1e-3)
+
+
+def test_fp32_image_alone_equals_image_in_batch_of_seven(
+    tiny_export: Path, tiny_manifest: Manifest
+) -> None:
+    sess = session(tiny_export, tiny_manifest, Precision.FP32)
+    batch = pixels(7, seed=3)
+    together = sess.run(None, {"pixel_values": batch})[0]
+    for i in range(7):
+        alone = sess.run(None, {"pixel_values": batch[i : i + 1]})[0]
+        assert np.abs(alone[0] - together[i]).max() <= 1e-5
+
+
+def test_fp32_matches_pytorch_projection_recomputed_here(
+    tiny_export: Path, tiny_manifest: Manifest
+) -> None:
+    """Independent of the exporter's own parity check: same seed, same weights."""
+    model = load_checkpoint(random_init="tiny").model
+    batch = pixels(4, seed=9)
+    with torch.no_grad():
+        expected = model(pixel_values=torch.from_numpy(batch)).image_embeds.numpy()
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    got = session(tiny_export, tiny_manifest, Precision.FP32).run(None, {"pixel_values": batch})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_fp32_graph_has_fused_transformer_ops(tiny_export: Path, tiny_manifest: Manifest) -> None:
+    variant = tiny_manifest.graphs["image"].variants[Precision.FP32]
+    graph = onnx.load(str(tiny_export / variant.file)).graph
+    ops = [node.op_type for node in graph.node]
+    layers = TINY["num_hidden_layers"]
+    assert ops.count("Attention") == layers
+    assert ops.count("QuickGelu") == layers
+    assert variant.notes["fused_ops"]["Attention"] == layers
+
+
+def test_int8_quantizes_body_and_keeps_edges_fp32(
+    tiny_export: Path, tiny_manifest: Manifest
+) -> None:
+    variant = tiny_manifest.graphs["image"].variants[Precision.INT8]
+    nodes = onnx.load(str(tiny_export / variant.file)).graph.node
+    ops = [node.op_type for node in nodes]
+    assert ops.count("QAttention") == TINY["num_hidden_layers"]
+    assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
+    assert "Conv" in ops  # the patch embedding stays fp32
+    assert "ConvInteger" not in ops
+    projection = [n for n in nodes if "visual_projection" in n.name]
+    assert projection
+    assert {n.op_type for n in projection} == {"MatMul"}
+    assert variant.notes["plan"]
+
+
+def test_fp16_weights_are_half_precision_with_float32_io(
+    tiny_export: Path, tiny_manifest: Manifest
+) -> None:
+    variant = tiny_manifest.graphs["image"].variants[Precision.FP16]
+    graph = onnx.load(str(tiny_export / variant.file)).graph
+    types = {init.data_type for init in graph.initializer if len(init.dims) == 2}
+    assert types == {onnx.TensorProto.FLOAT16}
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+
+def test_cli_prints_summary_and_random_weights_warning(tiny_export: Path) -> None:
+    stdout = (tiny_export.parent / "export.stdout").read_text()
+    stderr = (tiny_export.parent / "export.stderr").read_text()
+    assert "RANDOM WEIGHTS" in stdout
+    assert "RANDOM WEIGHTS" in stderr
+    for precision in Precision:
+        assert f"image_{precision.value}.onnx" in stdout
+    assert "[7/7]" in stderr  # numbered progress lines

@@ -1,0 +1,71 @@
+"""Exactly one ONNX Runtime build: in the dependency metadata and in this environment."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from export.errors import RuntimeMissingError
+from export.runtime import RUNTIME_DISTRIBUTIONS, import_onnxruntime, installed_runtimes
+
+
+def runtimes_required(extra: str) -> list[str]:
+    """ONNX Runtime builds that `lookalike[extra]` adds to the base install ("" for the base)."""
+    names = []
+    for line in metadata.requires("lookalike") or []:
+        requirement = Requirement(line)
+        marker = requirement.marker
+        in_base = marker is None or marker.evaluate({"extra": ""})
+        in_extra = marker is not None and marker.evaluate({"extra": extra}) and not in_base
+        if requirement.name in RUNTIME_DISTRIBUTIONS and (in_extra if extra else in_base):
+            names.append(requirement.name)
+    return names
+
+
+def test_base_dependencies_name_no_runtime_and_each_extra_exactly_one() -> None:
+    assert runtimes_required("") == []
+    assert runtimes_required("cpu") == ["onnxruntime"]
+    assert runtimes_required("gpu") == ["onnxruntime-gpu"]
+    for extra in ("export", "dev"):
+        assert runtimes_required(extra) == [], extra
+
+
+def test_test_environment_has_exactly_the_cpu_runtime() -> None:
+    assert installed_runtimes() == ["onnxruntime"]
+    assert "CPUExecutionProvider" in import_onnxruntime().get_available_providers()
+
+
+def test_two_runtime_builds_are_refused_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second build's metadata on sys.path is what `pip install onnxruntime-gpu` leaves."""
+    dist_info = tmp_path / "onnxruntime_gpu-1.20.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: onnxruntime-gpu\nVersion: 1.20.0\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert installed_runtimes() == ["onnxruntime", "onnxruntime-gpu"]
+    with pytest.raises(RuntimeMissingError, match="shadow") as info:
+        import_onnxruntime()
+    assert "pip uninstall -y onnxruntime onnxruntime-gpu" in str(info.value)
+
+
+def test_missing_runtime_names_the_install_line() -> None:
+    """`sys.modules[name] = None` is how Python itself marks a module as not importable."""
+    code = (
+        "import sys; sys.modules['onnxruntime'] = None\n"
+        "from export.runtime import import_onnxruntime\n"
+        "import_onnxruntime()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode != 0
+    assert "ONNX Runtime is not installed" in result.stderr
+    assert "lookalike[cpu]" in result.stderr
