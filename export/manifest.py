@@ -219,13 +219,3 @@ def _graph_from(raw: dict[str, Any]) -> Graph:
             }
         )
     return Graph(**{**raw, "input_shape": tuple(raw["input_shape"]), "variants": variants})
-
-
-if __name__ == "__main__":  # python -m export.manifest DIR: describe an export
-    import sys
-
-    for argument in sys.argv[1:] or ["."]:
-        try:
-            print(Manifest.load(Path(argument)).describe(Path(argument)))
-        except ManifestError as error:
-            sys.exit(f"error: {error}")

@@ -32,7 +32,7 @@ fi
 
 if [[ -f "$OUTPUT/manifest.json" ]]; then
     echo "==> reusing the export in $OUTPUT (delete it to export again)"
-    "$VENV/bin/python" -m export.manifest "$OUTPUT"
+    "$VENV/bin/python" -m export.describe "$OUTPUT"
 else
     echo "==> exporting to $OUTPUT"
     "$VENV/bin/lookalike-export" "${SOURCE[@]}" --output "$OUTPUT"

@@ -8,7 +8,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+from transformers import (
+    CLIPConfig,
+    CLIPImageProcessor,
+    CLIPModel,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+)
 
 from export.cli import main
 from export.manifest import Manifest, Precision
@@ -66,3 +72,28 @@ def test_local_clip_directory_exports_with_its_own_preprocessing(
     sess = ort.InferenceSession(str(output / fp32.file), providers=["CPUExecutionProvider"])
     got = sess.run(None, {"pixel_values": batch})[0]
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_vision_only_checkpoint_without_processor_uses_default_preprocessing(
+    tmp_path: Path,
+) -> None:
+    """A saved CLIPVisionModelWithProjection (as some hubs publish) with no processor file."""
+    torch.manual_seed(11)
+    model = CLIPVisionModelWithProjection(CLIPVisionConfig(**VISION, projection_dim=10)).eval()
+    model.save_pretrained(tmp_path / "vision")
+    output = tmp_path / "out"
+    code = main(["--quiet", "--model", str(tmp_path / "vision"), "-o", str(output)])
+    assert code == 0
+    manifest = Manifest.load(output)
+    assert manifest.embedding_dim == 10
+    assert manifest.preprocess.resize_shortest_edge == 32
+    assert manifest.preprocess.crop_height == 32
+
+    batch = np.random.default_rng(2).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(pixel_values=torch.from_numpy(batch)).image_embeds.numpy()
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    int8 = manifest.graphs["image"].variants[Precision.INT8]
+    sess = ort.InferenceSession(str(output / int8.file), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"pixel_values": batch})[0]
+    assert float(np.min(np.sum(got * expected, axis=1))) >= 0.99
