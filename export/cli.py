@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from export.manifest import Precision
@@ -55,8 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging(*, quiet: bool, verbose: bool) -> None:
-    """Progress lines from the exporter; the libraries' INFO chatter only with --verbose."""
+@contextlib.contextmanager
+def progress_logging(*, quiet: bool, verbose: bool) -> Iterator[None]:
+    """Progress lines from the exporter; the libraries' INFO chatter only with --verbose.
+
+    Installed for the duration of one `main` call and removed after, so calling `main`
+    in-process (tests, notebooks) leaves logging as it found it.
+    """
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     if not verbose:
@@ -64,13 +70,23 @@ def configure_logging(*, quiet: bool, verbose: bool) -> None:
             lambda record: record.name.startswith("export") or record.levelno >= logging.ERROR
         )
     root = logging.getLogger()
+    level = root.level
     root.addHandler(handler)
     root.setLevel(logging.ERROR if quiet else logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(quiet=args.quiet, verbose=args.verbose)
+    with progress_logging(quiet=args.quiet, verbose=args.verbose):
+        return _export(args)
+
+
+def _export(args: argparse.Namespace) -> int:
     from export.errors import ExportError
     from export.pipeline import ExportRequest, run_export
 

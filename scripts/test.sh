@@ -10,6 +10,6 @@ echo "==> ruff"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
 echo "==> mypy"
-"$VENV/bin/mypy" export
+"$VENV/bin/mypy" export server
 echo "==> pytest"
 "$VENV/bin/python" -m pytest "$@"

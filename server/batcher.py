@@ -1,0 +1,217 @@
+"""Dynamic batching: many concurrent callers, one owner of the queue, one session at a time.
+
+Callers `submit` image bytes and get one future per image. Each image is preprocessed in a
+thread pool as soon as it is admitted, so decoding overlaps the inference of the previous
+batch. A single loop owns the queue of ready tensors: it flushes when `max_batch` rows are
+ready or the oldest ready row has waited `max_delay_ms`, skips rows whose caller has gone,
+and runs inference in its own thread, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import functools
+import logging
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from server.errors import EngineError, InvalidImageError, LookalikeError, OverloadedError
+
+__all__ = ["BatcherSettings", "BatcherStats", "Batcher"]
+
+log = logging.getLogger(__name__)
+
+Embed = Callable[[np.ndarray], np.ndarray]
+Preprocess = Callable[[bytes], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BatcherSettings:
+    max_batch: int = 32
+    max_delay_ms: float = 5.0
+    max_queue: int = 512  # images admitted and not yet answered; beyond: OverloadedError
+    preprocess_threads: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 2)
+    unhealthy_after: int = 3  # consecutive failed batches before reporting unhealthy
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "max_queue", "preprocess_threads", "unhealthy_after"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_delay_ms < 0:
+            raise ValueError("max_delay_ms must not be negative")
+
+
+@dataclasses.dataclass(frozen=True)
+class BatcherStats:
+    queue_depth: int  # images admitted and not yet answered
+    batches: int
+    images: int  # images inferred
+    mean_batch_size: float
+    healthy: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class _Ready:
+    tensor: np.ndarray
+    future: asyncio.Future[np.ndarray]
+    ready_at: float
+
+
+class Batcher:
+    def __init__(
+        self, embed: Embed, preprocess: Preprocess, settings: BatcherSettings = BatcherSettings()
+    ) -> None:
+        self._embed, self._preprocess, self.settings = embed, preprocess, settings
+        self._ready: asyncio.Queue[_Ready] = asyncio.Queue()
+        self._pending = 0
+        self._batches = self._images = self._consecutive_failures = 0
+        self._loop_task: asyncio.Task[None] | None = None
+        self._preprocess_pool = concurrent.futures.ThreadPoolExecutor(
+            settings.preprocess_threads, thread_name_prefix="preprocess"
+        )
+        self._inference_pool = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="inference"
+        )
+
+    async def start(self) -> None:
+        if self._loop_task is None:
+            self._loop_task = asyncio.create_task(self._batch_loop(), name="batcher")
+
+    async def close(self) -> None:
+        """Stop the loop; anything still queued fails with EngineError."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        while not self._ready.empty():
+            _fail(self._ready.get_nowait().future, EngineError("server is shutting down"))
+        self._preprocess_pool.shutdown(wait=False, cancel_futures=True)
+        self._inference_pool.shutdown(wait=True)
+
+    @property
+    def healthy(self) -> bool:
+        return self._consecutive_failures < self.settings.unhealthy_after
+
+    def stats(self) -> BatcherStats:
+        return BatcherStats(
+            queue_depth=self._pending,
+            batches=self._batches,
+            images=self._images,
+            mean_batch_size=self._images / self._batches if self._batches else 0.0,
+            healthy=self.healthy,
+        )
+
+    def submit(self, images: Sequence[bytes]) -> list[asyncio.Future[np.ndarray]]:
+        """Admit all images or none; one future per image, in order."""
+        if self._loop_task is None:
+            raise EngineError("batcher is not running")
+        if self._pending + len(images) > self.settings.max_queue:
+            raise OverloadedError(
+                f"server is at capacity ({self._pending} images queued, limit "
+                f"{self.settings.max_queue}); retry with backoff"
+            )
+        loop = asyncio.get_running_loop()
+        futures = []
+        for data in images:
+            future: asyncio.Future[np.ndarray] = loop.create_future()
+            self._pending += 1
+            future.add_done_callback(self._release)
+            prepared = loop.run_in_executor(self._preprocess_pool, self._prepare, data, future)
+            prepared.add_done_callback(functools.partial(self._enqueue, future))
+            futures.append(future)
+        return futures
+
+    async def embed(self, images: Sequence[bytes]) -> np.ndarray:
+        """Embed all images (float32[N, D]); raise the first image's error if any failed."""
+        results = await asyncio.gather(*self.submit(images), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return np.stack(results)  # type: ignore[arg-type]
+
+    def _release(self, _: asyncio.Future[np.ndarray]) -> None:
+        self._pending -= 1
+
+    def _prepare(self, data: bytes, future: asyncio.Future[np.ndarray]) -> np.ndarray | None:
+        """Runs in a worker thread. Skips images whose caller has already gone."""
+        if future.done():
+            return None
+        try:
+            return self._preprocess(data)
+        except LookalikeError:
+            raise
+        except Exception as exc:  # a decoder bug must fail this image, not the server
+            raise InvalidImageError(f"could not preprocess image: {exc!r}") from exc
+
+    def _enqueue(
+        self, future: asyncio.Future[np.ndarray], prepared: asyncio.Future[np.ndarray | None]
+    ) -> None:
+        if future.done() or prepared.cancelled():
+            return
+        error = prepared.exception()
+        if error is not None:
+            future.set_exception(error)
+        elif (tensor := prepared.result()) is not None:
+            self._ready.put_nowait(_Ready(tensor, future, asyncio.get_running_loop().time()))
+
+    async def _batch_loop(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            if batch:
+                try:
+                    await self._infer(batch)
+                except Exception:  # never let the loop die; the batch was already failed
+                    log.exception("unexpected error in the batch loop")
+
+    async def _next_batch(self) -> list[_Ready]:
+        """Wait for a first row, then fill up to max_batch until its max_delay runs out."""
+        loop = asyncio.get_running_loop()
+        first = await self._ready.get()
+        batch = [first] if not first.future.done() else []
+        deadline = first.ready_at + self.settings.max_delay_ms / 1000
+        while len(batch) < self.settings.max_batch:
+            if self._ready.empty():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._ready.get(), remaining)
+                except TimeoutError:
+                    break
+            else:
+                item = self._ready.get_nowait()
+            if not item.future.done():  # the caller is still waiting
+                batch.append(item)
+        return batch
+
+    async def _infer(self, batch: list[_Ready]) -> None:
+        tensors = np.stack([item.tensor for item in batch])
+        loop = asyncio.get_running_loop()
+        try:
+            embeds = await loop.run_in_executor(self._inference_pool, self._embed, tensors)
+        except Exception as exc:
+            self._consecutive_failures += 1
+            error = exc if isinstance(exc, EngineError) else EngineError(f"inference failed: {exc}")
+            log.error(
+                "batch of %d failed (%d in a row): %s", len(batch), self._consecutive_failures, exc
+            )
+            for item in batch:
+                _fail(item.future, error)
+            return
+        self._consecutive_failures = 0
+        self._batches += 1
+        self._images += len(batch)
+        for item, embedding in zip(batch, embeds, strict=True):
+            if not item.future.done():
+                item.future.set_result(embedding)
+
+
+def _fail(future: asyncio.Future[np.ndarray], error: Exception) -> None:
+    if not future.done():
+        future.set_exception(error)

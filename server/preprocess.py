@@ -1,0 +1,206 @@
+"""Image bytes -> normalised float32[3, H, W], as the exported checkpoint expects.
+
+Pure functions, parameterised by the manifest's `PreprocessSpec`; safe to call from threads
+(Pillow releases the GIL while decoding and resizing).
+
+Two modes:
+- `exact` reproduces `CLIPImageProcessor` (full decode, bicubic resize of the shortest edge,
+  center crop, rescale, normalise) to within 1e-4.
+- `fast` decodes JPEGs at a reduced DCT scale no smaller than needed ("draft" mode) and resizes
+  only the center-crop region, once, with a reducing gap; it stays uint8 until the final
+  normalisation.
+
+Both modes apply the EXIF orientation, so a phone photo is seen upright. That, and reading
+16-bit images as 8-bit by their high byte (the reference clips them), are the intended
+differences from `CLIPImageProcessor`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import io
+import math
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from export.manifest import PreprocessSpec
+from server.errors import ImageTooLargeError, InvalidImageError
+
+__all__ = [
+    "ImageLimits",
+    "PreprocessMode",
+    "Preprocessor",
+    "decode",
+]
+
+
+class PreprocessMode(str, enum.Enum):
+    EXACT = "exact"
+    FAST = "fast"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ImageLimits:
+    """What an image may be before any pixel is decoded (decompression-bomb guard)."""
+
+    max_pixels: int = 64_000_000
+    max_aspect_ratio: float = 100.0
+
+
+RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+REDUCING_GAP = 3.0  # Pillow: first reduce by an integer factor, then resample the last <=3x
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def decode(data: bytes, limits: ImageLimits, *, draft_short_edge: int | None = None) -> Image.Image:
+    """Decode to an upright RGB image; refuse non-images and oversized images before decoding.
+
+    With `draft_short_edge`, JPEGs are decoded at the smallest DCT scale whose short edge is
+    still at least that many pixels.
+    """
+    if not data:
+        raise InvalidImageError("empty image: zero bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(f"image too large: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise InvalidImageError("not an image Pillow can read (JPEG, PNG, WebP, GIF, ...)") from exc
+    width, height = image.size
+    _check_limits(width, height, limits)
+    if draft_short_edge is not None and image.format == "JPEG":
+        scale = draft_short_edge / min(width, height)
+        image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidImageError(f"corrupt or truncated {image.format} image: {exc}") from exc
+    return _to_rgb(_upright(image))
+
+
+def _check_limits(width: int, height: int, limits: ImageLimits) -> None:
+    if width < 1 or height < 1:
+        raise InvalidImageError(f"image has no pixels ({width}x{height})")
+    if width * height > limits.max_pixels:
+        raise ImageTooLargeError(
+            f"image is {width}x{height} = {width * height:,} pixels; "
+            f"the limit is {limits.max_pixels:,}"
+        )
+    ratio = max(width, height) / min(width, height)
+    if ratio > limits.max_aspect_ratio:
+        raise ImageTooLargeError(
+            f"image is {width}x{height}, aspect ratio {ratio:.0f}:1; "
+            f"the limit is {limits.max_aspect_ratio:.0f}:1"
+        )
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; an unreadable EXIF block leaves the image as stored."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError):
+        return image
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in SIXTEEN_BIT_MODES:  # keep the high byte instead of clipping at 255
+        high_byte = np.asarray(image, dtype=np.uint32) >> 8
+        image = Image.fromarray(np.clip(high_byte, 0, 255).astype(np.uint8), mode="L")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def resized_shape(width: int, height: int, spec: PreprocessSpec) -> tuple[int, int]:
+    """(width, height) after resizing the shortest edge, rounded as the reference rounds."""
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = spec.resize_shortest_edge, int(spec.resize_shortest_edge * long / short)
+    return (new_short, new_long) if width <= height else (new_long, new_short)
+
+
+def center_crop(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Crop HWC uint8 to the spec's crop size, zero-padding an image smaller than the crop."""
+    if not spec.center_crop:
+        return pixels
+    height, width = pixels.shape[:2]
+    crop_h, crop_w = spec.crop_height, spec.crop_width
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    if top >= 0 and left >= 0:
+        return pixels[top : top + crop_h, left : left + crop_w]
+    padded = np.zeros((max(crop_h, height), max(crop_w, width), 3), dtype=pixels.dtype)
+    pad_top, pad_left = (
+        math.ceil((padded.shape[0] - height) / 2),
+        math.ceil((padded.shape[1] - width) / 2),
+    )
+    padded[pad_top : pad_top + height, pad_left : pad_left + width] = pixels
+    top, left = top + pad_top, left + pad_left
+    return padded[top : top + crop_h, left : left + crop_w]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Normalizer:
+    """uint8 HWC -> float32 CHW via a per-channel lookup table of (v * rescale - mean) / std."""
+
+    table: np.ndarray  # float32[3, 256]
+
+    @classmethod
+    def for_spec(cls, spec: PreprocessSpec) -> _Normalizer:
+        values = np.arange(256, dtype=np.float64) * spec.rescale_factor
+        mean, std = np.asarray(spec.mean)[:, None], np.asarray(spec.std)[:, None]
+        return cls(((values[None, :] - mean) / std).astype(np.float32))
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        channels = np.moveaxis(pixels, -1, 0)
+        return np.stack([self.table[c][channels[c]] for c in range(3)])
+
+
+class Preprocessor:
+    """`bytes -> float32[3, H, W]` for one checkpoint's spec, in the chosen mode."""
+
+    def __init__(
+        self,
+        spec: PreprocessSpec,
+        *,
+        mode: PreprocessMode = PreprocessMode.FAST,
+        limits: ImageLimits = ImageLimits(),
+    ) -> None:
+        self.spec, self.mode, self.limits = spec, mode, limits
+        self._normalize = _Normalizer.for_spec(spec)
+        self._resample = RESAMPLE[spec.resample]
+
+    def __call__(self, data: bytes) -> np.ndarray:
+        if self.mode is PreprocessMode.FAST:
+            return self.fast(data)
+        return self.exact(decode(data, self.limits))
+
+    def exact(self, image: Image.Image) -> np.ndarray:
+        """`CLIPImageProcessor` on an RGB image: resize, crop, rescale, normalise."""
+        resized = image.resize(resized_shape(*image.size, self.spec), resample=self._resample)
+        return self._normalize(center_crop(np.asarray(resized), self.spec))
+
+    def fast(self, data: bytes) -> np.ndarray:
+        """Draft-decode, then one resize of just the crop region straight to the input size."""
+        spec = self.spec
+        image = decode(data, self.limits, draft_short_edge=spec.resize_shortest_edge)
+        width, height = image.size
+        new_w, new_h = resized_shape(width, height, spec)
+        crop_w, crop_h = (spec.crop_width, spec.crop_height) if spec.center_crop else (new_w, new_h)
+        if crop_w > new_w or crop_h > new_h:  # the crop would pad: rare configs, exact path
+            return self.exact(image)
+        left, top = (new_w - crop_w) // 2, (new_h - crop_h) // 2
+        sx, sy = width / new_w, height / new_h
+        box = (left * sx, top * sy, (left + crop_w) * sx, (top + crop_h) * sy)
+        resized = image.resize(
+            (crop_w, crop_h), resample=self._resample, box=box, reducing_gap=REDUCING_GAP
+        )
+        return self._normalize(np.asarray(resized))

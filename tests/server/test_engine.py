@@ -1,0 +1,111 @@
+"""The ONNX Runtime engine on the tiny exported model: choice, verification, numerics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.manifest import MANIFEST_FILE, Manifest, Precision
+from server.engine import Engine, EngineSettings, Provider
+from server.errors import EngineError, ModelLoadError
+
+
+@pytest.fixture
+def package_copy(tiny_export: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny export that a test may damage."""
+    return Path(shutil.copytree(tiny_export, tmp_path / "model"))
+
+
+def batch(engine: Engine, size: int, seed: int = 0) -> np.ndarray:
+    shape = (size, 3, engine.image_size, engine.image_size)
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+def test_cpu_default_is_int8_and_reports_the_providers_it_got(tiny_export: Path) -> None:
+    engine = Engine(tiny_export)
+    assert engine.precision is Precision.INT8
+    assert engine.providers == ["CPUExecutionProvider"]
+    assert engine.dim == Manifest.load(tiny_export).embedding_dim
+
+
+@pytest.mark.parametrize("precision", list(Precision))
+def test_embed_returns_unit_rows_for_every_variant(tiny_export: Path, precision: Precision) -> None:
+    engine = Engine(tiny_export, EngineSettings(precision=precision, intra_op_threads=1))
+    assert engine.precision is precision
+    embeds = engine.embed(batch(engine, 5))
+    assert embeds.shape == (5, engine.dim)
+    assert embeds.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(embeds, axis=1), 1.0, atol=1e-5)
+
+
+def test_variants_agree_with_each_other(tiny_export: Path) -> None:
+    pixels = batch(Engine(tiny_export), 4, seed=1)
+    fp32 = Engine(tiny_export, EngineSettings(precision=Precision.FP32)).embed(pixels)
+    for precision in (Precision.FP16, Precision.INT8):
+        other = Engine(tiny_export, EngineSettings(precision=precision)).embed(pixels)
+        assert np.min(np.sum(fp32 * other, axis=1)) > 0.99
+
+
+def test_warm_up_and_self_test_pass_on_a_good_model(tiny_export: Path) -> None:
+    engine = Engine(tiny_export)
+    engine.warm_up(batch_size=4)
+    engine.self_test()
+
+
+def test_wrong_input_shape_is_an_engine_error(tiny_export: Path) -> None:
+    engine = Engine(tiny_export)
+    with pytest.raises(EngineError, match="expected a batch of shape"):
+        engine.embed(np.zeros((2, 3, 64, 64), dtype=np.float32))
+
+
+def test_random_weights_are_announced_loudly(
+    tiny_export: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="server.engine"):
+        Engine(tiny_export)
+    assert "RANDOM WEIGHTS" in caplog.text
+
+
+def test_corrupted_model_file_is_refused(package_copy: Path) -> None:
+    variant = Manifest.load(package_copy).graphs["image"].variants[Precision.INT8]
+    with (package_copy / variant.file).open("ab") as stream:
+        stream.write(b"\0")
+    with pytest.raises(ModelLoadError, match="sha256"):
+        Engine(package_copy)
+
+
+def test_missing_model_file_is_refused(package_copy: Path) -> None:
+    (package_copy / "image_int8.onnx").unlink()
+    with pytest.raises(ModelLoadError, match=r"image_int8\.onnx is missing"):
+        Engine(package_copy)
+
+
+def test_directory_without_manifest_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="lookalike-export"):
+        Engine(tmp_path)
+
+
+def test_a_manifest_that_is_not_one_is_refused(package_copy: Path) -> None:
+    (package_copy / MANIFEST_FILE).write_text('{"name": "some other tool"}')
+    with pytest.raises(ModelLoadError, match="not a Lookalike manifest"):
+        Engine(package_copy)
+
+
+def test_missing_variant_is_named_and_default_falls_back(package_copy: Path) -> None:
+    """As an export made with `--precision fp32 --precision fp16` describes itself."""
+    manifest = json.loads((package_copy / MANIFEST_FILE).read_text())
+    del manifest["graphs"]["image"]["variants"]["int8"]
+    (package_copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(ModelLoadError, match="no int8 variant"):
+        Engine(package_copy, EngineSettings(precision=Precision.INT8))
+    assert Engine(package_copy).precision is Precision.FP32
+
+
+def test_cuda_on_a_cpu_build_says_which_package_to_install(tiny_export: Path) -> None:
+    with pytest.raises(ModelLoadError, match=r"lookalike\[gpu\]"):
+        Engine(tiny_export, EngineSettings(provider=Provider.CUDA))
