@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from transformers import BertConfig, BertModel, CLIPConfig
 
-from export import verify
+from export import pipeline, verify
 from export.cli import main
 from export.errors import (
     ModelUnavailableError,
@@ -150,19 +150,23 @@ def small_filesystem(directory: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", str(directory)], check=True)
 
 
-@pytest.mark.parametrize(
-    ("size", "message"),
-    [
-        ("256k", "not enough disk space"),  # refused before any work
-        ("1m", "disk full while exporting"),  # passes the estimate, fills up mid-export
-    ],
-)
-def test_full_disk_is_explained_and_leaves_nothing(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], size: str, message: str
+def test_too_little_space_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with small_filesystem(tmp_path / "disk", size) as disk:
-        output = disk / "o"
-        code, err = run(capsys, "--random-init", "tiny", "--output", str(output))
+    with small_filesystem(tmp_path / "disk", "256k") as disk:
+        code, err = run(capsys, "--random-init", "tiny", "--output", str(disk / "o"))
         assert code != 0
-        assert message in err
+        assert "not enough disk space" in err
+        assert list(disk.iterdir()) == []
+
+
+def test_disk_filling_up_mid_export_is_explained_and_leaves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second line of defence, behind the space estimate (switched off here)."""
+    monkeypatch.setattr(pipeline, "STAGING_BYTES_PER_PARAMETER", 0)
+    with small_filesystem(tmp_path / "disk", "1m") as disk:
+        code, err = run(capsys, "--random-init", "tiny", "--output", str(disk / "o"))
+        assert code != 0
+        assert "disk full while exporting" in err
         assert list(disk.iterdir()) == []

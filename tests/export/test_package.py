@@ -131,6 +131,9 @@ def test_fp32_graph_has_fused_transformer_ops(tiny_export: Path, tiny_manifest: 
     assert ops.count("Attention") == layers
     assert ops.count("QuickGelu") == layers
     assert variant.notes["fused_ops"]["Attention"] == layers
+    # split again for the CPU, where Add + LayerNormalization is faster
+    assert "SkipLayerNormalization" not in ops
+    assert variant.notes["split_for_cpu"]["SkipLayerNormalization"] > 0
 
 
 def test_int8_quantizes_body_and_keeps_edges_fp32(
@@ -156,6 +159,7 @@ def test_fp16_weights_are_half_precision_with_float32_io(
     graph = onnx.load(str(tiny_export / variant.file)).graph
     types = {init.data_type for init in graph.initializer if len(init.dims) == 2}
     assert types == {onnx.TensorProto.FLOAT16}
+    assert "SkipLayerNormalization" in [node.op_type for node in graph.node]  # fused for CUDA
     assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
 
