@@ -1,14 +1,23 @@
-"""The server's one error family. The service maps each class to one gRPC status code."""
+"""The server's one error family, and the one table that maps it to gRPC status codes."""
 
 from __future__ import annotations
 
+import grpc
+
 __all__ = [
-    "EngineError",
-    "ImageTooLargeError",
-    "InvalidImageError",
     "LookalikeError",
-    "ModelLoadError",
+    "InvalidArgumentError",
+    "InvalidImageError",
+    "NotFoundError",
+    "LimitExceededError",
+    "ImageTooLargeError",
     "OverloadedError",
+    "NotReadyError",
+    "EngineError",
+    "StorageError",
+    "ModelLoadError",
+    "DataDirError",
+    "grpc_status",
 ]
 
 
@@ -16,21 +25,67 @@ class LookalikeError(Exception):
     """Base of every failure the server explains to a caller or an operator."""
 
 
-class InvalidImageError(LookalikeError):
+class InvalidArgumentError(LookalikeError):
+    """The request is malformed: bad vector, k, id, metadata or query."""
+
+
+class InvalidImageError(InvalidArgumentError):
     """The bytes are not a decodable image: empty, unknown format, truncated, corrupt."""
 
 
-class ImageTooLargeError(InvalidImageError):
-    """Decodable, but beyond the configured pixel or aspect-ratio limits."""
+class NotFoundError(LookalikeError):
+    """An id that is not stored."""
+
+
+class LimitExceededError(LookalikeError):
+    """A configured size or count limit (images per request, message bytes, pixels)."""
+
+
+class ImageTooLargeError(InvalidImageError, LimitExceededError):
+    """Decodable, but beyond the configured pixel limit (checked before decoding)."""
 
 
 class OverloadedError(LookalikeError):
     """The queue is full; the request was refused at once instead of waiting."""
 
 
+class NotReadyError(LookalikeError):
+    """The server is starting or draining."""
+
+
 class EngineError(LookalikeError):
     """Inference failed for a whole batch (the images themselves were fine)."""
 
 
+class StorageError(LookalikeError):
+    """The database could not make a write durable (e.g. disk full); nothing was stored."""
+
+
 class ModelLoadError(LookalikeError):
-    """The model package cannot be used: missing, corrupt, mismatched, or no runtime."""
+    """Startup: the model package cannot be used (missing, corrupt, mismatched, no runtime)."""
+
+
+class DataDirError(LookalikeError):
+    """Startup: the data directory is unusable (corrupt database, another model's data)."""
+
+
+# The one mapping table. Looked up along the exception's MRO, most specific class first.
+GRPC_CODES: dict[type[LookalikeError], grpc.StatusCode] = {
+    ImageTooLargeError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFoundError: grpc.StatusCode.NOT_FOUND,
+    LimitExceededError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    OverloadedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    NotReadyError: grpc.StatusCode.UNAVAILABLE,
+    EngineError: grpc.StatusCode.UNAVAILABLE,
+    StorageError: grpc.StatusCode.UNAVAILABLE,
+    ModelLoadError: grpc.StatusCode.FAILED_PRECONDITION,
+    DataDirError: grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+def grpc_status(error: LookalikeError) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        if cls in GRPC_CODES:
+            return GRPC_CODES[cls]
+    return grpc.StatusCode.INTERNAL

@@ -100,7 +100,7 @@ def _check_limits(width: int, height: int, limits: ImageLimits) -> None:
         )
     ratio = max(width, height) / min(width, height)
     if ratio > limits.max_aspect_ratio:
-        raise ImageTooLargeError(
+        raise InvalidImageError(
             f"image is {width}x{height}, aspect ratio {ratio:.0f}:1; "
             f"the limit is {limits.max_aspect_ratio:.0f}:1"
         )

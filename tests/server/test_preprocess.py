@@ -150,7 +150,7 @@ HOSTILE = {
     "bomb-beyond-pillow-guard": (bomb_png(20000, 20000), ImageTooLargeError, "too large"),
     "absurd-aspect-ratio": (
         encode(Image.new("RGB", (100000, 1)), "PNG"),
-        ImageTooLargeError,
+        InvalidImageError,
         "aspect ratio",
     ),
 }

@@ -1,0 +1,274 @@
+"""Wiring: engine, batcher, repository and service behind one grpc.aio server.
+
+`LookalikeServer` owns every part's lifecycle: start (port bound, health NOT_SERVING), load
+(model warm, index loaded, then SERVING), and a graceful stop (NOT_SERVING, drain, snapshot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from importlib import metadata
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from export.manifest import Manifest
+from lookalike.v1 import lookalike_pb2 as pb
+from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
+from server.batcher import Batcher
+from server.config import ServerConfig, parse_config
+from server.engine import Engine
+from server.errors import LookalikeError
+from server.metrics import Metrics
+from server.preprocess import Preprocessor
+from server.repository import Repository
+from server.service import ImageSearchService, ServiceLimits
+from server.store import ModelIdentity
+
+__all__ = ["LookalikeServer", "main", "SERVICE_NAME"]
+
+log = logging.getLogger("lookalike.server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ImageSearch"].full_name
+OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+class TokenInterceptor(grpc.aio.ServerInterceptor):
+    """`authorization: Bearer TOKEN` on every call but health and reflection."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if details.method.startswith(OPEN_METHODS) or handler is None:
+            return handler
+        given = dict(details.invocation_metadata or ()).get("authorization", "")
+        if hmac.compare_digest(str(given).encode(), self._expected):
+            return handler
+        return _refusal(handler, "missing or wrong token: send 'authorization: Bearer <token>'")
+
+
+def _refusal(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(refuse)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(refuse)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(refuse)
+    return grpc.unary_unary_rpc_method_handler(refuse)
+
+
+def _timed(
+    function: Callable[[Any], Any], observe: Callable[[Any, float], None]
+) -> Callable[[Any], Any]:
+    def timed(argument: Any) -> Any:
+        started = time.perf_counter()
+        result = function(argument)
+        observe(argument, time.perf_counter() - started)
+        return result
+
+    return timed
+
+
+class LookalikeServer:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.metrics = Metrics.create()
+        self.health = HealthServicer()
+        self.service = ImageSearchService(
+            self.metrics, ServiceLimits(max_images_per_request=config.max_images_per_request)
+        )
+        self.port: int | None = None
+        self._engine: Engine | None = None
+        self._batcher: Batcher | None = None
+        self._repository: Repository | None = None
+        self._snapshots: asyncio.Task[None] | None = None
+        interceptors = [TokenInterceptor(config.token)] if config.token else []
+        self._server = grpc.aio.server(
+            interceptors=interceptors,
+            options=[
+                ("grpc.max_receive_message_length", config.max_message_bytes),
+                ("grpc.max_send_message_length", config.max_message_bytes),
+            ],
+        )
+        pb_grpc.add_ImageSearchServicer_to_server(self.service, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            self._server,
+        )
+
+    async def start(self) -> int:
+        """Bind and answer health (NOT_SERVING) at once; return the port."""
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        address = f"{self.config.host}:{self.config.port}"
+        if self.config.tls_cert and self.config.tls_key:
+            credentials = grpc.ssl_server_credentials(
+                [(self.config.tls_key.read_bytes(), self.config.tls_cert.read_bytes())]
+            )
+            self.port = self._server.add_secure_port(address, credentials)
+        else:
+            self.port = self._server.add_insecure_port(address)
+        await self._server.start()
+        log.info(
+            "listening on %s:%d (%s)",
+            self.config.host,
+            self.port,
+            "TLS" if self.config.tls_cert else "plaintext",
+        )
+        return self.port
+
+    async def load(self) -> None:
+        """Load the model and the index, warm up, then report SERVING."""
+        config = self.config
+        loop = asyncio.get_running_loop()
+        engine = await loop.run_in_executor(None, Engine, config.model_dir, config.engine)
+        await loop.run_in_executor(None, engine.warm_up, config.batcher.max_batch)
+        preprocess = Preprocessor(
+            engine.manifest.preprocess, mode=config.preprocess_mode, limits=config.image_limits
+        )
+        stage = self.metrics.stage_seconds
+        batcher = Batcher(
+            _timed(engine.embed, self._observe_batch),
+            _timed(preprocess, lambda _, s: stage.labels("preprocess").observe(s)),
+            config.batcher,
+        )
+        await batcher.start()
+        repository = Repository(config.data_dir, _identity(engine.manifest), config.index)
+        items = await repository.open()
+        self._engine, self._batcher, self._repository = engine, batcher, repository
+        self.service.stats_extra = {
+            "preprocess_mode": config.preprocess_mode.value,
+            "version": _version(),
+        }
+        self.service.attach(engine, batcher, repository)
+        self.metrics.index_items.set(items)
+        if config.metrics_port:
+            self.metrics.serve(config.metrics_port, config.host)
+        self._snapshots = asyncio.create_task(self._snapshot_periodically())
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "ready: model %s (%s%s), %s on %s, %d threads, %d-d, %d items, preprocess %s, "
+            "max batch %d, max delay %gms",
+            engine.manifest.source.id,
+            engine.manifest.source.kind,
+            ", RANDOM WEIGHTS" if engine.manifest.source.random_weights else "",
+            engine.precision.value,
+            ",".join(engine.providers),
+            config.engine.intra_op_threads,
+            engine.dim,
+            items,
+            config.preprocess_mode.value,
+            config.batcher.max_batch,
+            config.batcher.max_delay_ms,
+        )
+
+    async def stop(self) -> None:
+        """NOT_SERVING, stop accepting, drain in-flight calls, then save the snapshot."""
+        await self.health.enter_graceful_shutdown()
+        await self._server.stop(self.config.grace_s)
+        self.service.detach()
+        if self._snapshots is not None:
+            self._snapshots.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._snapshots
+        if self._batcher is not None:
+            await self._batcher.close()
+        if self._repository is not None:
+            await self._repository.close()
+        log.info("stopped")
+
+    async def wait(self) -> None:
+        await self._server.wait_for_termination()
+
+    async def _set_health(self, status: int) -> None:
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+    def _observe_batch(self, batch: np.ndarray, seconds: float) -> None:
+        self.metrics.stage_seconds.labels("inference").observe(seconds)
+        self.metrics.batch_size.observe(len(batch))
+        if self._batcher is not None:
+            self.metrics.queue_depth.set(self._batcher.stats().queue_depth)
+
+    async def _snapshot_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.snapshot_interval_s)
+            try:
+                if self._repository is not None and await self._repository.save_snapshot():
+                    log.info("index snapshot saved")
+            except Exception:  # the database still has everything; try again next time
+                log.exception("saving the index snapshot failed")
+
+
+def _identity(manifest: Manifest) -> ModelIdentity:
+    source = manifest.source
+    name = f"{source.kind}:{source.id}" + (f"@{source.revision}" if source.revision else "")
+    return ModelIdentity(source=name, dims=manifest.embedding_dim)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("lookalike")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+async def serve(config: ServerConfig) -> None:
+    server = LookalikeServer(config)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await server.start()
+    loading = asyncio.create_task(server.load())
+    waiting = asyncio.create_task(stopping.wait())
+    try:
+        done, _ = await asyncio.wait({loading, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if loading in done:
+            loading.result()  # a startup failure ends here, with its message
+            await waiting
+        else:
+            loading.cancel()
+        log.info("shutting down: draining for up to %gs", config.grace_s)
+    finally:
+        waiting.cancel()
+        await server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = parse_config(argv)
+    logging.basicConfig(
+        level=config.log_level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        asyncio.run(serve(config))
+    except LookalikeError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    return 0

@@ -1,0 +1,141 @@
+"""Server settings: frozen, keyword-only, built once in `main` from flags and LOOKALIKE_* env."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from export.manifest import Precision
+from server.batcher import BatcherSettings
+from server.engine import EngineSettings, Provider
+from server.index import IndexSettings
+from server.preprocess import ImageLimits, PreprocessMode
+
+__all__ = ["ServerConfig", "parse_config", "ENV_PREFIX"]
+
+ENV_PREFIX = "LOOKALIKE_"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    model_dir: Path
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 50051
+    engine: EngineSettings = dataclasses.field(default_factory=EngineSettings)
+    batcher: BatcherSettings = dataclasses.field(default_factory=BatcherSettings)
+    preprocess_mode: PreprocessMode = PreprocessMode.FAST
+    image_limits: ImageLimits = dataclasses.field(default_factory=ImageLimits)
+    index: IndexSettings = dataclasses.field(default_factory=IndexSettings)
+    max_message_bytes: int = 64 * 2**20
+    max_images_per_request: int = 256
+    snapshot_interval_s: float = 300.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    token: str | None = dataclasses.field(default=None, repr=False)  # never printed
+    metrics_port: int | None = None
+    grace_s: float = 10.0
+    log_level: str = "INFO"
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lookalike-server",
+        description="Lookalike image search server (gRPC). Every flag can also be set with "
+        f"the environment variable {ENV_PREFIX}<FLAG> (e.g. {ENV_PREFIX}MODEL_DIR).",
+    )
+
+    def flag(name: str, **kwargs: object) -> None:
+        env = ENV_PREFIX + name.lstrip("-").replace("-", "_").upper()
+        if env in environ:
+            kwargs["default"] = environ[env]
+            kwargs["required"] = False
+        help_text = str(kwargs.pop("help", ""))
+        parser.add_argument(name, help=f"{help_text} [{env}]", **kwargs)  # type: ignore[arg-type]
+
+    defaults = ServerConfig(model_dir=Path(), data_dir=Path())
+    engine, batcher, limits, index = (
+        defaults.engine,
+        defaults.batcher,
+        defaults.image_limits,
+        defaults.index,
+    )
+    flag("--model-dir", type=Path, required=True, help="directory written by lookalike-export")
+    flag("--data-dir", type=Path, required=True, help="where the items and index are kept")
+    flag("--host", default=defaults.host, help="address to listen on")
+    flag("--port", type=int, default=defaults.port, help="port; 0 picks a free one")
+    flag("--precision", choices=[p.value for p in Precision], help="default: int8 CPU, fp16 GPU")
+    flag("--provider", choices=[p.value for p in Provider], default=engine.provider.value)
+    flag("--threads", type=int, default=engine.intra_op_threads, help="inference threads; 0 all")
+    flag("--max-batch", type=int, default=batcher.max_batch, help="images per inference batch")
+    flag("--max-delay-ms", type=float, default=batcher.max_delay_ms, help="batch fill wait")
+    flag("--max-queue", type=int, default=batcher.max_queue, help="queued images before refusal")
+    flag("--preprocess-threads", type=int, default=batcher.preprocess_threads)
+    flag("--preprocess", choices=[m.value for m in PreprocessMode], default="fast")
+    flag("--max-message-bytes", type=int, default=defaults.max_message_bytes)
+    flag("--max-images-per-request", type=int, default=defaults.max_images_per_request)
+    flag("--max-pixels", type=int, default=limits.max_pixels, help="per image, before decoding")
+    flag("--index-connectivity", type=int, default=index.connectivity)
+    flag("--index-expansion-add", type=int, default=index.expansion_add)
+    flag("--index-expansion-search", type=int, default=index.expansion_search)
+    flag("--index-dtype", choices=["f32", "f16", "i8"], default=index.dtype)
+    flag("--exact-search-below", type=int, default=index.exact_search_below)
+    flag("--snapshot-interval-s", type=float, default=defaults.snapshot_interval_s)
+    flag("--tls-cert", type=Path, help="PEM certificate chain; with --tls-key enables TLS")
+    flag("--tls-key", type=Path, help="PEM private key")
+    flag("--token", help="require 'authorization: Bearer TOKEN' on every call")
+    flag("--metrics-port", type=int, help="serve Prometheus metrics on this port (off if unset)")
+    flag("--grace-s", type=float, default=defaults.grace_s, help="drain time on shutdown")
+    flag("--log-level", default=defaults.log_level, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def parse_config(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> ServerConfig:
+    environ = os.environ if environ is None else environ
+    parser = build_parser(environ)
+    args = parser.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    try:
+        return ServerConfig(
+            model_dir=Path(args.model_dir),
+            data_dir=Path(args.data_dir),
+            host=args.host,
+            port=int(args.port),
+            engine=EngineSettings(
+                provider=Provider(args.provider),
+                precision=Precision(args.precision) if args.precision else None,
+                intra_op_threads=int(args.threads),
+            ),
+            batcher=BatcherSettings(
+                max_batch=int(args.max_batch),
+                max_delay_ms=float(args.max_delay_ms),
+                max_queue=int(args.max_queue),
+                preprocess_threads=int(args.preprocess_threads),
+            ),
+            preprocess_mode=PreprocessMode(args.preprocess),
+            image_limits=ImageLimits(max_pixels=int(args.max_pixels)),
+            index=IndexSettings(
+                connectivity=int(args.index_connectivity),
+                expansion_add=int(args.index_expansion_add),
+                expansion_search=int(args.index_expansion_search),
+                dtype=args.index_dtype,
+                exact_search_below=int(args.exact_search_below),
+            ),
+            max_message_bytes=int(args.max_message_bytes),
+            max_images_per_request=int(args.max_images_per_request),
+            snapshot_interval_s=float(args.snapshot_interval_s),
+            tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+            tls_key=Path(args.tls_key) if args.tls_key else None,
+            token=args.token or None,
+            metrics_port=int(args.metrics_port) if args.metrics_port else None,
+            grace_s=float(args.grace_s),
+            log_level=args.log_level,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))

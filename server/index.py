@@ -1,0 +1,135 @@
+"""The vector index: USearch HNSW (cosine) with exact search where it matters.
+
+Batch-first and typed: keys are the database's integer vector keys (never item ids), vectors
+are float32 rows of unit norm, results are small dataclasses. Not thread-safe: one owner
+(the repository's data thread) calls it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from usearch.index import Index
+
+__all__ = ["IndexSettings", "Hit", "VectorIndex", "SnapshotError"]
+
+log = logging.getLogger(__name__)
+
+
+class SnapshotError(Exception):
+    """The snapshot file is missing, unreadable, or was built for other vectors."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class IndexSettings:
+    connectivity: int = 16
+    expansion_add: int = 128
+    expansion_search: int = 64
+    dtype: str = "f32"  # scalar type inside the index: f32, f16 or i8
+    exact_search_below: int = 20_000  # smaller collections are searched exhaustively
+
+    @property
+    def metric(self) -> str:
+        return "cos"
+
+
+@dataclasses.dataclass(frozen=True)
+class Hit:
+    key: int
+    score: float  # cosine similarity
+
+
+class VectorIndex:
+    def __init__(self, dims: int, settings: IndexSettings, *, index: Index | None = None) -> None:
+        self.dims, self.settings = dims, settings
+        self._index = index or Index(
+            ndim=dims,
+            metric=settings.metric,
+            dtype=settings.dtype,
+            connectivity=settings.connectivity,
+            expansion_add=settings.expansion_add,
+            expansion_search=settings.expansion_search,
+        )
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def keys(self) -> np.ndarray:
+        return np.asarray(self._index.keys, dtype=np.uint64)
+
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        if len(keys):
+            self._index.add(keys.astype(np.uint64), vectors.astype(np.float32, copy=False))
+
+    def remove(self, keys: np.ndarray) -> None:
+        if len(keys):
+            self._index.remove(keys.astype(np.uint64))
+
+    def vectors(self, keys: np.ndarray) -> np.ndarray:
+        vectors = self._index.get(keys.astype(np.uint64), dtype="f32")
+        return np.asarray(vectors, dtype=np.float32).reshape(len(keys), self.dims)
+
+    def is_exact_for(self, candidates: int | None = None) -> bool:
+        return (
+            candidates if candidates is not None else len(self)
+        ) < self.settings.exact_search_below
+
+    def search(self, query: np.ndarray, count: int) -> list[Hit]:
+        """The `count` nearest stored vectors; exhaustive for small collections."""
+        if len(self) == 0 or count <= 0:
+            return []
+        count = min(count, len(self))
+        matches = self._index.search(query, count, exact=self.is_exact_for())
+        return [
+            Hit(int(key), 1.0 - float(distance))
+            for key, distance in zip(matches.keys, matches.distances, strict=True)
+        ]
+
+    def search_among(self, query: np.ndarray, candidates: np.ndarray, count: int) -> list[Hit]:
+        """Exact search restricted to `candidates` (e.g. the keys a metadata filter allows)."""
+        if len(candidates) == 0 or count <= 0:
+            return []
+        candidates = candidates[np.isin(candidates, self.keys())]
+        scores = self.vectors(candidates) @ query.astype(np.float32)
+        top = np.argsort(-scores, kind="stable")[:count]
+        return [Hit(int(candidates[i]), float(scores[i])) for i in top]
+
+    def save(self, path: Path) -> None:
+        """Atomically: write a temporary file, fsync it, rename it over `path`, fsync the dir."""
+        temporary = path.with_name(f".{path.name}.tmp")
+        self._index.save(str(temporary))
+        with temporary.open("rb") as stream:
+            os.fsync(stream.fileno())
+        temporary.replace(path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    @classmethod
+    def load(cls, path: Path, dims: int, settings: IndexSettings) -> VectorIndex:
+        if not path.is_file():
+            raise SnapshotError(f"no snapshot at {path}")
+        try:
+            index = Index.restore(
+                str(path),
+                connectivity=settings.connectivity,
+                expansion_add=settings.expansion_add,
+                expansion_search=settings.expansion_search,
+            )
+        except Exception as exc:  # USearch raises ValueError/RuntimeError on damaged files
+            raise SnapshotError(f"snapshot {path} is unreadable: {exc}") from exc
+        if index is None:
+            raise SnapshotError(f"snapshot {path} is unreadable")
+        if index.ndim != dims:
+            raise SnapshotError(f"snapshot {path} holds {index.ndim}-d vectors, the model {dims}-d")
+        if str(index.dtype).lower().split(".")[-1] != settings.dtype:
+            raise SnapshotError(
+                f"snapshot {path} stores {index.dtype}, configured {settings.dtype}"
+            )
+        return cls(dims, settings, index=index)

@@ -1,0 +1,63 @@
+"""Prometheus metrics, in a registry of their own (one per server, nothing global)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+__all__ = ["Metrics"]
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+@dataclasses.dataclass(frozen=True)
+class Metrics:
+    registry: CollectorRegistry
+    requests: Counter
+    request_seconds: Histogram
+    stage_seconds: Histogram
+    batch_size: Histogram
+    queue_depth: Gauge
+    index_items: Gauge
+
+    @classmethod
+    def create(cls) -> Metrics:
+        registry = CollectorRegistry()
+        return cls(
+            registry=registry,
+            requests=Counter(
+                "lookalike_requests",
+                "RPCs by method and status code",
+                ["method", "code"],
+                registry=registry,
+            ),
+            request_seconds=Histogram(
+                "lookalike_request_seconds",
+                "RPC latency",
+                ["method"],
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            stage_seconds=Histogram(
+                "lookalike_stage_seconds",
+                "Time per stage: preprocess, inference, search, commit",
+                ["stage"],
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            batch_size=Histogram(
+                "lookalike_batch_size",
+                "Images per inference batch",
+                buckets=BATCH_BUCKETS,
+                registry=registry,
+            ),
+            queue_depth=Gauge(
+                "lookalike_queue_depth", "Images admitted and not yet answered", registry=registry
+            ),
+            index_items=Gauge("lookalike_index_items", "Stored items", registry=registry),
+        )
+
+    def serve(self, port: int, host: str) -> None:
+        start_http_server(port, addr=host, registry=self.registry)

@@ -1,0 +1,191 @@
+"""Items and their vectors kept in step: SQLite (truth) + USearch (accelerator).
+
+Every operation runs on one data thread, so the database connection and the index have a
+single owner and never see concurrent mutation. Writes are durable in SQLite before the index
+changes and before the caller is answered; the index is rebuilt from SQLite whenever its
+snapshot is missing, damaged or behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from server.errors import NotFoundError
+from server.index import Hit, IndexSettings, SnapshotError, VectorIndex
+from server.store import ItemStore, ModelIdentity, NewItem, StoredItem, Written
+
+__all__ = ["Repository", "ScoredItem", "SearchResult"]
+
+log = logging.getLogger(__name__)
+
+DATABASE_FILE = "items.sqlite3"
+SNAPSHOT_FILE = "index.usearch"
+OVERSAMPLING = 4  # filtered HNSW search asks for this many times k, then widens
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoredItem:
+    item: StoredItem
+    score: float
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    matches: list[ScoredItem]
+    exact: bool
+
+
+class Repository:
+    def __init__(self, data_dir: Path, identity: ModelIdentity, settings: IndexSettings) -> None:
+        self.data_dir, self.identity, self.settings = data_dir, identity, settings
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="data")
+        self._store: ItemStore | None = None
+        self._index: VectorIndex | None = None
+        self._dirty = False  # the index has changed since its last snapshot
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> int:
+        """Open the database, load or rebuild the index, catch it up; return the item count."""
+        return await self._run(self._open)
+
+    def _open(self) -> int:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        store = ItemStore(self.data_dir / DATABASE_FILE, self.identity)
+        snapshot = self.data_dir / SNAPSHOT_FILE
+        try:
+            index = VectorIndex.load(snapshot, self.identity.dims, self.settings)
+        except SnapshotError as exc:
+            if store.count():
+                log.warning("%s; rebuilding the index from the database", exc)
+            index = VectorIndex(self.identity.dims, self.settings)
+        self._store, self._index = store, index
+        self._catch_up()
+        return store.count()
+
+    def _catch_up(self) -> None:
+        """Make the index hold exactly the database's keys."""
+        store, index = self._ready()
+        in_db, in_index = store.all_keys(), index.keys()
+        stale = np.setdiff1d(in_index, in_db)
+        missing = np.setdiff1d(in_db, in_index)
+        index.remove(stale)
+        for keys, vectors in store.vectors(missing, self.identity.dims):
+            index.add(keys, vectors)
+        if len(stale) or len(missing):
+            self._dirty = True
+            log.info("index caught up: %d added, %d removed", len(missing), len(stale))
+
+    async def save_snapshot(self) -> bool:
+        """Write the index snapshot if it changed; return whether it wrote one."""
+        return await self._run(self._save_snapshot)
+
+    def _save_snapshot(self) -> bool:
+        _, index = self._ready()
+        if not self._dirty:
+            return False
+        index.save(self.data_dir / SNAPSHOT_FILE)
+        self._dirty = False
+        return True
+
+    async def close(self) -> None:
+        if self._store is not None:
+            await self.save_snapshot()
+            await self._run(self._store.close)
+            self._store = self._index = None
+        self._thread.shutdown(wait=True)
+
+    # -- operations ------------------------------------------------------------------------
+
+    async def count(self) -> int:
+        return await self._run(lambda: self._ready()[0].count())
+
+    async def upsert(self, items: Sequence[NewItem]) -> list[Written]:
+        return await self._run(lambda: self._upsert(items))
+
+    def _upsert(self, items: Sequence[NewItem]) -> list[Written]:
+        store, index = self._ready()
+        written = store.upsert(items)  # durable from here on
+        for stored, item in zip(written, items, strict=True):  # in order: later ids win
+            if stored.replaced_key is not None:
+                index.remove(np.asarray([stored.replaced_key], dtype=np.uint64))
+            index.add(np.asarray([stored.key], dtype=np.uint64), item.vector[None, :])
+        self._dirty = True
+        return written
+
+    async def delete(self, ids: Sequence[str]) -> dict[str, int]:
+        def delete() -> dict[str, int]:
+            store, index = self._ready()
+            removed = store.delete(ids)
+            index.remove(np.asarray(list(removed.values()), dtype=np.uint64))
+            self._dirty = self._dirty or bool(removed)
+            return removed
+
+        return await self._run(delete)
+
+    async def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem:
+        item = await self._run(lambda: self._ready()[0].get(item_id, with_vector=with_vector))
+        if item is None:
+            raise NotFoundError(f"no item with id {item_id!r}")
+        return item
+
+    async def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        *,
+        filter_pairs: Mapping[str, str] | None = None,
+        exclude_key: int | None = None,
+        min_score: float | None = None,
+    ) -> SearchResult:
+        def search() -> SearchResult:
+            store, index = self._ready()
+            wanted = k + (exclude_key is not None)
+            if filter_pairs:
+                hits, exact = self._filtered(query, wanted, store.keys_matching(filter_pairs))
+            else:
+                hits, exact = index.search(query, wanted), index.is_exact_for()
+            hits = [h for h in hits if h.key != exclude_key]
+            if min_score is not None:
+                hits = [h for h in hits if h.score >= min_score]
+            hits = hits[:k]
+            items = store.by_keys([h.key for h in hits])
+            return SearchResult(
+                [ScoredItem(items[h.key], h.score) for h in hits if h.key in items], exact
+            )
+
+        return await self._run(search)
+
+    def _filtered(
+        self, query: np.ndarray, wanted: int, allowed: np.ndarray
+    ) -> tuple[list[Hit], bool]:
+        """k matches among `allowed` whenever that many exist, exact when the set is small."""
+        _, index = self._ready()
+        if index.is_exact_for(len(allowed)):
+            return index.search_among(query, allowed, wanted), True
+        count = wanted * OVERSAMPLING
+        while True:
+            hits = [h for h in index.search(query, count) if np.isin(h.key, allowed)]
+            if len(hits) >= wanted or count >= len(index):
+                return hits[:wanted], index.is_exact_for()
+            count *= OVERSAMPLING
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _ready(self) -> tuple[ItemStore, VectorIndex]:
+        if self._store is None or self._index is None:
+            raise RuntimeError("repository is not open")
+        return self._store, self._index
+
+    async def _run(self, function: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, function)

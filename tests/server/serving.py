@@ -1,0 +1,68 @@
+"""A real Lookalike server on 127.0.0.1, in a thread with its own event loop, for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from pathlib import Path
+
+import grpc
+
+from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
+from server.app import LookalikeServer
+from server.config import ServerConfig
+
+START_TIMEOUT = 120
+
+
+class RunningServer:
+    def __init__(self, server: LookalikeServer, loop: asyncio.AbstractEventLoop) -> None:
+        self.server, self.loop = server, loop
+
+    @property
+    def port(self) -> int:
+        assert self.server.port is not None
+        return self.server.port
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stub(self, channel: grpc.Channel) -> pb_grpc.ImageSearchStub:
+        return pb_grpc.ImageSearchStub(channel)
+
+    def call(self, coroutine):  # run a coroutine on the server's loop, from the test thread
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(START_TIMEOUT)
+
+
+@contextlib.contextmanager
+def running_server(config: ServerConfig, *, load: bool = True) -> Iterator[RunningServer]:
+    """Start (and by default load) a server; stop it gracefully on exit."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="test-server", daemon=True)
+    thread.start()
+    created: Future[LookalikeServer] = asyncio.run_coroutine_threadsafe(_create(config), loop)
+    server = created.result(START_TIMEOUT)
+    running = RunningServer(server, loop)
+    try:
+        running.call(server.start())
+        if load:
+            running.call(server.load())
+        yield running
+    finally:
+        running.call(server.stop())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(START_TIMEOUT)
+        loop.close()
+
+
+async def _create(config: ServerConfig) -> LookalikeServer:
+    return LookalikeServer(config)
+
+
+def config_for(model_dir: Path, data_dir: Path, **overrides: object) -> ServerConfig:
+    return ServerConfig(model_dir=model_dir, data_dir=data_dir, host="127.0.0.1", port=0,
+                        grace_s=2.0, **overrides)  # type: ignore[arg-type]
