@@ -64,5 +64,6 @@ async def _create(config: ServerConfig) -> LookalikeServer:
 
 
 def config_for(model_dir: Path, data_dir: Path, **overrides: object) -> ServerConfig:
-    return ServerConfig(model_dir=model_dir, data_dir=data_dir, host="127.0.0.1", port=0,
-                        grace_s=2.0, **overrides)  # type: ignore[arg-type]
+    return ServerConfig(
+        model_dir=model_dir, data_dir=data_dir, host="127.0.0.1", port=0, grace_s=2.0, **overrides
+    )  # type: ignore[arg-type]
