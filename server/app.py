@@ -98,7 +98,6 @@ class LookalikeServer:
             self.metrics, ServiceLimits(max_images_per_request=config.max_images_per_request)
         )
         self.port: int | None = None
-        self._engine: Engine | None = None
         self._batcher: Batcher | None = None
         self._repository: Repository | None = None
         self._snapshots: asyncio.Task[None] | None = None
@@ -156,10 +155,11 @@ class LookalikeServer:
             _timed(preprocess, lambda _, s: stage.labels("preprocess").observe(s)),
             config.batcher,
         )
+        self._batcher = batcher  # from here on, stop() closes what load() opened
         await batcher.start()
         repository = Repository(config.data_dir, _identity(engine.manifest), config.index)
+        self._repository = repository
         items = await repository.open()
-        self._engine, self._batcher, self._repository = engine, batcher, repository
         self.service.stats_extra = {
             "preprocess_mode": config.preprocess_mode.value,
             "version": _version(),

@@ -59,6 +59,18 @@ def running_server(config: ServerConfig, *, load: bool = True) -> Iterator[Runni
         loop.close()
 
 
+@contextlib.contextmanager
+def connected(
+    config: ServerConfig, *, load: bool = True
+) -> Iterator[tuple[RunningServer, grpc.Channel]]:
+    """A running server and an insecure loopback channel to it."""
+    with (
+        running_server(config, load=load) as server,
+        grpc.insecure_channel(server.address) as channel,
+    ):
+        yield server, channel
+
+
 async def _create(config: ServerConfig) -> LookalikeServer:
     return LookalikeServer(config)
 

@@ -1,0 +1,178 @@
+"""kill -9 during a bulk AddStream loses no acknowledged item and exposes no partial one."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from lookalike.v1 import lookalike_pb2 as pb
+from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
+from tests.server.images import jpeg
+
+TRIALS = 3
+ITEMS = 600
+STARTUP_TIMEOUT = 120
+
+
+class ServerProcess:
+    """`python -m server` as an operator runs it, on a free loopback port."""
+
+    def __init__(self, model_dir: Path, data_dir: Path, log: Path) -> None:
+        self.log = log
+        command = [
+            sys.executable,
+            "-m",
+            "server",
+            "--model-dir",
+            str(model_dir),
+            "--data-dir",
+            str(data_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--threads",
+            "1",
+            "--max-delay-ms",
+            "2",
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
+        with log.open("w") as stream:
+            self.process = subprocess.Popen(command, stderr=stream, stdout=stream, env=env)
+        self.port = self._wait_for_port()
+        self._wait_until_serving()
+
+    def _wait_for_port(self) -> int:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            found = re.search(r"listening on 127\.0\.0\.1:(\d+)", self.log.read_text())
+            if found:
+                return int(found.group(1))
+            assert self.process.poll() is None, self.log.read_text()
+            time.sleep(0.05)
+        raise TimeoutError(self.log.read_text())
+
+    def _wait_until_serving(self) -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + STARTUP_TIMEOUT
+            while time.monotonic() < deadline:
+                status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                assert self.process.poll() is None, self.log.read_text()
+                time.sleep(0.05)
+        raise TimeoutError(self.log.read_text())
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        assert self.process.wait(60) == 0, self.log.read_text()
+
+
+def items(seed: int) -> list[pb.AddRequest]:
+    rng = np.random.default_rng(seed)
+    requests = []
+    for i in range(ITEMS):
+        metadata = {"n": str(i), "seed": str(seed)}
+        if i % 25 == 0:  # some real images too
+            requests.append(
+                pb.AddRequest(id=f"t{seed}-{i}", image=jpeg(80, 60, seed=i), metadata=metadata)
+            )
+        else:
+            vector = rng.normal(size=16)
+            requests.append(
+                pb.AddRequest(id=f"t{seed}-{i}", vector=pb.Vector(values=vector), metadata=metadata)
+            )
+    return requests
+
+
+def stream_until_killed(
+    stub: pb_grpc.ImageSearchStub,
+    requests: list[pb.AddRequest],
+    server: ServerProcess,
+    delay: float,
+) -> set[str]:
+    acknowledged: set[str] = set()
+    killer = threading.Timer(delay, server.kill)
+    killer.start()
+
+    def slow() -> Iterator[pb.AddRequest]:
+        for request in requests:
+            yield request
+            time.sleep(0.0005)
+
+    try:
+        for response in stub.AddStream(slow(), timeout=60):
+            acknowledged.update(r.id for r in response.results if r.code == 0)
+    except grpc.RpcError as exc:  # the server died under the stream, as intended
+        if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+            raise
+    finally:
+        killer.join()
+    return acknowledged
+
+
+def stored_item(stub: pb_grpc.ImageSearchStub, item_id: str) -> pb.GetResponse | None:
+    try:
+        return stub.Get(pb.GetRequest(id=item_id, include_vector=True))
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise
+
+
+@pytest.mark.parametrize("trial", range(TRIALS))
+def test_sigkill_during_add_stream_loses_no_acknowledged_item(
+    tiny_export: Path, tmp_path: Path, trial: int
+) -> None:
+    data = tmp_path / "data"
+    requests = items(seed=trial)
+    sent = {request.id: request for request in requests}
+    server = ServerProcess(tiny_export, data, tmp_path / "first.log")
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        delay = random.Random(trial).uniform(0.2, 1.5)
+        acknowledged = stream_until_killed(
+            pb_grpc.ImageSearchStub(channel), requests, server, delay
+        )
+    assert server.process.returncode == -signal.SIGKILL
+
+    restarted = ServerProcess(tiny_export, data, tmp_path / "second.log")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{restarted.port}") as channel:
+            stub = pb_grpc.ImageSearchStub(channel)
+            stored = stub.Stats(pb.StatsRequest()).items
+            assert stored >= len(acknowledged)
+            present = set()
+            for item_id, request in sent.items():
+                got = stored_item(stub, item_id)
+                if got is None:
+                    continue
+                present.add(item_id)
+                assert dict(got.metadata) == dict(request.metadata)  # never a partial item
+                if request.HasField("vector"):
+                    expected = np.asarray(request.vector.values)
+                    expected /= np.linalg.norm(expected)
+                    np.testing.assert_allclose(got.vector.values, expected, atol=1e-6)
+                top = stub.Search(pb.SearchRequest(id=item_id, k=1)).matches[0]
+                assert top.id == item_id  # and searchable
+            assert acknowledged <= present
+            assert len(present) == stored
+    finally:
+        restarted.stop()
