@@ -107,11 +107,15 @@ class Batcher:
             healthy=self.healthy,
         )
 
+    def has_room(self, images: int) -> bool:
+        """Whether `images` more would be admitted now."""
+        return self._pending + images <= self.settings.max_queue
+
     def submit(self, images: Sequence[bytes]) -> list[asyncio.Future[np.ndarray]]:
         """Admit all images or none; one future per image, in order."""
         if self._loop_task is None:
             raise EngineError("batcher is not running")
-        if self._pending + len(images) > self.settings.max_queue:
+        if not self.has_room(len(images)):
             raise OverloadedError(
                 f"server is at capacity ({self._pending} images queued, limit "
                 f"{self.settings.max_queue}); retry with backoff"

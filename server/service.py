@@ -43,8 +43,8 @@ MAX_ID_BYTES = 1024
 MAX_METADATA_PAIRS = 64
 MAX_METADATA_KEY_BYTES = 256
 MAX_METADATA_VALUE_BYTES = 8192
-STREAM_WINDOW = 64  # images of one AddStream in flight at once
 COMMIT_GROUP = 64  # items per durable commit in AddStream
+STREAM_WINDOW = 2 * COMMIT_GROUP  # one group embeds while the one before it commits
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
@@ -297,12 +297,15 @@ class ImageSearchService(pb_grpc.ImageSearchServicer):
         self, requests: AsyncIterator[pb.AddRequest]
     ) -> AsyncIterator[pb.AddStreamResponse]:
         """Embed as requests arrive, commit in groups, answer each group once it is durable."""
-        _, _, repository = self._parts
+        _, batcher, repository = self._parts
         pending: collections.deque[tuple[int, str, asyncio.Future[NewItem]]] = collections.deque()
         totals = {"stored": 0, "failed": 0}
         try:
             index = 0
             async for request in requests:
+                while pending and request.HasField("image") and not batcher.has_room(1):
+                    # backpressure: a full queue makes the stream wait for its own work
+                    yield await self._commit_group(repository, pending, totals, COMMIT_GROUP)
                 pending.append((index, request.id, asyncio.ensure_future(self._item(request))))
                 index += 1
                 if len(pending) >= STREAM_WINDOW:

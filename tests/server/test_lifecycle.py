@@ -16,8 +16,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from export.manifest import MANIFEST_FILE
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
+from server.batcher import BatcherSettings
 from server.errors import DataDirError
 from server.repository import DATABASE_FILE, SNAPSHOT_FILE
+from tests.server.images import jpeg
 from tests.server.serving import config_for, connected, running_server
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -196,3 +198,13 @@ def test_tls_with_a_self_signed_certificate(
             with pytest.raises(grpc.RpcError) as info:
                 pb_grpc.ImageSearchStub(plaintext).Stats(pb.StatsRequest(), timeout=5)
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_stream_larger_than_the_queue_waits_instead_of_failing_items(
+    tiny_export: Path, tmp_path: Path
+) -> None:
+    config = config_for(tiny_export, tmp_path, batcher=BatcherSettings(max_queue=4, max_batch=2))
+    requests = [pb.AddRequest(id=f"q{i}", image=jpeg(48, 40, seed=i)) for i in range(40)]
+    with connected(config) as (_, channel):
+        responses = list(pb_grpc.ImageSearchStub(channel).AddStream(iter(requests), timeout=120))
+    assert (responses[-1].stored, responses[-1].failed) == (40, 0)

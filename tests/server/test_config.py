@@ -1,0 +1,71 @@
+"""Server settings from flags and LOOKALIKE_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from export.manifest import Precision
+from server.config import parse_config
+from server.engine import Provider
+from server.preprocess import PreprocessMode
+
+
+def test_flags_build_a_frozen_config() -> None:
+    config = parse_config(
+        [
+            "--model-dir",
+            "m",
+            "--data-dir",
+            "d",
+            "--port",
+            "0",
+            "--precision",
+            "fp32",
+            "--max-batch",
+            "8",
+            "--preprocess",
+            "exact",
+            "--index-dtype",
+            "f16",
+            "--token",
+            "t",
+        ],
+        environ={},
+    )
+    assert (config.model_dir, config.data_dir, config.port) == (Path("m"), Path("d"), 0)
+    assert config.engine.precision is Precision.FP32
+    assert config.batcher.max_batch == 8
+    assert config.preprocess_mode is PreprocessMode.EXACT
+    assert config.index.dtype == "f16"
+    assert config.token == "s3cret"
+    assert "s3cret" not in repr(config)  # the token is never printed
+    with pytest.raises(AttributeError):
+        config.port = 1  # type: ignore[misc]
+
+
+def test_environment_supplies_defaults_and_flags_win() -> None:
+    environ = {
+        "LOOKALIKE_MODEL_DIR": "/models/b32",
+        "LOOKALIKE_DATA_DIR": "/data",
+        "LOOKALIKE_PORT": "6000",
+        "LOOKALIKE_PROVIDER": "cpu",
+        "LOOKALIKE_MAX_QUEUE": "64",
+    }
+    config = parse_config([], environ=environ)
+    assert config.model_dir == Path("/models/b32")
+    assert config.port == 6000
+    assert config.engine.provider is Provider.CPU
+    assert config.batcher.max_queue == 64
+    assert parse_config(["--port", "7000"], environ=environ).port == 7000
+
+
+def test_bad_settings_are_refused_with_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_config(["--model-dir", "m", "--data-dir", "d", "--max-batch", "0"], environ={})
+    assert "max_batch must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_config(["--model-dir", "m", "--data-dir", "d", "--tls-cert", "c"], environ={})
+    with pytest.raises(SystemExit):
+        parse_config([], environ={})  # --model-dir is required
