@@ -30,7 +30,7 @@ def test_flags_build_a_frozen_config() -> None:
             "--index-dtype",
             "f16",
             "--token",
-            "t",
+            "s3cret",
         ],
         environ={},
     )
