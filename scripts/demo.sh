@@ -1,39 +1,95 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: set up, export a CLIP model to ONNX, describe the package.
-# A second run reuses the export. Set LOOKALIKE_MODEL to export another checkpoint.
+# The main job on a fresh machine: set up, export a CLIP model to ONNX, start the server,
+# index sample images, search with one of them and with a transformed copy, write an HTML
+# page, stop the server. A second run reuses the export and the index.
+#
+# Settings (environment): LOOKALIKE_MODEL (hub id or local checkpoint directory, default
+# openai/clip-vit-base-patch32), LOOKALIKE_RANDOM_INIT (a --random-init preset instead),
+# LOOKALIKE_DEMO_DIR (default data/demo), LOOKALIKE_MODELS_DIR (default models),
+# LOOKALIKE_SKIP_INSTALL=1 (use the environment as it is).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
-ensure_venv "cpu,export"
+[[ "${LOOKALIKE_SKIP_INSTALL:-}" == 1 ]] || ensure_venv "cpu,export"
 
 MODEL="${LOOKALIKE_MODEL:-openai/clip-vit-base-patch32}"
-if "$VENV/bin/python" - "$MODEL" <<'PY' 2>/dev/null; then
+MODELS="${LOOKALIKE_MODELS_DIR:-models}"
+DEMO="${LOOKALIKE_DEMO_DIR:-data/demo}"
+mkdir -p "$DEMO"
+
+banner() {
+    cat <<BANNER
+################################################################################
+#  $1
+#  Exporting a CLIP image tower with RANDOM WEIGHTS (--random-init $2): same size
+#  and speed as the real model, but search results are NOT semantically
+#  meaningful. With network access, or a local checkpoint directory in
+#  LOOKALIKE_MODEL, this script exports real weights.
+################################################################################
+BANNER
+}
+
+hub_reachable() {
+    "$VENV/bin/python" - "$MODEL" <<'PY' 2>/dev/null
 import sys
 from pathlib import Path
 from huggingface_hub import model_info
 if not Path(sys.argv[1]).is_dir():
     model_info(sys.argv[1], timeout=10)
 PY
+}
+
+if [[ -n "${LOOKALIKE_RANDOM_INIT:-}" ]]; then
+    banner "LOOKALIKE_RANDOM_INIT=$LOOKALIKE_RANDOM_INIT asks for random weights." "$LOOKALIKE_RANDOM_INIT"
+    SOURCE=(--random-init "$LOOKALIKE_RANDOM_INIT")
+    MODEL_DIR="$MODELS/random-$LOOKALIKE_RANDOM_INIT"
+elif hub_reachable; then
     SOURCE=(--model "$MODEL")
-    OUTPUT="models/$(basename "$MODEL")"
+    MODEL_DIR="$MODELS/$(basename "$MODEL")"
 else
-    cat <<BANNER
-################################################################################
-#  The Hugging Face hub is unreachable, so $MODEL cannot be downloaded.
-#  Exporting a CLIP ViT-B/32 with RANDOM WEIGHTS instead (--random-init vit-b-32):
-#  same size and speed as the real model, but its results are NOT semantically
-#  meaningful. With network access, or a local checkpoint directory in
-#  LOOKALIKE_MODEL, this script exports real weights.
-################################################################################
-BANNER
+    banner "The Hugging Face hub is unreachable: $MODEL cannot be downloaded." vit-b-32
     SOURCE=(--random-init vit-b-32)
-    OUTPUT="models/random-vit-b-32"
+    MODEL_DIR="$MODELS/random-vit-b-32"
 fi
 
-if [[ -f "$OUTPUT/manifest.json" ]]; then
-    echo "==> reusing the export in $OUTPUT (delete it to export again)"
-    "$VENV/bin/python" -m export.describe "$OUTPUT"
+echo "==> 1/5 model: $MODEL_DIR"
+if [[ -f "$MODEL_DIR/manifest.json" ]]; then
+    "$VENV/bin/python" -m export.describe "$MODEL_DIR"
 else
-    echo "==> exporting to $OUTPUT"
-    "$VENV/bin/lookalike-export" "${SOURCE[@]}" --output "$OUTPUT"
+    "$VENV/bin/lookalike-export" "${SOURCE[@]}" --output "$MODEL_DIR"
 fi
+
+echo "==> 2/5 sample images: $DEMO/samples"
+if [[ ! -d "$DEMO/samples" ]]; then
+    "$VENV/bin/python" scripts/make_samples.py "$DEMO/samples" --copy-of 5 --copy-to "$DEMO/query-transformed.jpg"
+fi
+
+echo "==> 3/5 starting the server (log: $DEMO/server.log)"
+"$VENV/bin/lookalike-server" --model-dir "$MODEL_DIR" --data-dir "$DEMO/index" --port 0 \
+    2> "$DEMO/server.log" &
+SERVER_PID=$!
+trap 'kill -TERM "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null || true' EXIT
+PORT=""
+for _ in $(seq 1200); do
+    PORT=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$DEMO/server.log" | head -n 1)
+    [[ -n "$PORT" ]] && break
+    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$DEMO/server.log"; exit 1; }
+    sleep 0.1
+done
+[[ -n "$PORT" ]] || { echo "the server did not start"; cat "$DEMO/server.log"; exit 1; }
+export LOOKALIKE_SERVER="127.0.0.1:$PORT"
+for _ in $(seq 600); do  # UNAVAILABLE until the model is warm and the index loaded
+    "$VENV/bin/lookalike" stats > /dev/null 2>&1 && break
+    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$DEMO/server.log"; exit 1; }
+    sleep 0.2
+done
+"$VENV/bin/lookalike" stats
+
+echo "==> 4/5 indexing $DEMO/samples"
+"$VENV/bin/lookalike" index "$DEMO/samples" --metadata set=demo
+
+QUERY="$DEMO/samples/shapes-005.jpg"  # sample 5: the one make_samples.py copied
+echo "==> 5/5 searching with $QUERY, then with a resized, cropped, recompressed copy of it"
+"$VENV/bin/lookalike" search "$QUERY" -k 5
+"$VENV/bin/lookalike" search "$DEMO/query-transformed.jpg" -k 5 --html "$DEMO/results.html"
+echo "open $DEMO/results.html to see the query and its matches"

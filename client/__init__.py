@@ -1,0 +1,27 @@
+"""A typed Python client for Lookalike, and the `lookalike` command line."""
+
+from client.api import AddOutcome, Client, Deleted, Item, Match, NewItem, Stats
+from client.errors import (
+    InvalidArgumentError,
+    LookalikeClientError,
+    NotFoundError,
+    OverloadedError,
+    ServerUnavailableError,
+    UnauthenticatedError,
+)
+
+__all__ = [
+    "Client",
+    "Match",
+    "Item",
+    "NewItem",
+    "AddOutcome",
+    "Deleted",
+    "Stats",
+    "LookalikeClientError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "ServerUnavailableError",
+    "UnauthenticatedError",
+    "OverloadedError",
+]

@@ -1,0 +1,269 @@
+"""`Client`: a typed, synchronous Python client for a Lookalike server.
+
+Results are small dataclasses and numpy arrays; no protobuf type reaches the caller. Every call
+has a deadline; idempotent calls are retried on UNAVAILABLE with exponential backoff by gRPC's
+own retry policy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from client.errors import from_rpc_error
+from lookalike.v1 import lookalike_pb2 as pb
+from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
+
+__all__ = ["Client", "Match", "Item", "AddOutcome", "Deleted", "Stats", "NewItem", "ImageLike"]
+
+ImageLike = bytes | str | Path  # encoded bytes, or a path to read
+DEFAULT_TIMEOUT = 30.0
+RETRIED_METHODS = ("Embed", "Add", "Search", "Get", "Delete", "Stats")  # all idempotent
+
+
+@dataclasses.dataclass(frozen=True)
+class Match:
+    id: str
+    score: float
+    metadata: dict[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    id: str
+    metadata: dict[str, str]
+    vector: np.ndarray | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class NewItem:
+    """One item for `add_many`: an image (bytes or path) or a vector, with metadata."""
+
+    id: str
+    image: ImageLike | None = None
+    vector: Sequence[float] | np.ndarray | None = None
+    metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class AddOutcome:
+    index: int
+    id: str
+    ok: bool
+    error: str = ""
+    code: grpc.StatusCode = grpc.StatusCode.OK
+    replaced: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Deleted:
+    deleted: int
+    missing: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    items: int
+    dims: int
+    model_id: str
+    random_weights: bool
+    precision: str
+    providers: list[str]
+    preprocess_mode: str
+    index: dict[str, Any]
+    queue_depth: int
+    uptime_seconds: float
+    batches: int
+    mean_batch_size: float
+    version: str
+
+
+def _retry_service_config(attempts: int) -> str:
+    return json.dumps(
+        {
+            "methodConfig": [
+                {
+                    "name": [
+                        {"service": "lookalike.v1.ImageSearch", "method": m}
+                        for m in RETRIED_METHODS
+                    ],
+                    "retryPolicy": {
+                        "maxAttempts": attempts,
+                        "initialBackoff": "0.1s",
+                        "maxBackoff": "2s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ]
+        }
+    )
+
+
+class Client:
+    """`Client("127.0.0.1:50051", token=..., tls=...)`; also a context manager."""
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50051",
+        *,
+        token: str | None = None,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        attempts: int = 4,
+        max_message_bytes: int = 64 * 2**20,
+    ) -> None:
+        self.target, self.timeout = target, timeout
+        options = [
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", _retry_service_config(attempts)),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+        ]
+        if tls or root_certificates:
+            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            self._channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
+        self._stub = pb_grpc.ImageSearchStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def embed(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """float32[N, D] unit-norm embeddings, in order."""
+        response = self._call(self._stub.Embed, pb.EmbedRequest(images=[_read(i) for i in images]))
+        return np.array([e.values for e in response.embeddings], dtype=np.float32)
+
+    def add(
+        self,
+        id: str,
+        *,
+        image: ImageLike | None = None,
+        vector: Sequence[float] | np.ndarray | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Store (upsert) one item; durable on return. True when it replaced one."""
+        request = _add_request(NewItem(id, image, vector, metadata or {}))
+        return self._call(self._stub.Add, request).replaced
+
+    def add_many(
+        self, items: Iterable[NewItem], *, timeout: float | None = None
+    ) -> Iterator[AddOutcome]:
+        """Stream items; yields one outcome per item as soon as it is durable (or failed)."""
+        requests = (_add_request(item) for item in items)
+        try:
+            for response in self._stub.AddStream(
+                requests, timeout=timeout, metadata=self._metadata
+            ):
+                for result in response.results:
+                    yield AddOutcome(
+                        index=result.index,
+                        id=result.id,
+                        ok=result.code == 0,
+                        error=result.error,
+                        code=_status(result.code),
+                        replaced=result.replaced,
+                    )
+        except grpc.RpcError as error:
+            raise from_rpc_error(error, self.target) from None
+
+    def search(
+        self,
+        *,
+        image: ImageLike | None = None,
+        vector: Sequence[float] | np.ndarray | None = None,
+        id: str | None = None,
+        k: int = 10,
+        min_score: float | None = None,
+        filter: Mapping[str, str] | None = None,
+        exclude_self: bool = False,
+    ) -> list[Match]:
+        """Best first. Give exactly one of image, vector or id."""
+        if sum(q is not None for q in (image, vector, id)) != 1:
+            raise ValueError("give exactly one of image=, vector= or id=")
+        request = pb.SearchRequest(k=k, filter=dict(filter or {}), exclude_self=exclude_self)
+        if min_score is not None:
+            request.min_score = min_score
+        if image is not None:
+            request.image = _read(image)
+        elif vector is not None:
+            request.vector.values.extend(np.asarray(vector, dtype=np.float32).tolist())
+        else:
+            request.id = str(id)
+        response = self._call(self._stub.Search, request)
+        return [Match(m.id, m.score, dict(m.metadata)) for m in response.matches]
+
+    def get(self, id: str, *, include_vector: bool = False) -> Item:
+        response = self._call(self._stub.Get, pb.GetRequest(id=id, include_vector=include_vector))
+        vector = np.array(response.vector.values, dtype=np.float32) if include_vector else None
+        return Item(response.id, dict(response.metadata), vector)
+
+    def delete(self, ids: Sequence[str]) -> Deleted:
+        response = self._call(self._stub.Delete, pb.DeleteRequest(ids=list(ids)))
+        return Deleted(response.deleted, list(response.missing))
+
+    def stats(self) -> Stats:
+        r = self._call(self._stub.Stats, pb.StatsRequest())
+        index = r.index
+        return Stats(
+            items=r.items,
+            dims=r.dims,
+            model_id=r.model_id,
+            random_weights=r.random_weights,
+            precision=r.precision,
+            providers=list(r.providers),
+            preprocess_mode=r.preprocess_mode,
+            index={
+                "metric": index.metric,
+                "dtype": index.dtype,
+                "connectivity": index.connectivity,
+                "expansion_add": index.expansion_add,
+                "expansion_search": index.expansion_search,
+                "exact_search_below": index.exact_search_below,
+            },
+            queue_depth=r.queue_depth,
+            uptime_seconds=r.uptime_seconds,
+            batches=r.batches,
+            mean_batch_size=r.mean_batch_size,
+            version=r.version,
+        )
+
+    def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return method(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error, self.target) from None
+
+
+def _read(image: ImageLike) -> bytes:
+    return image if isinstance(image, bytes) else Path(image).read_bytes()
+
+
+def _add_request(item: NewItem) -> pb.AddRequest:
+    request = pb.AddRequest(id=item.id, metadata=dict(item.metadata))
+    if item.image is not None:
+        request.image = _read(item.image)
+    elif item.vector is not None:
+        request.vector.values.extend(np.asarray(item.vector, dtype=np.float32).tolist())
+    return request
+
+
+def _status(code: int) -> grpc.StatusCode:
+    return next((s for s in grpc.StatusCode if s.value[0] == code), grpc.StatusCode.UNKNOWN)

@@ -1,0 +1,312 @@
+"""`lookalike`: index a folder, search by image, id or vector, and inspect a server."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from client.api import Client, Match, NewItem
+from client.errors import (
+    LookalikeClientError,
+    NotFoundError,
+    ServerUnavailableError,
+    UnauthenticatedError,
+)
+from client.report import SOURCE_PATH_KEY, render_html
+
+__all__ = ["main"]
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+EXIT_ERROR, EXIT_UNREACHABLE, EXIT_AUTH, EXIT_NOT_FOUND, EXIT_BAD_INPUT = 1, 3, 4, 5, 6
+
+
+class CommandError(Exception):
+    """A one-line message for the user, with the exit code to leave with."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lookalike", description=__doc__)
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("LOOKALIKE_SERVER", "127.0.0.1:50051"),
+        help="HOST:PORT of the server [LOOKALIKE_SERVER] (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--token", default=os.environ.get("LOOKALIKE_TOKEN"), help="[LOOKALIKE_TOKEN]"
+    )
+    parser.add_argument("--tls", action="store_true", help="connect with TLS")
+    parser.add_argument("--ca-cert", type=Path, help="PEM file of the CA to trust (implies --tls)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    index = commands.add_parser("index", help="add a folder's images (id: path relative to DIR)")
+    index.add_argument("directory", type=Path)
+    index.add_argument("--recursive", "-r", action="store_true", help="include subfolders")
+    index.add_argument("--metadata", "-m", action="append", default=[], metavar="KEY=VALUE")
+    index.add_argument("--reindex", action="store_true", help="re-add files already indexed")
+
+    search = commands.add_parser("search", help="the most similar indexed images")
+    query = search.add_mutually_exclusive_group(required=True)
+    query.add_argument("image", nargs="?", type=Path, help="query image file")
+    query.add_argument("--id", help="query by a stored item's id (itself excluded)")
+    query.add_argument("--vector", type=Path, help="query by an embedding saved with numpy.save")
+    search.add_argument("-k", type=int, default=10, help="how many matches (default: 10)")
+    search.add_argument("--filter", "-f", action="append", default=[], metavar="KEY=VALUE")
+    search.add_argument("--min-score", type=float)
+    output = search.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="a JSON array on stdout, nothing else")
+    search.add_argument("--html", type=Path, help="also write a self-contained HTML page here")
+
+    stats = commands.add_parser("stats", help="what the server runs and holds")
+    stats.add_argument("--json", action="store_true")
+    get = commands.add_parser("get", help="one item's metadata")
+    get.add_argument("id")
+    get.add_argument("--json", action="store_true")
+    delete = commands.add_parser("delete", help="remove items")
+    delete.add_argument("ids", nargs="+")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    root_certificates = _read_file(args.ca_cert) if args.ca_cert else None
+    try:
+        with Client(
+            args.server,
+            token=args.token,
+            tls=args.tls,
+            root_certificates=root_certificates,
+            timeout=args.timeout,
+        ) as client:
+            return COMMANDS[args.command](client, args)
+    except CommandError as error:
+        print(f"lookalike: {error}", file=sys.stderr)
+        return error.code
+    except LookalikeClientError as error:
+        print(f"lookalike: {_explain(error)}", file=sys.stderr)
+        return _exit_code(error)
+
+
+def _explain(error: LookalikeClientError) -> str:
+    if isinstance(error, ServerUnavailableError):
+        return f"cannot reach a Lookalike server at {error.target} ({error.details})"
+    if isinstance(error, UnauthenticatedError):
+        return "the server refused the token: pass --token or set LOOKALIKE_TOKEN"
+    return str(error)
+
+
+def _exit_code(error: LookalikeClientError) -> int:
+    if isinstance(error, ServerUnavailableError):
+        return EXIT_UNREACHABLE
+    if isinstance(error, UnauthenticatedError):
+        return EXIT_AUTH
+    if isinstance(error, NotFoundError):
+        return EXIT_NOT_FOUND
+    return EXIT_BAD_INPUT if error.code.name == "INVALID_ARGUMENT" else EXIT_ERROR
+
+
+# -- index ----------------------------------------------------------------------------------
+
+
+def index_command(client: Client, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    directory = args.directory
+    if not directory.is_dir():
+        raise CommandError(f"{directory} is not a directory", EXIT_BAD_INPUT)
+    extra = _pairs(args.metadata, "--metadata")
+    files = _image_files(directory, recursive=args.recursive)
+    todo = files if args.reindex else [f for f in files if not _indexed(client, _id(f, directory))]
+    skipped = len(files) - len(todo)
+    failures: list[tuple[str, str]] = []
+    stored = 0
+    progress = tqdm(total=len(todo), unit="img", desc="indexing", file=sys.stderr, disable=None)
+    interrupted = False
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        items = (_new_item(path, directory, extra) for path in todo)
+        for outcome in client.add_many(items):
+            if outcome.ok:
+                stored += 1
+            else:
+                failures.append((outcome.id, outcome.error))
+            progress.update(1)
+            progress.set_postfix(errors=len(failures), refresh=False)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        progress.close()
+        signal.signal(signal.SIGINT, previous)
+    state = "interrupted: " if interrupted else ""
+    print(
+        f"{state}{stored} stored, {skipped} already indexed, {len(failures)} failed "
+        f"(of {len(files)} image files in {directory})"
+    )
+    for item_id, reason in failures:
+        print(f"  failed  {item_id}: {reason}")
+    return 130 if interrupted else (EXIT_BAD_INPUT if failures and not stored else 0)
+
+
+def _image_files(directory: Path, *, recursive: bool) -> list[Path]:
+    pattern = directory.rglob("*") if recursive else directory.glob("*")
+    return sorted(p for p in pattern if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _id(path: Path, directory: Path) -> str:
+    return path.relative_to(directory).as_posix()
+
+
+def _indexed(client: Client, item_id: str) -> bool:
+    try:
+        client.get(item_id)
+    except NotFoundError:
+        return False
+    return True
+
+
+def _new_item(path: Path, directory: Path, extra: dict[str, str]) -> NewItem:
+    metadata = {**extra, SOURCE_PATH_KEY: str(path.resolve())}
+    return NewItem(_id(path, directory), image=_read_file(path), metadata=metadata)
+
+
+# -- search ---------------------------------------------------------------------------------
+
+
+def search_command(client: Client, args: argparse.Namespace) -> int:
+    filters = _pairs(args.filter, "--filter")
+    query_image = _read_file(args.image) if args.image else None
+    if args.vector:
+        try:
+            vector = np.load(args.vector)
+        except (OSError, ValueError) as exc:
+            raise CommandError(
+                f"cannot read a numpy vector from {args.vector}: {exc}", EXIT_BAD_INPUT
+            ) from exc
+        matches = client.search(
+            vector=vector.ravel(), k=args.k, filter=filters, min_score=args.min_score
+        )
+        label = str(args.vector)
+    elif args.id:
+        matches = client.search(
+            id=args.id, k=args.k, filter=filters, min_score=args.min_score, exclude_self=True
+        )
+        label = f"id {args.id}"
+        query_image = _stored_file(client, args.id)
+    else:
+        matches = client.search(
+            image=query_image, k=args.k, filter=filters, min_score=args.min_score
+        )
+        label = str(args.image)
+    if args.html:
+        args.html.write_text(render_html(label, query_image, matches), encoding="utf-8")
+    if args.json:
+        print(json.dumps([{"id": m.id, "score": m.score, "metadata": m.metadata} for m in matches]))
+    else:
+        _print_matches(matches)
+        if args.html:
+            print(f"wrote {args.html}")
+    return 0
+
+
+def _stored_file(client: Client, item_id: str) -> bytes | None:
+    path = client.get(item_id).metadata.get(SOURCE_PATH_KEY)
+    try:
+        return Path(path).read_bytes() if path else None
+    except OSError:
+        return None
+
+
+def _print_matches(matches: Sequence[Match]) -> None:
+    if not matches:
+        print("no matches")
+        return
+    width = max(len(m.id) for m in matches)
+    print(f"{'rank':>4}  {'score':>7}  {'id':<{width}}  metadata")
+    for rank, match in enumerate(matches, 1):
+        shown = {k: v for k, v in match.metadata.items() if k != SOURCE_PATH_KEY}
+        metadata = " ".join(f"{k}={v}" for k, v in sorted(shown.items()))
+        print(f"{rank:>4}  {match.score:>7.4f}  {match.id:<{width}}  {metadata}")
+
+
+# -- stats, get, delete ---------------------------------------------------------------------------
+
+
+def stats_command(client: Client, args: argparse.Namespace) -> int:
+    stats = client.stats()
+    if args.json:
+        print(json.dumps(dataclasses.asdict(stats)))
+        return 0
+    weights = "RANDOM WEIGHTS (results carry no meaning)" if stats.random_weights else "trained"
+    print(f"server      {client.target} (lookalike {stats.version})")
+    print(f"items       {stats.items}")
+    print(f"model       {stats.model_id}, {stats.dims}-d, {weights}")
+    providers = ", ".join(stats.providers)
+    print(f"engine      {stats.precision} on {providers}, preprocess {stats.preprocess_mode}")
+    print(f"index       {', '.join(f'{k}={v}' for k, v in stats.index.items())}")
+    print(
+        f"batching    {stats.batches} batches, mean size {stats.mean_batch_size:.1f}, "
+        f"queue {stats.queue_depth}"
+    )
+    print(f"uptime      {stats.uptime_seconds:.0f}s")
+    return 0
+
+
+def get_command(client: Client, args: argparse.Namespace) -> int:
+    item = client.get(args.id)
+    if args.json:
+        print(json.dumps({"id": item.id, "metadata": item.metadata}))
+    else:
+        print(item.id)
+        for key, value in sorted(item.metadata.items()):
+            print(f"  {key} = {value}")
+    return 0
+
+
+def delete_command(client: Client, args: argparse.Namespace) -> int:
+    result = client.delete(args.ids)
+    print(f"deleted {result.deleted}")
+    for item_id in result.missing:
+        print(f"  not found  {item_id}")
+    return 0
+
+
+COMMANDS = {
+    "index": index_command,
+    "search": search_command,
+    "stats": stats_command,
+    "get": get_command,
+    "delete": delete_command,
+}
+
+
+def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        key, sep, item = value.partition("=")
+        if not sep or not key:
+            raise CommandError(f"{flag} takes KEY=VALUE, got {value!r}", EXIT_BAD_INPUT)
+        pairs[key] = item
+    return pairs
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror or exc}", EXIT_BAD_INPUT) from exc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

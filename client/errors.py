@@ -1,0 +1,65 @@
+"""Typed client errors: one class per gRPC status a caller handles differently."""
+
+from __future__ import annotations
+
+import grpc
+
+__all__ = [
+    "LookalikeClientError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "ServerUnavailableError",
+    "UnauthenticatedError",
+    "OverloadedError",
+    "from_rpc_error",
+]
+
+
+class LookalikeClientError(Exception):
+    """A call failed; `code` is the gRPC status, `details` the server's explanation."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, target: str) -> None:
+        super().__init__(details)
+        self.code, self.details, self.target = code, details, target
+
+    def __str__(self) -> str:
+        return self.details or self.code.name
+
+
+class InvalidArgumentError(LookalikeClientError):
+    """Bad image, vector, id, k or metadata: fix the request."""
+
+
+class NotFoundError(LookalikeClientError):
+    """An id that is not stored."""
+
+
+class ServerUnavailableError(LookalikeClientError):
+    """The server cannot be reached, is starting, draining, or its engine is failing."""
+
+    def __str__(self) -> str:
+        return f"server {self.target} is unavailable ({self.details})"
+
+
+class UnauthenticatedError(LookalikeClientError):
+    """Missing or wrong token."""
+
+
+class OverloadedError(LookalikeClientError):
+    """RESOURCE_EXHAUSTED: the queue is full (retry later) or a size limit was exceeded."""
+
+
+_BY_CODE: dict[grpc.StatusCode, type[LookalikeClientError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.UNAVAILABLE: ServerUnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: ServerUnavailableError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: OverloadedError,
+}
+
+
+def from_rpc_error(error: grpc.RpcError, target: str) -> LookalikeClientError:
+    code = error.code()  # type: ignore[attr-defined]
+    details = error.details() or ""  # type: ignore[attr-defined]
+    return _BY_CODE.get(code, LookalikeClientError)(code, details, target)
