@@ -1,0 +1,54 @@
+"""The README's main-job script, end to end with the tiny model, bounded in time."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_exports_serves_indexes_and_finds_the_transformed_copy(tmp_path: Path) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("LOOKALIKE_", "HF_"))},
+        "LOOKALIKE_SKIP_INSTALL": "1",  # this environment already has the project
+        "LOOKALIKE_VENV": str(Path(sys.executable).parents[1]),
+        "LOOKALIKE_RANDOM_INIT": "tiny",
+        "LOOKALIKE_DEMO_DIR": str(tmp_path / "demo"),
+        "LOOKALIKE_MODELS_DIR": str(tmp_path / "models"),
+    }
+    first = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "demo.sh")],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "RANDOM WEIGHTS" in first.stdout
+    assert "24 stored, 0 already indexed, 0 failed" in first.stdout
+    searches = first.stdout.split("rank    score")[1:]
+    assert len(searches) == 2
+    for table in searches:  # the image itself, then its resized/cropped/recompressed copy
+        top = table.splitlines()[1].split()
+        assert top[2] == "shapes-005.jpg", table
+    page = (tmp_path / "demo" / "results.html").read_text()
+    assert "query-transformed.jpg" in page
+    assert "shapes-005.jpg" in page
+
+    second = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "demo.sh")],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "model package" in second.stdout  # the export was reused, not redone
+    assert "0 stored, 24 already indexed" in second.stdout
