@@ -58,6 +58,13 @@ class VectorIndex:
     def __len__(self) -> int:
         return len(self._index)
 
+    def memory_bytes(self) -> int:
+        return int(self._index.memory_usage)
+
+    def set_expansion_search(self, expansion: int) -> None:
+        """Candidates examined per query: higher is slower and more exact."""
+        self._index.expansion_search = expansion  # type: ignore[misc]
+
     def keys(self) -> np.ndarray:
         return np.asarray(self._index.keys, dtype=np.uint64)
 
@@ -112,12 +119,16 @@ class VectorIndex:
             os.close(directory)
 
     @classmethod
-    def load(cls, path: Path, dims: int, settings: IndexSettings) -> VectorIndex:
+    def load(
+        cls, path: Path, dims: int, settings: IndexSettings, *, view: bool = False
+    ) -> VectorIndex:
+        """Read a snapshot into memory, or with `view` memory-map it read-only."""
         if not path.is_file():
             raise SnapshotError(f"no snapshot at {path}")
         try:
             index = Index.restore(
                 str(path),
+                view=view,
                 connectivity=settings.connectivity,
                 expansion_add=settings.expansion_add,
                 expansion_search=settings.expansion_search,

@@ -12,16 +12,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_benchmark(name: str, model_dir: Path, out: Path) -> dict:
+def run_benchmark(name: str, out: Path, *arguments: str) -> dict:
     result = subprocess.run(
         [
             sys.executable,
             str(ROOT / "benchmarks" / f"{name}.py"),
             "--quick",
-            "--model-dir",
-            str(model_dir),
             "--out",
             str(out),
+            *arguments,
         ],
         capture_output=True,
         text=True,
@@ -41,7 +40,7 @@ def run_benchmark(name: str, model_dir: Path, out: Path) -> dict:
 def test_engine_benchmark_compares_backends_against_gemm_rates(
     tiny_export: Path, tmp_path: Path
 ) -> None:
-    document = run_benchmark("engine", tiny_export, tmp_path)
+    document = run_benchmark("engine", tmp_path, "--model-dir", str(tiny_export))
     results = document["results"]
     assert results["gemm_rates"]["fp32_matmul_gflops"] > 0
     assert results["gemm_rates"]["int8_matmulinteger_gops"] > 0
@@ -55,7 +54,7 @@ def test_engine_benchmark_compares_backends_against_gemm_rates(
 
 
 def test_preprocess_benchmark_times_every_mode(tiny_export: Path, tmp_path: Path) -> None:
-    document = run_benchmark("preprocess", tiny_export, tmp_path)
+    document = run_benchmark("preprocess", tmp_path, "--model-dir", str(tiny_export))
     images = {r["image"] for r in document["results"]}
     assert images == {"jpeg-640x480", "jpeg-1920x1080", "jpeg-4000x3000", "png-1920x1080"}
     for result in document["results"]:
@@ -65,3 +64,57 @@ def test_preprocess_benchmark_times_every_mode(tiny_export: Path, tmp_path: Path
             "lookalike-fast",
         }
         assert result["embedding_cosine_fast_vs_exact"] > 0.99
+
+
+def test_search_benchmark_reports_recall_curves(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "search.py"), "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (path,) = tmp_path.glob("search-*.json")
+    (size,) = json.loads(path.read_text())["results"]
+    libraries = {run["library"]: run for run in size["runs"]}
+    assert set(libraries) == {
+        "numpy-brute-force",
+        "lookalike-usearch-f32",
+        "lookalike-usearch-f16",
+        "lookalike-usearch-i8",
+        "faiss-hnsw-flat-f32",
+    }
+    for name in ("lookalike-usearch-f32", "faiss-hnsw-flat-f32"):
+        recalls = [point["recall_at_10"] for point in libraries[name]["curve"]]
+        assert max(recalls) > 0.9  # exact ground truth, real indexes
+    assert (
+        libraries["lookalike-usearch-f16"]["file_bytes"]
+        < libraries["lookalike-usearch-f32"]["file_bytes"]
+    )
+
+
+def test_ingest_benchmark_splits_time_into_stages(tiny_export: Path, tmp_path: Path) -> None:
+    result = run_benchmark("ingest", tmp_path, "--model-dir", str(tiny_export))["results"]
+    assert result["images"] == 100
+    assert result["summary"].startswith("100 stored")
+    assert result["images_per_s"] > 0
+    assert all(
+        result["stage_seconds"][stage] > 0 for stage in ("preprocess", "inference", "commit")
+    )
+
+
+def test_serve_benchmark_sweeps_concurrency_against_its_ceilings(
+    tiny_export: Path, tmp_path: Path
+) -> None:
+    result = run_benchmark("serve", tmp_path, "--model-dir", str(tiny_export))["results"]
+    runs = result["runs"]
+    assert [run["concurrency"] for run in runs] == [1, 4, 16, 64]
+    assert all(run["errors"] == 0 and run["images_per_s"] > 0 for run in runs)
+    assert all(run["p50_ms"] <= run["p95_ms"] <= run["p99_ms"] for run in runs)
+    assert runs[-1]["mean_batch_size"] > 1  # concurrent requests were batched together
+    (ceiling,) = result["ceilings"].values()
+    assert ceiling["bare_engine_images_per_s"] > 0
+    assert ceiling["naive_images_per_s"] > 0
+    assert result["server_rss"]["idle_mb"] > 0

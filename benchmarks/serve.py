@@ -1,0 +1,329 @@
+"""End-to-end serving over gRPC: throughput and latency against concurrency, vs its ceilings.
+
+    python benchmarks/serve.py [--quick] [--out results] [--model-dir models/random-vit-b-32]
+
+Starts `lookalike-server` (subprocess, loopback) and drives `Embed` from separate client
+processes with real JPEG payloads (640x480 and 1920x1080) at 1, 4, 16 and 64 requests in
+flight. In the same run it measures the bare engine on already-preprocessed tensors (the
+ceiling) and a naive pipeline a user might write (CLIPImageProcessor + PyTorch eager, one image
+at a time, no server overhead counted), and reports end to end as fractions of both. Also the
+server's RSS idle and under load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import (
+    DEFAULT_MODEL_DIR,
+    ensure_benchmark_model,
+    measure,
+    print_table,
+    write_result,
+)
+from benchmarks.preprocess import encoded
+
+PAYLOADS = {"jpeg-640x480": (640, 480), "jpeg-1920x1080": (1920, 1080)}
+CONCURRENCY = (1, 4, 16, 64)
+CLIENT_PROCESSES = 2
+
+
+def _drive(address: str, payload: bytes, in_flight: int, seconds: float, queue) -> None:
+    """One client process: `in_flight` concurrent Embed calls in a loop for `seconds`."""
+    import grpc
+
+    from lookalike.v1 import lookalike_pb2 as pb
+    from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
+
+    async def run() -> tuple[list[float], int]:
+        latencies: list[float] = []
+        errors = 0
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = pb_grpc.ImageSearchStub(channel)
+            deadline = time.perf_counter() + seconds
+
+            async def worker() -> None:
+                nonlocal errors
+                while time.perf_counter() < deadline:
+                    started = time.perf_counter()
+                    try:
+                        await stub.Embed(pb.EmbedRequest(images=[payload]), timeout=60)
+                        latencies.append(time.perf_counter() - started)
+                    except grpc.aio.AioRpcError:
+                        errors += 1
+
+            await asyncio.gather(*(worker() for _ in range(in_flight)))
+        return latencies, errors
+
+    queue.put(asyncio.run(run()))
+
+
+def load_run(address: str, payload: bytes, concurrency: int, seconds: float) -> dict:
+    processes = min(CLIENT_PROCESSES, concurrency)
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
+    workers = [
+        context.Process(target=_drive, args=(address, payload, share, seconds, queue))
+        for share in shares
+    ]
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    outcomes = [queue.get(timeout=seconds + 120) for _ in workers]
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - started
+    latencies = np.array([lat for lats, _ in outcomes for lat in lats])
+    return {
+        "concurrency": concurrency,
+        "images_per_s": len(latencies) / seconds,
+        "wall_seconds": elapsed,
+        "p50_ms": float(np.percentile(latencies, 50) * 1e3),
+        "p95_ms": float(np.percentile(latencies, 95) * 1e3),
+        "p99_ms": float(np.percentile(latencies, 99) * 1e3),
+        "errors": sum(errors for _, errors in outcomes),
+    }
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def batches_so_far(address: str) -> tuple[int, float]:
+    from client import Client
+
+    with Client(address) as client:
+        stats = client.stats()
+    return stats.batches, stats.mean_batch_size
+
+
+def ceilings(model_dir: Path, payload: bytes, min_seconds: float) -> dict:
+    """Bare engine on preprocessed tensors, and the naive CLIPImageProcessor + PyTorch path."""
+    from PIL import Image
+    from transformers import CLIPImageProcessor
+
+    from benchmarks.engine import pytorch_model
+    from export.manifest import Manifest
+    from server.engine import Engine
+
+    threads = len(os.sched_getaffinity(0))
+    engine = Engine(model_dir)
+    manifest = Manifest.load(model_dir)
+    size = manifest.preprocess.image_size
+    batch = np.random.default_rng(0).normal(size=(32, 3, size, size)).astype(np.float32)
+    bare = 32 / measure(lambda: engine.embed(batch), min_seconds=min_seconds).median
+    _, torch_embed = pytorch_model(manifest, threads)
+    processor = CLIPImageProcessor(
+        size={"shortest_edge": manifest.preprocess.resize_shortest_edge},
+        crop_size={
+            "height": manifest.preprocess.crop_height,
+            "width": manifest.preprocess.crop_width,
+        },
+    )
+
+    def naive() -> None:
+        image = Image.open(io.BytesIO(payload))
+        pixels = processor(images=image, return_tensors="np")["pixel_values"]
+        torch_embed(pixels.astype(np.float32))
+
+    naive_rate = 1 / measure(naive, min_seconds=min_seconds).median
+    return {
+        "bare_engine_images_per_s": bare,
+        "naive_images_per_s": naive_rate,
+        "engine_precision": engine.precision.value,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per load level")
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--quick", action="store_true", help="smoke test: 2 s per level, 640x480")
+    args = parser.parse_args()
+    seconds = 2.0 if args.quick else args.seconds
+    payloads = dict(list(PAYLOADS.items())[:1]) if args.quick else PAYLOADS
+    model_dir = ensure_benchmark_model(args.model_dir)
+    bin_dir = Path(sys.executable).parent
+
+    results, rows = [], []
+    with tempfile.TemporaryDirectory() as scratch:
+        port = free_port()
+        address = f"127.0.0.1:{port}"
+        log = Path(scratch) / "server.log"
+        with log.open("w") as stream:
+            server = subprocess.Popen(
+                [
+                    str(bin_dir / "lookalike-server"),
+                    "--model-dir",
+                    str(model_dir),
+                    "--data-dir",
+                    str(Path(scratch) / "data"),
+                    "--port",
+                    str(port),
+                ],
+                stdout=stream,
+                stderr=stream,
+            )
+        try:
+            for _ in range(600):
+                try:
+                    batches_so_far(address)
+                    break
+                except Exception:
+                    time.sleep(0.2)
+            idle_rss = rss_mb(server.pid)
+            peak_rss = idle_rss
+            for name, size in payloads.items():
+                payload = encoded(size, "JPEG", seed=1)
+                for concurrency in CONCURRENCY:
+                    print(f"  {name}, {concurrency} in flight ...", flush=True)
+                    before, _ = batches_so_far(address)
+                    run = load_run(address, payload, concurrency, seconds)
+                    after, _ = batches_so_far(address)
+                    peak_rss = max(peak_rss, rss_mb(server.pid))
+                    served = run["images_per_s"] * seconds
+                    run.update(payload=name, mean_batch_size=served / max(after - before, 1))
+                    results.append(run)
+            server_rss = {"idle_mb": idle_rss, "under_load_peak_mb": peak_rss}
+        finally:
+            server.terminate()
+            server.wait(60)
+    print("  ceilings: bare engine and naive pipeline ...", flush=True)
+    limits = {
+        name: ceilings(model_dir, encoded(size, "JPEG", seed=1), 1.0 if args.quick else 5.0)
+        for name, size in payloads.items()
+    }
+    for run in results:
+        limit = limits[run["payload"]]
+        run["fraction_of_bare_engine"] = run["images_per_s"] / limit["bare_engine_images_per_s"]
+        run["vs_naive"] = run["images_per_s"] / limit["naive_images_per_s"]
+        rows.append(
+            (
+                run["payload"],
+                run["concurrency"],
+                run["images_per_s"],
+                run["p50_ms"],
+                run["p95_ms"],
+                run["p99_ms"],
+                run["mean_batch_size"],
+                run["errors"],
+                f"{run['fraction_of_bare_engine']:.0%}",
+                f"{run['vs_naive']:.1f}x",
+            )
+        )
+    print()
+    print_table(
+        (
+            "payload",
+            "in flight",
+            "img/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "batch",
+            "errors",
+            "of engine",
+            "vs naive",
+        ),
+        rows,
+    )
+    for name, limit in limits.items():
+        print(
+            f"{name}: bare engine {limit['bare_engine_images_per_s']:.1f} img/s "
+            f"({limit['engine_precision']}), naive {limit['naive_images_per_s']:.1f} img/s"
+        )
+    idle, loaded = server_rss["idle_mb"], server_rss["under_load_peak_mb"]
+    print(f"server RSS: idle {idle:.0f} MB, under load {loaded:.0f} MB")
+    path = write_result(
+        "serve",
+        args.out,
+        settings={
+            "model_dir": str(model_dir),
+            "seconds_per_level": seconds,
+            "concurrency": CONCURRENCY,
+            "client_processes": CLIENT_PROCESSES,
+            "quick": args.quick,
+        },
+        results={"runs": results, "ceilings": limits, "server_rss": server_rss},
+    )
+    plot(results, limits, path.with_suffix(".png"))
+    print(f"\nwrote {path} and {path.with_suffix('.png')}")
+
+
+def plot(results: list[dict], limits: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (throughput, latency) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, limit in limits.items():
+        runs = [r for r in results if r["payload"] == name]
+        (line,) = throughput.plot(
+            [r["concurrency"] for r in runs],
+            [r["images_per_s"] for r in runs],
+            "o-",
+            label=f"{name} end to end",
+        )
+        throughput.axhline(
+            limit["naive_images_per_s"],
+            color=line.get_color(),
+            linestyle=":",
+            label=f"{name} naive",
+        )
+        latency.plot(
+            [r["concurrency"] for r in runs], [r["p99_ms"] for r in runs], "o-", label=f"{name} p99"
+        )
+        latency.plot(
+            [r["concurrency"] for r in runs],
+            [r["p50_ms"] for r in runs],
+            "s--",
+            color=line.get_color(),
+            label=f"{name} p50",
+        )
+    first = next(iter(limits.values()))
+    throughput.axhline(
+        first["bare_engine_images_per_s"],
+        color="gray",
+        linestyle="--",
+        label="bare engine (preprocessed)",
+    )
+    for axis in (throughput, latency):
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("requests in flight")
+        axis.legend(fontsize=7)
+    throughput.set_ylabel("images / s")
+    latency.set_ylabel("latency ms")
+    latency.set_yscale("log")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    main()
