@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -9,10 +10,13 @@ import logging
 import os
 import platform
 import shutil
+import socket
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,10 @@ __all__ = [
     "write_result",
     "ensure_benchmark_model",
     "print_table",
+    "free_port",
+    "RunningServer",
+    "lookalike_server",
+    "figure_file",
 ]
 
 log = logging.getLogger("benchmarks")
@@ -169,3 +177,75 @@ def _gpu_name() -> str | None:
         check=False,
     )
     return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunningServer:
+    address: str
+    pid: int
+    metrics_port: int
+
+
+@contextlib.contextmanager
+def lookalike_server(model_dir: Path, *extra: str) -> Iterator[RunningServer]:
+    """`lookalike-server` as a subprocess on loopback with an empty data dir, once it serves."""
+    from client import Client, LookalikeClientError
+
+    bin_dir = Path(sys.executable).parent
+    port, metrics_port = free_port(), free_port()
+    with tempfile.TemporaryDirectory() as scratch:
+        log = Path(scratch) / "server.log"
+        command = [
+            str(bin_dir / "lookalike-server"),
+            "--model-dir",
+            str(model_dir),
+            "--data-dir",
+            str(Path(scratch) / "data"),
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(metrics_port),
+            *extra,
+        ]
+        with log.open("w") as stream:
+            server = subprocess.Popen(command, stdout=stream, stderr=stream)
+        address = f"127.0.0.1:{port}"
+        try:
+            with Client(address, timeout=5) as client:
+                for _ in range(600):
+                    try:
+                        client.stats()
+                        break
+                    except LookalikeClientError:
+                        if server.poll() is not None:
+                            raise SystemExit(f"the server died:\n{log.read_text()}") from None
+                        time.sleep(0.2)
+            yield RunningServer(address, server.pid, metrics_port)
+        finally:
+            server.terminate()
+            server.wait(60)
+
+
+@contextlib.contextmanager
+def figure_file(
+    path: Path, *, columns: int = 1, size: tuple[float, float] = (8, 4.5)
+) -> Iterator[list]:
+    """Axes of a new figure, saved as PNG to `path` on exit (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, columns, figsize=size, squeeze=False)
+    try:
+        yield list(axes[0])
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+    finally:
+        plt.close(figure)

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (
     DEFAULT_MODEL_DIR,
     ensure_benchmark_model,
+    figure_file,
     measure,
     print_table,
     write_result,
@@ -214,38 +215,30 @@ def main() -> None:
 
 
 def plot(results: list[dict], rates: dict[str, float], flops: float, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     backends = list(dict.fromkeys(r["backend"] for r in results))
     batches = list(dict.fromkeys(r["batch_size"] for r in results))
     width = 0.8 / len(backends)
-    figure, axis = plt.subplots(figsize=(8, 4.5))
-    for i, backend in enumerate(backends):
-        values = [
-            next(
-                r["images_per_s"]
-                for r in results
-                if r["backend"] == backend and r["batch_size"] == b
-            )
-            for b in batches
-        ]
-        positions = [x + (i - (len(backends) - 1) / 2) * width for x in range(len(batches))]
-        axis.bar(positions, values, width, label=backend)
-    for key, style, label in (
-        ("fp32_matmul_gflops", "--", "fp32 GEMM limit"),
-        ("int8_matmulinteger_gops", ":", "int8 GEMM limit"),
-    ):
-        axis.axhline(rates[key] * 1e9 / flops, linestyle=style, color="gray", label=label)
-    axis.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
-    axis.set_ylabel("images / s")
-    axis.set_title("CLIP image tower throughput (same threads, same inputs)")
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    with figure_file(path) as (axis,):
+        for i, backend in enumerate(backends):
+            values = [
+                next(
+                    r["images_per_s"]
+                    for r in results
+                    if r["backend"] == backend and r["batch_size"] == b
+                )
+                for b in batches
+            ]
+            positions = [x + (i - (len(backends) - 1) / 2) * width for x in range(len(batches))]
+            axis.bar(positions, values, width, label=backend)
+        for key, style, label in (
+            ("fp32_matmul_gflops", "--", "fp32 GEMM limit"),
+            ("int8_matmulinteger_gops", ":", "int8 GEMM limit"),
+        ):
+            axis.axhline(rates[key] * 1e9 / flops, linestyle=style, color="gray", label=label)
+        axis.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
+        axis.set_ylabel("images / s")
+        axis.set_title("CLIP image tower throughput (same threads, same inputs)")
+        axis.legend(fontsize=8)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (
     DEFAULT_MODEL_DIR,
     ensure_benchmark_model,
+    figure_file,
+    lookalike_server,
     print_table,
     write_result,
 )
@@ -49,12 +50,6 @@ def make_folder(directory: Path, count: int) -> int:
         image.save(path, "JPEG", quality=88)
         total += path.stat().st_size
     return total
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def stage_seconds(metrics_port: int) -> dict[str, float]:
@@ -79,51 +74,22 @@ def main() -> None:
     args = parser.parse_args()
     count = 100 if args.quick else args.images
     model_dir = ensure_benchmark_model(args.model_dir)
-    bin_dir = Path(sys.executable).parent
+    lookalike = str(Path(sys.executable).parent / "lookalike")
 
-    with tempfile.TemporaryDirectory() as scratch:
-        folder, data = Path(scratch) / "photos", Path(scratch) / "data"
+    with tempfile.TemporaryDirectory() as scratch, lookalike_server(model_dir) as server:
+        folder = Path(scratch) / "photos"
         folder.mkdir()
         print(f"generating {count} JPEGs ...", flush=True)
         total_bytes = make_folder(folder, count)
-        port, metrics_port = free_port(), free_port()
-        log = Path(scratch) / "server.log"
-        with log.open("w") as stream:
-            server = subprocess.Popen(
-                [
-                    str(bin_dir / "lookalike-server"),
-                    "--model-dir",
-                    str(model_dir),
-                    "--data-dir",
-                    str(data),
-                    "--port",
-                    str(port),
-                    "--metrics-port",
-                    str(metrics_port),
-                ],
-                stdout=stream,
-                stderr=stream,
-            )
-        try:
-            client = [str(bin_dir / "lookalike"), "--server", f"127.0.0.1:{port}"]
-            for _ in range(600):
-                if subprocess.run([*client, "stats"], capture_output=True).returncode == 0:
-                    break
-                time.sleep(0.2)
-            print("indexing with `lookalike index` ...", flush=True)
-            started = time.perf_counter()
-            indexed = subprocess.run(
-                [*client, "index", str(folder)], capture_output=True, text=True
-            )
-            elapsed = time.perf_counter() - started
-            assert indexed.returncode == 0, indexed.stderr
-            stages = stage_seconds(metrics_port)
-            stats = subprocess.run(
-                [*client, "stats", "--json"], capture_output=True, text=True
-            ).stdout
-        finally:
-            server.terminate()
-            server.wait(60)
+        client = [lookalike, "--server", server.address]
+        print("indexing with `lookalike index` ...", flush=True)
+        started = time.perf_counter()
+        indexed = subprocess.run([*client, "index", str(folder)], capture_output=True, text=True)
+        elapsed = time.perf_counter() - started
+        if indexed.returncode != 0:
+            raise SystemExit(indexed.stderr)
+        stages = stage_seconds(server.metrics_port)
+        stats = subprocess.run([*client, "stats", "--json"], capture_output=True, text=True).stdout
     images_per_s = count / elapsed
     result = {
         "images": count,
@@ -158,23 +124,19 @@ def main() -> None:
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 3.5))
-    per_image = result["stage_ms_per_image"]
-    axis.barh(list(per_image), list(per_image.values()), color=["#4c72b0", "#dd8452", "#55a868"])
-    axis.axvline(
-        1e3 / result["images_per_s"], color="gray", linestyle="--", label="wall time per image"
-    )
-    axis.set_xlabel("ms per image (server stage time; stages overlap)")
-    axis.set_title(f"lookalike index: {result['images']} JPEGs, {result['images_per_s']:.1f} img/s")
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    with figure_file(path, size=(7, 3.5)) as (axis,):
+        per_image = result["stage_ms_per_image"]
+        axis.barh(
+            list(per_image), list(per_image.values()), color=["#4c72b0", "#dd8452", "#55a868"]
+        )
+        axis.axvline(
+            1e3 / result["images_per_s"], color="gray", linestyle="--", label="wall time per image"
+        )
+        axis.set_xlabel("ms per image (server stage time; stages overlap)")
+        axis.set_title(
+            f"lookalike index: {result['images']} JPEGs, {result['images_per_s']:.1f} img/s"
+        )
+        axis.legend(fontsize=8)
 
 
 if __name__ == "__main__":

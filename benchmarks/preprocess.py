@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (
     DEFAULT_MODEL_DIR,
     ensure_benchmark_model,
+    figure_file,
     measure,
     print_table,
     write_result,
@@ -128,24 +129,16 @@ def main() -> None:
 
 
 def plot(results: list[dict], methods: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     width = 0.8 / len(methods)
-    figure, axis = plt.subplots(figsize=(8, 4.5))
-    for i, method in enumerate(methods):
-        positions = [x + (i - (len(methods) - 1) / 2) * width for x in range(len(results))]
-        axis.bar(positions, [r["ms_per_image"][method] for r in results], width, label=method)
-    axis.set_xticks(range(len(results)), [r["image"] for r in results])
-    axis.set_yscale("log")
-    axis.set_ylabel("ms per image (log scale, 1 thread)")
-    axis.set_title("Preprocessing: decode, resize, crop, normalise")
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    with figure_file(path) as (axis,):
+        for i, method in enumerate(methods):
+            positions = [x + (i - (len(methods) - 1) / 2) * width for x in range(len(results))]
+            axis.bar(positions, [r["ms_per_image"][method] for r in results], width, label=method)
+        axis.set_xticks(range(len(results)), [r["image"] for r in results])
+        axis.set_yscale("log")
+        axis.set_ylabel("ms per image (log scale, 1 thread)")
+        axis.set_title("Preprocessing: decode, resize, crop, normalise")
+        axis.legend(fontsize=8)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import print_table, write_result
+from benchmarks.common import figure_file, print_table, write_result
 from server.index import IndexSettings, VectorIndex
 
 DIMS = 512
@@ -187,30 +187,22 @@ def main() -> None:
 
 
 def plot(results: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
-    for axis, result in zip(axes[0], results, strict=True):
-        for run in result["runs"]:
-            curve = run["curve"]
-            style = "*" if len(curve) == 1 else "o-"
-            axis.plot(
-                [p["recall_at_10"] for p in curve],
-                [p["qps"] for p in curve],
-                style,
-                label=run["library"],
-            )
-        axis.set_yscale("log")
-        axis.set_xlabel("recall@10")
-        axis.set_ylabel("queries / s (one query per call)")
-        axis.set_title(f"{result['vectors']:,} x {DIMS}-d vectors")
-        axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    with figure_file(path, columns=len(results), size=(6 * len(results), 4.5)) as axes:
+        for axis, result in zip(axes, results, strict=True):
+            for run in result["runs"]:
+                curve = run["curve"]
+                style = "*" if len(curve) == 1 else "o-"
+                axis.plot(
+                    [p["recall_at_10"] for p in curve],
+                    [p["qps"] for p in curve],
+                    style,
+                    label=run["library"],
+                )
+            axis.set_yscale("log")
+            axis.set_xlabel("recall@10")
+            axis.set_ylabel("queries / s (one query per call)")
+            axis.set_title(f"{result['vectors']:,} x {DIMS}-d vectors")
+            axis.legend(fontsize=8)
 
 
 if __name__ == "__main__":

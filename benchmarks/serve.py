@@ -17,10 +17,7 @@ import asyncio
 import io
 import multiprocessing
 import os
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (
     DEFAULT_MODEL_DIR,
     ensure_benchmark_model,
+    figure_file,
+    lookalike_server,
     measure,
     print_table,
     write_result,
@@ -107,12 +106,6 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def batches_so_far(address: str) -> tuple[int, float]:
     from client import Client
 
@@ -168,51 +161,22 @@ def main() -> None:
     seconds = 2.0 if args.quick else args.seconds
     payloads = dict(list(PAYLOADS.items())[:1]) if args.quick else PAYLOADS
     model_dir = ensure_benchmark_model(args.model_dir)
-    bin_dir = Path(sys.executable).parent
 
     results, rows = [], []
-    with tempfile.TemporaryDirectory() as scratch:
-        port = free_port()
-        address = f"127.0.0.1:{port}"
-        log = Path(scratch) / "server.log"
-        with log.open("w") as stream:
-            server = subprocess.Popen(
-                [
-                    str(bin_dir / "lookalike-server"),
-                    "--model-dir",
-                    str(model_dir),
-                    "--data-dir",
-                    str(Path(scratch) / "data"),
-                    "--port",
-                    str(port),
-                ],
-                stdout=stream,
-                stderr=stream,
-            )
-        try:
-            for _ in range(600):
-                try:
-                    batches_so_far(address)
-                    break
-                except Exception:
-                    time.sleep(0.2)
-            idle_rss = rss_mb(server.pid)
-            peak_rss = idle_rss
-            for name, size in payloads.items():
-                payload = encoded(size, "JPEG", seed=1)
-                for concurrency in CONCURRENCY:
-                    print(f"  {name}, {concurrency} in flight ...", flush=True)
-                    before, _ = batches_so_far(address)
-                    run = load_run(address, payload, concurrency, seconds)
-                    after, _ = batches_so_far(address)
-                    peak_rss = max(peak_rss, rss_mb(server.pid))
-                    served = run["images_per_s"] * seconds
-                    run.update(payload=name, mean_batch_size=served / max(after - before, 1))
-                    results.append(run)
-            server_rss = {"idle_mb": idle_rss, "under_load_peak_mb": peak_rss}
-        finally:
-            server.terminate()
-            server.wait(60)
+    with lookalike_server(model_dir) as server:
+        idle_rss = peak_rss = rss_mb(server.pid)
+        for name, size in payloads.items():
+            payload = encoded(size, "JPEG", seed=1)
+            for concurrency in CONCURRENCY:
+                print(f"  {name}, {concurrency} in flight ...", flush=True)
+                before, _ = batches_so_far(server.address)
+                run = load_run(server.address, payload, concurrency, seconds)
+                after, _ = batches_so_far(server.address)
+                peak_rss = max(peak_rss, rss_mb(server.pid))
+                served = run["images_per_s"] * seconds
+                run.update(payload=name, mean_batch_size=served / max(after - before, 1))
+                results.append(run)
+    server_rss = {"idle_mb": idle_rss, "under_load_peak_mb": peak_rss}
     print("  ceilings: bare engine and naive pipeline ...", flush=True)
     limits = {
         name: ceilings(model_dir, encoded(size, "JPEG", seed=1), 1.0 if args.quick else 5.0)
@@ -276,53 +240,37 @@ def main() -> None:
 
 
 def plot(results: list[dict], limits: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (throughput, latency) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, limit in limits.items():
-        runs = [r for r in results if r["payload"] == name]
-        (line,) = throughput.plot(
-            [r["concurrency"] for r in runs],
-            [r["images_per_s"] for r in runs],
-            "o-",
-            label=f"{name} end to end",
-        )
+    with figure_file(path, columns=2, size=(11, 4.2)) as (throughput, latency):
+        for name, limit in limits.items():
+            runs = [r for r in results if r["payload"] == name]
+            concurrency = [r["concurrency"] for r in runs]
+            (line,) = throughput.plot(
+                concurrency, [r["images_per_s"] for r in runs], "o-", label=f"{name} end to end"
+            )
+            colour = line.get_color()
+            throughput.axhline(
+                limit["naive_images_per_s"], color=colour, linestyle=":", label=f"{name} naive"
+            )
+            latency.plot(
+                concurrency, [r["p99_ms"] for r in runs], "o-", color=colour, label=f"{name} p99"
+            )
+            latency.plot(
+                concurrency, [r["p50_ms"] for r in runs], "s--", color=colour, label=f"{name} p50"
+            )
+        first = next(iter(limits.values()))
         throughput.axhline(
-            limit["naive_images_per_s"],
-            color=line.get_color(),
-            linestyle=":",
-            label=f"{name} naive",
+            first["bare_engine_images_per_s"],
+            color="gray",
+            linestyle="--",
+            label="bare engine (preprocessed)",
         )
-        latency.plot(
-            [r["concurrency"] for r in runs], [r["p99_ms"] for r in runs], "o-", label=f"{name} p99"
-        )
-        latency.plot(
-            [r["concurrency"] for r in runs],
-            [r["p50_ms"] for r in runs],
-            "s--",
-            color=line.get_color(),
-            label=f"{name} p50",
-        )
-    first = next(iter(limits.values()))
-    throughput.axhline(
-        first["bare_engine_images_per_s"],
-        color="gray",
-        linestyle="--",
-        label="bare engine (preprocessed)",
-    )
-    for axis in (throughput, latency):
-        axis.set_xscale("log", base=2)
-        axis.set_xlabel("requests in flight")
-        axis.legend(fontsize=7)
-    throughput.set_ylabel("images / s")
-    latency.set_ylabel("latency ms")
-    latency.set_yscale("log")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+        for axis in (throughput, latency):
+            axis.set_xscale("log", base=2)
+            axis.set_xlabel("requests in flight")
+            axis.legend(fontsize=7)
+        throughput.set_ylabel("images / s")
+        latency.set_ylabel("latency ms")
+        latency.set_yscale("log")
 
 
 if __name__ == "__main__":
