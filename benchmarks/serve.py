@@ -39,6 +39,9 @@ from benchmarks.preprocess import encoded
 PAYLOADS = {"jpeg-640x480": (640, 480), "jpeg-1920x1080": (1920, 1080)}
 CONCURRENCY = (1, 4, 16, 64)
 CLIENT_PROCESSES = 2
+# (max_batch, max_delay_ms) tried at 1 and 16 in flight, to show the latency/throughput trade
+BATCHING = ((1, 0.0), (8, 2.0), (32, 5.0), (32, 20.0), (64, 50.0))
+SWEEP_CONCURRENCY = (1, 16)
 
 
 def _drive(address: str, payload: bytes, in_flight: int, seconds: float, queue) -> None:
@@ -151,6 +154,38 @@ def ceilings(model_dir: Path, payload: bytes, min_seconds: float) -> dict:
     }
 
 
+def batching_sweep(model_dir: Path, seconds: float) -> list[dict]:
+    """640x480 JPEGs at 1 and 16 in flight under several (max_batch, max_delay_ms)."""
+    payload = encoded(PAYLOADS["jpeg-640x480"], "JPEG", seed=1)
+    sweep = []
+    for max_batch, max_delay in BATCHING:
+        flags = ("--max-batch", str(max_batch), "--max-delay-ms", str(max_delay))
+        with lookalike_server(model_dir, *flags) as server:
+            for concurrency in SWEEP_CONCURRENCY:
+                print(
+                    f"  max_batch {max_batch}, max_delay {max_delay} ms, "
+                    f"{concurrency} in flight ...",
+                    flush=True,
+                )
+                run = load_run(server.address, payload, concurrency, seconds)
+                sweep.append({"max_batch": max_batch, "max_delay_ms": max_delay, **run})
+    print_table(
+        ("max_batch", "max_delay_ms", "in flight", "img/s", "p50 ms", "p99 ms"),
+        [
+            (
+                r["max_batch"],
+                r["max_delay_ms"],
+                r["concurrency"],
+                r["images_per_s"],
+                r["p50_ms"],
+                r["p99_ms"],
+            )
+            for r in sweep
+        ],
+    )
+    return sweep
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
@@ -177,6 +212,7 @@ def main() -> None:
                 run.update(payload=name, mean_batch_size=served / max(after - before, 1))
                 results.append(run)
     server_rss = {"idle_mb": idle_rss, "under_load_peak_mb": peak_rss}
+    sweep = [] if args.quick else batching_sweep(model_dir, seconds)
     print("  ceilings: bare engine and naive pipeline ...", flush=True)
     limits = {
         name: ceilings(model_dir, encoded(size, "JPEG", seed=1), 1.0 if args.quick else 5.0)
@@ -233,7 +269,12 @@ def main() -> None:
             "client_processes": CLIENT_PROCESSES,
             "quick": args.quick,
         },
-        results={"runs": results, "ceilings": limits, "server_rss": server_rss},
+        results={
+            "runs": results,
+            "ceilings": limits,
+            "server_rss": server_rss,
+            "batching_sweep": sweep,
+        },
     )
     plot(results, limits, path.with_suffix(".png"))
     print(f"\nwrote {path} and {path.with_suffix('.png')}")

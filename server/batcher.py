@@ -33,7 +33,7 @@ Preprocess = Callable[[bytes], np.ndarray]
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BatcherSettings:
     max_batch: int = 32
-    max_delay_ms: float = 5.0
+    max_delay_ms: float = 2.0  # benchmarks/README.md: the batching sweep
     max_queue: int = 512  # images admitted and not yet answered; beyond: OverloadedError
     preprocess_threads: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 2)
     unhealthy_after: int = 3  # consecutive failed batches before reporting unhealthy
