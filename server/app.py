@@ -13,8 +13,9 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -28,7 +29,7 @@ from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from server.batcher import Batcher
 from server.config import ServerConfig, parse_config
-from server.engine import Engine
+from server.engine import Engine, EngineSettings
 from server.errors import LookalikeError
 from server.metrics import Metrics
 from server.preprocess import Preprocessor
@@ -42,6 +43,7 @@ log = logging.getLogger("lookalike.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ImageSearch"].full_name
 OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class TokenInterceptor(grpc.aio.ServerInterceptor):
@@ -89,15 +91,21 @@ def _timed(
     return timed
 
 
+EngineFactory = Callable[[Path, EngineSettings], Engine]
+
+
 class LookalikeServer:
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, *, engine_factory: EngineFactory = Engine) -> None:
         self.config = config
+        self._engine_factory = engine_factory
+        self._tasks: set[asyncio.Task[None]] = set()
         self.metrics = Metrics.create()
         self.health = HealthServicer()
         self.service = ImageSearchService(
             self.metrics, ServiceLimits(max_images_per_request=config.max_images_per_request)
         )
         self.port: int | None = None
+        self._engine: Engine | None = None
         self._batcher: Batcher | None = None
         self._repository: Repository | None = None
         self._snapshots: asyncio.Task[None] | None = None
@@ -144,7 +152,10 @@ class LookalikeServer:
         """Load the model and the index, warm up, then report SERVING."""
         config = self.config
         loop = asyncio.get_running_loop()
-        engine = await loop.run_in_executor(None, Engine, config.model_dir, config.engine)
+        engine = await loop.run_in_executor(
+            None, self._engine_factory, config.model_dir, config.engine
+        )
+        self._engine = engine
         await loop.run_in_executor(None, engine.warm_up, config.batcher.max_batch)
         preprocess = Preprocessor(
             engine.manifest.preprocess, mode=config.preprocess_mode, limits=config.image_limits
@@ -154,6 +165,7 @@ class LookalikeServer:
             _timed(engine.embed, self._observe_batch),
             _timed(preprocess, lambda _, s: stage.labels("preprocess").observe(s)),
             config.batcher,
+            on_health_change=self._engine_health_changed,
         )
         self._batcher = batcher  # from here on, stop() closes what load() opened
         await batcher.start()
@@ -191,10 +203,11 @@ class LookalikeServer:
         await self.health.enter_graceful_shutdown()
         await self._server.stop(self.config.grace_s)
         self.service.detach()
-        if self._snapshots is not None:
-            self._snapshots.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._snapshots
+        for task in [self._snapshots, *self._tasks]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._batcher is not None:
             await self._batcher.close()
         if self._repository is not None:
@@ -207,6 +220,37 @@ class LookalikeServer:
     async def _set_health(self, status: int) -> None:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, status)
+
+    def _engine_health_changed(self, healthy: bool) -> None:
+        """Health follows the engine; while it fails, a self-test probes for its recovery."""
+        status = health_pb2.HealthCheckResponse.SERVING if healthy else NOT_SERVING
+        log.log(
+            logging.INFO if healthy else logging.ERROR,
+            "engine %s: health %s",
+            "recovered" if healthy else "keeps failing",
+            health_pb2.HealthCheckResponse.ServingStatus.Name(status),
+        )
+        self._spawn(self._set_health(status))
+        if not healthy:
+            self._spawn(self._probe_engine())
+
+    async def _probe_engine(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._batcher is not None and not self._batcher.healthy:
+            await asyncio.sleep(self.config.engine_probe_s)
+            if self._engine is None or self._batcher is None:
+                return
+            try:
+                await loop.run_in_executor(None, self._engine.self_test)
+            except Exception as exc:  # still broken: keep probing
+                log.warning("engine self-test failed: %s", exc)
+                continue
+            self._batcher.record_recovery()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _observe_batch(self, batch: np.ndarray, seconds: float) -> None:
         self.metrics.stage_seconds.labels("inference").observe(seconds)

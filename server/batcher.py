@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 Embed = Callable[[np.ndarray], np.ndarray]
 Preprocess = Callable[[bytes], np.ndarray]
+HealthListener = Callable[[bool], None]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -64,9 +65,15 @@ class _Ready:
 
 class Batcher:
     def __init__(
-        self, embed: Embed, preprocess: Preprocess, settings: BatcherSettings = BatcherSettings()
+        self,
+        embed: Embed,
+        preprocess: Preprocess,
+        settings: BatcherSettings = BatcherSettings(),
+        *,
+        on_health_change: HealthListener | None = None,
     ) -> None:
         self._embed, self._preprocess, self.settings = embed, preprocess, settings
+        self._on_health_change = on_health_change
         self._ready: asyncio.Queue[_Ready] = asyncio.Queue()
         self._pending = 0
         self._batches = self._images = self._consecutive_failures = 0
@@ -97,6 +104,16 @@ class Batcher:
     @property
     def healthy(self) -> bool:
         return self._consecutive_failures < self.settings.unhealthy_after
+
+    def record_recovery(self) -> None:
+        """The engine works again (e.g. a self-test passed): healthy until it fails again."""
+        self._set_failures(0)
+
+    def _set_failures(self, count: int) -> None:
+        was_healthy = self.healthy
+        self._consecutive_failures = count
+        if self.healthy != was_healthy and self._on_health_change is not None:
+            self._on_health_change(self.healthy)
 
     def stats(self) -> BatcherStats:
         return BatcherStats(
@@ -200,7 +217,7 @@ class Batcher:
         try:
             embeds = await loop.run_in_executor(self._inference_pool, self._embed, tensors)
         except Exception as exc:
-            self._consecutive_failures += 1
+            self._set_failures(self._consecutive_failures + 1)
             error = exc if isinstance(exc, EngineError) else EngineError(f"inference failed: {exc}")
             log.error(
                 "batch of %d failed (%d in a row): %s", len(batch), self._consecutive_failures, exc
@@ -208,7 +225,7 @@ class Batcher:
             for item in batch:
                 _fail(item.future, error)
             return
-        self._consecutive_failures = 0
+        self._set_failures(0)
         self._batches += 1
         self._images += len(batch)
         for item, embedding in zip(batch, embeds, strict=True):

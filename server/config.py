@@ -38,6 +38,7 @@ class ServerConfig:
     token: str | None = dataclasses.field(default=None, repr=False)  # never printed
     metrics_port: int | None = None
     grace_s: float = 10.0
+    engine_probe_s: float = 5.0  # while the engine fails, self-test it this often
     log_level: str = "INFO"
 
 

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -39,12 +40,19 @@ class RunningServer:
 
 
 @contextlib.contextmanager
-def running_server(config: ServerConfig, *, load: bool = True) -> Iterator[RunningServer]:
-    """Start (and by default load) a server; stop it gracefully on exit."""
+def running_server(
+    config: ServerConfig, *, load: bool = True, **options: Any
+) -> Iterator[RunningServer]:
+    """Start (and by default load) a server; stop it gracefully on exit.
+
+    `options` go to LookalikeServer (e.g. an `engine_factory` that injects faults).
+    """
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="test-server", daemon=True)
     thread.start()
-    created: Future[LookalikeServer] = asyncio.run_coroutine_threadsafe(_create(config), loop)
+    created: Future[LookalikeServer] = asyncio.run_coroutine_threadsafe(
+        _create(config, options), loop
+    )
     server = created.result(START_TIMEOUT)
     running = RunningServer(server, loop)
     try:
@@ -61,18 +69,18 @@ def running_server(config: ServerConfig, *, load: bool = True) -> Iterator[Runni
 
 @contextlib.contextmanager
 def connected(
-    config: ServerConfig, *, load: bool = True
+    config: ServerConfig, *, load: bool = True, **options: Any
 ) -> Iterator[tuple[RunningServer, grpc.Channel]]:
     """A running server and an insecure loopback channel to it."""
     with (
-        running_server(config, load=load) as server,
+        running_server(config, load=load, **options) as server,
         grpc.insecure_channel(server.address) as channel,
     ):
         yield server, channel
 
 
-async def _create(config: ServerConfig) -> LookalikeServer:
-    return LookalikeServer(config)
+async def _create(config: ServerConfig, options: dict[str, Any]) -> LookalikeServer:
+    return LookalikeServer(config, **options)
 
 
 def config_for(model_dir: Path, data_dir: Path, **overrides: object) -> ServerConfig:

@@ -1,0 +1,37 @@
+"""Engines with faults injected, built through the server's engine factory."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from server.engine import Engine, EngineSettings
+from server.errors import EngineError
+
+
+class FaultyEngine(Engine):
+    """The real engine, which raises while `failing` is set and can be slowed down."""
+
+    def __init__(self, model_dir: Path, settings: EngineSettings) -> None:
+        super().__init__(model_dir, settings)
+        self.failing = threading.Event()
+        self.delay_s = 0.0
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        if self.failing.is_set():
+            raise EngineError("injected device fault")
+        time.sleep(self.delay_s)
+        return super().embed(batch)
+
+
+class EngineHandle:
+    """Keeps the engine the server built, so a test can flip its faults."""
+
+    engine: FaultyEngine | None = None
+
+    def __call__(self, model_dir: Path, settings: EngineSettings) -> FaultyEngine:
+        self.engine = FaultyEngine(model_dir, settings)
+        return self.engine
