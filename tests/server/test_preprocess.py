@@ -94,6 +94,21 @@ def test_exif_orientation_is_applied_in_both_modes() -> None:
     assert np.abs(fast - exact).mean() < 0.05
 
 
+@pytest.mark.parametrize("orientation", [0, 9, 0xFFFF])
+def test_an_invalid_exif_orientation_leaves_the_image_as_stored(orientation: int) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(natural(80, 60), "JPEG", exif=exif)
+    assert decode(data, ImageLimits()).size == (80, 60)
+
+
+def test_a_corrupt_exif_block_does_not_hide_a_good_jpeg() -> None:
+    data = bytearray(encode(natural(80, 60), "JPEG", exif=Image.Exif()))
+    marker = data.find(b"Exif\x00\x00")
+    data[marker + 6 : marker + 14] = b"MM\x00*\x7f\xff\xff\xff"  # IFD offset past the end
+    assert decode(bytes(data), ImageLimits()).size == (80, 60)
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_fast_mode_stays_close_to_exact(name: str) -> None:
     spec = preprocess_spec(DEFAULT, 224)
