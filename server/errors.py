@@ -15,6 +15,7 @@ __all__ = [
     "NotReadyError",
     "EngineError",
     "StorageError",
+    "StorageFullError",
     "ModelLoadError",
     "DataDirError",
     "grpc_status",
@@ -61,6 +62,10 @@ class StorageError(LookalikeError):
     """The database could not make a write durable (e.g. disk full); nothing was stored."""
 
 
+class StorageFullError(StorageError):
+    """The disk holding the data directory is full."""
+
+
 class ModelLoadError(LookalikeError):
     """Startup: the model package cannot be used (missing, corrupt, mismatched, no runtime)."""
 
@@ -78,6 +83,7 @@ GRPC_CODES: dict[type[LookalikeError], grpc.StatusCode] = {
     OverloadedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     NotReadyError: grpc.StatusCode.UNAVAILABLE,
     EngineError: grpc.StatusCode.UNAVAILABLE,
+    StorageFullError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     StorageError: grpc.StatusCode.UNAVAILABLE,
     ModelLoadError: grpc.StatusCode.FAILED_PRECONDITION,
     DataDirError: grpc.StatusCode.FAILED_PRECONDITION,

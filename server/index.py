@@ -108,9 +108,13 @@ class VectorIndex:
     def save(self, path: Path) -> None:
         """Atomically: write a temporary file, fsync it, rename it over `path`, fsync the dir."""
         temporary = path.with_name(f".{path.name}.tmp")
-        self._index.save(str(temporary))
-        with temporary.open("rb") as stream:
-            os.fsync(stream.fileno())
+        try:
+            self._index.save(str(temporary))
+            with temporary.open("rb") as stream:
+                os.fsync(stream.fileno())
+        except Exception as exc:
+            temporary.unlink(missing_ok=True)
+            raise OSError(f"could not write the index snapshot {path}: {exc}") from exc
         temporary.replace(path)
         directory = os.open(path.parent, os.O_RDONLY)
         try:

@@ -100,7 +100,10 @@ class Repository:
 
     async def close(self) -> None:
         if self._store is not None:
-            await self.save_snapshot()
+            try:
+                await self.save_snapshot()
+            except OSError as exc:  # e.g. a full disk: the database has every item anyway
+                log.warning("index snapshot not saved (%s); the next start rebuilds it", exc)
             await self._run(self._store.close)
             self._store = self._index = None
         self._thread.shutdown(wait=True)

@@ -8,7 +8,6 @@ Not thread-safe: one owner (the repository's data thread) calls it.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.errors import DataDirError, StorageError
+from server.errors import DataDirError, StorageError, StorageFullError
 
 __all__ = ["NewItem", "StoredItem", "Written", "ItemStore", "ModelIdentity"]
 
@@ -37,6 +36,7 @@ CREATE TABLE IF NOT EXISTS metadata (
 CREATE INDEX IF NOT EXISTS metadata_by_key ON metadata(key);
 """
 IDENTITY_SETTING = "model_identity"
+SQLITE_FULL = 13  # the result code of a write to a full disk
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,11 +210,11 @@ class _Transaction:
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
         if isinstance(exc, sqlite3.Error):
-            full = isinstance(exc, sqlite3.OperationalError) and (
-                "full" in str(exc) or getattr(exc, "sqlite_errorcode", 0) == errno.ENOSPC
-            )
-            reason = "the disk is full" if full else str(exc)
-            raise StorageError(f"could not store durably: {reason}; nothing was stored") from exc
+            if getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "full" in str(exc):
+                raise StorageFullError(
+                    "the server's disk is full; nothing was stored (searches still work)"
+                ) from exc
+            raise StorageError(f"could not store durably ({exc}); nothing was stored") from exc
 
 
 def _item(row: tuple, *, with_vector: bool) -> StoredItem:

@@ -19,8 +19,10 @@ class FaultyEngine(Engine):
         super().__init__(model_dir, settings)
         self.failing = threading.Event()
         self.delay_s = 0.0
+        self.rows_inferred = 0
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
+        self.rows_inferred += len(batch)
         if self.failing.is_set():
             raise EngineError("injected device fault")
         time.sleep(self.delay_s)

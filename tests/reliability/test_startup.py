@@ -1,0 +1,78 @@
+"""A server that cannot start says why in one line and exits non-zero."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from export.manifest import MANIFEST_FILE, Manifest, Precision
+
+
+def start(model_dir: Path, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server",
+            "--model-dir",
+            str(model_dir),
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            "0",
+            "--grace-s",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+
+
+@pytest.fixture
+def package(tiny_export: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(tiny_export, tmp_path / "model"))
+
+
+def int8_file(package: Path) -> Path:
+    return package / Manifest.load(package).graphs["image"].variants[Precision.INT8].file
+
+
+def test_missing_model_file(package: Path, tmp_path: Path) -> None:
+    int8_file(package).unlink()
+    result = start(package, tmp_path / "data")
+    assert result.returncode == 2
+    assert "cannot start" in result.stderr
+    assert "image_int8.onnx is missing" in result.stderr
+
+
+def test_corrupted_model_file(package: Path, tmp_path: Path) -> None:
+    with int8_file(package).open("r+b") as stream:
+        stream.seek(1000)
+        stream.write(b"\x00" * 64)
+    result = start(package, tmp_path / "data")
+    assert result.returncode == 2
+    assert "sha256" in result.stderr
+
+
+def test_a_directory_that_is_not_a_clip_export(tmp_path: Path) -> None:
+    (tmp_path / "not-a-model").mkdir()
+    (tmp_path / "not-a-model" / MANIFEST_FILE).write_text(json.dumps({"model": "bert"}))
+    result = start(tmp_path / "not-a-model", tmp_path / "data")
+    assert result.returncode == 2
+    assert "not a Lookalike manifest" in result.stderr
+
+
+def test_no_model_directory_at_all(tmp_path: Path) -> None:
+    result = start(tmp_path / "nowhere", tmp_path / "data")
+    assert result.returncode == 2
+    assert "lookalike-export" in result.stderr
