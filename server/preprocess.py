@@ -109,7 +109,9 @@ def _check_limits(width: int, height: int, limits: ImageLimits) -> None:
 def _upright(image: Image.Image) -> Image.Image:
     """Apply the EXIF orientation; an unreadable EXIF block leaves the image as stored."""
     try:
-        return ImageOps.exif_transpose(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns on every corrupt EXIF block
+            return ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError, TypeError, KeyError):
         return image
 
