@@ -14,7 +14,6 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +101,9 @@ class LookalikeServer:
         self.metrics = Metrics.create()
         self.health = HealthServicer()
         self.service = ImageSearchService(
-            self.metrics, ServiceLimits(max_images_per_request=config.max_images_per_request)
+            self.metrics,
+            ServiceLimits(max_images_per_request=config.max_images_per_request),
+            preprocess_mode=config.preprocess_mode,
         )
         self.port: int | None = None
         self._engine: Engine | None = None
@@ -172,10 +173,6 @@ class LookalikeServer:
         repository = Repository(config.data_dir, _identity(engine.manifest), config.index)
         self._repository = repository
         items = await repository.open()
-        self.service.stats_extra = {
-            "preprocess_mode": config.preprocess_mode.value,
-            "version": _version(),
-        }
         self.service.attach(engine, batcher, repository)
         self.metrics.index_items.set(items)
         if config.metrics_port:
@@ -272,13 +269,6 @@ def _identity(manifest: Manifest) -> ModelIdentity:
     source = manifest.source
     name = f"{source.kind}:{source.id}" + (f"@{source.revision}" if source.revision else "")
     return ModelIdentity(source=name, dims=manifest.embedding_dim)
-
-
-def _version() -> str:
-    try:
-        return metadata.version("lookalike")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 async def serve(config: ServerConfig) -> None:

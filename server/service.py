@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from importlib import metadata
 from typing import Any, TypeVar
 
 import grpc
@@ -31,6 +32,7 @@ from server.errors import (
     grpc_status,
 )
 from server.metrics import Metrics
+from server.preprocess import PreprocessMode
 from server.repository import Repository
 from server.store import NewItem
 
@@ -87,13 +89,14 @@ def _rpc(handler: Handler) -> Handler:
 
 
 class ImageSearchService(pb_grpc.ImageSearchServicer):
-    def __init__(self, metrics: Metrics, limits: ServiceLimits) -> None:
-        self._metrics, self._limits = metrics, limits
+    def __init__(
+        self, metrics: Metrics, limits: ServiceLimits, *, preprocess_mode: PreprocessMode
+    ) -> None:
+        self._metrics, self._limits, self._preprocess_mode = metrics, limits, preprocess_mode
         self._engine: Engine | None = None
         self._batcher: Batcher | None = None
         self._repository: Repository | None = None
         self._started = time.monotonic()
-        self.stats_extra: dict[str, Any] = {}
 
     def attach(self, engine: Engine, batcher: Batcher, repository: Repository) -> None:
         """Start answering: until then every RPC is UNAVAILABLE."""
@@ -253,7 +256,8 @@ class ImageSearchService(pb_grpc.ImageSearchServicer):
             uptime_seconds=time.monotonic() - self._started,
             batches=stats.batches,
             mean_batch_size=stats.mean_batch_size,
-            **self.stats_extra,
+            preprocess_mode=self._preprocess_mode.value,
+            version=_version(),
         )
 
     # -- helpers ---------------------------------------------------------------------------
@@ -347,6 +351,13 @@ class ImageSearchService(pb_grpc.ImageSearchServicer):
             return await work
         finally:
             self._metrics.stage_seconds.labels(stage).observe(time.perf_counter() - started)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("lookalike")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _check_id(item_id: str) -> None:
