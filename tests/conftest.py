@@ -15,6 +15,12 @@ from export.manifest import Manifest
 LEAKY_ENV_PREFIXES = ("LOOKALIKE_", "HF_", "TRANSFORMERS_", "ORT_")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak", action="store_true", help="reliability tests run longer (release checks)"
+    )
+
+
 @pytest.fixture(autouse=True)
 def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):

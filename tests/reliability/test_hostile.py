@@ -14,6 +14,7 @@ from PIL import Image
 
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
+from tests.reliability.report import ReliabilityReport
 from tests.server.images import encode, jpeg, natural
 from tests.server.serving import config_for, running_server
 
@@ -173,13 +174,16 @@ def test_the_corpus_is_large_enough() -> None:
 
 
 @pytest.mark.parametrize("name", list(CORPUS))
-def test_hostile_request_gets_its_status_and_the_server_lives_on(stub, name: str) -> None:
+def test_hostile_request_gets_its_status_and_the_server_lives_on(
+    stub, name: str, report: ReliabilityReport
+) -> None:
     call, expected = CORPUS[name]
     try:
         call(stub)
         code = OK
     except grpc.RpcError as error:
         code = error.code()
+    report.record(code.name)
     assert code == expected, name
     good = stub.Embed(pb.EmbedRequest(images=[jpeg(64, 48)]), metadata=AUTH, timeout=30)
     assert len(good.embeddings[0].values) == DIMS

@@ -15,11 +15,12 @@ from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from server.batcher import BatcherSettings
 from tests.reliability.faults import EngineHandle
+from tests.reliability.report import ReliabilityReport
 from tests.server.images import jpeg
 from tests.server.serving import config_for, running_server
 
 CLIENTS = 64
-CALLS_PER_CLIENT = 12
+CALLS_PER_CLIENT, SOAK_CALLS_PER_CLIENT = 12, 400
 
 
 def rss_mb() -> float:
@@ -30,12 +31,17 @@ def rss_mb() -> float:
 
 
 async def mixed_client(
-    stub: pb_grpc.ImageSearchStub, client: int, images: list[bytes]
+    stub: pb_grpc.ImageSearchStub,
+    client: int,
+    images: list[bytes],
+    calls: int,
+    report: ReliabilityReport,
 ) -> list[str]:
     """Adds, searches and embeds; returns the ids it was told are stored."""
     rng = random.Random(client)
     added = []
-    for call in range(CALLS_PER_CLIENT):
+    for call in range(calls):
+        started = time.monotonic()
         item_id = f"c{client}-{call}"
         choice = rng.random()
         if choice < 0.4:
@@ -51,10 +57,14 @@ async def mixed_client(
             await stub.Search(
                 pb.SearchRequest(vector=pb.Vector(values=[1.0] * 16), k=5), timeout=60
             )
+        report.record("OK", time.monotonic() - started)
     return added
 
 
-def test_64_concurrent_clients_mixing_calls(tiny_export: Path, tmp_path: Path) -> None:
+def test_64_concurrent_clients_mixing_calls(
+    tiny_export: Path, tmp_path: Path, soak: bool, report: ReliabilityReport
+) -> None:
+    calls = SOAK_CALLS_PER_CLIENT if soak else CALLS_PER_CLIENT
     images = [jpeg(96 + 8 * i, 80, seed=i) for i in range(6)]
     with running_server(config_for(tiny_export, tmp_path)) as server:
         before = rss_mb()
@@ -63,7 +73,10 @@ def test_64_concurrent_clients_mixing_calls(tiny_export: Path, tmp_path: Path) -
             async with grpc.aio.insecure_channel(server.address) as channel:
                 stub = pb_grpc.ImageSearchStub(channel)
                 return await asyncio.gather(
-                    *(mixed_client(stub, client, images) for client in range(CLIENTS))
+                    *(
+                        mixed_client(stub, client, images, calls, report)
+                        for client in range(CLIENTS)
+                    )
                 )
 
         started = time.monotonic()
@@ -76,6 +89,7 @@ def test_64_concurrent_clients_mixing_calls(tiny_export: Path, tmp_path: Path) -
             for item_id in acknowledged:
                 hits = stub.Search(pb.SearchRequest(id=item_id, k=1)).matches
                 assert hits[0].score > 0.999  # itself, or a byte-identical image stored twice
+            report.items_verified += len(acknowledged)
     print(
         f"{CLIENTS * CALLS_PER_CLIENT} calls in {elapsed:.1f}s; RSS {before:.0f} -> {after:.0f} MB"
     )

@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from usearch.index import Index
 
 from export.manifest import MANIFEST_FILE
 from lookalike.v1 import lookalike_pb2 as pb
@@ -69,7 +70,7 @@ def test_items_survive_a_restart(tiny_export: Path, tmp_path: Path) -> None:
         assert_all_present(pb_grpc.ImageSearchStub(channel), rows)
 
 
-@pytest.mark.parametrize("damage", ["missing", "corrupt", "truncated", "stale"])
+@pytest.mark.parametrize("damage", ["missing", "corrupt", "truncated", "other-dims", "stale"])
 def test_snapshot_damage_is_repaired_from_the_database(
     tiny_export: Path, tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -83,6 +84,10 @@ def test_snapshot_damage_is_repaired_from_the_database(
         snapshot.write_bytes(b"definitely not an index" * 100)
     elif damage == "truncated":
         snapshot.write_bytes(snapshot.read_bytes()[:200])
+    elif damage == "other-dims":  # a snapshot another model's vectors made
+        other = Index(ndim=8, metric="cos")
+        other.add(np.arange(3, dtype=np.uint64), np.ones((3, 8), dtype=np.float32))
+        other.save(str(snapshot))
     else:  # stale: the database moved on after the snapshot was taken
         stale = snapshot.read_bytes()
         with connected(config_for(tiny_export, tmp_path)) as (_server, channel):
@@ -99,7 +104,7 @@ def test_snapshot_damage_is_repaired_from_the_database(
     ):
         present = rows if damage == "stale" else rows[:20]
         assert_all_present(pb_grpc.ImageSearchStub(channel), present)
-    if damage in ("corrupt", "truncated", "missing"):
+    if damage != "stale":
         assert "rebuilding the index from the database" in caplog.text
     else:
         assert "index caught up" in caplog.text

@@ -20,10 +20,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
+from tests.reliability.report import ReliabilityReport
 from tests.server.images import jpeg
 
-# 20 in CI; LOOKALIKE_SOAK_TRIALS=200 for a release soak
-TRIALS = int(os.environ.get("LOOKALIKE_SOAK_TRIALS", "20"))
+TRIALS, SOAK_TRIALS = 20, 200
 ITEMS = 300
 STARTUP_TIMEOUT = 120
 
@@ -139,9 +139,14 @@ def stored_item(stub: pb_grpc.ImageSearchStub, item_id: str) -> pb.GetResponse |
         raise
 
 
-@pytest.mark.parametrize("trial", range(TRIALS))
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "trial" in metafunc.fixturenames:
+        trials = SOAK_TRIALS if metafunc.config.getoption("--soak") else TRIALS
+        metafunc.parametrize("trial", range(trials))
+
+
 def test_sigkill_during_add_stream_loses_no_acknowledged_item(
-    tiny_export: Path, tmp_path: Path, trial: int
+    tiny_export: Path, tmp_path: Path, trial: int, report: ReliabilityReport
 ) -> None:
     data = tmp_path / "data"
     requests = items(seed=trial)
@@ -176,5 +181,7 @@ def test_sigkill_during_add_stream_loses_no_acknowledged_item(
                 assert top.id == item_id  # and searchable
             assert acknowledged <= present
             assert len(present) == stored
+            report.kills += 1
+            report.items_verified += len(present)
     finally:
         restarted.stop()
