@@ -118,3 +118,15 @@ def test_serve_benchmark_sweeps_concurrency_against_its_ceilings(
     assert ceiling["bare_engine_images_per_s"] > 0
     assert ceiling["naive_images_per_s"] > 0
     assert result["server_rss"]["idle_mb"] > 0
+
+
+def test_memory_benchmark_reports_exporter_files_and_server_rss(
+    tiny_export: Path, tmp_path: Path
+) -> None:
+    result = run_benchmark("memory", tmp_path, "--model-dir", str(tiny_export))["results"]
+    assert result["exporter"]["peak_rss_mb"] > 50
+    assert set(result["model_file_mb"]) == {"fp32", "fp16", "int8"}
+    assert set(result["server_idle_rss_mb"]) == {"fp32", "int8"}
+    load = result["load_run"]
+    assert load["errors"] == 0
+    assert len(load["rss_samples"]) >= 3
