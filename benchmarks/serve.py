@@ -17,7 +17,9 @@ import asyncio
 import io
 import multiprocessing
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from benchmarks.common import (
     DEFAULT_MODEL_DIR,
     ensure_benchmark_model,
     figure_file,
+    free_port,
     lookalike_server,
     measure,
     print_table,
@@ -42,6 +45,7 @@ CLIENT_PROCESSES = 2
 # (max_batch, max_delay_ms) tried at 1 and 16 in flight, to show the latency/throughput trade
 BATCHING = ((1, 0.0), (8, 2.0), (32, 5.0), (32, 20.0), (64, 50.0))
 SWEEP_CONCURRENCY = (1, 16)
+HTTP_HEADERS = {"Content-Type": "application/json"}
 
 
 def _drive(address: str, payload: bytes, in_flight: int, seconds: float, queue) -> None:
@@ -74,13 +78,48 @@ def _drive(address: str, payload: bytes, in_flight: int, seconds: float, queue) 
     queue.put(asyncio.run(run()))
 
 
-def load_run(address: str, payload: bytes, concurrency: int, seconds: float) -> dict:
+def _drive_http(url: str, body: bytes, in_flight: int, seconds: float, queue) -> None:
+    """One client process for an HTTP peer: `in_flight` threads posting in a loop."""
+    import concurrent.futures
+    import urllib.error
+    import urllib.request
+
+    deadline = time.perf_counter() + seconds
+
+    def worker() -> tuple[list[float], int]:
+        latencies, errors = [], 0
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            request = urllib.request.Request(url, data=body, headers=HTTP_HEADERS)
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    response.read()
+                latencies.append(time.perf_counter() - started)
+            except (urllib.error.URLError, OSError):
+                errors += 1
+        return latencies, errors
+
+    with concurrent.futures.ThreadPoolExecutor(in_flight) as pool:
+        outcomes = list(pool.map(lambda _: worker(), range(in_flight)))
+    queue.put(([lat for lats, _ in outcomes for lat in lats], sum(e for _, e in outcomes)))
+
+
+def load_run(
+    address: str,
+    payload: bytes,
+    concurrency: int,
+    seconds: float,
+    *,
+    http_body: bytes | None = None,
+) -> dict:
+    """Drive `address` (gRPC) or, with `http_body`, the HTTP URL `address` from client processes."""
     processes = min(CLIENT_PROCESSES, concurrency)
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
+    target, data = (_drive, payload) if http_body is None else (_drive_http, http_body)
     workers = [
-        context.Process(target=_drive, args=(address, payload, share, seconds, queue))
+        context.Process(target=target, args=(address, data, share, seconds, queue))
         for share in shares
     ]
     started = time.perf_counter()
@@ -154,6 +193,69 @@ def ceilings(model_dir: Path, payload: bytes, min_seconds: float) -> dict:
     }
 
 
+def infinity_runs(binary: Path, checkpoint: Path, payloads: dict, seconds: float) -> list[dict]:
+    """The same load against infinity-emb serving a CLIP checkpoint of the same architecture."""
+    import base64
+    import json
+    import urllib.request
+
+    port = free_port()
+    command = [
+        str(binary),
+        "v2",
+        "--model-id",
+        str(checkpoint),
+        "--device",
+        "cpu",
+        "--engine",
+        "torch",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--batch-size",
+        "32",
+        "--no-bettertransformer",
+    ]
+    environment = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "INFINITY_ANONYMOUS_USAGE_STATS": "0",
+        "DO_NOT_TRACK": "1",
+    }
+    with tempfile.TemporaryFile() as log:
+        peer = subprocess.Popen(command, stdout=log, stderr=log, env=environment)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            for _ in range(900):
+                try:
+                    models = json.loads(urllib.request.urlopen(f"{base}/models", timeout=2).read())
+                    break
+                except OSError:
+                    if peer.poll() is not None:
+                        log.seek(0)
+                        raise SystemExit(
+                            f"infinity-emb died:\n{log.read().decode()[-3000:]}"
+                        ) from None
+                    time.sleep(0.2)
+            model = models["data"][0]["id"]
+            runs = []
+            for name, size in payloads.items():
+                uri = (
+                    "data:image/jpeg;base64,"
+                    + base64.b64encode(encoded(size, "JPEG", seed=1)).decode()
+                )
+                body = json.dumps({"model": model, "input": [uri], "modality": "image"}).encode()
+                for concurrency in CONCURRENCY:
+                    print(f"  infinity-emb: {name}, {concurrency} in flight ...", flush=True)
+                    run = load_run(f"{base}/embeddings", b"", concurrency, seconds, http_body=body)
+                    runs.append({"payload": name, **run})
+            return runs
+        finally:
+            peer.terminate()
+            peer.wait(60)
+
+
 def batching_sweep(model_dir: Path, seconds: float) -> list[dict]:
     """640x480 JPEGs at 1 and 16 in flight under several (max_batch, max_delay_ms)."""
     payload = encoded(PAYLOADS["jpeg-640x480"], "JPEG", seed=1)
@@ -192,6 +294,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per load level")
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--quick", action="store_true", help="smoke test: 2 s per level, 640x480")
+    parser.add_argument("--infinity", type=Path, help="infinity_emb executable (its own venv)")
+    parser.add_argument(
+        "--infinity-model", type=Path, help="a saved CLIP checkpoint directory for infinity-emb"
+    )
     args = parser.parse_args()
     seconds = 2.0 if args.quick else args.seconds
     payloads = dict(list(PAYLOADS.items())[:1]) if args.quick else PAYLOADS
@@ -213,6 +319,16 @@ def main() -> None:
                 results.append(run)
     server_rss = {"idle_mb": idle_rss, "under_load_peak_mb": peak_rss}
     sweep = [] if args.quick else batching_sweep(model_dir, seconds)
+    peer = []
+    if args.infinity and args.infinity_model:
+        peer = infinity_runs(args.infinity, args.infinity_model, payloads, seconds)
+        for run in results:
+            match = next(
+                p
+                for p in peer
+                if (p["payload"], p["concurrency"]) == (run["payload"], run["concurrency"])
+            )
+            run["vs_infinity_emb"] = run["images_per_s"] / match["images_per_s"]
     print("  ceilings: bare engine and naive pipeline ...", flush=True)
     limits = {
         name: ceilings(model_dir, encoded(size, "JPEG", seed=1), 1.0 if args.quick else 5.0)
@@ -259,6 +375,23 @@ def main() -> None:
         )
     idle, loaded = server_rss["idle_mb"], server_rss["under_load_peak_mb"]
     print(f"server RSS: idle {idle:.0f} MB, under load {loaded:.0f} MB")
+    if peer:
+        print("\ninfinity-emb on the same payloads and cores:")
+        print_table(
+            ("payload", "in flight", "img/s", "p50 ms", "p99 ms", "errors", "lookalike vs it"),
+            [
+                (
+                    p["payload"],
+                    p["concurrency"],
+                    p["images_per_s"],
+                    p["p50_ms"],
+                    p["p99_ms"],
+                    p["errors"],
+                    f"{r['vs_infinity_emb']:.1f}x",
+                )
+                for p, r in zip(peer, results, strict=True)
+            ],
+        )
     path = write_result(
         "serve",
         args.out,
