@@ -1,0 +1,56 @@
+"""A full CLIP checkpoint directory for peer servers that load one (e.g. infinity-emb).
+
+    python benchmarks/peer_checkpoint.py OUT_DIR
+
+Random weights with the ViT-B/32 image tower of `--random-init vit-b-32` (the same compute as
+the benchmark model), a ViT-B/32-sized text tower, the standard image processor and a toy
+tokenizer: the hub's tokenizer files cannot be downloaded here, and image embedding never uses
+them. With network access, a snapshot of openai/clip-vit-base-patch32 serves as well.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from export.source import RANDOM_INIT_PRESETS
+
+TEXT_TOWER = {
+    "hidden_size": 512,
+    "intermediate_size": 2048,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 8,
+}
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        raise SystemExit(__doc__)
+    out = Path(sys.argv[1])
+    vision = dict(RANDOM_INIT_PRESETS["vit-b-32"])
+    projection_dim = vision.pop("projection_dim")
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        vision_config={**vision, "hidden_act": "quick_gelu"},
+        text_config=TEXT_TOWER,
+        projection_dim=projection_dim,
+    )
+    CLIPModel(config).eval().save_pretrained(out)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for letter in "abcdefghijklmnopqrstuvwxyz":
+        vocab[letter], vocab[f"{letter}</w>"] = len(vocab), len(vocab) + 1
+    (out / "vocab.json").write_text(json.dumps(vocab))
+    (out / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(out / "vocab.json"), str(out / "merges.txt"))
+    CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tokenizer).save_pretrained(out)
+    print(f"wrote a random-weight CLIP ViT-B/32 checkpoint to {out}")
+
+
+if __name__ == "__main__":
+    main()
