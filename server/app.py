@@ -131,7 +131,7 @@ class LookalikeServer:
 
     async def start(self) -> int:
         """Bind and answer health (NOT_SERVING) at once; return the port."""
-        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._set_health(NOT_SERVING)
         address = f"{self.config.host}:{self.config.port}"
         if self.config.tls_cert and self.config.tls_key:
             credentials = grpc.ssl_server_credentials(
