@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -56,34 +57,42 @@ class ServiceLimits:
     max_images_per_request: int = 256
 
 
+@contextlib.asynccontextmanager
+async def _served(
+    service: ImageSearchService, method: str, context: grpc.aio.ServicerContext
+) -> AsyncIterator[None]:
+    """Readiness check, the error table, metrics and a debug line around one RPC."""
+    started = time.perf_counter()
+    code = grpc.StatusCode.OK
+    try:
+        service._check_ready()
+        yield
+    except LookalikeError as exc:
+        code = grpc_status(exc)
+        await context.abort(code, str(exc))
+    except (asyncio.CancelledError, grpc.aio.AbortError):
+        code = grpc.StatusCode.CANCELLED
+        raise
+    except Exception:
+        code = grpc.StatusCode.INTERNAL
+        log.exception("%s failed unexpectedly", method)
+        await context.abort(code, f"internal error in {method}; the server logged it")
+    finally:
+        elapsed = time.perf_counter() - started
+        service._metrics.requests.labels(method, code.name).inc()
+        service._metrics.request_seconds.labels(method).observe(elapsed)
+        log.debug("%s %s %.1fms peer=%s", method, code.name, elapsed * 1e3, context.peer())
+
+
 def _rpc(handler: Handler) -> Handler:
-    """Readiness check, the error table, metrics and a debug line for a unary RPC."""
-    method = handler.__name__
+    """Serve a unary RPC inside `_served`."""
 
     @functools.wraps(handler)
     async def wrapper(
         self: ImageSearchService, request: Any, context: grpc.aio.ServicerContext
     ) -> Any:
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
-            self._check_ready()
+        async with _served(self, handler.__name__, context):
             return await handler(self, request, context)
-        except LookalikeError as exc:
-            code = grpc_status(exc)
-            await context.abort(code, str(exc))
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            log.exception("%s failed unexpectedly", method)
-            await context.abort(code, f"internal error in {method}; the server logged it")
-        finally:
-            elapsed = time.perf_counter() - started
-            self._metrics.requests.labels(method, code.name).inc()
-            self._metrics.request_seconds.labels(method).observe(elapsed)
-            log.debug("%s %s %.1fms peer=%s", method, code.name, elapsed * 1e3, context.peer())
 
     return wrapper  # type: ignore[return-value]
 
@@ -141,24 +150,9 @@ class ImageSearchService(pb_grpc.ImageSearchServicer):
     async def AddStream(
         self, requests: AsyncIterator[pb.AddRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.AddStreamResponse]:
-        started, code = time.perf_counter(), grpc.StatusCode.OK
-        try:
-            self._check_ready()
+        async with _served(self, "AddStream", context):
             async for response in self._add_stream(requests):
                 yield response
-        except LookalikeError as exc:
-            code = grpc_status(exc)
-            await context.abort(code, str(exc))
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            log.exception("AddStream failed unexpectedly")
-            await context.abort(code, "internal error in AddStream; the server logged it")
-        finally:
-            self._metrics.requests.labels("AddStream", code.name).inc()
-            self._metrics.request_seconds.labels("AddStream").observe(time.perf_counter() - started)
 
     @_rpc
     async def Search(
