@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +16,7 @@ from export.errors import (
     ParityError,
 )
 from export.manifest import MANIFEST_FILE
+from tests.mounts import small_tmpfs
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -131,29 +128,10 @@ def test_variant_below_its_bar_fails_and_leaves_nothing(
     assert leftovers(tmp_path) == []
 
 
-@contextlib.contextmanager
-def small_filesystem(directory: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of `size` (root only; skipped where mounting is not allowed)."""
-    directory.mkdir()
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield directory
-    finally:
-        subprocess.run(["umount", str(directory)], check=True)
-
-
 def test_too_little_space_is_refused_before_any_work(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with small_filesystem(tmp_path / "disk", "256k") as disk:
+    with small_tmpfs(tmp_path / "disk", "256k") as disk:
         code, err = run(capsys, "--random-init", "tiny", "--output", str(disk / "o"))
         assert code != 0
         assert "not enough disk space" in err
@@ -165,7 +143,7 @@ def test_disk_filling_up_mid_export_is_explained_and_leaves_nothing(
 ) -> None:
     """The second line of defence, behind the space estimate (switched off here)."""
     monkeypatch.setattr(pipeline, "STAGING_BYTES_PER_PARAMETER", 0)
-    with small_filesystem(tmp_path / "disk", "1m") as disk:
+    with small_tmpfs(tmp_path / "disk", "1m") as disk:
         code, err = run(capsys, "--random-init", "tiny", "--output", str(disk / "o"))
         assert code != 0
         assert "disk full while exporting" in err

@@ -2,45 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import numpy as np
-import pytest
 
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
+from tests.mounts import small_tmpfs
 from tests.server.serving import config_for, connected
-
-
-@contextlib.contextmanager
-def small_disk(directory: Path, size: str) -> Iterator[Path]:
-    directory.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield directory
-    finally:
-        subprocess.run(["umount", "-l", str(directory)], check=False)
 
 
 def test_full_disk_refuses_writes_keeps_serving_and_loses_nothing(
     tiny_export: Path, tmp_path: Path
 ) -> None:
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command")
     rng = np.random.default_rng(0)
     stored: dict[str, np.ndarray] = {}
-    with small_disk(tmp_path / "disk", "1m") as disk:
+    with small_tmpfs(tmp_path / "disk", "1m") as disk:
         with connected(config_for(tiny_export, disk / "data")) as (_, channel):
             stub = pb_grpc.ImageSearchStub(channel)
             failure = None
