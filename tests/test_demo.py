@@ -10,6 +10,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_demo(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "demo.sh")],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
 def test_demo_exports_serves_indexes_and_finds_the_transformed_copy(tmp_path: Path) -> None:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("LOOKALIKE_", "HF_"))},
@@ -19,16 +33,7 @@ def test_demo_exports_serves_indexes_and_finds_the_transformed_copy(tmp_path: Pa
         "LOOKALIKE_DEMO_DIR": str(tmp_path / "demo"),
         "LOOKALIKE_MODELS_DIR": str(tmp_path / "models"),
     }
-    first = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "demo.sh")],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    first = run_demo(env)
     assert "RANDOM WEIGHTS" in first.stdout
     assert "24 stored, 0 already indexed, 0 failed" in first.stdout
     searches = first.stdout.split("rank    score")[1:]
@@ -40,15 +45,6 @@ def test_demo_exports_serves_indexes_and_finds_the_transformed_copy(tmp_path: Pa
     assert "query-transformed.jpg" in page
     assert "shapes-005.jpg" in page
 
-    second = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "demo.sh")],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    second = run_demo(env)
     assert "model package" in second.stdout  # the export was reused, not redone
     assert "0 stored, 24 already indexed" in second.stdout
