@@ -148,12 +148,11 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def batches_so_far(address: str) -> tuple[int, float]:
+def batches_so_far(address: str) -> int:
     from client import Client
 
     with Client(address) as client:
-        stats = client.stats()
-    return stats.batches, stats.mean_batch_size
+        return client.stats().batches
 
 
 def ceilings(model_dir: Path, payload: bytes, min_seconds: float) -> dict:
@@ -310,9 +309,9 @@ def main() -> None:
             payload = encoded(size, "JPEG", seed=1)
             for concurrency in CONCURRENCY:
                 print(f"  {name}, {concurrency} in flight ...", flush=True)
-                before, _ = batches_so_far(server.address)
+                before = batches_so_far(server.address)
                 run = load_run(server.address, payload, concurrency, seconds)
-                after, _ = batches_so_far(server.address)
+                after = batches_so_far(server.address)
                 peak_rss = max(peak_rss, rss_mb(server.pid))
                 served = run["images_per_s"] * seconds
                 run.update(payload=name, mean_batch_size=served / max(after - before, 1))

@@ -97,10 +97,10 @@ class VectorIndex:
         ]
 
     def search_among(self, query: np.ndarray, candidates: np.ndarray, count: int) -> list[Hit]:
-        """Exact search restricted to `candidates` (e.g. the keys a metadata filter allows)."""
+        """Exact search restricted to `candidates`, which must be stored keys (e.g. the keys a
+        metadata filter allows: the repository keeps the index and the database in step)."""
         if len(candidates) == 0 or count <= 0:
             return []
-        candidates = candidates[np.isin(candidates, self.keys())]
         scores = self.vectors(candidates) @ query.astype(np.float32)
         top = np.argsort(-scores, kind="stable")[:count]
         return [Hit(int(candidates[i]), float(scores[i])) for i in top]

@@ -176,9 +176,10 @@ class Repository:
         _, index = self._ready()
         if index.is_exact_for(len(allowed)):
             return index.search_among(query, allowed, wanted), True
+        allowed_keys = set(allowed.tolist())
         count = wanted * OVERSAMPLING
         while True:
-            hits = [h for h in index.search(query, count) if np.isin(h.key, allowed)]
+            hits = [h for h in index.search(query, count) if h.key in allowed_keys]
             if len(hits) >= wanted or count >= len(index):
                 return hits[:wanted], index.is_exact_for()
             count *= OVERSAMPLING
