@@ -6,8 +6,9 @@ import dataclasses
 import logging
 from pathlib import Path
 
+import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers.fusion_options import FusionOptions
 from onnxruntime.transformers.onnx_model import OnnxModel
@@ -20,6 +21,7 @@ __all__ = [
     "fused_op_counts",
     "save_fp16",
     "split_for_cpu",
+    "patch_embedding_as_matmul",
     "quantize_int8",
     "count_ops",
 ]
@@ -106,6 +108,89 @@ def _split_skip_layer_norms(graph: onnx.GraphProto) -> None:
     graph.node.extend(nodes)
 
 
+def patch_embedding_as_matmul(model: onnx.ModelProto) -> None:
+    """Rewrite the patch-embedding Conv as patchify (Reshape, Transpose) + MatMul, in place.
+
+    The Conv has stride = kernel = patch size, so it is a MatMul of flattened patches with the
+    flattened kernel. As a MatMul it can be quantized: on ViT-B/32 the fp32 Conv was 2.6% of
+    the FLOPs but about 8% of int8 inference time. The output keeps the Conv's name and
+    [B, hidden, grid, grid] layout, so the rest of the graph is untouched.
+    """
+    graph = model.graph
+    conv = next(
+        (n for n in graph.node if n.op_type == "Conv" and "patch_embedding" in n.name), None
+    )
+    if conv is None:
+        raise ValueError("the graph has no patch-embedding Conv to rewrite")
+    if len(conv.input) > 2:
+        raise ValueError("a patch-embedding Conv with a bias is not a CLIP patch embedding")
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    kernel = numpy_helper.to_array(initializers[conv.input[1]])  # [hidden, channels, p, p]
+    hidden, channels, patch, _ = kernel.shape
+    pixels = next(i for i in graph.input if i.name == conv.input[0])
+    image_size = pixels.type.tensor_type.shape.dim[2].dim_value
+    grid = image_size // patch
+    name = conv.name.rsplit("/", 1)[0]  # .../patch_embedding, which plans match on
+    flat_kernel = numpy_helper.from_array(
+        kernel.reshape(hidden, channels * patch * patch).T.copy(), f"{name}/weight_as_matmul"
+    )
+    shapes = {
+        "patches_6d": [-1, channels, grid, patch, grid, patch],
+        "patches": [-1, grid * grid, channels * patch * patch],
+        "grid": [-1, grid, grid, hidden],
+    }
+    constants = [
+        numpy_helper.from_array(np.array(shape, dtype=np.int64), f"{name}/{key}_shape")
+        for key, shape in shapes.items()
+    ]
+    rewrite = [
+        helper.make_node(
+            "Reshape",
+            [conv.input[0], f"{name}/patches_6d_shape"],
+            [f"{name}/patches_6d"],
+            f"{name}/reshape_pixels",
+        ),
+        helper.make_node(
+            "Transpose",
+            [f"{name}/patches_6d"],
+            [f"{name}/patches_grid"],
+            f"{name}/gather_patches",
+            perm=[0, 2, 4, 1, 3, 5],
+        ),
+        helper.make_node(
+            "Reshape",
+            [f"{name}/patches_grid", f"{name}/patches_shape"],
+            [f"{name}/patches"],
+            f"{name}/flatten_patches",
+        ),
+        helper.make_node(
+            "MatMul",
+            [f"{name}/patches", flat_kernel.name],
+            [f"{name}/embedded"],
+            f"{name}/MatMul",
+        ),
+        helper.make_node(
+            "Reshape",
+            [f"{name}/embedded", f"{name}/grid_shape"],
+            [f"{name}/embedded_grid"],
+            f"{name}/reshape_grid",
+        ),
+        helper.make_node(
+            "Transpose",
+            [f"{name}/embedded_grid"],
+            [conv.output[0]],
+            f"{name}/channels_first",
+            perm=[0, 3, 1, 2],
+        ),
+    ]
+    position = list(graph.node).index(conv)
+    graph.node.remove(conv)
+    for offset, node in enumerate(rewrite):
+        graph.node.insert(position + offset, node)
+    graph.initializer.remove(initializers[conv.input[1]])
+    graph.initializer.extend([flat_kernel, *constants])
+
+
 @dataclasses.dataclass(frozen=True)
 class QuantizationPlan:
     """Which nodes stay in fp32 when the rest is quantized to int8.
@@ -125,10 +210,12 @@ class QuantizationPlan:
         ]
 
 
-# Tried in order until one meets the int8 parity bar. The patch embedding sees raw pixels
-# and the final projection writes the embedding itself: both cost little and quantize badly.
-# CLIP's MLP down-projections (fc2) carry the activation outliers of real checkpoints.
+# Tried in order until one meets the int8 parity bar. The final projection writes the
+# embedding itself and costs little. The patch embedding sees raw pixels: quantizing it is
+# worth 5% of int8 speed where parity allows. CLIP's MLP down-projections (fc2) carry the
+# activation outliers of real checkpoints.
 QUANTIZATION_PLANS = (
+    QuantizationPlan("projection-fp32", ("visual_projection",)),
     QuantizationPlan("edges-fp32", ("patch_embedding", "visual_projection")),
     QuantizationPlan("edges-and-mlp-out-fp32", ("patch_embedding", "visual_projection", "mlp/fc2")),
 )

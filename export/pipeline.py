@@ -41,6 +41,7 @@ from export.optimize import (
     count_ops,
     fused_op_counts,
     optimize_graph,
+    patch_embedding_as_matmul,
     quantize_int8,
     save_fp16,
     split_for_cpu,
@@ -161,6 +162,7 @@ def _optimize(
             save_fp16(fused, staging / variant_file(Precision.FP16))
         if Precision.INT8 in precisions:
             split_for_cpu(fused)
+            patch_embedding_as_matmul(fused.model)
             int8_source = fused.model
     if Precision.FP32 in precisions:
         fp32 = optimize_graph(raw, **shape, fuse_attention=False)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from export.manifest import MANIFEST_FILE, Manifest, Precision, sha256_file
+from export.optimize import patch_embedding_as_matmul
 from export.source import RANDOM_INIT_PRESETS, load_checkpoint
 from export.verify import PARITY_BARS
 
@@ -148,19 +149,37 @@ def test_each_variant_has_the_fusions_its_hardware_runs_fastest(
         assert notes["ops"] == {op: ops.count(op) for op in notes["ops"]}
 
 
-def test_int8_quantizes_body_and_keeps_edges_fp32(
+def test_int8_quantizes_body_and_patch_embedding_and_keeps_projection_fp32(
     tiny_export: Path, tiny_manifest: Manifest
 ) -> None:
     variant = tiny_manifest.graphs["image"].variants[Precision.INT8]
+    assert variant.notes["plan"] == "projection-fp32"  # the first plan meets the tiny model's bar
     nodes = onnx.load(str(tiny_export / variant.file)).graph.node
     ops = [node.op_type for node in nodes]
     assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
-    assert "Conv" in ops  # the patch embedding stays fp32
-    assert "ConvInteger" not in ops
+    assert "Conv" not in ops  # the patch embedding runs as a MatMul, quantized
+    patch_embedding = {n.op_type for n in nodes if "patch_embedding" in n.name}
+    assert "MatMulInteger" in patch_embedding
     projection = [n for n in nodes if "visual_projection" in n.name]
     assert projection
     assert {n.op_type for n in projection} == {"MatMul"}
-    assert variant.notes["plan"]
+
+
+def test_patch_embedding_as_matmul_computes_the_same_embeddings(
+    tiny_export: Path, tiny_manifest: Manifest
+) -> None:
+    variant = tiny_manifest.graphs["image"].variants[Precision.FP32]
+    model = onnx.load(str(tiny_export / variant.file))
+    assert "Conv" in {node.op_type for node in model.graph.node}
+    patch_embedding_as_matmul(model)
+    assert "Conv" not in {node.op_type for node in model.graph.node}
+    rewritten = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    batch = pixels(3)
+    expected = session(tiny_export, tiny_manifest, Precision.FP32).run(
+        None, {"pixel_values": batch}
+    )[0]
+    got = rewritten.run(None, {"pixel_values": batch})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_fp16_weights_are_half_precision_with_float32_io(
