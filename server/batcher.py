@@ -3,8 +3,9 @@
 Callers `submit` image bytes and get one future per image. Each image is preprocessed in a
 thread pool as soon as it is admitted, so decoding overlaps the inference of the previous
 batch. A single loop owns the queue of ready tensors: it flushes when `max_batch` rows are
-ready or the oldest ready row has waited `max_delay_ms`, skips rows whose caller has gone,
-and runs inference in its own thread, off the event loop.
+ready, when the oldest ready row has waited `max_delay_ms`, or at once when no other image is
+being preprocessed (nothing could join the batch in time, so waiting would only add latency).
+It skips rows whose caller has gone and runs inference in its own thread, off the event loop.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ class Batcher:
         self._embed, self._preprocess, self.settings = embed, preprocess, settings
         self._on_health_change = on_health_change
         self._ready: asyncio.Queue[_Ready] = asyncio.Queue()
-        self._pending = 0
+        self._pending = 0  # admitted and not yet answered
+        self._preprocessing = 0  # admitted and not yet in the ready queue
         self._batches = self._images = self._consecutive_failures = 0
         self._loop_task: asyncio.Task[None] | None = None
         self._preprocess_pool = concurrent.futures.ThreadPoolExecutor(
@@ -142,6 +144,7 @@ class Batcher:
         for data in images:
             future: asyncio.Future[np.ndarray] = loop.create_future()
             self._pending += 1
+            self._preprocessing += 1
             future.add_done_callback(self._release)
             prepared = loop.run_in_executor(self._preprocess_pool, self._prepare, data, future)
             prepared.add_done_callback(functools.partial(self._enqueue, future))
@@ -173,6 +176,7 @@ class Batcher:
     def _enqueue(
         self, future: asyncio.Future[np.ndarray], prepared: asyncio.Future[np.ndarray | None]
     ) -> None:
+        self._preprocessing -= 1
         if future.done() or prepared.cancelled():
             return
         error = prepared.exception()
@@ -191,7 +195,10 @@ class Batcher:
                     log.exception("unexpected error in the batch loop")
 
     async def _next_batch(self) -> list[_Ready]:
-        """Wait for a first row, then fill up to max_batch until its max_delay runs out."""
+        """Wait for a first row, then fill up to max_batch until its max_delay runs out.
+
+        Stops early when the ready queue is empty and no image is being preprocessed.
+        """
         loop = asyncio.get_running_loop()
         first = await self._ready.get()
         batch = [first] if not first.future.done() else []
@@ -199,7 +206,7 @@ class Batcher:
         while len(batch) < self.settings.max_batch:
             if self._ready.empty():
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                if remaining <= 0 or not self._preprocessing:
                     break
                 try:
                     item = await asyncio.wait_for(self._ready.get(), remaining)

@@ -44,6 +44,7 @@ def test_engine_benchmark_compares_backends_against_gemm_rates(
     results = document["results"]
     assert results["gemm_rates"]["fp32_matmul_gflops"] > 0
     assert results["gemm_rates"]["int8_matmulinteger_gops"] > 0
+    assert results["gemm_rates"]["int8_dynamic_matmul_gops"] > 0
     backends = {run["backend"] for run in results["runs"]}
     assert backends == {"pytorch-eager-fp32", "onnxruntime-fp32", "onnxruntime-int8"}
     for run in results["runs"]:
@@ -117,6 +118,10 @@ def test_serve_benchmark_sweeps_concurrency_against_its_ceilings(
     (ceiling,) = result["ceilings"].values()
     assert ceiling["bare_engine_images_per_s"] > 0
     assert ceiling["naive_images_per_s"] > 0
+    assert ceiling["single_request_p99_bound_ms"] == pytest.approx(
+        1.5 * (ceiling["engine_batch_1_ms"] + ceiling["decode_ms"])
+    )
+    assert runs[0]["p99_of_single_request_bound"] > 0
     assert result["server_rss"]["idle_mb"] > 0
 
 

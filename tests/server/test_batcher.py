@@ -92,9 +92,11 @@ def test_flushes_when_max_batch_rows_are_ready(engine: Engine, preprocess: Prepr
     assert elapsed < 5  # full batches never wait for the 10 s delay
 
 
-def test_flushes_a_partial_batch_after_max_delay(engine: Engine, preprocess: Preprocessor) -> None:
+def test_flushes_at_once_when_no_other_image_is_on_its_way(
+    engine: Engine, preprocess: Preprocessor
+) -> None:
     recorder = RecordingEngine(engine)
-    settings = BatcherSettings(max_batch=64, max_delay_ms=200)
+    settings = BatcherSettings(max_batch=64, max_delay_ms=10_000)
 
     async def body(batcher: Batcher) -> float:
         started = time.monotonic()
@@ -103,8 +105,40 @@ def test_flushes_a_partial_batch_after_max_delay(engine: Engine, preprocess: Pre
         return time.monotonic() - started
 
     elapsed = run(with_batcher(recorder, preprocess, settings, body))
-    assert recorder.batch_sizes == [3]
-    assert elapsed >= 0.15  # it waited for company before flushing
+    assert recorder.batch_sizes == [3]  # the rows still being preprocessed were waited for
+    assert elapsed < 5  # and then nothing waited for the 10 s delay
+
+
+class HeldPreprocess:
+    """Real preprocessing that holds one image until released."""
+
+    def __init__(self, preprocess: Preprocessor, held: bytes) -> None:
+        self.preprocess, self.held = preprocess, held
+        self.release = threading.Event()
+
+    def __call__(self, data: bytes) -> np.ndarray:
+        if data == self.held:
+            assert self.release.wait(TIMEOUT)
+        return self.preprocess(data)
+
+
+def test_flushes_a_partial_batch_after_max_delay(engine: Engine, preprocess: Preprocessor) -> None:
+    recorder = RecordingEngine(engine)
+    held = HeldPreprocess(preprocess, IMAGES[2])
+    settings = BatcherSettings(max_batch=64, max_delay_ms=200, preprocess_threads=3)
+
+    async def body(batcher: Batcher) -> float:
+        started = time.monotonic()
+        first, second, late = batcher.submit(IMAGES[:3])
+        await asyncio.gather(first, second)
+        elapsed = time.monotonic() - started
+        held.release.set()
+        assert (await late).shape == (engine.dim,)
+        return elapsed
+
+    elapsed = run(with_batcher(recorder, held, settings, body))
+    assert recorder.batch_sizes == [2, 1]
+    assert elapsed >= 0.15  # it waited for the image still being preprocessed, up to the delay
 
 
 def test_image_alone_equals_image_batched_with_others(
