@@ -45,6 +45,7 @@ CLIENT_PROCESSES = 2
 # (max_batch, max_delay_ms) tried at 1 and 16 in flight, to show the latency/throughput trade
 BATCHING = ((1, 0.0), (8, 2.0), (32, 5.0), (32, 20.0), (64, 50.0))
 SWEEP_CONCURRENCY = (1, 16)
+SINGLE_REQUEST_SLACK = 1.5  # p99 of a lone request <= this x (engine batch-1 + decode)
 HTTP_HEADERS = {"Content-Type": "application/json"}
 
 
@@ -163,6 +164,7 @@ def ceilings(model_dir: Path, payload: bytes, min_seconds: float) -> dict:
     from benchmarks.engine import pytorch_model
     from export.manifest import Manifest
     from server.engine import Engine
+    from server.preprocess import Preprocessor
 
     threads = len(os.sched_getaffinity(0))
     engine = Engine(model_dir)
@@ -170,6 +172,9 @@ def ceilings(model_dir: Path, payload: bytes, min_seconds: float) -> dict:
     size = manifest.preprocess.image_size
     batch = np.random.default_rng(0).normal(size=(32, 3, size, size)).astype(np.float32)
     bare = 32 / measure(lambda: engine.embed(batch), min_seconds=min_seconds).median
+    batch_1_s = measure(lambda: engine.embed(batch[:1]), min_seconds=min_seconds).median
+    preprocess = Preprocessor(manifest.preprocess)  # the server's default mode
+    decode_s = measure(lambda: preprocess(payload), min_seconds=min_seconds).median
     _, torch_embed = pytorch_model(manifest, threads)
     processor = CLIPImageProcessor(
         size={"shortest_edge": manifest.preprocess.resize_shortest_edge},
@@ -189,6 +194,10 @@ def ceilings(model_dir: Path, payload: bytes, min_seconds: float) -> dict:
         "bare_engine_images_per_s": bare,
         "naive_images_per_s": naive_rate,
         "engine_precision": engine.precision.value,
+        "engine_batch_1_ms": batch_1_s * 1e3,
+        "decode_ms": decode_s * 1e3,
+        # the target for a lone request on an idle server
+        "single_request_p99_bound_ms": SINGLE_REQUEST_SLACK * (batch_1_s + decode_s) * 1e3,
     }
 
 
@@ -337,6 +346,10 @@ def main() -> None:
         limit = limits[run["payload"]]
         run["fraction_of_bare_engine"] = run["images_per_s"] / limit["bare_engine_images_per_s"]
         run["vs_naive"] = run["images_per_s"] / limit["naive_images_per_s"]
+        if run["concurrency"] == 1:
+            run["p99_of_single_request_bound"] = (
+                run["p99_ms"] / limit["single_request_p99_bound_ms"]
+            )
         rows.append(
             (
                 run["payload"],
@@ -370,7 +383,10 @@ def main() -> None:
     for name, limit in limits.items():
         print(
             f"{name}: bare engine {limit['bare_engine_images_per_s']:.1f} img/s "
-            f"({limit['engine_precision']}), naive {limit['naive_images_per_s']:.1f} img/s"
+            f"({limit['engine_precision']}), naive {limit['naive_images_per_s']:.1f} img/s; "
+            f"lone request p99 bound {limit['single_request_p99_bound_ms']:.1f} ms = "
+            f"{SINGLE_REQUEST_SLACK} x (engine batch 1 {limit['engine_batch_1_ms']:.1f} ms "
+            f"+ decode {limit['decode_ms']:.1f} ms)"
         )
     idle, loaded = server_rss["idle_mb"], server_rss["under_load_peak_mb"]
     print(f"server RSS: idle {idle:.0f} MB, under load {loaded:.0f} MB")
