@@ -81,15 +81,15 @@ def _split_skip_layer_norms(graph: onnx.GraphProto) -> None:
         bias = node.input[4] if len(node.input) > 4 else ""
         outputs = [*node.output, "", "", ""][:4]  # output, mean, inv_std_var, input_skip_bias_sum
         total = outputs[3] or f"{node.name}/sum"
-        if bias:
+        if bias:  # bias first: ONNX Runtime folds an Add of a MatMul's output into the MatMul
             nodes.append(
                 helper.make_node(
-                    "Add", [data, skip], [f"{node.name}/skip"], f"{node.name}/add_skip"
+                    "Add", [data, bias], [f"{node.name}/biased"], f"{node.name}/add_bias"
                 )
             )
             nodes.append(
                 helper.make_node(
-                    "Add", [f"{node.name}/skip", bias], [total], f"{node.name}/add_bias"
+                    "Add", [f"{node.name}/biased", skip], [total], f"{node.name}/add_skip"
                 )
             )
         else:
