@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import json
 import logging
 import os
 import sys
@@ -104,6 +105,33 @@ def _quiet_quantizer() -> Iterator[None]:
         yield
     finally:
         logging.disable(logging.NOTSET)
+
+
+def op_breakdown(
+    model: Path, pixels: np.ndarray, threads: int, runs: int, warmup: int = 2
+) -> dict[str, float]:
+    """Milliseconds per batch spent in each op type, from ONNX Runtime's own profiler."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as scratch:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(scratch, "profile"))
+        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        for _ in range(warmup + runs):
+            session.run(None, {session.get_inputs()[0].name: pixels})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    timed = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e["name"] == "model_run")
+    timed = timed[warmup:]
+    totals: dict[str, float] = {}
+    for event in events:
+        if event.get("cat") != "Node" or not event["name"].endswith("_kernel_time"):
+            continue
+        if any(start <= event["ts"] <= end for start, end in timed):
+            op = event["args"]["op_name"]
+            totals[op] = totals.get(op, 0.0) + event["dur"] / 1e3 / len(timed)
+    return dict(sorted(totals.items(), key=lambda item: -item[1]))
 
 
 def _median_rates(rounds: list[dict[str, float]]) -> dict[str, float]:
@@ -247,6 +275,16 @@ def main() -> None:
                 )
             )
     rates = _median_rates(round_rates)
+    profile_batch = max(batch_sizes)
+    pixels = rng.normal(size=(profile_batch, 3, size, size)).astype(np.float32)
+    breakdowns = {}
+    for name, (_, engine) in backends.items():
+        if engine is not None:
+            print(f"  profiling {name} at batch {profile_batch} ...", flush=True)
+            model_file = model_dir / engine.variant.file
+            breakdowns[name] = op_breakdown(
+                model_file, pixels, args.threads, runs=2 if args.quick else 8
+            )
     baseline = {
         r["batch_size"]: r["images_per_s"] for r in results if r["backend"].startswith("pytorch")
     }
@@ -262,6 +300,13 @@ def main() -> None:
         f"model {flops / 1e9:.2f} GFLOP/image"
     )
     print_table(("backend", "batch", "img/s", "ms/batch", "of GEMM", "min cos"), rows)
+    for name, breakdown in breakdowns.items():
+        total = sum(breakdown.values())
+        print(f"\n{name}, batch {profile_batch}: {total:.1f} ms in kernels (ONNX Runtime profiler)")
+        print_table(
+            ("op", "ms/batch", "share"),
+            [(op, ms, f"{ms / total:.1%}") for op, ms in breakdown.items() if ms / total >= 0.001],
+        )
     settings = {
         "model_dir": str(model_dir),
         "model": manifest.source.id,
@@ -276,7 +321,12 @@ def main() -> None:
         "engine",
         args.out,
         settings=settings,
-        results={"gemm_rates": rates, "flops_per_image": flops, "runs": results},
+        results={
+            "gemm_rates": rates,
+            "flops_per_image": flops,
+            "runs": results,
+            "op_breakdown_ms": {"batch_size": profile_batch, "backends": breakdowns},
+        },
     )
     plot(results, rates, flops, path.with_suffix(".png"))
     print(f"\nwrote {path} and {path.with_suffix('.png')}")

@@ -45,6 +45,11 @@ def test_engine_benchmark_compares_backends_against_gemm_rates(
     assert results["gemm_rates"]["fp32_matmul_gflops"] > 0
     assert results["gemm_rates"]["int8_matmulinteger_gops"] > 0
     assert results["gemm_rates"]["int8_dynamic_matmul_gops"] > 0
+    breakdowns = results["op_breakdown_ms"]["backends"]
+    assert set(breakdowns) == {"onnxruntime-fp32", "onnxruntime-int8"}
+    assert "MatMul" in breakdowns["onnxruntime-fp32"]
+    assert "QAttention" in breakdowns["onnxruntime-int8"]
+    assert all(ms > 0 for breakdown in breakdowns.values() for ms in breakdown.values())
     backends = {run["backend"] for run in results["runs"]}
     assert backends == {"pytorch-eager-fp32", "onnxruntime-fp32", "onnxruntime-int8"}
     for run in results["runs"]:
@@ -115,13 +120,21 @@ def test_serve_benchmark_sweeps_concurrency_against_its_ceilings(
     assert all(run["errors"] == 0 and run["images_per_s"] > 0 for run in runs)
     assert all(run["p50_ms"] <= run["p95_ms"] <= run["p99_ms"] for run in runs)
     assert runs[-1]["mean_batch_size"] > 1  # concurrent requests were batched together
-    (ceiling,) = result["ceilings"].values()
-    assert ceiling["bare_engine_images_per_s"] > 0
-    assert ceiling["naive_images_per_s"] > 0
-    assert ceiling["single_request_p99_bound_ms"] == pytest.approx(
-        1.5 * (ceiling["engine_batch_1_ms"] + ceiling["decode_ms"])
+    for run in runs:  # each run against the bare engine measured around it
+        engine = run["engine"]
+        assert engine["bare_engine_images_per_s"] > 0
+        assert run["fraction_of_bare_engine"] == pytest.approx(
+            run["images_per_s"] / engine["bare_engine_images_per_s"]
+        )
+    lone = runs[0]["engine"]
+    assert lone["lone_request_bound_ms"] == pytest.approx(
+        1.5 * (lone["engine_batch_1_ms"] + lone["decode_ms"])
     )
-    assert runs[0]["p99_of_single_request_bound"] > 0
+    assert runs[0]["p99_of_lone_request_bound"] == pytest.approx(
+        runs[0]["p99_ms"] / lone["lone_request_bound_ms"]
+    )
+    (naive,) = result["naive_images_per_s"].values()
+    assert naive > 0
     assert result["server_rss"]["idle_mb"] > 0
 
 
