@@ -72,7 +72,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     flag("--provider", choices=[p.value for p in Provider], default=engine.provider.value)
     flag("--threads", type=int, default=engine.intra_op_threads, help="inference threads; 0 all")
     flag("--max-batch", type=int, default=batcher.max_batch, help="images per inference batch")
-    flag("--max-delay-ms", type=float, default=batcher.max_delay_ms, help="batch fill wait")
+    flag(
+        "--max-delay-ms",
+        type=float,
+        default=batcher.max_delay_ms,
+        help="longest wait for images still being decoded to join a batch",
+    )
     flag("--max-queue", type=int, default=batcher.max_queue, help="queued images before refusal")
     flag("--preprocess-threads", type=int, default=batcher.preprocess_threads)
     flag("--preprocess", choices=[m.value for m in PreprocessMode], default="fast")
