@@ -201,3 +201,4 @@ def test_cli_prints_summary_and_random_weights_warning(tiny_export: Path) -> Non
     for precision in Precision:
         assert f"image_{precision.value}.onnx" in stdout
     assert "[7/7]" in stderr  # numbered progress lines
+    assert "peak memory so far" in stderr  # with what each step cost, for sizing machines
