@@ -50,6 +50,7 @@ class EngineSettings:
     intra_op_threads: int = 0  # 0: ONNX Runtime picks (all physical cores)
     inter_op_threads: int = 1
     graph: str = "image"
+    io_binding: bool | None = None  # None: on for GPU providers (one host-to-device copy)
 
 
 class Engine:
@@ -86,7 +87,11 @@ class Engine:
             str(path), sess_options=self._session_options(settings), providers=self.providers
         )
         self.providers = self._session.get_providers()  # what the session really got
-        self._use_io_binding = self.providers[0] != "CPUExecutionProvider"
+        self._use_io_binding = (
+            self.providers[0] != "CPUExecutionProvider"
+            if settings.io_binding is None
+            else settings.io_binding
+        )
         log.info(
             "engine: %s %s on %s, %d-d embeddings",
             self.manifest.source.id,

@@ -51,6 +51,14 @@ def test_variants_agree_with_each_other(tiny_export: Path) -> None:
         assert np.min(np.sum(fp32 * other, axis=1)) > 0.99
 
 
+def test_io_binding_path_gives_the_same_embeddings(tiny_export: Path) -> None:
+    """The path CUDA uses by default, exercised on the CPU provider."""
+    plain = Engine(tiny_export, EngineSettings(precision=Precision.FP32, io_binding=False))
+    bound = Engine(tiny_export, EngineSettings(precision=Precision.FP32, io_binding=True))
+    batch = np.random.default_rng(3).normal(size=(3, 3, bound.image_size, bound.image_size))
+    np.testing.assert_allclose(bound.embed(batch), plain.embed(batch), atol=1e-6)
+
+
 def test_warm_up_and_self_test_pass_on_a_good_model(tiny_export: Path) -> None:
     engine = Engine(tiny_export)
     engine.warm_up(batch_size=4)
