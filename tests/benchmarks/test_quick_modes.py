@@ -73,17 +73,7 @@ def test_preprocess_benchmark_times_every_mode(tiny_export: Path, tmp_path: Path
 
 
 def test_search_benchmark_reports_recall_curves(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "search.py"), "--quick", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    (path,) = tmp_path.glob("search-*.json")
-    (size,) = json.loads(path.read_text())["results"]
+    (size,) = run_benchmark("search", tmp_path)["results"]
     libraries = {run["library"]: run for run in size["runs"]}
     assert set(libraries) == {
         "numpy-brute-force",

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
+from tests.reliability.process import clean_env, server_command
 from tests.reliability.report import ReliabilityReport
 from tests.server.images import jpeg
 
@@ -33,26 +32,11 @@ class ServerProcess:
 
     def __init__(self, model_dir: Path, data_dir: Path, log: Path) -> None:
         self.log = log
-        command = [
-            sys.executable,
-            "-m",
-            "server",
-            "--model-dir",
-            str(model_dir),
-            "--data-dir",
-            str(data_dir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--threads",
-            "1",
-            "--max-delay-ms",
-            "2",
-        ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
+        command = server_command(
+            model_dir, data_dir, "--host", "127.0.0.1", "--threads", "1", "--max-delay-ms", "2"
+        )
         with log.open("w") as stream:
-            self.process = subprocess.Popen(command, stderr=stream, stdout=stream, env=env)
+            self.process = subprocess.Popen(command, stderr=stream, stdout=stream, env=clean_env())
         self.port = self._wait_for_port()
         self._wait_until_serving()
 

@@ -3,37 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from export.manifest import MANIFEST_FILE, Manifest, Precision
+from tests.reliability.process import clean_env, server_command
 
 
 def start(model_dir: Path, data_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "server",
-            "--model-dir",
-            str(model_dir),
-            "--data-dir",
-            str(data_dir),
-            "--port",
-            "0",
-            "--grace-s",
-            "1",
-        ],
+        server_command(model_dir, data_dir, "--grace-s", "1"),
         capture_output=True,
         text=True,
         timeout=120,
-        env=env,
+        env=clean_env(),
         check=False,
     )
 
