@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import socket
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +113,30 @@ def load_checkpoint(
     return _pretrained_checkpoint(model, revision=revision, kind="hub")
 
 
+HUB_PROBE_TIMEOUT_S = 3.0
+OFFLINE_VALUES = ("1", "on", "yes", "true")
+
+
+def hub_unreachable_reason() -> str | None:
+    """Why the Hugging Face hub cannot be reached now, or None when it can.
+
+    One quick TCP connect instead of the hub client's retries with backoff (~35 s before it
+    gives up). `HF_HUB_OFFLINE` is read now, not at import time.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in OFFLINE_VALUES:
+        return "HF_HUB_OFFLINE is set"
+    from huggingface_hub import constants
+
+    endpoint = urllib.parse.urlsplit(constants.ENDPOINT)
+    host = endpoint.hostname or "huggingface.co"
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S):
+            return None
+    except OSError as exc:
+        return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
+
+
 def _random_checkpoint(preset: str) -> Checkpoint:
     if preset not in RANDOM_INIT_PRESETS:
         choices = ", ".join(RANDOM_INIT_PRESETS)
@@ -134,7 +161,11 @@ def _random_checkpoint(preset: str) -> Checkpoint:
 
 
 def _pretrained_checkpoint(name: str, *, revision: str | None, kind: str) -> Checkpoint:
-    config = _load_config(name, revision=revision, kind=kind)
+    offline = hub_unreachable_reason() if kind == "hub" else None
+    if offline:
+        log.warning("Hugging Face hub unreachable (%s): using the local cache only", offline)
+    local_only = kind == "local" or offline is not None
+    config = _load_config(name, revision=revision, kind=kind, offline=offline)
     model_type = getattr(config, "model_type", None)
     if model_type not in CLIP_MODEL_TYPES:
         raise NotClipModelError(
@@ -144,7 +175,11 @@ def _pretrained_checkpoint(name: str, *, revision: str | None, kind: str) -> Che
     vision_config = _vision_config(config)
     try:
         model = CLIPVisionModelWithProjection.from_pretrained(
-            name, config=vision_config, revision=revision, attn_implementation=ATTENTION
+            name,
+            config=vision_config,
+            revision=revision,
+            attn_implementation=ATTENTION,
+            local_files_only=local_only,
         )
     except OSError as exc:
         raise ModelUnavailableError(
@@ -152,7 +187,9 @@ def _pretrained_checkpoint(name: str, *, revision: str | None, kind: str) -> Che
             f"(model.safetensors or pytorch_model.bin): {_first_line(exc)}"
         ) from exc
     try:
-        processor = CLIPImageProcessor.from_pretrained(name, revision=revision or "main")
+        processor = CLIPImageProcessor.from_pretrained(
+            name, revision=revision or "main", local_files_only=local_only
+        )
     except OSError:
         log.warning(
             "%s has no preprocessor_config.json; using CLIPImageProcessor defaults at %dpx",
@@ -183,19 +220,27 @@ def _vision_config(config: Any) -> CLIPVisionConfig:
     return vision_config
 
 
-def _load_config(name: str, *, revision: str | None, kind: str) -> Any:
+def _load_config(name: str, *, revision: str | None, kind: str, offline: str | None) -> Any:
     if kind == "local" and not (Path(name) / "config.json").is_file():
         # AutoConfig would guess a model type from the directory's *name*.
         raise ModelUnavailableError(f"{name} holds no model: {_LOCAL_LAYOUT}")
     try:
-        return AutoConfig.from_pretrained(name, revision=revision)
+        return AutoConfig.from_pretrained(
+            name, revision=revision, local_files_only=kind == "local" or offline is not None
+        )
     except ValueError as exc:  # config.json present but its model_type is unknown
         raise NotClipModelError(f"{name} is not a CLIP model: {_first_line(exc)}") from exc
     except OSError as exc:
         if kind == "local":
             raise ModelUnavailableError(f"{name} holds no model: {_LOCAL_LAYOUT}") from exc
+        reason = (
+            f"the Hugging Face hub is unreachable ({offline}) and {name!r} is not in the "
+            "local cache"
+            if offline
+            else f"could not load {name!r} from the Hugging Face hub: {_first_line(exc)}"
+        )
         raise ModelUnavailableError(
-            f"could not load {name!r} from the Hugging Face hub: {_first_line(exc)}\n"
+            f"{reason}\n"
             "Without network access, pass a local directory with a saved CLIP model "
             "(--model /path/to/clip) or build random weights (--random-init vit-b-32)."
         ) from exc

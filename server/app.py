@@ -28,8 +28,9 @@ from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from server.batcher import Batcher
 from server.config import ServerConfig, parse_config
+from server.datadir import DataDirLock
 from server.engine import Engine, EngineSettings
-from server.errors import LookalikeError
+from server.errors import AddressInUseError, LookalikeError
 from server.metrics import Metrics
 from server.preprocess import Preprocessor
 from server.repository import Repository
@@ -110,10 +111,14 @@ class LookalikeServer:
         self._batcher: Batcher | None = None
         self._repository: Repository | None = None
         self._snapshots: asyncio.Task[None] | None = None
+        self._data_lock = DataDirLock(config.data_dir)
         interceptors = [TokenInterceptor(config.token)] if config.token else []
         self._server = grpc.aio.server(
             interceptors=interceptors,
             options=[
+                # gRPC sets SO_REUSEPORT by default: a second server on a busy port would
+                # start, and the kernel would split connections between the two
+                ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", config.max_message_bytes),
             ],
@@ -130,16 +135,28 @@ class LookalikeServer:
         )
 
     async def start(self) -> int:
-        """Bind and answer health (NOT_SERVING) at once; return the port."""
+        """Lock the data directory, bind, answer health (NOT_SERVING) at once; return the port.
+
+        A second server on the same data directory or the same port fails here, before it
+        listens or loads anything.
+        """
+        self._data_lock.acquire()
         await self._set_health(NOT_SERVING)
         address = f"{self.config.host}:{self.config.port}"
-        if self.config.tls_cert and self.config.tls_key:
-            credentials = grpc.ssl_server_credentials(
-                [(self.config.tls_key.read_bytes(), self.config.tls_cert.read_bytes())]
-            )
-            self.port = self._server.add_secure_port(address, credentials)
-        else:
-            self.port = self._server.add_insecure_port(address)
+        try:
+            if self.config.tls_cert and self.config.tls_key:
+                credentials = grpc.ssl_server_credentials(
+                    [(self.config.tls_key.read_bytes(), self.config.tls_cert.read_bytes())]
+                )
+                self.port = self._server.add_secure_port(address, credentials)
+            else:
+                self.port = self._server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpc says only "Failed to bind to address ..."
+            self._data_lock.release()
+            raise AddressInUseError(
+                f"cannot listen on {address}: the port is in use by another process "
+                "(another lookalike-server?); stop it or pass another --port (0 picks a free one)"
+            ) from exc
         await self._server.start()
         log.info(
             "listening on %s:%d (%s)",
@@ -209,6 +226,7 @@ class LookalikeServer:
             await self._batcher.close()
         if self._repository is not None:
             await self._repository.close()
+        self._data_lock.release()
         log.info("stopped")
 
     async def wait(self) -> None:

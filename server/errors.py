@@ -18,6 +18,7 @@ __all__ = [
     "StorageFullError",
     "ModelLoadError",
     "DataDirError",
+    "AddressInUseError",
     "grpc_status",
 ]
 
@@ -71,7 +72,12 @@ class ModelLoadError(LookalikeError):
 
 
 class DataDirError(LookalikeError):
-    """Startup: the data directory is unusable (corrupt database, another model's data)."""
+    """Startup: the data directory is unusable (corrupt database, another model's data, or
+    another server holds it)."""
+
+
+class AddressInUseError(LookalikeError):
+    """Startup: the host and port cannot be bound (another process listens there)."""
 
 
 # The one mapping table. Looked up along the exception's MRO, most specific class first.

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -37,6 +42,31 @@ def test_unknown_hub_model_offline_says_how_to_work_without_network(
     assert "--random-init" in err
     assert "local directory" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_unreachable_hub_is_detected_at_once_without_retries(tmp_path: Path) -> None:
+    """No HF_HUB_OFFLINE: the hub client alone would retry with backoff for ~35 s."""
+    with socket.socket() as probe:  # a loopback port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LOOKALIKE_"))}
+    env |= {"HF_ENDPOINT": f"http://127.0.0.1:{closed_port}", "HF_HOME": str(tmp_path / "hf")}
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "export", "--model", "some-org/x", "--output", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == ModelUnavailableError.exit_code, result.stderr
+    assert time.monotonic() - started < 20, "the exporter waited on hub retries"
+    assert "the Hugging Face hub is unreachable" in result.stderr
+    assert f"127.0.0.1:{closed_port}" in result.stderr
+    assert "'some-org/x' is not in the local cache" in result.stderr
+    assert "--random-init" in result.stderr
+    assert "Retrying" not in result.stderr
 
 
 def test_missing_local_path_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
