@@ -197,14 +197,15 @@ class LookalikeServer:
         self._snapshots = asyncio.create_task(self._snapshot_periodically())
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "ready: model %s (%s%s), %s on %s, %d threads, %d-d, %d items, preprocess %s, "
+            "ready: model %s (%s%s), %s on %s, %d threads%s, %d-d, %d items, preprocess %s, "
             "max batch %d, max delay %gms",
             engine.manifest.source.id,
             engine.manifest.source.kind,
             ", RANDOM WEIGHTS" if engine.manifest.source.random_weights else "",
             engine.precision.value,
             ",".join(engine.providers),
-            config.engine.intra_op_threads,
+            engine.threads,
+            " (one image per run)" if engine.per_image else "",
             engine.dim,
             items,
             config.preprocess_mode.value,
@@ -226,6 +227,8 @@ class LookalikeServer:
             await self._batcher.close()
         if self._repository is not None:
             await self._repository.close()
+        if self._engine is not None:
+            self._engine.close()
         self._data_lock.release()
         log.info("stopped")
 

@@ -1,10 +1,20 @@
-"""The one owner of an ONNX Runtime session: providers, threads, variant choice, IO binding."""
+"""The one owner of an ONNX Runtime session: providers, threads, variant choice, IO binding.
+
+Same input, same output: an image's embedding never depends on the other images in its batch.
+Dynamic int8 graphs quantize activations with one scale per input tensor, so batching changes
+every image's result a little. At load the engine runs probe images alone and as one batch;
+where the two differ it runs such graphs one image per run: a lone image on the session with
+all threads, several images in parallel on a one-thread session (the two agree bit for bit,
+which the same check confirms). benchmarks/README.md gives the throughput cost.
+"""
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import enum
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +24,7 @@ from export.manifest import Manifest, ManifestError, Precision, Variant, sha256_
 from export.runtime import import_onnxruntime
 from server.errors import EngineError, ModelLoadError
 
-__all__ = ["Provider", "EngineSettings", "Engine"]
+__all__ = ["Provider", "EngineSettings", "Engine", "physical_cores"]
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +51,15 @@ PRECISION_PREFERENCE = {
     "gpu": (Precision.FP16, Precision.FP32, Precision.INT8),
 }
 NORM_TOLERANCE = 1e-2
+INVARIANCE_PROBES = 8  # varied images run alone and as one batch at load
+INVARIANCE_TOLERANCE = 1e-6  # max abs difference per component that counts as "the same"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EngineSettings:
     provider: Provider = Provider.AUTO
     precision: Precision | None = None  # None: fp16 on GPU, int8 on CPU
-    intra_op_threads: int = 0  # 0: ONNX Runtime picks (all physical cores)
+    intra_op_threads: int = 0  # 0: all physical cores this process may use
     inter_op_threads: int = 1
     graph: str = "image"
     io_binding: bool | None = None  # None: on for GPU providers (one host-to-device copy)
@@ -83,26 +95,44 @@ class Engine:
                 model_dir,
                 self.manifest.source.id,
             )
-        self._session = self._ort.InferenceSession(
-            str(path), sess_options=self._session_options(settings), providers=self.providers
-        )
+        self.threads = settings.intra_op_threads or physical_cores()
+        self._session = self._create_session(path, settings, threads=self.threads)
         self.providers = self._session.get_providers()  # what the session really got
         self._use_io_binding = (
             self.providers[0] != "CPUExecutionProvider"
             if settings.io_binding is None
             else settings.io_binding
         )
+        # Where batching changes results: images run one per run, in parallel on a
+        # one-thread session; a lone image still gets every thread.
+        self._parallel_session = None
+        self._workers: concurrent.futures.ThreadPoolExecutor | None = None
+        if self._batch_changes_results():
+            self._parallel_session = self._create_session(path, settings, threads=1)
+            self._workers = concurrent.futures.ThreadPoolExecutor(
+                self.threads, thread_name_prefix="engine"
+            )
+            if not self._thread_count_keeps_results():
+                log.warning("1-thread and %d-thread runs differ: all on 1 thread", self.threads)
+                self._session = self._parallel_session
         log.info(
-            "engine: %s %s on %s, %d-d embeddings",
+            "engine: %s %s on %s, %d threads, %d-d embeddings, %s",
             self.manifest.source.id,
             self.variant.precision.value,
             ", ".join(self.providers),
+            self.threads,
             self.dim,
+            "one image per run (batching would change results)" if self.per_image else "batched",
         )
 
     @property
     def precision(self) -> Precision:
         return self.variant.precision
+
+    @property
+    def per_image(self) -> bool:
+        """Whether images run one per run (the graph's results depend on the batch)."""
+        return self._workers is not None
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """float32[B, 3, H, W] -> float32[B, D], rows of unit norm."""
@@ -113,7 +143,7 @@ class Engine:
             )
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         try:
-            embeds = self._run(batch)
+            embeds = self._infer(batch)
         except Exception as exc:  # ONNX Runtime raises its own exception types
             raise EngineError(f"inference failed: {exc}") from exc
         norms = np.linalg.norm(embeds, axis=1, keepdims=True)
@@ -131,18 +161,51 @@ class Engine:
         if embeds.shape != (1, self.dim) or abs(float(np.linalg.norm(embeds)) - 1) > 1e-3:
             raise EngineError(f"self-test produced an embedding of shape {embeds.shape}")
 
+    def close(self) -> None:
+        if self._workers is not None:
+            self._workers.shutdown(wait=True)
+
     def _probe(self, batch_size: int) -> np.ndarray:
         size = self.image_size
         ramp = np.linspace(-1.5, 1.5, 3 * size * size, dtype=np.float32)
         return np.broadcast_to(ramp.reshape(1, 3, size, size), (batch_size, 3, size, size))
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _varied_probes(self) -> np.ndarray:
+        """Images with different value ranges, as different photos have."""
+        rng = np.random.default_rng(0)
+        shape = (INVARIANCE_PROBES, 3, self.image_size, self.image_size)
+        scales = rng.uniform(0.2, 2.0, size=(INVARIANCE_PROBES, 1, 1, 1))
+        return np.ascontiguousarray(rng.normal(size=shape) * scales, dtype=np.float32)
+
+    def _batch_changes_results(self) -> bool:
+        probes = self._varied_probes()
+        alone = np.concatenate([self._run(self._session, image[None]) for image in probes])
+        together = self._run(self._session, probes)
+        return bool(np.max(np.abs(together - alone)) > INVARIANCE_TOLERANCE)
+
+    def _thread_count_keeps_results(self) -> bool:
+        return all(
+            np.array_equal(
+                self._run(self._session, image[None]),
+                self._run(self._parallel_session, image[None]),
+            )
+            for image in self._varied_probes()
+        )
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        if self._workers is None or len(batch) == 1:
+            return self._run(self._session, batch)
+        session = self._parallel_session
+        runs = self._workers.map(lambda image: self._run(session, image[None]), batch)
+        return np.concatenate(list(runs))
+
+    def _run(self, session, batch: np.ndarray) -> np.ndarray:  # session: ort.InferenceSession
         if not self._use_io_binding:
-            return self._session.run([self.output_name], {self.input_name: batch})[0]
-        binding = self._session.io_binding()
+            return session.run([self.output_name], {self.input_name: batch})[0]
+        binding = session.io_binding()
         binding.bind_cpu_input(self.input_name, batch)  # one host-to-device copy
         binding.bind_output(self.output_name)
-        self._session.run_with_iobinding(binding)
+        session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
 
     def _choose_providers(self, provider: Provider) -> list[str]:
@@ -176,13 +239,29 @@ class Engine:
                 return variants[precision]
         raise ModelLoadError("the export lists no variants")
 
-    def _session_options(self, settings: EngineSettings):  # -> ort.SessionOptions
+    def _create_session(self, path: Path, settings: EngineSettings, *, threads: int):
         options = self._ort.SessionOptions()
-        options.intra_op_num_threads = settings.intra_op_threads
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = settings.inter_op_threads
         options.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return options
+        return self._ort.InferenceSession(str(path), sess_options=options, providers=self.providers)
+
+
+def physical_cores() -> int:
+    """Cores this process may run on, SMT siblings counted once (ONNX Runtime's default)."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        try:
+            siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
+            cores.add(siblings.read_text().strip())
+        except OSError:
+            return len(cpus)
+    return len(cores) or 1
 
 
 def _verify_file(path: Path, variant: Variant) -> None:

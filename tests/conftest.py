@@ -29,16 +29,15 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no test may reach for the network
 
 
-@pytest.fixture(scope="session")
-def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`lookalike-export --random-init tiny` run once, as a user would run it."""
-    output = tmp_path_factory.mktemp("models") / "tiny"
+def export_random_init(preset: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`lookalike-export --random-init PRESET`, as a user would run it."""
+    output = tmp_path_factory.mktemp("models") / preset
     env = {k: v for k, v in os.environ.items() if not k.startswith(LEAKY_ENV_PREFIXES)}
     result = subprocess.run(
-        [sys.executable, "-m", "export", "--random-init", "tiny", "--output", str(output)],
+        [sys.executable, "-m", "export", "--random-init", preset, "--output", str(output)],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=600,
         env={**env, "HF_HUB_OFFLINE": "1"},
         check=False,
     )
@@ -46,6 +45,17 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (output.parent / "export.stdout").write_text(result.stdout)
     (output.parent / "export.stderr").write_text(result.stderr)
     return output
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_random_init("tiny", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def benchmark_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The full-size ViT-B/32 the benchmarks use (random weights, the real compute)."""
+    return export_random_init("vit-b-32", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

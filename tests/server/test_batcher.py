@@ -141,9 +141,11 @@ def test_flushes_a_partial_batch_after_max_delay(engine: Engine, preprocess: Pre
     assert elapsed >= 0.15  # it waited for the image still being preprocessed, up to the delay
 
 
+@pytest.mark.parametrize("precision", [None, *Precision], ids=["default", *Precision])
 def test_image_alone_equals_image_batched_with_others(
-    engine: Engine, preprocess: Preprocessor
+    tiny_export: Path, preprocess: Preprocessor, precision: Precision | None
 ) -> None:
+    engine = Engine(tiny_export, EngineSettings(precision=precision))
     settings = BatcherSettings(max_batch=8, max_delay_ms=50)
 
     async def body(batcher: Batcher) -> tuple[np.ndarray, np.ndarray]:
@@ -152,7 +154,7 @@ def test_image_alone_equals_image_batched_with_others(
         return alone[0], together[0]
 
     alone, together = run(with_batcher(engine.embed, preprocess, settings, body))
-    assert np.abs(alone - together).max() <= 1e-5
+    assert np.abs(alone - together).max() <= 1e-6
 
 
 def test_requests_whose_caller_has_gone_are_not_inferred(

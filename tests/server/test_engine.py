@@ -26,6 +26,13 @@ def batch(engine: Engine, size: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
 
 
+def varied_images(engine: Engine, size: int, seed: int = 0) -> np.ndarray:
+    """Images with different value ranges, as photos have: int8 scales then differ."""
+    rng = np.random.default_rng(seed)
+    scales = rng.uniform(0.1, 3.0, size=(size, 1, 1, 1))
+    return (batch(engine, size, seed) * scales).astype(np.float32)
+
+
 def test_cpu_default_is_int8_and_reports_the_providers_it_got(tiny_export: Path) -> None:
     engine = Engine(tiny_export)
     assert engine.precision is Precision.INT8
@@ -49,6 +56,27 @@ def test_variants_agree_with_each_other(tiny_export: Path) -> None:
     for precision in (Precision.FP16, Precision.INT8):
         other = Engine(tiny_export, EngineSettings(precision=precision)).embed(pixels)
         assert np.min(np.sum(fp32 * other, axis=1)) > 0.99
+
+
+@pytest.mark.parametrize("precision", list(Precision))
+def test_an_image_embeds_the_same_alone_and_in_any_batch(
+    tiny_export: Path, precision: Precision
+) -> None:
+    """The int8 kernels quantize a whole batch with one scale: the engine must not let that
+    show (the benchmark-size model is checked in test_batch_invariance.py)."""
+    engine = Engine(tiny_export, EngineSettings(precision=precision))
+    pixels = varied_images(engine, 32)
+    alone = np.concatenate([engine.embed(image[None]) for image in pixels])
+    for size in range(1, 33):
+        assert np.abs(engine.embed(pixels[:size]) - alone[:size]).max() <= 1e-6, size
+
+
+def test_only_graphs_whose_results_depend_on_the_batch_run_image_by_image(
+    tiny_export: Path,
+) -> None:
+    """Dynamic int8 does (one activation scale per batch); fp32 and fp16 do not, on CPU."""
+    modes = {p: Engine(tiny_export, EngineSettings(precision=p)).per_image for p in Precision}
+    assert modes == {Precision.FP32: False, Precision.FP16: False, Precision.INT8: True}
 
 
 def test_io_binding_path_gives_the_same_embeddings(tiny_export: Path) -> None:
