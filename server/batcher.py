@@ -171,7 +171,9 @@ class Batcher:
         except LookalikeError:
             raise
         except Exception as exc:  # a decoder bug must fail this image, not the server
-            raise InvalidImageError(f"could not preprocess image: {exc!r}") from exc
+            raise InvalidImageError(
+                f"could not preprocess image: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _enqueue(
         self, future: asyncio.Future[np.ndarray], prepared: asyncio.Future[np.ndarray | None]

@@ -78,6 +78,8 @@ def decode(data: bytes, limits: ImageLimits, *, draft_short_edge: int | None = N
         raise ImageTooLargeError(f"image too large: {exc}") from exc
     except UnidentifiedImageError as exc:
         raise InvalidImageError("not an image Pillow can read (JPEG, PNG, WebP, GIF, ...)") from exc
+    except (OSError, SyntaxError, ValueError) as exc:  # e.g. a JPEG cut inside its header
+        raise InvalidImageError(f"corrupt or truncated image: {exc}") from exc
     width, height = image.size
     _check_limits(width, height, limits)
     if draft_short_edge is not None and image.format == "JPEG":

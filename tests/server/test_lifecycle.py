@@ -18,6 +18,7 @@ from export.manifest import MANIFEST_FILE
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from server.batcher import BatcherSettings
+from server.engine import physical_cores
 from server.errors import DataDirError
 from server.repository import DATABASE_FILE, SNAPSHOT_FILE
 from tests.server.images import jpeg
@@ -213,3 +214,13 @@ def test_a_stream_larger_than_the_queue_waits_instead_of_failing_items(
     with connected(config) as (_, channel):
         responses = list(pb_grpc.ImageSearchStub(channel).AddStream(iter(requests), timeout=120))
     assert (responses[-1].stored, responses[-1].failed) == (40, 0)
+
+
+def test_ready_line_names_the_real_thread_count(
+    tiny_export: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`--threads 0` means all cores: the log says how many that is."""
+    with caplog.at_level(logging.INFO), running_server(config_for(tiny_export, tmp_path / "d")):
+        pass
+    (ready,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ready:")]
+    assert f" {physical_cores()} threads (one image per run)," in ready

@@ -157,6 +157,11 @@ HOSTILE = {
         "not an image",
     ),
     "truncated-jpeg": (truncated(jpeg(640, 480)), InvalidImageError, "truncated"),
+    "jpeg-cut-in-its-header": (
+        jpeg(640, 480)[:100],
+        InvalidImageError,
+        "^corrupt or truncated image: Truncated File Read$",
+    ),
     "truncated-png": (
         truncated(encode(natural(320, 240), "PNG")),
         InvalidImageError,
