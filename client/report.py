@@ -1,4 +1,8 @@
-"""One self-contained HTML page: the query and its matches, images inlined as thumbnails."""
+"""One self-contained HTML page: the query and its matches, images inlined as thumbnails.
+
+The page needs nothing but itself (no scripts, fonts or files beside it), so it can be mailed
+or attached to a ticket and still show everything offline.
+"""
 
 from __future__ import annotations
 
@@ -15,15 +19,16 @@ from client.api import Match
 __all__ = ["SOURCE_PATH_KEY", "render_html", "thumbnail_data_uri"]
 
 SOURCE_PATH_KEY = "source_path"  # metadata key `lookalike index` stores each file's path in
-THUMBNAIL_PX = 256
+THUMBNAIL_PX = 320
+QUERY_THUMBNAIL_PX = 480
 
 
-def thumbnail_data_uri(data: bytes) -> str | None:
+def thumbnail_data_uri(data: bytes, size: int = THUMBNAIL_PX) -> str | None:
     """A JPEG thumbnail as a data: URI, or None when the bytes are not a readable image."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             image = ImageOps.exif_transpose(image).convert("RGB")
-            image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+            image.thumbnail((size, size))
             buffer = io.BytesIO()
             image.save(buffer, "JPEG", quality=85)
     except Exception:  # any unreadable file just shows without a picture
@@ -31,11 +36,11 @@ def thumbnail_data_uri(data: bytes) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _picture(data: bytes | None, alt: str) -> str:
-    uri = thumbnail_data_uri(data) if data else None
+def _picture(data: bytes | None, alt: str, size: int = THUMBNAIL_PX) -> str:
+    uri = thumbnail_data_uri(data, size) if data else None
     if uri is None:
-        return '<div class="missing">no image</div>'
-    return f'<img src="{uri}" alt="{html.escape(alt)}">'
+        return '<div class="picture missing">no image</div>'
+    return f'<div class="picture"><img src="{uri}" alt="{html.escape(alt)}"></div>'
 
 
 def _file_bytes(match: Match) -> bytes | None:
@@ -46,32 +51,107 @@ def _file_bytes(match: Match) -> bytes | None:
         return None
 
 
-def render_html(query_label: str, query_image: bytes | None, matches: Sequence[Match]) -> str:
-    cards = []
-    for rank, match in enumerate(matches, 1):
-        metadata = "".join(
-            f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>"
-            for k, v in sorted(match.metadata.items())
-        )
-        cards.append(
-            f"<figure>{_picture(_file_bytes(match), match.id)}<figcaption>"
-            f"<b>#{rank}</b> {match.score:.4f}<br><code>{html.escape(match.id)}</code>"
-            f"<dl>{metadata}</dl></figcaption></figure>"
-        )
+def _card(rank: int, match: Match) -> str:
+    shown = {k: v for k, v in match.metadata.items() if k != SOURCE_PATH_KEY}
+    metadata = "".join(
+        f"<div><dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd></div>"
+        for k, v in sorted(shown.items())
+    )
+    source = match.metadata.get(SOURCE_PATH_KEY)
+    title = f' title="{html.escape(source)}"' if source else ""
+    width = max(0.0, min(1.0, match.score)) * 100
+    bar = f'<span class="bar" aria-hidden="true"><span style="width:{width:.1f}%"></span></span>'
+    return f"""<article class="card">
+{_picture(_file_bytes(match), match.id)}
+<div class="about">
+<div class="rank">#{rank}</div>
+<div class="score"><span class="value">{match.score:.4f}</span>{bar}</div>
+<code class="id"{title}>{html.escape(match.id)}</code>
+{f"<dl>{metadata}</dl>" if metadata else ""}
+</div>
+</article>"""
+
+
+def render_html(
+    query_label: str,
+    query_image: bytes | None,
+    matches: Sequence[Match],
+    *,
+    model: str = "",
+    random_weights: bool = False,
+) -> str:
+    notice = (
+        '<p class="notice" role="alert"><b>Random weights.</b> The server runs a model '
+        "exported with random weights (for tests and benchmarks): these scores carry no "
+        "meaning.</p>"
+        if random_weights
+        else ""
+    )
+    found = f"{len(matches)} match{'es' if len(matches) != 1 else ''}"
+    served_by = f" · model <code>{html.escape(model)}</code>" if model else ""
+    grid = "".join(_card(rank, match) for rank, match in enumerate(matches, 1))
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Lookalike: {html.escape(query_label)}</title>
-<style>
-body {{ font: 14px system-ui, sans-serif; margin: 2em; color: #222; }}
-.grid {{ display: flex; flex-wrap: wrap; gap: 1em; }}
-figure {{ margin: 0; width: {THUMBNAIL_PX}px; }}
-img {{ max-width: {THUMBNAIL_PX}px; max-height: {THUMBNAIL_PX}px; display: block; }}
-.missing {{ width: {THUMBNAIL_PX}px; height: 120px; background: #eee; display: grid;
-  place-items: center; color: #888; }}
-dl {{ font-size: 12px; color: #555; margin: .3em 0; }} dt {{ float: left; margin-right: .4em; }}
-dd {{ margin: 0; }} code {{ word-break: break-all; }}
-</style></head><body>
-<h1>Query</h1><figure class="query">{_picture(query_image, query_label)}
-<figcaption><code>{html.escape(query_label)}</code></figcaption></figure>
-<h1>{len(matches)} matches</h1><div class="grid">{"".join(cards)}</div>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Lookalike: {html.escape(query_label)}</title>
+<style>{STYLE}</style></head><body>
+<header>
+{_picture(query_image, query_label, QUERY_THUMBNAIL_PX)}
+<div class="about">
+<p class="kicker">Lookalike search</p>
+<h1><code>{html.escape(query_label)}</code></h1>
+<p class="summary">{found}{served_by}</p>
+{notice}
+</div>
+</header>
+<main class="grid">{grid or '<p class="empty">No matches.</p>'}</main>
 </body></html>
+"""
+
+
+STYLE = """
+:root { --ink: #1d2330; --muted: #5d6675; --line: #e3e6ec; --accent: #3866d6; --bg: #f6f7f9; }
+* { box-sizing: border-box; }
+body { margin: 0; padding: clamp(12px, 3vw, 32px); font: 15px/1.45 system-ui, -apple-system,
+  "Segoe UI", Roboto, sans-serif; color: var(--ink); background: var(--bg); }
+code { font: 13px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+header { display: flex; flex-wrap: wrap; gap: 20px; align-items: center; margin: 0 auto 24px;
+  max-width: 1600px; background: #fff; border: 1px solid var(--line); border-radius: 14px;
+  padding: 16px; }
+header .picture { flex: 0 1 320px; width: 320px; max-width: 100%; }
+header .about { flex: 1 1 260px; min-width: 0; }
+.kicker { margin: 0; color: var(--muted); text-transform: uppercase; letter-spacing: .08em;
+  font-size: 12px; }
+h1 { margin: 4px 0 6px; font-size: 22px; overflow-wrap: anywhere; }
+h1 code { font-size: inherit; }
+.summary { margin: 0; color: var(--muted); overflow-wrap: anywhere; }
+.notice { margin: 12px 0 0; padding: 10px 12px; border-radius: 8px; background: #fff4d6;
+  border: 1px solid #f0c44c; color: #5b4300; }
+.grid { display: grid; gap: 16px; max-width: 1600px; margin: 0 auto;
+  grid-template-columns: repeat(auto-fill, minmax(min(100%, 220px), 1fr)); }
+.card { display: flex; flex-direction: column; min-width: 0; background: #fff;
+  border: 1px solid var(--line); border-radius: 12px; overflow: hidden; }
+.picture { aspect-ratio: 1 / 1; background: #eceef2; display: grid; place-items: center;
+  border-radius: 10px; overflow: hidden; }
+.card .picture { border-radius: 0; }
+.picture img { width: 100%; height: 100%; object-fit: contain; display: block; }
+.missing { color: var(--muted); font-size: 13px; }
+.card .about { padding: 10px 12px 12px; display: flex; flex-direction: column; gap: 6px;
+  min-width: 0; flex: 1; }
+.rank { color: var(--muted); font-size: 12px; }
+.score { display: flex; align-items: center; gap: 8px; }
+.value { font-weight: 600; font-variant-numeric: tabular-nums; }
+.bar { flex: 1; height: 6px; background: var(--line); border-radius: 3px; overflow: hidden; }
+.bar span { display: block; height: 100%; background: var(--accent); }
+.id { overflow-wrap: anywhere; }
+dl { margin: 0; font-size: 12.5px; color: var(--muted); display: grid; gap: 2px; }
+dl div { display: flex; gap: 6px; min-width: 0; }
+dt { font-weight: 600; flex: none; }
+dd { margin: 0; min-width: 0; overflow-wrap: anywhere; }
+.empty { color: var(--muted); }
+@media (max-width: 600px) {
+  .grid { grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 10px; }
+  header .picture { flex-basis: 100%; width: 100%; }
+  .card .about { padding: 8px; }
+}
 """
