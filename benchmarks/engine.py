@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +134,27 @@ def op_breakdown(
     return dict(sorted(totals.items(), key=lambda item: -item[1]))
 
 
+def batch_dependent_runs(engine: Engine, threads: int) -> dict[str, Callable]:
+    """The same graph run as whole batches (results depend on the batch) and image by image
+    on one all-thread session: the two alternatives to the engine's parallel per-image runs."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(
+        str(engine.model_file), options, providers=["CPUExecutionProvider"]
+    )
+    name = session.get_inputs()[0].name
+
+    def whole_batch(batch: np.ndarray) -> np.ndarray:
+        return session.run(None, {name: batch})[0]
+
+    def sequential(batch: np.ndarray) -> np.ndarray:
+        return np.concatenate([whole_batch(image[None]) for image in batch])
+
+    return {"whole-batch": whole_batch, "sequential": sequential}
+
+
 def _median_rates(rounds: list[dict[str, float]]) -> dict[str, float]:
     return {name: float(np.median([r[name] for r in rounds])) for name in rounds[0]}
 
@@ -225,6 +246,9 @@ def main() -> None:
         if engine.providers[0] == "CPUExecutionProvider" and precision is Precision.FP16:
             continue  # fp16 is a GPU variant; on CPU it only measures casts
         backends[f"onnxruntime-{precision.value}"] = (engine.embed, engine)
+        if engine.per_image:  # what batch invariance costs: the alternatives, same session
+            for name, embed in batch_dependent_runs(engine, args.threads).items():
+                backends[f"onnxruntime-{precision.value}-{name}"] = (embed, engine)
 
     rng = np.random.default_rng(0)
     rows, results, round_rates = [], [], []
@@ -248,7 +272,10 @@ def main() -> None:
                 rates["int8_matmulinteger_gops"] if "int8" in name else rates["fp32_matmul_gflops"]
             )
             fraction = images_per_s * flops / 1e9 / limit
-            cosine = float(np.min(np.sum(embed(pixels) * reference, axis=1)))
+            embeds = embed(pixels)
+            cosine = float(np.min(np.sum(embeds * reference, axis=1)))
+            alone = np.concatenate([embed(image[None]) for image in pixels])
+            batch_effect = float(np.abs(embeds - alone).max())
             provider = engine.providers[0] if engine else "torch-cpu"
             results.append(
                 {
@@ -262,6 +289,7 @@ def main() -> None:
                     "gemm_rates": rates,
                     "fraction_of_gemm_rate": fraction,
                     "min_cosine_to_pytorch": cosine,
+                    "max_abs_diff_batched_vs_alone": batch_effect,
                 }
             )
             rows.append(
@@ -272,6 +300,7 @@ def main() -> None:
                     timing.median * 1e3,
                     f"{fraction:.0%}",
                     f"{cosine:.5f}",
+                    f"{batch_effect:.0e}",
                 )
             )
     rates = _median_rates(round_rates)
@@ -279,11 +308,10 @@ def main() -> None:
     pixels = rng.normal(size=(profile_batch, 3, size, size)).astype(np.float32)
     breakdowns = {}
     for name, (_, engine) in backends.items():
-        if engine is not None:
+        if engine is not None and name == f"onnxruntime-{engine.precision.value}":
             print(f"  profiling {name} at batch {profile_batch} ...", flush=True)
-            model_file = model_dir / engine.variant.file
             breakdowns[name] = op_breakdown(
-                model_file, pixels, args.threads, runs=2 if args.quick else 8
+                engine.model_file, pixels, args.threads, runs=2 if args.quick else 8
             )
     baseline = {
         r["batch_size"]: r["images_per_s"] for r in results if r["backend"].startswith("pytorch")
@@ -299,7 +327,9 @@ def main() -> None:
         f"{rates['int8_dynamic_matmul_gops'] / rates['int8_matmulinteger_gops']:.0%}); "
         f"model {flops / 1e9:.2f} GFLOP/image"
     )
-    print_table(("backend", "batch", "img/s", "ms/batch", "of GEMM", "min cos"), rows)
+    print_table(
+        ("backend", "batch", "img/s", "ms/batch", "of GEMM", "min cos", "batch effect"), rows
+    )
     for name, breakdown in breakdowns.items():
         total = sum(breakdown.values())
         print(f"\n{name}, batch {profile_batch}: {total:.1f} ms in kernels (ONNX Runtime profiler)")

@@ -12,9 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from client.api import Client, Match, NewItem
 from client.errors import (
+    InvalidArgumentError,
     LookalikeClientError,
     NotFoundError,
     ServerUnavailableError,
@@ -26,6 +28,15 @@ __all__ = ["main"]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 EXIT_ERROR, EXIT_UNREACHABLE, EXIT_AUTH, EXIT_NOT_FOUND, EXIT_BAD_INPUT = 1, 3, 4, 5, 6
+EXIT_SOME_FAILED = 7  # `index`: the other files are indexed; the failed ones are listed
+EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what Unix tools exit with when the reader has gone
+EXIT_CODES_HELP = """exit codes:
+  0  done (for index: every image file in the folder is indexed)
+  1  other error      3  server unreachable    4  token refused
+  5  unknown id       6  bad input or file     7  index: some files failed (listed)
+  130  interrupted (Ctrl-C)    141  the reader of stdout went away (e.g. | head)"""
+DEFAULT_SERVER = "127.0.0.1:50051"
 
 
 class CommandError(Exception):
@@ -36,53 +47,103 @@ class CommandError(Exception):
         self.code = code
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lookalike", description=__doc__)
-    parser.add_argument(
+def _connection_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """How to reach the server: accepted before the command and after it.
+
+    The copies after the command default to SUPPRESS, so they never overwrite a value that
+    was given before it.
+    """
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    group = parser.add_argument_group("server connection")
+    group.add_argument(
         "--server",
-        default=os.environ.get("LOOKALIKE_SERVER", "127.0.0.1:50051"),
-        help="HOST:PORT of the server [LOOKALIKE_SERVER] (default: %(default)s)",
+        default=default(os.environ.get("LOOKALIKE_SERVER", DEFAULT_SERVER)),
+        help=f"HOST:PORT of the server [LOOKALIKE_SERVER] (default: {DEFAULT_SERVER})",
     )
-    parser.add_argument(
-        "--token", default=os.environ.get("LOOKALIKE_TOKEN"), help="[LOOKALIKE_TOKEN]"
+    group.add_argument(
+        "--token",
+        default=default(os.environ.get("LOOKALIKE_TOKEN")),
+        help="bearer token, when the server was started with --token [LOOKALIKE_TOKEN]",
     )
-    parser.add_argument("--tls", action="store_true", help="connect with TLS")
-    parser.add_argument("--ca-cert", type=Path, help="PEM file of the CA to trust (implies --tls)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
+    group.add_argument(
+        "--tls", action="store_true", default=default(False), help="connect with TLS"
+    )
+    group.add_argument(
+        "--ca-cert",
+        type=Path,
+        default=default(None),
+        help="PEM file of the CA to trust (implies --tls)",
+    )
+    group.add_argument(
+        "--timeout", type=float, default=default(30.0), help="seconds per call (default: 30)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lookalike",
+        description=__doc__,
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _connection_options(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    index = commands.add_parser("index", help="add a folder's images (id: path relative to DIR)")
-    index.add_argument("directory", type=Path)
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        _connection_options(sub, defaults=False)
+        return sub
+
+    index = command("index", "add a folder's images (id: path relative to DIR)")
+    index.add_argument("directory", type=Path, help="folder of images (.jpg, .png, .webp, ...)")
     index.add_argument("--recursive", "-r", action="store_true", help="include subfolders")
-    index.add_argument("--metadata", "-m", action="append", default=[], metavar="KEY=VALUE")
+    index.add_argument(
+        "--metadata",
+        "-m",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="stored with every image (repeatable); searches can filter on it",
+    )
     index.add_argument("--reindex", action="store_true", help="re-add files already indexed")
 
-    search = commands.add_parser("search", help="the most similar indexed images")
+    search = command("search", "the most similar indexed images")
     query = search.add_mutually_exclusive_group(required=True)
     query.add_argument("image", nargs="?", type=Path, help="query image file")
     query.add_argument("--id", help="query by a stored item's id (itself excluded)")
     query.add_argument("--vector", type=Path, help="query by an embedding saved with numpy.save")
     search.add_argument("-k", type=int, default=10, help="how many matches (default: 10)")
-    search.add_argument("--filter", "-f", action="append", default=[], metavar="KEY=VALUE")
-    search.add_argument("--min-score", type=float)
-    output = search.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="a JSON array on stdout, nothing else")
+    search.add_argument(
+        "--filter",
+        "-f",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only items whose metadata has this value (repeatable: all must match)",
+    )
+    search.add_argument("--min-score", type=float, help="only matches with at least this cosine")
+    search.add_argument(
+        "--json", action="store_true", help="print a JSON array on stdout and nothing else"
+    )
     search.add_argument("--html", type=Path, help="also write a self-contained HTML page here")
 
-    stats = commands.add_parser("stats", help="what the server runs and holds")
-    stats.add_argument("--json", action="store_true")
-    get = commands.add_parser("get", help="one item's metadata")
-    get.add_argument("id")
-    get.add_argument("--json", action="store_true")
-    delete = commands.add_parser("delete", help="remove items")
-    delete.add_argument("ids", nargs="+")
+    stats = command("stats", "what the server runs and holds")
+    stats.add_argument("--json", action="store_true", help="print one JSON object")
+    get = command("get", "one item's metadata")
+    get.add_argument("id", help="the item's id (for `index`: its path relative to the folder)")
+    get.add_argument("--json", action="store_true", help="print one JSON object")
+    delete = command("delete", "remove items")
+    delete.add_argument("ids", nargs="+", metavar="ID", help="ids of the items to remove")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    root_certificates = _read_file(args.ca_cert) if args.ca_cert else None
     try:
+        root_certificates = _read_file(args.ca_cert) if args.ca_cert else None
         with Client(
             args.server,
             token=args.token,
@@ -90,7 +151,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             root_certificates=root_certificates,
             timeout=args.timeout,
         ) as client:
-            return COMMANDS[args.command](client, args)
+            code = COMMANDS[args.command](client, args)
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+            return code
+    except BrokenPipeError:
+        # `lookalike search ... | head -1`: the reader has what it wanted. Point stdout at
+        # /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except CommandError as error:
         print(f"lookalike: {error}", file=sys.stderr)
         return error.code
@@ -120,9 +188,20 @@ def _exit_code(error: LookalikeClientError) -> int:
 # -- index ----------------------------------------------------------------------------------
 
 
-def index_command(client: Client, args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+class IndexProgress(tqdm):
+    """A progress bar whose clock starts with the first result.
 
+    The first result waits for the server's first commit group (and, on a fresh server, its
+    warm-up); timed from the start, the first estimate would be many times too long.
+    """
+
+    def update(self, n: float | None = 1) -> bool | None:
+        if not self.n:
+            self.reset(total=self.total)
+        return super().update(n)
+
+
+def index_command(client: Client, args: argparse.Namespace) -> int:
     directory = args.directory
     if not directory.is_dir():
         raise CommandError(f"{directory} is not a directory", EXIT_BAD_INPUT)
@@ -132,7 +211,9 @@ def index_command(client: Client, args: argparse.Namespace) -> int:
     skipped = len(files) - len(todo)
     failures: list[tuple[str, str]] = []
     stored = 0
-    progress = tqdm(total=len(todo), unit="img", desc="indexing", file=sys.stderr, disable=None)
+    progress = IndexProgress(
+        total=len(todo), unit="img", desc="indexing", file=sys.stderr, disable=None
+    )
     interrupted = False
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
@@ -156,7 +237,9 @@ def index_command(client: Client, args: argparse.Namespace) -> int:
     )
     for item_id, reason in failures:
         print(f"  failed  {item_id}: {reason}")
-    return 130 if interrupted else (EXIT_BAD_INPUT if failures and not stored else 0)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_SOME_FAILED if failures else 0
 
 
 def _image_files(directory: Path, *, recursive: bool) -> list[Path]:
@@ -188,12 +271,7 @@ def search_command(client: Client, args: argparse.Namespace) -> int:
     filters = _pairs(args.filter, "--filter")
     query_image = _read_file(args.image) if args.image else None
     if args.vector:
-        try:
-            vector = np.load(args.vector)
-        except (OSError, ValueError) as exc:
-            raise CommandError(
-                f"cannot read a numpy vector from {args.vector}: {exc}", EXIT_BAD_INPUT
-            ) from exc
+        vector = _read_vector(args.vector)
         matches = client.search(
             vector=vector.ravel(), k=args.k, filter=filters, min_score=args.min_score
         )
@@ -205,19 +283,45 @@ def search_command(client: Client, args: argparse.Namespace) -> int:
         label = f"id {args.id}"
         query_image = _stored_file(client, args.id)
     else:
-        matches = client.search(
-            image=query_image, k=args.k, filter=filters, min_score=args.min_score
-        )
+        try:
+            matches = client.search(
+                image=query_image, k=args.k, filter=filters, min_score=args.min_score
+            )
+        except InvalidArgumentError as error:  # say which file the server could not read
+            raise CommandError(f"{args.image}: {error}", EXIT_BAD_INPUT) from error
         label = str(args.image)
     if args.html:
-        args.html.write_text(render_html(label, query_image, matches), encoding="utf-8")
+        stats = client.stats()
+        page = render_html(
+            label,
+            query_image,
+            matches,
+            model=stats.model_id,
+            random_weights=stats.random_weights,
+        )
+        args.html.write_text(page, encoding="utf-8")
     if args.json:
         print(json.dumps([{"id": m.id, "score": m.score, "metadata": m.metadata} for m in matches]))
     else:
-        _print_matches(matches)
+        _print_matches(matches, empty_index=not matches and client.stats().items == 0)
         if args.html:
             print(f"wrote {args.html}")
     return 0
+
+
+def _read_vector(path: Path) -> np.ndarray:
+    """A vector saved with numpy.save; never unpickles (allow_pickle stays off)."""
+    try:
+        vector = np.load(path, allow_pickle=False)
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror or exc}", EXIT_BAD_INPUT) from exc
+    except ValueError as exc:
+        raise CommandError(
+            f"{path} is not a .npy file of numbers (save one with numpy.save)", EXIT_BAD_INPUT
+        ) from exc
+    if not isinstance(vector, np.ndarray) or not np.issubdtype(vector.dtype, np.number):
+        raise CommandError(f"{path} does not hold an array of numbers", EXIT_BAD_INPUT)
+    return vector
 
 
 def _stored_file(client: Client, item_id: str) -> bytes | None:
@@ -228,9 +332,12 @@ def _stored_file(client: Client, item_id: str) -> bytes | None:
         return None
 
 
-def _print_matches(matches: Sequence[Match]) -> None:
+def _print_matches(matches: Sequence[Match], *, empty_index: bool) -> None:
+    if empty_index:
+        print("no matches: the index is empty (add images with `lookalike index DIR`)")
+        return
     if not matches:
-        print("no matches")
+        print("no matches (try a lower --min-score or fewer --filter)")
         return
     width = max(len(m.id) for m in matches)
     print(f"{'rank':>4}  {'score':>7}  {'id':<{width}}  metadata")

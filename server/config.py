@@ -42,9 +42,19 @@ class ServerConfig:
     log_level: str = "INFO"
 
 
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except where there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lookalike-server",
+        formatter_class=_HelpWithDefaults,
         description="Lookalike image search server (gRPC). Every flag can also be set with "
         f"the environment variable {ENV_PREFIX}<FLAG> (e.g. {ENV_PREFIX}MODEL_DIR).",
     )

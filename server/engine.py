@@ -86,7 +86,7 @@ class Engine:
         self.providers = self._choose_providers(settings.provider)
         on_gpu = self.providers[0] != "CPUExecutionProvider"
         self.variant = self._choose_variant(graph.variants, settings.precision, on_gpu)
-        path = model_dir / self.variant.file
+        self.model_file = path = model_dir / self.variant.file
         _verify_file(path, self.variant)
         if self.manifest.source.random_weights:
             log.warning(

@@ -51,10 +51,19 @@ def test_engine_benchmark_compares_backends_against_gemm_rates(
     assert "QAttention" in breakdowns["onnxruntime-int8"]
     assert all(ms > 0 for breakdown in breakdowns.values() for ms in breakdown.values())
     backends = {run["backend"] for run in results["runs"]}
-    assert backends == {"pytorch-eager-fp32", "onnxruntime-fp32", "onnxruntime-int8"}
+    assert backends == {
+        "pytorch-eager-fp32",
+        "onnxruntime-fp32",
+        "onnxruntime-int8",
+        "onnxruntime-int8-whole-batch",
+        "onnxruntime-int8-sequential",
+    }
     for run in results["runs"]:
         assert run["images_per_s"] > 0
         assert run["min_cosine_to_pytorch"] > 0.99
+        batch_dependent = run["backend"] == "onnxruntime-int8-whole-batch"
+        if run["backend"].startswith("onnxruntime") and not batch_dependent:
+            assert run["max_abs_diff_batched_vs_alone"] <= 1e-6
     pytorch = [r for r in results["runs"] if r["backend"] == "pytorch-eager-fp32"]
     assert all(r["speedup_vs_pytorch"] == pytest.approx(1.0) for r in pytorch)
 

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from client.cli import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_UNREACHABLE, main
+from client.cli import (
+    EXIT_BAD_INPUT,
+    EXIT_BROKEN_PIPE,
+    EXIT_NOT_FOUND,
+    EXIT_SOME_FAILED,
+    EXIT_UNREACHABLE,
+    IndexProgress,
+    build_parser,
+    main,
+)
 from tests.server.images import natural
 from tests.server.serving import config_for, running_server
 
@@ -44,12 +59,13 @@ def test_index_search_stats_get_delete(
     server_address: str, folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, _ = run(capsys, server_address, "index", str(folder), "-r", "-m", "album=test")
-    assert code == 0
+    assert code == EXIT_SOME_FAILED
     assert "7 stored, 0 already indexed, 1 failed (of 8 image files" in out
     assert "failed  broken.jpg: " in out
 
     code, out, _ = run(capsys, server_address, "index", str(folder), "--recursive")
     assert "0 stored, 7 already indexed, 1 failed" in out  # only the broken one is retried
+    assert code == EXIT_SOME_FAILED  # the same rule on a re-run: the folder is not all indexed
 
     code, out, _ = run(capsys, server_address, "search", str(folder / "photo-3.jpg"), "--json")
     assert code == 0
@@ -117,8 +133,72 @@ def test_errors_are_one_line_with_an_exit_code(
     (tmp_path / "bad.jpg").write_bytes(b"garbage")
     code, _, err = run(capsys, server_address, "search", str(tmp_path / "bad.jpg"))
     assert code == EXIT_BAD_INPUT
-    assert "not an image" in err
+    assert f"lookalike: {tmp_path / 'bad.jpg'}: not an image" in err
+
+    (tmp_path / "notes.txt").write_text("a vector? no")
+    code, _, err = run(capsys, server_address, "search", "--vector", str(tmp_path / "notes.txt"))
+    assert code == EXIT_BAD_INPUT
+    assert "notes.txt is not a .npy file" in err
+    assert "pickle" not in err
 
     code, _, err = run(capsys, server_address, "search", "--id", "x", "--filter", "oops")
     assert code == EXIT_BAD_INPUT
     assert "KEY=VALUE" in err
+
+
+def test_an_empty_index_says_so(
+    tiny_export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    natural(100, 80).save(tmp_path / "query.jpg")
+    with running_server(config_for(tiny_export, tmp_path / "data")) as server:
+        code, out, _ = run(capsys, server.address, "search", str(tmp_path / "query.jpg"))
+    assert code == 0
+    assert "no matches: the index is empty" in out
+
+
+def test_connection_options_work_before_and_after_the_command(
+    server_address: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "127.0.0.1:1", "stats", "--server", server_address, "--json")
+    assert code == 0, "the option after the command wins"
+    assert json.loads(out)["dims"] > 0
+    assert main(["stats", "--server", server_address, "--timeout", "20"]) == 0
+
+
+def test_every_option_and_command_is_explained(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, command in [("lookalike", parser), *commands.choices.items()]:
+        for action in command._actions:
+            if action is not commands:
+                assert action.help, f"{name} {action.option_strings or action.dest}"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "7  index: some files failed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [["stats"], ["search", "--id", "photo-3.jpg"]])
+def test_a_closed_pipe_ends_quietly(server_address: str, folder: Path, command: list[str]) -> None:
+    """`lookalike stats | head -2`: the reader goes away, the command ends without a trace."""
+    main(["--server", server_address, "index", str(folder)])
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before the first line is written
+    result = subprocess.run(
+        [sys.executable, "-m", "client.cli", "--server", server_address, *command],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    os.close(write_end)
+    assert result.stderr == ""
+    assert result.returncode == EXIT_BROKEN_PIPE
+
+
+def test_index_progress_clock_starts_with_the_first_result() -> None:
+    progress = IndexProgress(total=10, disable=False, file=io.StringIO())
+    time.sleep(0.3)  # the server warms up and commits its first group
+    progress.update(1)
+    assert progress.format_dict["elapsed"] < 0.1
+    progress.close()
