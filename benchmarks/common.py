@@ -142,7 +142,7 @@ def ensure_benchmark_model(model_dir: Path) -> Path:
         return model_dir
     if model_dir != DEFAULT_MODEL_DIR:
         raise SystemExit(f"{model_dir} holds no export (no manifest.json)")
-    from export.pipeline import ExportRequest, run_export
+    from lookalike.export.pipeline import ExportRequest, run_export
 
     log.warning(
         "%s missing: exporting a RANDOM-WEIGHT ViT-B/32 (same compute as the real model)",
@@ -201,7 +201,7 @@ class RunningServer:
 @contextlib.contextmanager
 def lookalike_server(model_dir: Path, *extra: str) -> Iterator[RunningServer]:
     """`lookalike-server` as a subprocess on loopback with an empty data dir, once it serves."""
-    from client import Client, LookalikeClientError
+    from lookalike.client import Client, LookalikeClientError
 
     bin_dir = Path(sys.executable).parent
     port, metrics_port = free_port(), free_port()

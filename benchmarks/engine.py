@@ -34,8 +34,8 @@ from benchmarks.common import (
     print_table,
     write_result,
 )
-from export.manifest import Manifest, Precision
-from server.engine import Engine, EngineSettings
+from lookalike.export.manifest import Manifest, Precision
+from lookalike.server.engine import Engine, EngineSettings
 
 GEMM_SHAPE = (800, 768, 3072)  # 16 images x 50 tokens, ViT-B width -> MLP width
 ROUNDS = 3  # GEMM probes and model runs alternate this many times per batch size
@@ -185,7 +185,7 @@ def pytorch_model(manifest: Manifest, threads: int):
     """The checkpoint the package came from, in PyTorch eager fp32 (the usual baseline)."""
     import torch
 
-    from export.source import load_checkpoint
+    from lookalike.export.source import load_checkpoint
 
     torch.set_num_threads(threads)
     source = manifest.source

@@ -31,7 +31,7 @@ from benchmarks.common import (
 )
 from benchmarks.preprocess import encoded
 from benchmarks.serve import load_run, rss_mb
-from export.manifest import Manifest
+from lookalike.export.manifest import Manifest
 
 SAMPLE_S = 5.0
 

@@ -19,7 +19,7 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcesso
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from export.source import RANDOM_INIT_PRESETS
+from lookalike.export.source import RANDOM_INIT_PRESETS
 
 TEXT_TOWER = {
     "hidden_size": 512,

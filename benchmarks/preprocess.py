@@ -29,9 +29,9 @@ from benchmarks.common import (
     print_table,
     write_result,
 )
-from export.manifest import Manifest, Precision
-from server.engine import Engine, EngineSettings
-from server.preprocess import PreprocessMode, Preprocessor
+from lookalike.export.manifest import Manifest, Precision
+from lookalike.server.engine import Engine, EngineSettings
+from lookalike.server.preprocess import PreprocessMode, Preprocessor
 
 SIZES = {
     "jpeg-640x480": ((640, 480), "JPEG"),

@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import figure_file, print_table, write_result
-from server.index import IndexSettings, VectorIndex
+from lookalike.server.index import IndexSettings, VectorIndex
 
 DIMS = 512
 K = 10

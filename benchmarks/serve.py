@@ -152,7 +152,7 @@ def rss_mb(pid: int) -> float:
 
 
 def batches_so_far(address: str) -> int:
-    from client import Client
+    from lookalike.client import Client
 
     with Client(address) as client:
         return client.stats().batches
@@ -168,8 +168,8 @@ class EngineProbe:
     """
 
     def __init__(self, model_dir: Path) -> None:
-        from server.engine import Engine
-        from server.preprocess import Preprocessor
+        from lookalike.server.engine import Engine
+        from lookalike.server.preprocess import Preprocessor
 
         self.engine = Engine(model_dir)  # the server's defaults
         self.preprocess = Preprocessor(self.engine.manifest.preprocess)
@@ -202,7 +202,7 @@ def naive_pipeline(model_dir: Path, payload: bytes, min_seconds: float) -> float
     from transformers import CLIPImageProcessor
 
     from benchmarks.engine import pytorch_model
-    from export.manifest import Manifest
+    from lookalike.export.manifest import Manifest
 
     manifest = Manifest.load(model_dir)
     _, torch_embed = pytorch_model(manifest, len(os.sched_getaffinity(0)))

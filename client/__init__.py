@@ -1,7 +1,7 @@
 """A typed Python client for Lookalike, and the `lookalike` command line."""
 
-from client.api import AddOutcome, Client, Deleted, Item, Match, NewItem, Stats
-from client.errors import (
+from lookalike.client.api import AddOutcome, Client, Deleted, Item, Match, NewItem, Stats
+from lookalike.client.errors import (
     InvalidArgumentError,
     LookalikeClientError,
     NotFoundError,

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from client.errors import from_rpc_error
+from lookalike.client.errors import from_rpc_error
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 

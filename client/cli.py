@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from client.api import Client, Match, NewItem
-from client.errors import (
+from lookalike.client.api import Client, Match, NewItem
+from lookalike.client.errors import (
     InvalidArgumentError,
     LookalikeClientError,
     NotFoundError,
     ServerUnavailableError,
     UnauthenticatedError,
 )
-from client.report import SOURCE_PATH_KEY, render_html
+from lookalike.client.report import SOURCE_PATH_KEY, render_html
 
 __all__ = ["main"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from client.api import Match
+from lookalike.client.api import Match
 
 __all__ = ["SOURCE_PATH_KEY", "render_html", "thumbnail_data_uri"]
 

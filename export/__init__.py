@@ -4,7 +4,7 @@ Importing this package stays light: the manifest and runtime check need no torch
 serving install reads manifests through `export.manifest` without the `export` extra.
 """
 
-from export.errors import ExportError
-from export.manifest import Manifest, ManifestError, Precision
+from lookalike.export.errors import ExportError
+from lookalike.export.manifest import Manifest, ManifestError, Precision
 
 __all__ = ["ExportError", "Manifest", "ManifestError", "Precision"]

@@ -1,5 +1,5 @@
 import sys
 
-from export.cli import main
+from lookalike.export.cli import main
 
 sys.exit(main())

@@ -9,13 +9,15 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from export.manifest import Precision
+from lookalike.export.manifest import Precision
 
 __all__ = ["main"]
 
+PACKAGE = __name__.rpartition(".")[0]  # lookalike.export: its progress lines are shown
+
 
 def build_parser() -> argparse.ArgumentParser:
-    from export.source import DEFAULT_MODEL, RANDOM_INIT_PRESETS
+    from lookalike.export.source import DEFAULT_MODEL, RANDOM_INIT_PRESETS
 
     parser = argparse.ArgumentParser(
         prog="lookalike-export",
@@ -67,7 +69,7 @@ def progress_logging(*, quiet: bool, verbose: bool) -> Iterator[None]:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     if not verbose:
         handler.addFilter(
-            lambda record: record.name.startswith("export") or record.levelno >= logging.ERROR
+            lambda record: record.name.startswith(PACKAGE) or record.levelno >= logging.ERROR
         )
     root = logging.getLogger()
     level = root.level
@@ -87,8 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from export.errors import ExportError
-    from export.pipeline import ExportRequest, run_export
+    from lookalike.export.errors import ExportError
+    from lookalike.export.pipeline import ExportRequest, run_export
 
     precisions = tuple(Precision(p) for p in dict.fromkeys(args.precision or [])) or tuple(
         Precision

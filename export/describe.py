@@ -1,11 +1,11 @@
-"""`python -m export.describe DIR...`: print the summary of existing exports."""
+"""`python -m lookalike.export.describe DIR...`: print the summary of existing exports."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from export.manifest import Manifest, ManifestError
+from lookalike.export.manifest import Manifest, ManifestError
 
 
 def main(argv: list[str]) -> int:

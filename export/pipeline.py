@@ -28,9 +28,9 @@ import onnx
 import torch
 from transformers import CLIPVisionConfig
 
-from export.convert import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, export_image_graph
-from export.errors import ExportError, OutputExistsError, ParityError
-from export.manifest import (
+from lookalike.export.convert import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, export_image_graph
+from lookalike.export.errors import ExportError, OutputExistsError, ParityError
+from lookalike.export.manifest import (
     FORMAT_VERSION,
     MANIFEST_FILE,
     Graph,
@@ -42,7 +42,7 @@ from export.manifest import (
     Variant,
     sha256_file,
 )
-from export.optimize import (
+from lookalike.export.optimize import (
     QUANTIZATION_PLANS,
     count_ops,
     fused_op_counts,
@@ -52,9 +52,9 @@ from export.optimize import (
     save_fp16,
     split_for_cpu,
 )
-from export.runtime import import_onnxruntime
-from export.source import DEFAULT_MODEL, load_checkpoint
-from export.verify import check_parity, parity_batch, reference_embeddings
+from lookalike.export.runtime import import_onnxruntime
+from lookalike.export.source import DEFAULT_MODEL, load_checkpoint
+from lookalike.export.verify import check_parity, parity_batch, reference_embeddings
 
 __all__ = ["ExportRequest", "run_export", "variant_file"]
 

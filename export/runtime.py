@@ -6,7 +6,7 @@ import importlib
 import importlib.metadata
 from types import ModuleType
 
-from export.errors import RuntimeMissingError
+from lookalike.export.errors import RuntimeMissingError
 
 __all__ = ["RUNTIME_DISTRIBUTIONS", "import_onnxruntime", "installed_runtimes"]
 

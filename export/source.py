@@ -22,8 +22,8 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
-from export.errors import ModelUnavailableError, NotClipModelError
-from export.manifest import ModelSource, PreprocessSpec
+from lookalike.export.errors import ModelUnavailableError, NotClipModelError
+from lookalike.export.manifest import ModelSource, PreprocessSpec
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -9,10 +9,10 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
-from export.convert import INPUT_NAME
-from export.errors import ParityError
-from export.manifest import ParityFigures, Precision
-from export.runtime import import_onnxruntime
+from lookalike.export.convert import INPUT_NAME
+from lookalike.export.errors import ParityError
+from lookalike.export.manifest import ParityFigures, Precision
+from lookalike.export.runtime import import_onnxruntime
 
 __all__ = ["PARITY_BARS", "check_parity", "parity_batch", "parity_images", "reference_embeddings"]
 

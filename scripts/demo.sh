@@ -54,7 +54,7 @@ fi
 
 echo "==> 1/5 model: $MODEL_DIR"
 if [[ -f "$MODEL_DIR/manifest.json" ]]; then
-    "$VENV/bin/python" -m export.describe "$MODEL_DIR"
+    "$VENV/bin/python" -m lookalike.export.describe "$MODEL_DIR"
 else
     "$VENV/bin/lookalike-export" "${SOURCE[@]}" --output "$MODEL_DIR"
 fi
@@ -93,3 +93,5 @@ echo "==> 5/5 searching with $QUERY, then with a resized, cropped, recompressed 
 "$VENV/bin/lookalike" search "$QUERY" -k 5
 "$VENV/bin/lookalike" search "$DEMO/query-transformed.jpg" -k 5 --html "$DEMO/results.html"
 echo "open $DEMO/results.html to see the query and its matches"
+echo "the commands used here live in $VENV/bin: 'source $VENV/bin/activate' puts lookalike,"
+echo "lookalike-server and lookalike-export on your PATH (README: Quick start on your own folder)"

@@ -10,6 +10,12 @@ echo "==> ruff"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
 echo "==> mypy"
-"$VENV/bin/mypy" export server
+# mypy cannot see through setuptools' editable import hook, which maps these folders to
+# lookalike.*: it reads the installed layout from a tree of links instead.
+TREE=.mypy_cache/installed-layout
+rm -rf "$TREE" && mkdir -p "$TREE/lookalike"
+ln -s "$PWD/protos/lookalike/__init__.py" "$PWD/protos/lookalike/v1" "$TREE/lookalike/"
+for package in server export client; do ln -s "$PWD/$package" "$TREE/lookalike/$package"; done
+MYPYPATH="$TREE" "$VENV/bin/mypy" -p lookalike.server -p lookalike.export -p lookalike.client
 echo "==> pytest"
 "$VENV/bin/python" -m pytest "$@"

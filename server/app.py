@@ -23,19 +23,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from export.manifest import Manifest
+from lookalike.export.manifest import Manifest
+from lookalike.server.batcher import Batcher
+from lookalike.server.config import ServerConfig, parse_config
+from lookalike.server.datadir import DataDirLock
+from lookalike.server.engine import Engine, EngineSettings
+from lookalike.server.errors import AddressInUseError, LookalikeError
+from lookalike.server.metrics import Metrics
+from lookalike.server.preprocess import Preprocessor
+from lookalike.server.repository import Repository
+from lookalike.server.service import ImageSearchService, ServiceLimits
+from lookalike.server.store import ModelIdentity
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
-from server.batcher import Batcher
-from server.config import ServerConfig, parse_config
-from server.datadir import DataDirLock
-from server.engine import Engine, EngineSettings
-from server.errors import AddressInUseError, LookalikeError
-from server.metrics import Metrics
-from server.preprocess import Preprocessor
-from server.repository import Repository
-from server.service import ImageSearchService, ServiceLimits
-from server.store import ModelIdentity
 
 __all__ = ["LookalikeServer", "main", "SERVICE_NAME"]
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from server.errors import EngineError, InvalidImageError, LookalikeError, OverloadedError
+from lookalike.server.errors import EngineError, InvalidImageError, LookalikeError, OverloadedError
 
 __all__ = ["BatcherSettings", "BatcherStats", "Batcher"]
 

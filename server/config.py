@@ -8,11 +8,11 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from export.manifest import Precision
-from server.batcher import BatcherSettings
-from server.engine import EngineSettings, Provider
-from server.index import IndexSettings
-from server.preprocess import ImageLimits, PreprocessMode
+from lookalike.export.manifest import Precision
+from lookalike.server.batcher import BatcherSettings
+from lookalike.server.engine import EngineSettings, Provider
+from lookalike.server.index import IndexSettings
+from lookalike.server.preprocess import ImageLimits, PreprocessMode
 
 __all__ = ["ServerConfig", "parse_config", "ENV_PREFIX"]
 

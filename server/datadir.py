@@ -11,7 +11,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from server.errors import DataDirError
+from lookalike.server.errors import DataDirError
 
 __all__ = ["DataDirLock", "LOCK_FILE"]
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from export.errors import RuntimeMissingError
-from export.manifest import Manifest, ManifestError, Precision, Variant, sha256_file
-from export.runtime import import_onnxruntime
-from server.errors import EngineError, ModelLoadError
+from lookalike.export.errors import RuntimeMissingError
+from lookalike.export.manifest import Manifest, ManifestError, Precision, Variant, sha256_file
+from lookalike.export.runtime import import_onnxruntime
+from lookalike.server.errors import EngineError, ModelLoadError
 
 __all__ = ["Provider", "EngineSettings", "Engine", "physical_cores"]
 

@@ -26,8 +26,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from export.manifest import PreprocessSpec
-from server.errors import ImageTooLargeError, InvalidImageError
+from lookalike.export.manifest import PreprocessSpec
+from lookalike.server.errors import ImageTooLargeError, InvalidImageError
 
 __all__ = [
     "ImageLimits",

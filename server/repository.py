@@ -18,9 +18,9 @@ from typing import TypeVar
 
 import numpy as np
 
-from server.errors import NotFoundError
-from server.index import Hit, IndexSettings, SnapshotError, VectorIndex
-from server.store import ItemStore, ModelIdentity, NewItem, StoredItem, Written
+from lookalike.server.errors import NotFoundError
+from lookalike.server.index import Hit, IndexSettings, SnapshotError, VectorIndex
+from lookalike.server.store import ItemStore, ModelIdentity, NewItem, StoredItem, Written
 
 __all__ = ["Repository", "ScoredItem", "SearchResult"]
 

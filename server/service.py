@@ -21,21 +21,21 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from lookalike.v1 import lookalike_pb2 as pb
-from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
-from server.batcher import Batcher
-from server.engine import Engine
-from server.errors import (
+from lookalike.server.batcher import Batcher
+from lookalike.server.engine import Engine
+from lookalike.server.errors import (
     InvalidArgumentError,
     LimitExceededError,
     LookalikeError,
     NotReadyError,
     grpc_status,
 )
-from server.metrics import Metrics
-from server.preprocess import PreprocessMode
-from server.repository import Repository
-from server.store import NewItem
+from lookalike.server.metrics import Metrics
+from lookalike.server.preprocess import PreprocessMode
+from lookalike.server.repository import Repository
+from lookalike.server.store import NewItem
+from lookalike.v1 import lookalike_pb2 as pb
+from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 
 __all__ = ["ServiceLimits", "ImageSearchService"]
 

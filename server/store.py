@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.errors import DataDirError, StorageError, StorageFullError
+from lookalike.server.errors import DataDirError, StorageError, StorageFullError
 
 __all__ = ["NewItem", "StoredItem", "Written", "ItemStore", "ModelIdentity"]
 

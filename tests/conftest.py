@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from export.manifest import Manifest
+from lookalike.export.manifest import Manifest
 
 # Environment that would change what the code under test does; no test inherits it.
 LEAKY_ENV_PREFIXES = ("LOOKALIKE_", "HF_", "TRANSFORMERS_", "ORT_")
@@ -34,7 +34,15 @@ def export_random_init(preset: str, tmp_path_factory: pytest.TempPathFactory) ->
     output = tmp_path_factory.mktemp("models") / preset
     env = {k: v for k, v in os.environ.items() if not k.startswith(LEAKY_ENV_PREFIXES)}
     result = subprocess.run(
-        [sys.executable, "-m", "export", "--random-init", preset, "--output", str(output)],
+        [
+            sys.executable,
+            "-m",
+            "lookalike.export",
+            "--random-init",
+            preset,
+            "--output",
+            str(output),
+        ],
         capture_output=True,
         text=True,
         timeout=600,

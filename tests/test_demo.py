@@ -41,6 +41,7 @@ def test_demo_exports_serves_indexes_and_finds_the_transformed_copy(tmp_path: Pa
     for table in searches:  # the image itself, then its resized/cropped/recompressed copy
         top = table.splitlines()[1].split()
         assert top[2] == "shapes-005.jpg", table
+    assert f"source {env['LOOKALIKE_VENV']}/bin/activate" in first.stdout  # the README's next step
     page = (tmp_path / "demo" / "results.html").read_text()
     assert "query-transformed.jpg" in page
     assert "shapes-005.jpg" in page

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import zipfile
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 
-from export.errors import RuntimeMissingError
-from export.runtime import RUNTIME_DISTRIBUTIONS, import_onnxruntime, installed_runtimes
+from lookalike.export.errors import RuntimeMissingError
+from lookalike.export.runtime import RUNTIME_DISTRIBUTIONS, import_onnxruntime, installed_runtimes
 
 
 def runtimes_required(extra: str) -> list[str]:
@@ -60,7 +61,7 @@ def test_missing_runtime_names_the_install_line() -> None:
     """`sys.modules[name] = None` is how Python itself marks a module as not importable."""
     code = (
         "import sys; sys.modules['onnxruntime'] = None\n"
-        "from export.runtime import import_onnxruntime\n"
+        "from lookalike.export.runtime import import_onnxruntime\n"
         "import_onnxruntime()\n"
     )
     result = subprocess.run(
@@ -69,3 +70,38 @@ def test_missing_runtime_names_the_install_line() -> None:
     assert result.returncode != 0
     assert "ONNX Runtime is not installed" in result.stderr
     assert "lookalike[cpu]" in result.stderr
+
+
+def test_the_distribution_installs_one_top_level_package(tmp_path: Path) -> None:
+    """Generic names (`server`, `export`, `client`) would collide in site-packages."""
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "--wheel-dir",
+            str(tmp_path),
+            str(root),
+        ],
+        capture_output=True,
+        timeout=300,
+        check=True,
+    )
+    (wheel,) = tmp_path.glob("lookalike-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        top_level = {name.split("/")[0] for name in archive.namelist()}
+        names = set(archive.namelist())
+    assert top_level == {"lookalike", f"{wheel.name.split('-py')[0]}.dist-info"}
+    for module in ("server/app.py", "export/cli.py", "client/cli.py", "v1/lookalike_pb2.py"):
+        assert f"lookalike/{module}" in names
+    entry_points = metadata.distribution("lookalike").entry_points
+    assert {e.name: e.value for e in entry_points if e.group == "console_scripts"} == {
+        "lookalike": "lookalike.client.cli:main",
+        "lookalike-export": "lookalike.export.cli:main",
+        "lookalike-server": "lookalike.server.app:main",
+    }

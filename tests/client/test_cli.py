@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client.cli import (
+from lookalike.client.cli import (
     EXIT_BAD_INPUT,
     EXIT_BROKEN_PIPE,
     EXIT_NOT_FOUND,
@@ -184,7 +184,7 @@ def test_a_closed_pipe_ends_quietly(server_address: str, folder: Path, command: 
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader has gone before the first line is written
     result = subprocess.run(
-        [sys.executable, "-m", "client.cli", "--server", server_address, *command],
+        [sys.executable, "-m", "lookalike.client.cli", "--server", server_address, *command],
         stdout=write_end,
         stderr=subprocess.PIPE,
         text=True,

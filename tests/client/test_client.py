@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
-from client import (
+from lookalike.client import (
     Client,
     InvalidArgumentError,
     NewItem,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from client.api import Match
-from client.report import SOURCE_PATH_KEY, render_html
+from lookalike.client.api import Match
+from lookalike.client.report import SOURCE_PATH_KEY, render_html
 from tests.server.images import encode, natural
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from export.describe import main
+from lookalike.export.describe import main
 
 
 def test_describe_prints_each_variant(

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from transformers import BertConfig, BertModel, CLIPConfig
 
-from export import pipeline, verify
-from export.cli import main
-from export.errors import (
+from lookalike.export import pipeline, verify
+from lookalike.export.cli import main
+from lookalike.export.errors import (
     ModelUnavailableError,
     NotClipModelError,
     OutputExistsError,
     ParityError,
 )
-from export.manifest import MANIFEST_FILE
+from lookalike.export.manifest import MANIFEST_FILE
 from tests.mounts import small_tmpfs
 
 
@@ -53,7 +53,15 @@ def test_unreachable_hub_is_detected_at_once_without_retries(tmp_path: Path) -> 
     env |= {"HF_ENDPOINT": f"http://127.0.0.1:{closed_port}", "HF_HOME": str(tmp_path / "hf")}
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "export", "--model", "some-org/x", "--output", str(tmp_path / "o")],
+        [
+            sys.executable,
+            "-m",
+            "lookalike.export",
+            "--model",
+            "some-org/x",
+            "--output",
+            str(tmp_path / "o"),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

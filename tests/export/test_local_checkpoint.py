@@ -16,8 +16,8 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
-from export.cli import main
-from export.manifest import Manifest, Precision
+from lookalike.export.cli import main
+from lookalike.export.manifest import Manifest, Precision
 
 VISION = dict(
     hidden_size=24,

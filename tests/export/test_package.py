@@ -11,10 +11,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.manifest import MANIFEST_FILE, Manifest, Precision, sha256_file
-from export.optimize import patch_embedding_as_matmul
-from export.source import RANDOM_INIT_PRESETS, load_checkpoint
-from export.verify import PARITY_BARS
+from lookalike.export.manifest import MANIFEST_FILE, Manifest, Precision, sha256_file
+from lookalike.export.optimize import patch_embedding_as_matmul
+from lookalike.export.source import RANDOM_INIT_PRESETS, load_checkpoint
+from lookalike.export.verify import PARITY_BARS
 
 TINY = RANDOM_INIT_PRESETS["tiny"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from server.engine import Engine, EngineSettings
-from server.errors import EngineError
+from lookalike.server.engine import Engine, EngineSettings
+from lookalike.server.errors import EngineError
 
 
 class FaultyEngine(Engine):

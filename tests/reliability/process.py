@@ -1,4 +1,4 @@
-"""`python -m server` as an operator runs it, for the tests that start it as a process."""
+"""`python -m lookalike.server` as an operator runs it, for the tests that start it as a process."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def server_command(model_dir: Path, data_dir: Path, *flags: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "server",
+        "lookalike.server",
         "--model-dir",
         str(model_dir),
         "--data-dir",
@@ -37,7 +37,7 @@ def clean_env() -> dict[str, str]:
 
 
 class ServerProcess:
-    """`python -m server` as an operator runs it, on a free loopback port."""
+    """`python -m lookalike.server` as an operator runs it, on a free loopback port."""
 
     def __init__(self, model_dir: Path, data_dir: Path, log: Path, *flags: str) -> None:
         self.log = log

@@ -12,10 +12,10 @@ import grpc
 import numpy as np
 import pytest
 
+from lookalike.server.batcher import BatcherSettings
+from lookalike.server.service import COMMIT_GROUP
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
-from server.batcher import BatcherSettings
-from server.service import COMMIT_GROUP
 from tests.reliability.faults import EngineHandle
 from tests.server.images import jpeg
 from tests.server.serving import config_for, connected

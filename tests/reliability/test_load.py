@@ -11,9 +11,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from lookalike.server.batcher import BatcherSettings
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
-from server.batcher import BatcherSettings
 from tests.reliability.faults import EngineHandle
 from tests.reliability.report import ReliabilityReport
 from tests.server.images import jpeg

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from export.manifest import MANIFEST_FILE, Manifest, Precision
+from lookalike.export.manifest import MANIFEST_FILE, Manifest, Precision
 from tests.reliability.process import ServerProcess, clean_env, server_command
 
 

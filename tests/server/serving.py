@@ -12,9 +12,9 @@ from typing import Any
 
 import grpc
 
+from lookalike.server.app import LookalikeServer
+from lookalike.server.config import ServerConfig
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
-from server.app import LookalikeServer
-from server.config import ServerConfig
 
 START_TIMEOUT = 120
 

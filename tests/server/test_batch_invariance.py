@@ -13,11 +13,11 @@ import grpc
 import numpy as np
 import pytest
 
-from export.manifest import Precision
+from lookalike.export.manifest import Precision
+from lookalike.server.batcher import BatcherSettings
+from lookalike.server.engine import Engine, EngineSettings
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
-from server.batcher import BatcherSettings
-from server.engine import Engine, EngineSettings
 from tests.server.images import jpeg
 from tests.server.serving import config_for, running_server
 

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from export.manifest import Manifest, Precision
-from server.batcher import Batcher, BatcherSettings
-from server.engine import Engine, EngineSettings
-from server.errors import EngineError, InvalidImageError, OverloadedError
-from server.preprocess import Preprocessor
+from lookalike.export.manifest import Manifest, Precision
+from lookalike.server.batcher import Batcher, BatcherSettings
+from lookalike.server.engine import Engine, EngineSettings
+from lookalike.server.errors import EngineError, InvalidImageError, OverloadedError
+from lookalike.server.preprocess import Preprocessor
 from tests.server.images import jpeg
 
 TIMEOUT = 30

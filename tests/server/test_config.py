@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from export.manifest import Precision
-from server.config import parse_config
-from server.engine import Provider
-from server.preprocess import PreprocessMode
+from lookalike.export.manifest import Precision
+from lookalike.server.config import parse_config
+from lookalike.server.engine import Provider
+from lookalike.server.preprocess import PreprocessMode
 
 
 def test_flags_build_a_frozen_config() -> None:
@@ -69,3 +69,12 @@ def test_bad_settings_are_refused_with_a_usage_error(capsys: pytest.CaptureFixtu
         parse_config(["--model-dir", "m", "--data-dir", "d", "--tls-cert", "c"], environ={})
     with pytest.raises(SystemExit):
         parse_config([], environ={})  # --model-dir is required
+
+
+def test_help_shows_each_default(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_config(["--help"], environ={})
+    text = " ".join(capsys.readouterr().out.split())  # unwrapped
+    for shown in ("(default: 50051)", "(default: 127.0.0.1)", "(default: 32)", "(default: fast)"):
+        assert shown in text
+    assert "(default: None)" not in text

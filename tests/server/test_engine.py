@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.manifest import MANIFEST_FILE, Manifest, Precision
-from server.engine import Engine, EngineSettings, Provider
-from server.errors import EngineError, ModelLoadError
+from lookalike.export.manifest import MANIFEST_FILE, Manifest, Precision
+from lookalike.server.engine import Engine, EngineSettings, Provider
+from lookalike.server.errors import EngineError, ModelLoadError
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_wrong_input_shape_is_an_engine_error(tiny_export: Path) -> None:
 def test_random_weights_are_announced_loudly(
     tiny_export: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="server.engine"):
+    with caplog.at_level(logging.WARNING, logger="lookalike.server.engine"):
         Engine(tiny_export)
     assert "RANDOM WEIGHTS" in caplog.text
 

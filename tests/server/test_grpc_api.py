@@ -16,12 +16,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 from transformers import CLIPImageProcessor
 
-from export.manifest import Manifest, Precision
+from lookalike.export.manifest import Manifest, Precision
+from lookalike.server.engine import EngineSettings
+from lookalike.server.index import IndexSettings
+from lookalike.server.preprocess import PreprocessMode
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
-from server.engine import EngineSettings
-from server.index import IndexSettings
-from server.preprocess import PreprocessMode
 from tests.server.images import jpeg
 from tests.server.serving import config_for, running_server
 

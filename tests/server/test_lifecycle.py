@@ -14,13 +14,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from usearch.index import Index
 
-from export.manifest import MANIFEST_FILE
+from lookalike.export.manifest import MANIFEST_FILE
+from lookalike.server.batcher import BatcherSettings
+from lookalike.server.engine import physical_cores
+from lookalike.server.errors import DataDirError
+from lookalike.server.repository import DATABASE_FILE, SNAPSHOT_FILE
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
-from server.batcher import BatcherSettings
-from server.engine import physical_cores
-from server.errors import DataDirError
-from server.repository import DATABASE_FILE, SNAPSHOT_FILE
 from tests.server.images import jpeg
 from tests.server.serving import config_for, connected, running_server
 

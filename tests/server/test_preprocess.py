@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 from transformers import CLIPImageProcessor
 
-from export.source import preprocess_spec
-from server.errors import ImageTooLargeError, InvalidImageError
-from server.preprocess import ImageLimits, PreprocessMode, Preprocessor, decode
+from lookalike.export.source import preprocess_spec
+from lookalike.server.errors import ImageTooLargeError, InvalidImageError
+from lookalike.server.preprocess import ImageLimits, PreprocessMode, Preprocessor, decode
 from tests.server.images import encode, jpeg, natural
 
 DEFAULT = CLIPImageProcessor()
