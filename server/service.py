@@ -63,25 +63,26 @@ async def _served(
 ) -> AsyncIterator[None]:
     """Readiness check, the error table, metrics and a debug line around one RPC."""
     started = time.perf_counter()
-    code = grpc.StatusCode.OK
+    code, failure = grpc.StatusCode.OK, None
     try:
         service._check_ready()
         yield
     except LookalikeError as exc:
-        code = grpc_status(exc)
-        await context.abort(code, str(exc))
+        code, failure = grpc_status(exc), str(exc)
     except (asyncio.CancelledError, grpc.aio.AbortError):
         code = grpc.StatusCode.CANCELLED
         raise
     except Exception:
         code = grpc.StatusCode.INTERNAL
         log.exception("%s failed unexpectedly", method)
-        await context.abort(code, f"internal error in {method}; the server logged it")
-    finally:
+        failure = f"internal error in {method}; the server logged it"
+    finally:  # recorded before the caller can see the outcome, so a scrape right after has it
         elapsed = time.perf_counter() - started
         service._metrics.requests.labels(method, code.name).inc()
         service._metrics.request_seconds.labels(method).observe(elapsed)
         log.debug("%s %s %.1fms peer=%s", method, code.name, elapsed * 1e3, context.peer())
+    if failure is not None:
+        await context.abort(code, failure)
 
 
 def _rpc(handler: Handler) -> Handler:
