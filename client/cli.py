@@ -168,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _explain(error: LookalikeClientError) -> str:
-    if isinstance(error, ServerUnavailableError):
+    if isinstance(error, ServerUnavailableError) and not error.server_error:
         return f"cannot reach a Lookalike server at {error.target} ({error.details})"
     if isinstance(error, UnauthenticatedError):
         return "the server refused the token: pass --token or set LOOKALIKE_TOKEN"

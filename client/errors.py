@@ -15,12 +15,23 @@ __all__ = [
 ]
 
 
-class LookalikeClientError(Exception):
-    """A call failed; `code` is the gRPC status, `details` the server's explanation."""
+# Trailing metadata the server puts on every error it raises itself (its error's class name).
+SERVER_ERROR_KEY = "lookalike-error"
 
-    def __init__(self, code: grpc.StatusCode, details: str, target: str) -> None:
+
+class LookalikeClientError(Exception):
+    """A call failed; `code` is the gRPC status, `details` the explanation.
+
+    `server_error` names the server's own error (e.g. "StorageError") when the server answered;
+    it is empty when the status came from gRPC itself (no connection, deadline passed).
+    """
+
+    def __init__(
+        self, code: grpc.StatusCode, details: str, target: str, server_error: str = ""
+    ) -> None:
         super().__init__(details)
         self.code, self.details, self.target = code, details, target
+        self.server_error = server_error
 
     def __str__(self) -> str:
         return self.details or self.code.name
@@ -62,4 +73,6 @@ _BY_CODE: dict[grpc.StatusCode, type[LookalikeClientError]] = {
 def from_rpc_error(error: grpc.RpcError, target: str) -> LookalikeClientError:
     code = error.code()  # type: ignore[attr-defined]
     details = error.details() or ""  # type: ignore[attr-defined]
-    return _BY_CODE.get(code, LookalikeClientError)(code, details, target)
+    trailing = dict(error.trailing_metadata() or ())  # type: ignore[attr-defined]
+    server_error = str(trailing.get(SERVER_ERROR_KEY, ""))
+    return _BY_CODE.get(code, LookalikeClientError)(code, details, target, server_error)

@@ -1,8 +1,6 @@
-"""The server's one error family, and the one table that maps it to gRPC status codes."""
+"""The server's one error family. It knows no transport: `server/status.py` maps it to gRPC."""
 
 from __future__ import annotations
-
-import grpc
 
 __all__ = [
     "LookalikeError",
@@ -19,7 +17,6 @@ __all__ = [
     "ModelLoadError",
     "DataDirError",
     "AddressInUseError",
-    "grpc_status",
 ]
 
 
@@ -78,26 +75,3 @@ class DataDirError(LookalikeError):
 
 class AddressInUseError(LookalikeError):
     """Startup: the host and port cannot be bound (another process listens there)."""
-
-
-# The one mapping table. Looked up along the exception's MRO, most specific class first.
-GRPC_CODES: dict[type[LookalikeError], grpc.StatusCode] = {
-    ImageTooLargeError: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
-    NotFoundError: grpc.StatusCode.NOT_FOUND,
-    LimitExceededError: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    OverloadedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    NotReadyError: grpc.StatusCode.UNAVAILABLE,
-    EngineError: grpc.StatusCode.UNAVAILABLE,
-    StorageFullError: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    StorageError: grpc.StatusCode.UNAVAILABLE,
-    ModelLoadError: grpc.StatusCode.FAILED_PRECONDITION,
-    DataDirError: grpc.StatusCode.FAILED_PRECONDITION,
-}
-
-
-def grpc_status(error: LookalikeError) -> grpc.StatusCode:
-    for cls in type(error).__mro__:
-        if cls in GRPC_CODES:
-            return GRPC_CODES[cls]
-    return grpc.StatusCode.INTERNAL

@@ -1,7 +1,7 @@
 """The gRPC servicer: validates requests, maps proto messages to plain types and back.
 
 Below this module nothing knows about protobuf. Every RPC goes through `_rpc`, which applies
-the one error table (`server.errors.grpc_status`), records metrics and logs one line per call.
+the one error table (`server/status.py`), records metrics and logs one line per call.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from lookalike.server.errors import (
     LimitExceededError,
     LookalikeError,
     NotReadyError,
-    grpc_status,
 )
 from lookalike.server.metrics import Metrics
 from lookalike.server.preprocess import PreprocessMode
 from lookalike.server.repository import Repository
+from lookalike.server.status import error_metadata, grpc_status
 from lookalike.server.store import NewItem
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
@@ -63,17 +63,17 @@ async def _served(
 ) -> AsyncIterator[None]:
     """Readiness check, the error table, metrics and a debug line around one RPC."""
     started = time.perf_counter()
-    code, failure = grpc.StatusCode.OK, None
+    code, failure, kind = grpc.StatusCode.OK, None, ""
     try:
         service._check_ready()
         yield
     except LookalikeError as exc:
-        code, failure = grpc_status(exc), str(exc)
+        code, failure, kind = grpc_status(exc), str(exc), type(exc).__name__
     except (asyncio.CancelledError, grpc.aio.AbortError):
         code = grpc.StatusCode.CANCELLED
         raise
     except Exception:
-        code = grpc.StatusCode.INTERNAL
+        code, kind = grpc.StatusCode.INTERNAL, "InternalError"
         log.exception("%s failed unexpectedly", method)
         failure = f"internal error in {method}; the server logged it"
     finally:  # recorded before the caller can see the outcome, so a scrape right after has it
@@ -82,7 +82,7 @@ async def _served(
         service._metrics.request_seconds.labels(method).observe(elapsed)
         log.debug("%s %s %.1fms peer=%s", method, code.name, elapsed * 1e3, context.peer())
     if failure is not None:
-        await context.abort(code, failure)
+        await context.abort(code, failure, error_metadata(kind))
 
 
 def _rpc(handler: Handler) -> Handler:

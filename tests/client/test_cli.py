@@ -202,3 +202,14 @@ def test_index_progress_clock_starts_with_the_first_result() -> None:
     progress.update(1)
     assert progress.format_dict["elapsed"] < 0.1
     progress.close()
+
+
+def test_a_server_that_answers_unavailable_is_not_called_unreachable(
+    tiny_export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Listening but still loading: the server says UNAVAILABLE itself."""
+    with running_server(config_for(tiny_export, tmp_path / "data"), load=False) as server:
+        code, _, err = run(capsys, server.address, "stats")
+    assert code == EXIT_UNREACHABLE
+    assert "cannot reach" not in err
+    assert f"server {server.address} is unavailable (the server is starting" in err
