@@ -22,7 +22,7 @@ from lookalike.client.errors import (
     ServerUnavailableError,
     UnauthenticatedError,
 )
-from lookalike.client.report import SOURCE_PATH_KEY, render_html
+from lookalike.client.report import SOURCE_PATH_KEY, render_html, source_file_bytes
 
 __all__ = ["main"]
 
@@ -281,7 +281,7 @@ def search_command(client: Client, args: argparse.Namespace) -> int:
             id=args.id, k=args.k, filter=filters, min_score=args.min_score, exclude_self=True
         )
         label = f"id {args.id}"
-        query_image = _stored_file(client, args.id)
+        query_image = source_file_bytes(client.get(args.id).metadata)
     else:
         try:
             matches = client.search(
@@ -322,14 +322,6 @@ def _read_vector(path: Path) -> np.ndarray:
     if not isinstance(vector, np.ndarray) or not np.issubdtype(vector.dtype, np.number):
         raise CommandError(f"{path} does not hold an array of numbers", EXIT_BAD_INPUT)
     return vector
-
-
-def _stored_file(client: Client, item_id: str) -> bytes | None:
-    path = client.get(item_id).metadata.get(SOURCE_PATH_KEY)
-    try:
-        return Path(path).read_bytes() if path else None
-    except OSError:
-        return None
 
 
 def _print_matches(matches: Sequence[Match], *, empty_index: bool) -> None:

@@ -9,14 +9,14 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from PIL import Image, ImageOps
 
 from lookalike.client.api import Match
 
-__all__ = ["SOURCE_PATH_KEY", "render_html", "thumbnail_data_uri"]
+__all__ = ["SOURCE_PATH_KEY", "render_html", "source_file_bytes", "thumbnail_data_uri"]
 
 SOURCE_PATH_KEY = "source_path"  # metadata key `lookalike index` stores each file's path in
 THUMBNAIL_PX = 320
@@ -43,8 +43,9 @@ def _picture(data: bytes | None, alt: str, size: int = THUMBNAIL_PX) -> str:
     return f'<div class="picture"><img src="{uri}" alt="{html.escape(alt)}"></div>'
 
 
-def _file_bytes(match: Match) -> bytes | None:
-    path = match.metadata.get(SOURCE_PATH_KEY)
+def source_file_bytes(metadata: Mapping[str, str]) -> bytes | None:
+    """The bytes of the file an item was indexed from (`lookalike index` records its path)."""
+    path = metadata.get(SOURCE_PATH_KEY)
     try:
         return Path(path).read_bytes() if path else None
     except OSError:
@@ -62,7 +63,7 @@ def _card(rank: int, match: Match) -> str:
     width = max(0.0, min(1.0, match.score)) * 100
     bar = f'<span class="bar" aria-hidden="true"><span style="width:{width:.1f}%"></span></span>'
     return f"""<article class="card">
-{_picture(_file_bytes(match), match.id)}
+{_picture(source_file_bytes(match.metadata), match.id)}
 <div class="about">
 <div class="rank">#{rank}</div>
 <div class="score"><span class="value">{match.score:.4f}</span>{bar}</div>

@@ -151,13 +151,8 @@ class ItemStore:
 
     def by_keys(self, keys: Sequence[int]) -> dict[int, StoredItem]:
         found: dict[int, StoredItem] = {}
-        for start in range(0, len(keys), 500):
-            chunk = [int(k) for k in keys[start : start + 500]]
-            marks = ",".join("?" * len(chunk))
-            for row in self._db.execute(
-                f"SELECT key, id, metadata, NULL FROM items WHERE key IN ({marks})", chunk
-            ):
-                found[row[0]] = _item(row, with_vector=False)
+        for rows in self._rows_by_key("key, id, metadata, NULL", keys, chunk=500):
+            found.update((row[0], _item(row, with_vector=False)) for row in rows)
         return found
 
     def keys_matching(self, pairs: Mapping[str, str]) -> np.ndarray:
@@ -175,17 +170,23 @@ class ItemStore:
         self, keys: np.ndarray, dims: int, chunk: int = 4096
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(keys, float32[n, dims]) in chunks, for rebuilding or catching up the index."""
-        for start in range(0, len(keys), chunk):
-            part = [int(k) for k in keys[start : start + chunk]]
-            marks = ",".join("?" * len(part))
-            rows = self._db.execute(
-                f"SELECT key, vector FROM items WHERE key IN ({marks})", part
-            ).fetchall()
+        for rows in self._rows_by_key("key, vector", keys, chunk=chunk):
             if rows:
                 yield (
                     np.array([r[0] for r in rows], dtype=np.uint64),
                     np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(-1, dims),
                 )
+
+    def _rows_by_key(
+        self, columns: str, keys: Sequence[int] | np.ndarray, *, chunk: int
+    ) -> Iterator[list[tuple]]:
+        """`SELECT columns ... WHERE key IN (...)`, a chunk of keys per query (SQLite caps the
+        number of parameters)."""
+        for start in range(0, len(keys), chunk):
+            part = [int(k) for k in keys[start : start + chunk]]
+            marks = ",".join("?" * len(part))
+            query = f"SELECT {columns} FROM items WHERE key IN ({marks})"
+            yield self._db.execute(query, part).fetchall()
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
