@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,8 @@ def hub_unreachable_reason() -> str | None:
     endpoint = urllib.parse.urlsplit(constants.ENDPOINT)
     host = endpoint.hostname or "huggingface.co"
     port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    if endpoint.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(host):
+        return None  # reached through a proxy: a direct connect proves nothing
     try:
         with socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S):
             return None

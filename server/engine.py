@@ -107,12 +107,17 @@ class Engine:
         # one-thread session; a lone image still gets every thread.
         self._parallel_session = None
         self._workers: concurrent.futures.ThreadPoolExecutor | None = None
-        if self._batch_changes_results():
-            self._parallel_session = self._create_session(path, settings, threads=1)
+        probes = self._varied_probes()
+        if self._batch_changes_results(probes):
+            self._parallel_session = (
+                self._session
+                if self.threads == 1
+                else self._create_session(path, settings, threads=1)
+            )
             self._workers = concurrent.futures.ThreadPoolExecutor(
                 self.threads, thread_name_prefix="engine"
             )
-            if not self._thread_count_keeps_results():
+            if not self._thread_count_keeps_results(probes):
                 log.warning("1-thread and %d-thread runs differ: all on 1 thread", self.threads)
                 self._session = self._parallel_session
         log.info(
@@ -177,19 +182,20 @@ class Engine:
         scales = rng.uniform(0.2, 2.0, size=(INVARIANCE_PROBES, 1, 1, 1))
         return np.ascontiguousarray(rng.normal(size=shape) * scales, dtype=np.float32)
 
-    def _batch_changes_results(self) -> bool:
-        probes = self._varied_probes()
+    def _batch_changes_results(self, probes: np.ndarray) -> bool:
         alone = np.concatenate([self._run(self._session, image[None]) for image in probes])
         together = self._run(self._session, probes)
         return bool(np.max(np.abs(together - alone)) > INVARIANCE_TOLERANCE)
 
-    def _thread_count_keeps_results(self) -> bool:
+    def _thread_count_keeps_results(self, probes: np.ndarray) -> bool:
+        if self._parallel_session is self._session:
+            return True
         return all(
             np.array_equal(
                 self._run(self._session, image[None]),
                 self._run(self._parallel_session, image[None]),
             )
-            for image in self._varied_probes()
+            for image in probes
         )
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:

@@ -22,10 +22,9 @@ LONG_VALUE = "s3://bucket/" + "very-long-path-segment-without-spaces" * 8
 # The page in a frame of the device's size (Chromium's windows are at least 500 px wide); once
 # it has loaded, the layout is measured and written into the DOM, which `--dump-dom` prints.
 HARNESS = """<!doctype html><html><body style="margin:0">
-<iframe id="page" src="page.html" width="WIDTH" height="HEIGHT" style="border:0"></iframe>
 <script>
-document.getElementById('page').addEventListener('load', event => {
-const frame = event.target.contentWindow, document_ = frame.document;
+function measure(iframe) {  // defined before the frame, so its onload always finds it
+const frame = iframe.contentWindow, document_ = frame.document;
 const cards = [...document_.querySelectorAll('.card')];
 const spills = cards.filter(card => {
   const box = card.getBoundingClientRect();
@@ -50,8 +49,10 @@ const layout = {
 };
 document.body.insertAdjacentHTML('beforeend',
   '<pre id="layout">' + JSON.stringify(layout) + '</pre>');
-});
-</script></body></html>"""
+}
+</script>
+<iframe src="page.html" width="WIDTH" height="HEIGHT" style="border:0" onload="measure(this)">
+</iframe></body></html>"""
 
 
 @pytest.fixture(scope="module")

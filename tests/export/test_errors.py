@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -50,8 +49,8 @@ def test_unreachable_hub_is_detected_at_once_without_retries(tmp_path: Path) -> 
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LOOKALIKE_"))}
+    env = {k: v for k, v in env.items() if "proxy" not in k.lower()}
     env |= {"HF_ENDPOINT": f"http://127.0.0.1:{closed_port}", "HF_HOME": str(tmp_path / "hf")}
-    started = time.monotonic()
     result = subprocess.run(
         [
             sys.executable,
@@ -69,12 +68,12 @@ def test_unreachable_hub_is_detected_at_once_without_retries(tmp_path: Path) -> 
         check=False,
     )
     assert result.returncode == ModelUnavailableError.exit_code, result.stderr
-    assert time.monotonic() - started < 20, "the exporter waited on hub retries"
     assert "the Hugging Face hub is unreachable" in result.stderr
     assert f"127.0.0.1:{closed_port}" in result.stderr
     assert "'some-org/x' is not in the local cache" in result.stderr
     assert "--random-init" in result.stderr
-    assert "Retrying" not in result.stderr
+    assert "Retrying" not in result.stderr  # the hub client's backoff (~35 s) never started
+    assert "thrown while requesting" not in result.stderr
 
 
 def test_missing_local_path_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

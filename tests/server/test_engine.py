@@ -58,13 +58,14 @@ def test_variants_agree_with_each_other(tiny_export: Path) -> None:
         assert np.min(np.sum(fp32 * other, axis=1)) > 0.99
 
 
+@pytest.mark.parametrize("threads", [0, 1], ids=["all-cores", "one-thread"])
 @pytest.mark.parametrize("precision", list(Precision))
 def test_an_image_embeds_the_same_alone_and_in_any_batch(
-    tiny_export: Path, precision: Precision
+    tiny_export: Path, precision: Precision, threads: int
 ) -> None:
     """The int8 kernels quantize a whole batch with one scale: the engine must not let that
     show (the benchmark-size model is checked in test_batch_invariance.py)."""
-    engine = Engine(tiny_export, EngineSettings(precision=precision))
+    engine = Engine(tiny_export, EngineSettings(precision=precision, intra_op_threads=threads))
     pixels = varied_images(engine, 32)
     alone = np.concatenate([engine.embed(image[None]) for image in pixels])
     for size in range(1, 33):
