@@ -33,6 +33,7 @@ __all__ = [
     "free_port",
     "RunningServer",
     "lookalike_server",
+    "installed_layout",
     "figure_file",
 ]
 
@@ -198,17 +199,40 @@ class RunningServer:
     metrics_port: int
 
 
+def installed_layout(source_tree: Path, into: Path) -> Path:
+    """Links that give a checkout the installed package layout (`lookalike.server` is
+    `server/`, ...), so that with PYTHONPATH=<returned path> Python imports that checkout's code
+    instead of the installed one."""
+    package = into / "lookalike"
+    package.mkdir(parents=True)
+    (package / "__init__.py").symlink_to(source_tree / "protos/lookalike/__init__.py")
+    (package / "v1").symlink_to(source_tree / "protos/lookalike/v1")
+    for name in ("server", "export", "client"):
+        (package / name).symlink_to(source_tree / name)
+    return into
+
+
 @contextlib.contextmanager
-def lookalike_server(model_dir: Path, *extra: str) -> Iterator[RunningServer]:
-    """`lookalike-server` as a subprocess on loopback with an empty data dir, once it serves."""
+def lookalike_server(
+    model_dir: Path, *extra: str, source_tree: Path | None = None
+) -> Iterator[RunningServer]:
+    """`lookalike-server` as a subprocess on loopback with an empty data dir, once it serves.
+
+    With `source_tree`, the server runs that checkout's code (e.g. an older revision).
+    """
     from lookalike.client import Client, LookalikeClientError
 
-    bin_dir = Path(sys.executable).parent
     port, metrics_port = free_port(), free_port()
     with tempfile.TemporaryDirectory() as scratch:
         log = Path(scratch) / "server.log"
+        environment = dict(os.environ)
+        if source_tree is not None:
+            layout = installed_layout(source_tree.resolve(), Path(scratch) / "layout")
+            environment["PYTHONPATH"] = str(layout)
         command = [
-            str(bin_dir / "lookalike-server"),
+            sys.executable,
+            "-m",
+            "lookalike.server",
             "--model-dir",
             str(model_dir),
             "--data-dir",
@@ -220,7 +244,7 @@ def lookalike_server(model_dir: Path, *extra: str) -> Iterator[RunningServer]:
             *extra,
         ]
         with log.open("w") as stream:
-            server = subprocess.Popen(command, stdout=stream, stderr=stream)
+            server = subprocess.Popen(command, stdout=stream, stderr=stream, env=environment)
         address = f"127.0.0.1:{port}"
         try:
             with Client(address, timeout=5) as client:

@@ -35,7 +35,7 @@ from benchmarks.common import (
     write_result,
 )
 from lookalike.export.manifest import Manifest, Precision
-from lookalike.server.engine import Engine, EngineSettings
+from lookalike.server.onnx_engine import EngineSettings, OnnxEngine
 
 GEMM_SHAPE = (800, 768, 3072)  # 16 images x 50 tokens, ViT-B width -> MLP width
 ROUNDS = 3  # GEMM probes and model runs alternate this many times per batch size
@@ -134,7 +134,7 @@ def op_breakdown(
     return dict(sorted(totals.items(), key=lambda item: -item[1]))
 
 
-def batch_dependent_runs(engine: Engine, threads: int) -> dict[str, Callable]:
+def batch_dependent_runs(engine: OnnxEngine, threads: int) -> dict[str, Callable]:
     """The same graph run as whole batches (results depend on the batch) and image by image
     on one all-thread session: the two alternatives to the engine's parallel per-image runs."""
     import onnxruntime as ort
@@ -240,13 +240,13 @@ def main() -> None:
 
     backends = {"pytorch-eager-fp32": (torch_embed, None)}
     for precision in manifest.graphs["image"].variants:
-        engine = Engine(
+        engine = OnnxEngine(
             model_dir, EngineSettings(precision=precision, intra_op_threads=args.threads)
         )
-        if engine.providers[0] == "CPUExecutionProvider" and precision is Precision.FP16:
+        if engine.info.providers[0] == "CPUExecutionProvider" and precision is Precision.FP16:
             continue  # fp16 is a GPU variant; on CPU it only measures casts
         backends[f"onnxruntime-{precision.value}"] = (engine.embed, engine)
-        if engine.per_image:  # what batch invariance costs: the alternatives, same session
+        if engine.info.per_image:  # what batch invariance costs: the alternatives, same session
             for name, embed in batch_dependent_runs(engine, args.threads).items():
                 backends[f"onnxruntime-{precision.value}-{name}"] = (embed, engine)
 
@@ -276,7 +276,7 @@ def main() -> None:
             cosine = float(np.min(np.sum(embeds * reference, axis=1)))
             alone = np.concatenate([embed(image[None]) for image in pixels])
             batch_effect = float(np.abs(embeds - alone).max())
-            provider = engine.providers[0] if engine else "torch-cpu"
+            provider = engine.info.providers[0] if engine else "torch-cpu"
             results.append(
                 {
                     "backend": name,
@@ -308,7 +308,7 @@ def main() -> None:
     pixels = rng.normal(size=(profile_batch, 3, size, size)).astype(np.float32)
     breakdowns = {}
     for name, (_, engine) in backends.items():
-        if engine is not None and name == f"onnxruntime-{engine.precision.value}":
+        if engine is not None and name == f"onnxruntime-{engine.info.precision.value}":
             print(f"  profiling {name} at batch {profile_batch} ...", flush=True)
             breakdowns[name] = op_breakdown(
                 engine.model_file, pixels, args.threads, runs=2 if args.quick else 8

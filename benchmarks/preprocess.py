@@ -30,7 +30,7 @@ from benchmarks.common import (
     write_result,
 )
 from lookalike.export.manifest import Manifest, Precision
-from lookalike.server.engine import Engine, EngineSettings
+from lookalike.server.onnx_engine import EngineSettings, OnnxEngine
 from lookalike.server.preprocess import PreprocessMode, Preprocessor
 
 SIZES = {
@@ -79,7 +79,7 @@ def main() -> None:
         image_std=list(spec.std),
     )
     modes = {mode: Preprocessor(spec, mode=mode) for mode in PreprocessMode}
-    engine = Engine(model_dir, EngineSettings(precision=Precision.FP32))
+    engine = OnnxEngine(model_dir, EngineSettings(precision=Precision.FP32))
 
     def with_reference(data: bytes) -> np.ndarray:
         image = Image.open(io.BytesIO(data))

@@ -168,13 +168,13 @@ class EngineProbe:
     """
 
     def __init__(self, model_dir: Path) -> None:
-        from lookalike.server.engine import Engine
+        from lookalike.server.onnx_engine import OnnxEngine, read_manifest
         from lookalike.server.preprocess import Preprocessor
 
-        self.engine = Engine(model_dir)  # the server's defaults
-        self.preprocess = Preprocessor(self.engine.manifest.preprocess)
-        size = self.engine.image_size
-        self.batch = np.random.default_rng(0).normal(size=(32, 3, size, size)).astype(np.float32)
+        self.engine = OnnxEngine(model_dir)  # the server's defaults
+        self.preprocess = Preprocessor(read_manifest(model_dir).preprocess)
+        shape = (32, *self.engine.inputs.shape)
+        self.batch = np.random.default_rng(0).normal(size=shape).astype(np.float32)
 
     def measure(self, payload: bytes, min_seconds: float) -> dict[str, float]:
         tensor = self.preprocess(payload)[None]

@@ -2,10 +2,10 @@
 
 from lookalike.client.api import AddOutcome, Client, Deleted, Item, Match, NewItem, Stats
 from lookalike.client.errors import (
-    InvalidArgumentError,
+    InvalidRequestError,
+    ItemNotFoundError,
     LookalikeClientError,
-    NotFoundError,
-    OverloadedError,
+    ServerOverloadedError,
     ServerUnavailableError,
     UnauthenticatedError,
 )
@@ -19,9 +19,9 @@ __all__ = [
     "Deleted",
     "Stats",
     "LookalikeClientError",
-    "InvalidArgumentError",
-    "NotFoundError",
+    "InvalidRequestError",
+    "ItemNotFoundError",
     "ServerUnavailableError",
     "UnauthenticatedError",
-    "OverloadedError",
+    "ServerOverloadedError",
 ]

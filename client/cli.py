@@ -16,9 +16,9 @@ from tqdm import tqdm
 
 from lookalike.client.api import Client, Match, NewItem
 from lookalike.client.errors import (
-    InvalidArgumentError,
+    InvalidRequestError,
+    ItemNotFoundError,
     LookalikeClientError,
-    NotFoundError,
     ServerUnavailableError,
     UnauthenticatedError,
 )
@@ -180,7 +180,7 @@ def _exit_code(error: LookalikeClientError) -> int:
         return EXIT_UNREACHABLE
     if isinstance(error, UnauthenticatedError):
         return EXIT_AUTH
-    if isinstance(error, NotFoundError):
+    if isinstance(error, ItemNotFoundError):
         return EXIT_NOT_FOUND
     return EXIT_BAD_INPUT if error.code.name == "INVALID_ARGUMENT" else EXIT_ERROR
 
@@ -254,7 +254,7 @@ def _id(path: Path, directory: Path) -> str:
 def _indexed(client: Client, item_id: str) -> bool:
     try:
         client.get(item_id)
-    except NotFoundError:
+    except ItemNotFoundError:
         return False
     return True
 
@@ -287,7 +287,7 @@ def search_command(client: Client, args: argparse.Namespace) -> int:
             matches = client.search(
                 image=query_image, k=args.k, filter=filters, min_score=args.min_score
             )
-        except InvalidArgumentError as error:  # say which file the server could not read
+        except InvalidRequestError as error:  # say which file the server could not read
             raise CommandError(f"{args.image}: {error}", EXIT_BAD_INPUT) from error
         label = str(args.image)
     if args.html:

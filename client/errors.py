@@ -6,11 +6,11 @@ import grpc
 
 __all__ = [
     "LookalikeClientError",
-    "InvalidArgumentError",
-    "NotFoundError",
+    "InvalidRequestError",
+    "ItemNotFoundError",
     "ServerUnavailableError",
     "UnauthenticatedError",
-    "OverloadedError",
+    "ServerOverloadedError",
     "from_rpc_error",
 ]
 
@@ -37,11 +37,11 @@ class LookalikeClientError(Exception):
         return self.details or self.code.name
 
 
-class InvalidArgumentError(LookalikeClientError):
+class InvalidRequestError(LookalikeClientError):
     """Bad image, vector, id, k or metadata: fix the request."""
 
 
-class NotFoundError(LookalikeClientError):
+class ItemNotFoundError(LookalikeClientError):
     """An id that is not stored."""
 
 
@@ -56,17 +56,17 @@ class UnauthenticatedError(LookalikeClientError):
     """Missing or wrong token."""
 
 
-class OverloadedError(LookalikeClientError):
+class ServerOverloadedError(LookalikeClientError):
     """RESOURCE_EXHAUSTED: the queue is full (retry later) or a size limit was exceeded."""
 
 
 _BY_CODE: dict[grpc.StatusCode, type[LookalikeClientError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
-    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequestError,
+    grpc.StatusCode.NOT_FOUND: ItemNotFoundError,
     grpc.StatusCode.UNAVAILABLE: ServerUnavailableError,
     grpc.StatusCode.DEADLINE_EXCEEDED: ServerUnavailableError,
     grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: OverloadedError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ServerOverloadedError,
 }
 
 

@@ -29,6 +29,7 @@ import torch
 from transformers import CLIPVisionConfig
 
 from lookalike.export.convert import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, export_image_graph
+from lookalike.export.durable import fsync_directory, fsync_file
 from lookalike.export.errors import ExportError, OutputExistsError, ParityError
 from lookalike.export.manifest import (
     FORMAT_VERSION,
@@ -279,8 +280,7 @@ def _version(name: str) -> str:
 def _publish(staging: Path, output: Path) -> None:
     """fsync every file, then swap the staging directory into place."""
     for path in staging.iterdir():
-        with path.open("rb") as stream:
-            os.fsync(stream.fileno())
+        fsync_file(path)
     if output.exists():
         retired = output.with_name(f".{output.name}.old-{os.getpid()}")
         output.rename(retired)
@@ -288,11 +288,7 @@ def _publish(staging: Path, output: Path) -> None:
         shutil.rmtree(retired)
     else:
         staging.rename(output)
-    directory = os.open(output.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    fsync_directory(output.parent)
 
 
 @contextlib.contextmanager

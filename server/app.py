@@ -1,4 +1,4 @@
-"""Wiring: engine, batcher, repository and service behind one grpc.aio server.
+"""Wiring: engine, batcher, repository and core, served by one grpc.aio server.
 
 `LookalikeServer` owns every part's lifecycle: start (port bound, health NOT_SERVING), load
 (model warm, index loaded, then SERVING), and a graceful stop (NOT_SERVING, drain, snapshot).
@@ -18,22 +18,22 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from lookalike.export.manifest import Manifest
 from lookalike.server.batcher import Batcher
 from lookalike.server.config import ServerConfig, parse_config
+from lookalike.server.core import Core
 from lookalike.server.datadir import DataDirLock
-from lookalike.server.engine import Engine, EngineSettings
+from lookalike.server.engine import Engine
 from lookalike.server.errors import AddressInUseError, LookalikeError
 from lookalike.server.metrics import Metrics
+from lookalike.server.onnx_engine import EngineSettings, OnnxEngine, read_manifest
 from lookalike.server.preprocess import Preprocessor
-from lookalike.server.repository import Repository
-from lookalike.server.service import ImageSearchService, ServiceLimits
-from lookalike.server.store import ModelIdentity
+from lookalike.server.repository import LocalRepository
+from lookalike.server.requests import RequestLimits
+from lookalike.server.service import ImageSearchService
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 
@@ -79,37 +79,22 @@ def _refusal(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHand
     return grpc.unary_unary_rpc_method_handler(refuse)
 
 
-def _timed(
-    function: Callable[[Any], Any], observe: Callable[[Any, float], None]
-) -> Callable[[Any], Any]:
-    def timed(argument: Any) -> Any:
-        started = time.perf_counter()
-        result = function(argument)
-        observe(argument, time.perf_counter() - started)
-        return result
-
-    return timed
-
-
 EngineFactory = Callable[[Path, EngineSettings], Engine]
 
 
 class LookalikeServer:
-    def __init__(self, config: ServerConfig, *, engine_factory: EngineFactory = Engine) -> None:
+    def __init__(self, config: ServerConfig, *, engine_factory: EngineFactory = OnnxEngine) -> None:
         self.config = config
         self._engine_factory = engine_factory
         self._tasks: set[asyncio.Task[None]] = set()
         self.metrics = Metrics.create()
         self.health = HealthServicer()
-        self.service = ImageSearchService(
-            self.metrics,
-            ServiceLimits(max_images_per_request=config.max_images_per_request),
-            preprocess_mode=config.preprocess_mode,
-        )
+        self.service = ImageSearchService(self.metrics)
         self.port: int | None = None
+        self._started = time.monotonic()
         self._engine: Engine | None = None
         self._batcher: Batcher | None = None
-        self._repository: Repository | None = None
+        self._repository: LocalRepository | None = None
         self._snapshots: asyncio.Task[None] | None = None
         self._data_lock = DataDirLock(config.data_dir)
         interceptors = [TokenInterceptor(config.token)] if config.token else []
@@ -174,24 +159,35 @@ class LookalikeServer:
             None, self._engine_factory, config.model_dir, config.engine
         )
         self._engine = engine
+        model = engine.info
         await loop.run_in_executor(None, engine.warm_up, config.batcher.max_batch)
         preprocess = Preprocessor(
-            engine.manifest.preprocess, mode=config.preprocess_mode, limits=config.image_limits
+            read_manifest(config.model_dir).preprocess,
+            mode=config.preprocess_mode,
+            limits=config.image_limits,
         )
-        stage = self.metrics.stage_seconds
         batcher = Batcher(
-            _timed(engine.embed, self._observe_batch),
-            _timed(preprocess, lambda _, s: stage.labels("preprocess").observe(s)),
+            engine.embed,
+            preprocess,
             config.batcher,
             on_health_change=self._engine_health_changed,
+            metrics=self.metrics,
         )
         self._batcher = batcher  # from here on, stop() closes what load() opened
         await batcher.start()
-        repository = Repository(config.data_dir, _identity(engine.manifest), config.index)
+        repository = LocalRepository(config.data_dir, model.identity, config.index)
         self._repository = repository
         items = await repository.open()
-        self.service.attach(engine, batcher, repository)
-        self.metrics.index_items.set(items)
+        core = Core(
+            model,
+            batcher,
+            repository,
+            self.metrics,
+            limits=RequestLimits(max_images_per_request=config.max_images_per_request),
+            preprocess_mode=config.preprocess_mode.value,
+            started=self._started,
+        )
+        self.service.attach(core)
         if config.metrics_port:
             self.metrics.serve(config.metrics_port, config.host)
         self._snapshots = asyncio.create_task(self._snapshot_periodically())
@@ -199,14 +195,14 @@ class LookalikeServer:
         log.info(
             "ready: model %s (%s%s), %s on %s, %d threads%s, %d-d, %d items, preprocess %s, "
             "max batch %d, max delay %gms",
-            engine.manifest.source.id,
-            engine.manifest.source.kind,
-            ", RANDOM WEIGHTS" if engine.manifest.source.random_weights else "",
-            engine.precision.value,
-            ",".join(engine.providers),
-            engine.threads,
-            " (one image per run)" if engine.per_image else "",
-            engine.dim,
+            model.model_id,
+            model.source_kind,
+            ", RANDOM WEIGHTS" if model.random_weights else "",
+            model.precision.value,
+            ",".join(model.providers),
+            model.threads,
+            " (one image per run)" if model.per_image else "",
+            model.dims,
             items,
             config.preprocess_mode.value,
             config.batcher.max_batch,
@@ -270,12 +266,6 @@ class LookalikeServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _observe_batch(self, batch: np.ndarray, seconds: float) -> None:
-        self.metrics.stage_seconds.labels("inference").observe(seconds)
-        self.metrics.batch_size.observe(len(batch))
-        if self._batcher is not None:
-            self.metrics.queue_depth.set(self._batcher.stats().queue_depth)
-
     async def _snapshot_periodically(self) -> None:
         while True:
             await asyncio.sleep(self.config.snapshot_interval_s)
@@ -284,12 +274,6 @@ class LookalikeServer:
                     log.info("index snapshot saved")
             except Exception:  # the database still has everything; try again next time
                 log.exception("saving the index snapshot failed")
-
-
-def _identity(manifest: Manifest) -> ModelIdentity:
-    source = manifest.source
-    name = f"{source.kind}:{source.id}" + (f"@{source.revision}" if source.revision else "")
-    return ModelIdentity(source=name, dims=manifest.embedding_dim)
 
 
 async def serve(config: ServerConfig) -> None:

@@ -6,6 +6,8 @@ batch. A single loop owns the queue of ready tensors: it flushes when `max_batch
 ready, when the oldest ready row has waited `max_delay_ms`, or at once when no other image is
 being preprocessed (nothing could join the batch in time, so waiting would only add latency).
 It skips rows whose caller has gone and runs inference in its own thread, off the event loop.
+It records its decisions in `Metrics`: admissions, refusals, dropped rows, batch sizes, queue
+depth, and the preprocess and inference stage times.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from lookalike.server.errors import EngineError, InvalidImageError, LookalikeError, OverloadedError
+from lookalike.server.metrics import Metrics
 
 __all__ = ["BatcherSettings", "BatcherStats", "Batcher"]
 
@@ -72,8 +75,10 @@ class Batcher:
         settings: BatcherSettings = BatcherSettings(),
         *,
         on_health_change: HealthListener | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._embed, self._preprocess, self.settings = embed, preprocess, settings
+        self._metrics = metrics or Metrics.create()
         self._on_health_change = on_health_change
         self._ready: asyncio.Queue[_Ready] = asyncio.Queue()
         self._pending = 0  # admitted and not yet answered
@@ -135,6 +140,8 @@ class Batcher:
         if self._loop_task is None:
             raise EngineError("batcher is not running")
         if not self.has_room(len(images)):
+            self._metrics.refused.inc(len(images))
+            self._metrics.queue_depth.set(self._pending)
             raise OverloadedError(
                 f"server is at capacity ({self._pending} images queued, limit "
                 f"{self.settings.max_queue}); retry with backoff"
@@ -149,6 +156,8 @@ class Batcher:
             prepared = loop.run_in_executor(self._preprocess_pool, self._prepare, data, future)
             prepared.add_done_callback(functools.partial(self._enqueue, future))
             futures.append(future)
+        self._metrics.admitted.inc(len(images))
+        self._metrics.queue_depth.set(self._pending)
         return futures
 
     async def embed(self, images: Sequence[bytes]) -> np.ndarray:
@@ -161,13 +170,15 @@ class Batcher:
 
     def _release(self, _: asyncio.Future[np.ndarray]) -> None:
         self._pending -= 1
+        self._metrics.queue_depth.set(self._pending)
 
     def _prepare(self, data: bytes, future: asyncio.Future[np.ndarray]) -> np.ndarray | None:
         """Runs in a worker thread. Skips images whose caller has already gone."""
         if future.done():
             return None
         try:
-            return self._preprocess(data)
+            with self._metrics.stage("preprocess"):
+                return self._preprocess(data)
         except LookalikeError:
             raise
         except Exception as exc:  # a decoder bug must fail this image, not the server
@@ -179,7 +190,8 @@ class Batcher:
         self, future: asyncio.Future[np.ndarray], prepared: asyncio.Future[np.ndarray | None]
     ) -> None:
         self._preprocessing -= 1
-        if future.done() or prepared.cancelled():
+        if future.done() or prepared.cancelled():  # the caller has gone
+            self._metrics.dropped.inc()
             return
         error = prepared.exception()
         if error is not None:
@@ -203,7 +215,7 @@ class Batcher:
         """
         loop = asyncio.get_running_loop()
         first = await self._ready.get()
-        batch = [first] if not first.future.done() else []
+        batch = self._still_wanted([first])
         deadline = first.ready_at + self.settings.max_delay_ms / 1000
         while len(batch) < self.settings.max_batch:
             if self._ready.empty():
@@ -216,15 +228,22 @@ class Batcher:
                     break
             else:
                 item = self._ready.get_nowait()
-            if not item.future.done():  # the caller is still waiting
-                batch.append(item)
+            batch += self._still_wanted([item])
         return batch
+
+    def _still_wanted(self, rows: list[_Ready]) -> list[_Ready]:
+        """The rows whose caller is still waiting; the others are dropped."""
+        wanted = [row for row in rows if not row.future.done()]
+        self._metrics.dropped.inc(len(rows) - len(wanted))
+        return wanted
 
     async def _infer(self, batch: list[_Ready]) -> None:
         tensors = np.stack([item.tensor for item in batch])
         loop = asyncio.get_running_loop()
+        self._metrics.batch_size.observe(len(batch))
         try:
-            embeds = await loop.run_in_executor(self._inference_pool, self._embed, tensors)
+            with self._metrics.stage("inference"):
+                embeds = await loop.run_in_executor(self._inference_pool, self._embed, tensors)
         except Exception as exc:
             self._set_failures(self._consecutive_failures + 1)
             error = exc if isinstance(exc, EngineError) else EngineError(f"inference failed: {exc}")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from lookalike.export.manifest import Precision
 from lookalike.server.batcher import BatcherSettings
-from lookalike.server.engine import EngineSettings, Provider
 from lookalike.server.index import IndexSettings
+from lookalike.server.onnx_engine import EngineSettings, Provider
 from lookalike.server.preprocess import ImageLimits, PreprocessMode
 
 __all__ = ["ServerConfig", "parse_config", "ENV_PREFIX"]

@@ -1,281 +1,70 @@
-"""The one owner of an ONNX Runtime session: providers, threads, variant choice, IO binding.
+"""What the rest of the server needs of a model: the `Engine` interface and `ModelInfo`.
 
-Same input, same output: an image's embedding never depends on the other images in its batch.
-Dynamic int8 graphs quantize activations with one scale per input tensor, so batching changes
-every image's result a little. At load the engine runs probe images alone and as one batch;
-where the two differ it runs such graphs one image per run: a lone image on the session with
-all threads, several images in parallel on a one-thread session (the two agree bit for bit,
-which the same check confirms). benchmarks/README.md gives the throughput cost.
+One engine runs one graph of an export package (its role: `image` today, `text` beside it
+next); `onnx_engine.OnnxEngine` is the implementation, chosen per role by its inputs. The core,
+the service and the wiring see only this interface, so a test can hand them a fake.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
-import enum
-import logging
-import os
-from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from lookalike.export.errors import RuntimeMissingError
-from lookalike.export.manifest import Manifest, ManifestError, Precision, Variant, sha256_file
-from lookalike.export.runtime import import_onnxruntime
-from lookalike.server.errors import EngineError, ModelLoadError
+from lookalike.export.manifest import Precision
 
-__all__ = ["Provider", "EngineSettings", "Engine", "physical_cores"]
-
-log = logging.getLogger(__name__)
+__all__ = ["Engine", "ModelInfo", "ModelIdentity"]
 
 
-class Provider(str, enum.Enum):
-    AUTO = "auto"  # CUDA when this onnxruntime build has it, else CPU
-    CPU = "cpu"
-    CUDA = "cuda"
-    TENSORRT = "tensorrt"
+@dataclasses.dataclass(frozen=True)
+class ModelIdentity:
+    """What makes two models' embeddings comparable: the same weights and dimension."""
 
+    source: str
+    dims: int
 
-ORT_PROVIDERS = {
-    Provider.CPU: ["CPUExecutionProvider"],
-    Provider.CUDA: ["CUDAExecutionProvider", "CPUExecutionProvider"],
-    Provider.TENSORRT: [
-        "TensorrtExecutionProvider",
-        "CUDAExecutionProvider",
-        "CPUExecutionProvider",
-    ],
-}
-# Preferred variant per device when none is asked for: the fastest that keeps parity.
-PRECISION_PREFERENCE = {
-    "cpu": (Precision.INT8, Precision.FP32, Precision.FP16),
-    "gpu": (Precision.FP16, Precision.FP32, Precision.INT8),
-}
-NORM_TOLERANCE = 1e-2
-INVARIANCE_PROBES = 8  # varied images run alone and as one batch at load
-INVARIANCE_TOLERANCE = 1e-6  # max abs difference per component that counts as "the same"
+    def describe(self) -> str:
+        return f"{self.source} ({self.dims}-d)"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class EngineSettings:
-    provider: Provider = Provider.AUTO
-    precision: Precision | None = None  # None: fp16 on GPU, int8 on CPU
-    intra_op_threads: int = 0  # 0: all physical cores this process may use
-    inter_op_threads: int = 1
-    graph: str = "image"
-    io_binding: bool | None = None  # None: on for GPU providers (one host-to-device copy)
+class ModelInfo:
+    """The model an engine runs, as callers and operators see it."""
 
-
-class Engine:
-    """Loads one graph of an export package and embeds preprocessed batches with it."""
-
-    def __init__(self, model_dir: Path, settings: EngineSettings = EngineSettings()) -> None:
-        try:
-            self._ort = import_onnxruntime()
-        except RuntimeMissingError as exc:
-            raise ModelLoadError(str(exc)) from exc
-        try:
-            self.manifest = Manifest.load(model_dir)
-        except ManifestError as exc:
-            raise ModelLoadError(str(exc)) from exc
-        graph = self.manifest.graphs.get(settings.graph)
-        if graph is None:
-            have = ", ".join(self.manifest.graphs)
-            raise ModelLoadError(f"{model_dir} has no {settings.graph!r} graph (has: {have})")
-        self.input_name, self.output_name, self.dim = graph.input, graph.output, graph.output_dim
-        self.image_size = int(graph.input_shape[-1])
-        self.providers = self._choose_providers(settings.provider)
-        on_gpu = self.providers[0] != "CPUExecutionProvider"
-        self.variant = self._choose_variant(graph.variants, settings.precision, on_gpu)
-        self.model_file = path = model_dir / self.variant.file
-        _verify_file(path, self.variant)
-        if self.manifest.source.random_weights:
-            log.warning(
-                "RANDOM WEIGHTS: %s was exported with --random-init %s; its embeddings carry "
-                "no meaning (fine for tests and benchmarks, useless for search)",
-                model_dir,
-                self.manifest.source.id,
-            )
-        self.threads = settings.intra_op_threads or physical_cores()
-        self._session = self._create_session(path, settings, threads=self.threads)
-        self.providers = self._session.get_providers()  # what the session really got
-        self._use_io_binding = (
-            self.providers[0] != "CPUExecutionProvider"
-            if settings.io_binding is None
-            else settings.io_binding
-        )
-        # Where batching changes results: images run one per run, in parallel on a
-        # one-thread session; a lone image still gets every thread.
-        self._parallel_session = None
-        self._workers: concurrent.futures.ThreadPoolExecutor | None = None
-        probes = self._varied_probes()
-        if self._batch_changes_results(probes):
-            self._parallel_session = (
-                self._session
-                if self.threads == 1
-                else self._create_session(path, settings, threads=1)
-            )
-            self._workers = concurrent.futures.ThreadPoolExecutor(
-                self.threads, thread_name_prefix="engine"
-            )
-            if not self._thread_count_keeps_results(probes):
-                log.warning("1-thread and %d-thread runs differ: all on 1 thread", self.threads)
-                self._session = self._parallel_session
-        log.info(
-            "engine: %s %s on %s, %d threads, %d-d embeddings, %s",
-            self.manifest.source.id,
-            self.variant.precision.value,
-            ", ".join(self.providers),
-            self.threads,
-            self.dim,
-            "one image per run (batching would change results)" if self.per_image else "batched",
-        )
+    model_id: str  # hub id, local path, or random-init preset name
+    source_kind: str  # "hub", "local" or "random-init"
+    revision: str | None  # resolved hub commit, when known
+    random_weights: bool
+    role: str  # the graph's role in the package: "image" (or "text")
+    dims: int
+    precision: Precision
+    providers: tuple[str, ...]  # what the runtime really got, best first
+    threads: int
+    per_image: bool  # runs one input per run because batching would change results
 
     @property
-    def precision(self) -> Precision:
-        return self.variant.precision
+    def identity(self) -> ModelIdentity:
+        revision = f"@{self.revision}" if self.revision else ""
+        return ModelIdentity(f"{self.source_kind}:{self.model_id}{revision}", self.dims)
+
+
+class Engine(Protocol):
+    """Embeds batches of one graph's inputs into unit vectors. Not thread-safe: one caller."""
 
     @property
-    def per_image(self) -> bool:
-        """Whether images run one per run (the graph's results depend on the batch)."""
-        return self._workers is not None
+    def info(self) -> ModelInfo: ...
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
-        """float32[B, 3, H, W] -> float32[B, D], rows of unit norm."""
-        if batch.ndim != 4 or batch.shape[1:] != (3, self.image_size, self.image_size):
-            raise EngineError(
-                f"expected a batch of shape [B, 3, {self.image_size}, {self.image_size}], "
-                f"got {list(batch.shape)}"
-            )
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        try:
-            embeds = self._infer(batch)
-        except Exception as exc:  # ONNX Runtime raises its own exception types
-            raise EngineError(f"inference failed: {exc}") from exc
-        norms = np.linalg.norm(embeds, axis=1, keepdims=True)
-        if not np.all(np.isfinite(norms)) or np.any(norms < NORM_TOLERANCE):
-            raise EngineError("inference produced non-finite or zero embeddings")
-        return (embeds / norms).astype(np.float32, copy=False)
+        """A batch of model inputs -> float32[B, D], rows of unit norm; EngineError on failure."""
+        ...
 
     def warm_up(self, batch_size: int = 1) -> None:
-        """The first run allocates and tunes; do it before taking traffic."""
-        self.embed(self._probe(batch_size))
+        """Run once before taking traffic (the first run allocates and tunes)."""
+        ...
 
     def self_test(self) -> None:
         """Raise EngineError unless a known input embeds to a finite unit vector."""
-        embeds = self.embed(self._probe(1))
-        if embeds.shape != (1, self.dim) or abs(float(np.linalg.norm(embeds)) - 1) > 1e-3:
-            raise EngineError(f"self-test produced an embedding of shape {embeds.shape}")
+        ...
 
-    def close(self) -> None:
-        if self._workers is not None:
-            self._workers.shutdown(wait=True)
-
-    def _probe(self, batch_size: int) -> np.ndarray:
-        size = self.image_size
-        ramp = np.linspace(-1.5, 1.5, 3 * size * size, dtype=np.float32)
-        return np.broadcast_to(ramp.reshape(1, 3, size, size), (batch_size, 3, size, size))
-
-    def _varied_probes(self) -> np.ndarray:
-        """Images with different value ranges, as different photos have."""
-        rng = np.random.default_rng(0)
-        shape = (INVARIANCE_PROBES, 3, self.image_size, self.image_size)
-        scales = rng.uniform(0.2, 2.0, size=(INVARIANCE_PROBES, 1, 1, 1))
-        return np.ascontiguousarray(rng.normal(size=shape) * scales, dtype=np.float32)
-
-    def _batch_changes_results(self, probes: np.ndarray) -> bool:
-        alone = np.concatenate([self._run(self._session, image[None]) for image in probes])
-        together = self._run(self._session, probes)
-        return bool(np.max(np.abs(together - alone)) > INVARIANCE_TOLERANCE)
-
-    def _thread_count_keeps_results(self, probes: np.ndarray) -> bool:
-        if self._parallel_session is self._session:
-            return True
-        return all(
-            np.array_equal(
-                self._run(self._session, image[None]),
-                self._run(self._parallel_session, image[None]),
-            )
-            for image in probes
-        )
-
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
-        if self._workers is None or len(batch) == 1:
-            return self._run(self._session, batch)
-        session = self._parallel_session
-        runs = self._workers.map(lambda image: self._run(session, image[None]), batch)
-        return np.concatenate(list(runs))
-
-    def _run(self, session, batch: np.ndarray) -> np.ndarray:  # session: ort.InferenceSession
-        if not self._use_io_binding:
-            return session.run([self.output_name], {self.input_name: batch})[0]
-        binding = session.io_binding()
-        binding.bind_cpu_input(self.input_name, batch)  # one host-to-device copy
-        binding.bind_output(self.output_name)
-        session.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()[0]
-
-    def _choose_providers(self, provider: Provider) -> list[str]:
-        available = self._ort.get_available_providers()
-        if provider is Provider.AUTO:
-            provider = Provider.CUDA if "CUDAExecutionProvider" in available else Provider.CPU
-        wanted = ORT_PROVIDERS[provider]
-        if wanted[0] not in available:
-            raise ModelLoadError(
-                f"provider {provider.value!r} needs {wanted[0]}, which this onnxruntime build "
-                f"lacks (it has {', '.join(available)}); for CUDA install 'lookalike[gpu]' "
-                "instead of 'lookalike[cpu]'"
-            )
-        return [name for name in wanted if name in available]
-
-    @staticmethod
-    def _choose_variant(
-        variants: dict[Precision, Variant], asked: Precision | None, on_gpu: bool
-    ) -> Variant:
-        if asked is not None:
-            if asked not in variants:
-                have = ", ".join(p.value for p in variants)
-                raise ModelLoadError(
-                    f"the export has no {asked.value} variant (has: {have}); "
-                    f"re-export with --precision {asked.value}"
-                )
-            return variants[asked]
-        preference = PRECISION_PREFERENCE["gpu" if on_gpu else "cpu"]
-        for precision in preference:
-            if precision in variants:
-                return variants[precision]
-        raise ModelLoadError("the export lists no variants")
-
-    def _create_session(self, path: Path, settings: EngineSettings, *, threads: int):
-        options = self._ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = settings.inter_op_threads
-        options.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return self._ort.InferenceSession(str(path), sess_options=options, providers=self.providers)
-
-
-def physical_cores() -> int:
-    """Cores this process may run on, SMT siblings counted once (ONNX Runtime's default)."""
-    try:
-        cpus = os.sched_getaffinity(0)
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-    cores = set()
-    for cpu in cpus:
-        try:
-            siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
-            cores.add(siblings.read_text().strip())
-        except OSError:
-            return len(cpus)
-    return len(cores) or 1
-
-
-def _verify_file(path: Path, variant: Variant) -> None:
-    if not path.is_file():
-        raise ModelLoadError(f"model file {path} is missing")
-    actual = sha256_file(path)
-    if actual != variant.sha256:
-        raise ModelLoadError(
-            f"model file {path} is corrupt or was replaced: sha256 {actual[:16]}... does not "
-            f"match the manifest's {variant.sha256[:16]}...; re-export the model"
-        )
+    def close(self) -> None: ...

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 from usearch.index import Index
+
+from lookalike.export.durable import fsync_directory, fsync_file
 
 __all__ = ["IndexSettings", "Hit", "VectorIndex", "SnapshotError"]
 
@@ -110,17 +111,12 @@ class VectorIndex:
         temporary = path.with_name(f".{path.name}.tmp")
         try:
             self._index.save(str(temporary))
-            with temporary.open("rb") as stream:
-                os.fsync(stream.fileno())
+            fsync_file(temporary)
         except Exception as exc:
             temporary.unlink(missing_ok=True)
             raise OSError(f"could not write the index snapshot {path}: {exc}") from exc
         temporary.replace(path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        fsync_directory(path.parent)
 
     @classmethod
     def load(

@@ -1,8 +1,15 @@
-"""Prometheus metrics, in a registry of their own (one per server, nothing global)."""
+"""Prometheus metrics, in a registry of their own (one per server, nothing global).
+
+Recorded where the decisions are made: the batcher counts what it admits, refuses and drops,
+the core follows the item count and times its stages with `Metrics.stage`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import time
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -20,6 +27,9 @@ class Metrics:
     stage_seconds: Histogram
     batch_size: Histogram
     queue_depth: Gauge
+    admitted: Counter
+    refused: Counter
+    dropped: Counter
     index_items: Gauge
 
     @classmethod
@@ -56,8 +66,32 @@ class Metrics:
             queue_depth=Gauge(
                 "lookalike_queue_depth", "Images admitted and not yet answered", registry=registry
             ),
+            admitted=Counter(
+                "lookalike_admitted_inputs",
+                "Inputs (images) admitted to the batch queue",
+                registry=registry,
+            ),
+            refused=Counter(
+                "lookalike_refused_inputs",
+                "Inputs refused because the queue was full (RESOURCE_EXHAUSTED)",
+                registry=registry,
+            ),
+            dropped=Counter(
+                "lookalike_dropped_inputs",
+                "Admitted inputs skipped before inference because their caller had gone",
+                registry=registry,
+            ),
             index_items=Gauge("lookalike_index_items", "Stored items", registry=registry),
         )
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time the block as one observation of stage `name` (also when it raises)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_seconds.labels(name).observe(time.perf_counter() - started)
 
     def serve(self, port: int, host: str) -> None:
         start_http_server(port, addr=host, registry=self.registry)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -18,11 +17,20 @@ from typing import TypeVar
 
 import numpy as np
 
+from lookalike.server.engine import ModelIdentity
 from lookalike.server.errors import NotFoundError
 from lookalike.server.index import Hit, IndexSettings, SnapshotError, VectorIndex
-from lookalike.server.store import ItemStore, ModelIdentity, NewItem, StoredItem, Written
+from lookalike.server.items import (
+    EmbeddedItem,
+    RepositoryStats,
+    ScoredItem,
+    SearchResult,
+    StoredItem,
+    WriteOutcome,
+)
+from lookalike.server.store import ItemStore
 
-__all__ = ["Repository", "ScoredItem", "SearchResult"]
+__all__ = ["LocalRepository"]
 
 log = logging.getLogger(__name__)
 
@@ -33,25 +41,16 @@ OVERSAMPLING = 4  # filtered HNSW search asks for this many times k, then widens
 T = TypeVar("T")
 
 
-@dataclasses.dataclass(frozen=True)
-class ScoredItem:
-    item: StoredItem
-    score: float
+class LocalRepository:
+    """The `Repository` of one data directory on this machine."""
 
-
-@dataclasses.dataclass(frozen=True)
-class SearchResult:
-    matches: list[ScoredItem]
-    exact: bool
-
-
-class Repository:
     def __init__(self, data_dir: Path, identity: ModelIdentity, settings: IndexSettings) -> None:
         self.data_dir, self.identity, self.settings = data_dir, identity, settings
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="data")
         self._store: ItemStore | None = None
         self._index: VectorIndex | None = None
         self._dirty = False  # the index has changed since its last snapshot
+        self._items = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -71,7 +70,8 @@ class Repository:
             index = VectorIndex(self.identity.dims, self.settings)
         self._store, self._index = store, index
         self._catch_up()
-        return store.count()
+        self._items = store.count()
+        return self._items
 
     def _catch_up(self) -> None:
         """Make the index hold exactly the database's keys."""
@@ -110,64 +110,98 @@ class Repository:
 
     # -- operations ------------------------------------------------------------------------
 
-    async def count(self) -> int:
-        return await self._run(lambda: self._ready()[0].count())
+    @property
+    def item_count(self) -> int:
+        return self._items
 
-    async def upsert(self, items: Sequence[NewItem]) -> list[Written]:
+    async def stats(self) -> RepositoryStats:
+        return RepositoryStats(items=self._items, index=self.settings)
+
+    async def upsert(self, items: Sequence[EmbeddedItem]) -> list[WriteOutcome]:
         return await self._run(lambda: self._upsert(items))
 
-    def _upsert(self, items: Sequence[NewItem]) -> list[Written]:
+    def _upsert(self, items: Sequence[EmbeddedItem]) -> list[WriteOutcome]:
         store, index = self._ready()
         written = store.upsert(items)  # durable from here on
         for stored, item in zip(written, items, strict=True):  # in order: later ids win
-            if stored.replaced_key is not None:
-                index.remove(np.asarray([stored.replaced_key], dtype=np.uint64))
-            index.add(np.asarray([stored.key], dtype=np.uint64), item.vector[None, :])
+            index.remove(np.asarray(stored.replaced_keys, dtype=np.uint64))
+            index.add(np.asarray(stored.keys, dtype=np.uint64), item.vector[None, :])
+            self._items += not stored.replaced_keys
         self._dirty = True
-        return written
+        return [WriteOutcome(stored.id, bool(stored.replaced_keys)) for stored in written]
 
-    async def delete(self, ids: Sequence[str]) -> dict[str, int]:
-        def delete() -> dict[str, int]:
+    async def delete(self, ids: Sequence[str]) -> list[str]:
+        def delete() -> list[str]:
             store, index = self._ready()
             removed = store.delete(ids)
-            index.remove(np.asarray(list(removed.values()), dtype=np.uint64))
+            keys = [key for item_keys in removed.values() for key in item_keys]
+            index.remove(np.asarray(keys, dtype=np.uint64))
+            self._items -= len(removed)
             self._dirty = self._dirty or bool(removed)
-            return removed
+            return list(removed)
 
         return await self._run(delete)
 
     async def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem:
-        item = await self._run(lambda: self._ready()[0].get(item_id, with_vector=with_vector))
+        return await self._run(lambda: self._get(item_id, with_vector=with_vector))
+
+    def _get(self, item_id: str, *, with_vector: bool) -> StoredItem:
+        item = self._ready()[0].get(item_id, with_vector=with_vector)
         if item is None:
             raise NotFoundError(f"no item with id {item_id!r}")
         return item
 
     async def search(
         self,
-        query: np.ndarray,
+        vector: np.ndarray,
         k: int,
         *,
         filter_pairs: Mapping[str, str] | None = None,
-        exclude_key: int | None = None,
         min_score: float | None = None,
+        exclude_id: str | None = None,
     ) -> SearchResult:
-        def search() -> SearchResult:
-            store, index = self._ready()
-            wanted = k + (exclude_key is not None)
-            if filter_pairs:
-                hits, exact = self._filtered(query, wanted, store.keys_matching(filter_pairs))
-            else:
-                hits, exact = index.search(query, wanted), index.is_exact_for()
-            hits = [h for h in hits if h.key != exclude_key]
-            if min_score is not None:
-                hits = [h for h in hits if h.score >= min_score]
-            hits = hits[:k]
-            items = store.by_keys([h.key for h in hits])
-            return SearchResult(
-                [ScoredItem(items[h.key], h.score) for h in hits if h.key in items], exact
-            )
+        return await self._run(lambda: self._search(vector, k, filter_pairs, min_score, exclude_id))
+
+    async def search_by_id(
+        self,
+        item_id: str,
+        k: int,
+        *,
+        filter_pairs: Mapping[str, str] | None = None,
+        min_score: float | None = None,
+        exclude_self: bool = True,
+    ) -> SearchResult:
+        def search() -> SearchResult:  # one trip to the data thread
+            vector = self._get(item_id, with_vector=True).vector
+            assert vector is not None
+            excluded = item_id if exclude_self else None
+            return self._search(vector, k, filter_pairs, min_score, excluded)
 
         return await self._run(search)
+
+    def _search(
+        self,
+        query: np.ndarray,
+        k: int,
+        filter_pairs: Mapping[str, str] | None,
+        min_score: float | None,
+        exclude_id: str | None,
+    ) -> SearchResult:
+        store, index = self._ready()
+        excluded = set(store.keys_of(exclude_id)) if exclude_id is not None else set()
+        wanted = k + len(excluded)
+        if filter_pairs:
+            hits, exact = self._filtered(query, wanted, store.keys_matching(filter_pairs))
+        else:
+            hits, exact = index.search(query, wanted), index.is_exact_for()
+        hits = [h for h in hits if h.key not in excluded]
+        if min_score is not None:
+            hits = [h for h in hits if h.score >= min_score]
+        hits = hits[:k]
+        items = store.by_keys([h.key for h in hits])
+        return SearchResult(
+            [ScoredItem(items[h.key], h.score) for h in hits if h.key in items], exact
+        )
 
     def _filtered(
         self, query: np.ndarray, wanted: int, allowed: np.ndarray

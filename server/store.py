@@ -1,7 +1,10 @@
 """The items' source of truth: SQLite in WAL mode, every commit fsynced (synchronous=FULL).
 
-Each stored vector has an integer key (the USearch key). An item owns its key today; items
-with several vectors (regions) will own several, so the key is never the item id.
+An item (id, metadata) owns vectors; each vector has an integer key, the USearch key. Today an
+item owns one vector; items with several (regions) need no new layout. Keys only ever grow
+(AUTOINCREMENT), so a key in an old index snapshot never names a different vector.
+The layout carries a schema version (`PRAGMA user_version`); opening an older database
+migrates it in one transaction, a newer one is refused.
 Not thread-safe: one owner (the repository's data thread) calls it.
 """
 
@@ -9,67 +12,79 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from lookalike.server.engine import ModelIdentity
 from lookalike.server.errors import DataDirError, StorageError, StorageFullError
+from lookalike.server.items import EmbeddedItem, StoredItem
 
-__all__ = ["NewItem", "StoredItem", "Written", "ItemStore", "ModelIdentity"]
+__all__ = ["ItemStore", "Stored", "SCHEMA_VERSION"]
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS items (
-    key INTEGER PRIMARY KEY AUTOINCREMENT,
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2
+ITEM_TABLES_V2 = """
+CREATE TABLE items (
+    item INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
-    vector BLOB NOT NULL,
     metadata TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS metadata (
+CREATE TABLE vectors (
+    key INTEGER PRIMARY KEY AUTOINCREMENT,
+    item INTEGER NOT NULL REFERENCES items(item) ON DELETE CASCADE,
+    vector BLOB NOT NULL
+);
+CREATE INDEX vectors_by_item ON vectors(item);
+CREATE TABLE metadata (
     name TEXT NOT NULL,
     value TEXT NOT NULL,
-    key INTEGER NOT NULL REFERENCES items(key) ON DELETE CASCADE,
-    PRIMARY KEY (name, value, key)
+    item INTEGER NOT NULL REFERENCES items(item) ON DELETE CASCADE,
+    PRIMARY KEY (name, value, item)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS metadata_by_key ON metadata(key);
+CREATE INDEX metadata_by_item ON metadata(item);
 """
+SCHEMA = "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);" + ITEM_TABLES_V2
+# Version 1 (before versioning, user_version 0): `items(key, id, vector, metadata)`, one vector
+# per item, keyed by the vector key; `metadata(name, value, key)`.
+MIGRATE_1_TO_2 = (
+    """
+ALTER TABLE items RENAME TO items_v1;
+ALTER TABLE metadata RENAME TO metadata_v1;
+"""
+    + ITEM_TABLES_V2
+    + """
+INSERT INTO items (item, id, metadata) SELECT key, id, metadata FROM items_v1;
+INSERT INTO vectors (key, item, vector) SELECT key, key, vector FROM items_v1;
+INSERT INTO metadata (name, value, item) SELECT name, value, key FROM metadata_v1;
+-- keys are never reused: both sequences go on from the largest key ever handed out
+INSERT INTO sqlite_sequence (name, seq) SELECT 'items', 0
+    WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'items');
+INSERT INTO sqlite_sequence (name, seq) SELECT 'vectors', 0
+    WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'vectors');
+UPDATE sqlite_sequence SET seq = (SELECT seq FROM sqlite_sequence WHERE name = 'items_v1')
+    WHERE name IN ('items', 'vectors')
+    AND seq < (SELECT seq FROM sqlite_sequence WHERE name = 'items_v1');
+DROP TABLE metadata_v1;
+DROP TABLE items_v1;
+"""
+)
+MIGRATIONS: dict[int, str] = {1: MIGRATE_1_TO_2}  # from version N to N + 1
 IDENTITY_SETTING = "model_identity"
 SQLITE_FULL = 13  # the result code of a write to a full disk
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelIdentity:
-    """What makes two models' embeddings comparable: the same weights and dimension."""
+class Stored:
+    """What a write did to the vector keys, for the index to follow."""
 
-    source: str
-    dims: int
-
-    def describe(self) -> str:
-        return f"{self.source} ({self.dims}-d)"
-
-
-@dataclasses.dataclass(frozen=True)
-class NewItem:
     id: str
-    vector: np.ndarray  # float32[D], unit norm
-    metadata: Mapping[str, str]
-
-
-@dataclasses.dataclass(frozen=True)
-class StoredItem:
-    key: int
-    id: str
-    metadata: dict[str, str]
-    vector: np.ndarray | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Written:
-    id: str
-    key: int
-    replaced_key: int | None
+    keys: list[int]  # the item's vectors now
+    replaced_keys: list[int]  # the vectors of the item it replaced (none if it is new)
 
 
 class ItemStore:
@@ -79,8 +94,8 @@ class ItemStore:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            self._bring_schema_up_to_date()
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(SCHEMA)
             self._check_identity(identity)
         except sqlite3.DatabaseError as exc:
             raise DataDirError(
@@ -90,6 +105,39 @@ class ItemStore:
 
     def close(self) -> None:
         self._db.close()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _bring_schema_up_to_date(self) -> None:
+        version = self.schema_version
+        if version == 0:  # new, or written before the layout carried a version
+            tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master")}
+            version = 1 if "items" in tables else 0
+        if version > SCHEMA_VERSION:
+            raise DataDirError(
+                f"database {self.path} has schema version {version}, written by a newer "
+                f"Lookalike; this one reads versions up to {SCHEMA_VERSION}. Upgrade lookalike, "
+                "or use another --data-dir"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        # DDL is transactional in SQLite: a crash leaves the old version or the new, never a mix
+        with self._transaction():
+            if version == 0:
+                self._execute_script(SCHEMA)
+            for step in range(version or SCHEMA_VERSION, SCHEMA_VERSION):
+                log.info("migrating %s from schema version %d to %d", self.path, step, step + 1)
+                self._execute_script(MIGRATIONS[step])
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _execute_script(self, script: str) -> None:
+        """Each statement in the open transaction (`executescript` would commit it first)."""
+        lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
+        for statement in "\n".join(lines).split(";"):
+            if statement.strip():
+                self._db.execute(statement)
 
     def _check_identity(self, identity: ModelIdentity) -> None:
         row = self._db.execute(
@@ -112,65 +160,93 @@ class ItemStore:
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0])
 
-    def upsert(self, items: Sequence[NewItem]) -> list[Written]:
+    def upsert(self, items: Sequence[EmbeddedItem]) -> list[Stored]:
         """Store all items in one durable transaction (group commit); later ids win."""
         written = []
         with self._transaction():
             for item in items:
-                old = self._db.execute("SELECT key FROM items WHERE id = ?", (item.id,)).fetchone()
-                if old is not None:
-                    self._db.execute("DELETE FROM items WHERE key = ?", (old[0],))
+                replaced = self._remove(item.id)
                 cursor = self._db.execute(
-                    "INSERT INTO items (id, vector, metadata) VALUES (?, ?, ?)",
-                    (item.id, item.vector.astype(np.float32).tobytes(), json.dumps(item.metadata)),
+                    "INSERT INTO items (id, metadata) VALUES (?, ?)",
+                    (item.id, json.dumps(item.metadata)),
                 )
-                key = int(cursor.lastrowid or 0)
+                row = int(cursor.lastrowid or 0)
+                cursor = self._db.execute(
+                    "INSERT INTO vectors (item, vector) VALUES (?, ?)",
+                    (row, item.vector.astype(np.float32).tobytes()),
+                )
                 self._db.executemany(
                     "INSERT INTO metadata VALUES (?, ?, ?)",
-                    [(name, value, key) for name, value in item.metadata.items()],
+                    [(name, value, row) for name, value in item.metadata.items()],
                 )
-                written.append(Written(item.id, key, old[0] if old else None))
+                written.append(Stored(item.id, [int(cursor.lastrowid or 0)], replaced))
         return written
 
-    def delete(self, ids: Sequence[str]) -> dict[str, int]:
-        """Remove the stored ones durably; return {id: key} of those that were stored."""
+    def delete(self, ids: Sequence[str]) -> dict[str, list[int]]:
+        """Remove the stored ones durably; return {id: its vector keys} of those that were."""
         removed = {}
         with self._transaction():
             for item_id in dict.fromkeys(ids):
-                row = self._db.execute("SELECT key FROM items WHERE id = ?", (item_id,)).fetchone()
-                if row is not None:
-                    self._db.execute("DELETE FROM items WHERE key = ?", (row[0],))
-                    removed[item_id] = int(row[0])
+                keys = self._remove(item_id)
+                if keys:
+                    removed[item_id] = keys
         return removed
+
+    def _remove(self, item_id: str) -> list[int]:
+        """Delete the item (its vectors and metadata follow); return its vector keys."""
+        keys = self.keys_of(item_id)
+        if keys:
+            self._db.execute("DELETE FROM items WHERE id = ?", (item_id,))
+        return keys
+
+    def keys_of(self, item_id: str) -> list[int]:
+        rows = self._db.execute(
+            "SELECT key FROM vectors JOIN items USING (item) WHERE id = ? ORDER BY key",
+            (item_id,),
+        )
+        return [int(row[0]) for row in rows]
 
     def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem | None:
         row = self._db.execute(
-            "SELECT key, id, metadata, vector FROM items WHERE id = ?", (item_id,)
+            "SELECT id, metadata, (SELECT vector FROM vectors WHERE vectors.item = items.item "
+            "ORDER BY key LIMIT 1) FROM items WHERE id = ?",
+            (item_id,),
         ).fetchone()
-        return None if row is None else _item(row, with_vector=with_vector)
+        if row is None:
+            return None
+        item_id, metadata, vector = row
+        return StoredItem(
+            item_id,
+            json.loads(metadata),
+            np.frombuffer(vector, np.float32).copy() if with_vector else None,
+        )
 
     def by_keys(self, keys: Sequence[int]) -> dict[int, StoredItem]:
+        """The items owning these vector keys, by key."""
         found: dict[int, StoredItem] = {}
-        for rows in self._rows_by_key("key, id, metadata, NULL", keys, chunk=500):
-            found.update((row[0], _item(row, with_vector=False)) for row in rows)
+        columns = "key, id, metadata FROM vectors JOIN items USING (item)"
+        for rows in self._rows_by_key(columns, keys, chunk=500):
+            found.update((int(key), StoredItem(i, json.loads(m))) for key, i, m in rows)
         return found
 
     def keys_matching(self, pairs: Mapping[str, str]) -> np.ndarray:
-        """Keys of the items whose metadata holds every pair."""
-        query = " INTERSECT ".join(
-            "SELECT key FROM metadata WHERE name = ? AND value = ?" for _ in pairs
+        """Vector keys of the items whose metadata holds every pair."""
+        items = " INTERSECT ".join(
+            "SELECT item FROM metadata WHERE name = ? AND value = ?" for _ in pairs
         )
         parameters = [part for pair in pairs.items() for part in pair]
+        query = f"SELECT key FROM vectors WHERE item IN ({items})"
         return np.fromiter((row[0] for row in self._db.execute(query, parameters)), np.uint64)
 
     def all_keys(self) -> np.ndarray:
-        return np.fromiter((row[0] for row in self._db.execute("SELECT key FROM items")), np.uint64)
+        rows = self._db.execute("SELECT key FROM vectors")
+        return np.fromiter((row[0] for row in rows), np.uint64)
 
     def vectors(
         self, keys: np.ndarray, dims: int, chunk: int = 4096
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(keys, float32[n, dims]) in chunks, for rebuilding or catching up the index."""
-        for rows in self._rows_by_key("key, vector", keys, chunk=chunk):
+        for rows in self._rows_by_key("key, vector FROM vectors", keys, chunk=chunk):
             if rows:
                 yield (
                     np.array([r[0] for r in rows], dtype=np.uint64),
@@ -178,15 +254,14 @@ class ItemStore:
                 )
 
     def _rows_by_key(
-        self, columns: str, keys: Sequence[int] | np.ndarray, *, chunk: int
+        self, selection: str, keys: Sequence[int] | np.ndarray, *, chunk: int
     ) -> Iterator[list[tuple]]:
-        """`SELECT columns ... WHERE key IN (...)`, a chunk of keys per query (SQLite caps the
+        """`SELECT selection WHERE key IN (...)`, a chunk of keys per query (SQLite caps the
         number of parameters)."""
         for start in range(0, len(keys), chunk):
             part = [int(k) for k in keys[start : start + chunk]]
             marks = ",".join("?" * len(part))
-            query = f"SELECT {columns} FROM items WHERE key IN ({marks})"
-            yield self._db.execute(query, part).fetchall()
+            yield self._db.execute(f"SELECT {selection} WHERE key IN ({marks})", part).fetchall()
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
@@ -216,13 +291,3 @@ class _Transaction:
                     "the server's disk is full; nothing was stored (searches still work)"
                 ) from exc
             raise StorageError(f"could not store durably ({exc}); nothing was stored") from exc
-
-
-def _item(row: tuple, *, with_vector: bool) -> StoredItem:
-    key, item_id, metadata, vector = row
-    return StoredItem(
-        key=int(key),
-        id=item_id,
-        metadata=json.loads(metadata),
-        vector=np.frombuffer(vector, np.float32).copy() if with_vector and vector else None,
-    )

@@ -147,3 +147,17 @@ def test_memory_benchmark_reports_exporter_files_and_server_rss(
     load = result["load_run"]
     assert load["errors"] == 0
     assert len(load["rss_samples"]) >= 3
+
+
+def test_revisions_benchmark_alternates_servers_of_two_revisions(
+    tiny_export: Path, tmp_path: Path
+) -> None:
+    document = run_benchmark("revisions", tmp_path, "HEAD", "--model-dir", str(tiny_export))
+    result = document["results"]
+    assert len(result["runs"]["baseline"]) == len(result["runs"]["current"]) == 2
+    for side in ("baseline", "current"):
+        assert all(run["errors"] == 0 and run["images_per_s"] > 0 for run in result["runs"][side])
+    assert result["current_over_baseline"] == pytest.approx(
+        result["current"]["images_per_s_mean"] / result["baseline"]["images_per_s_mean"]
+    )
+    assert document["settings"]["baseline_commit"] == document["settings"]["current_commit"]

@@ -11,9 +11,9 @@ import pytest
 
 from lookalike.client import (
     Client,
-    InvalidArgumentError,
+    InvalidRequestError,
+    ItemNotFoundError,
     NewItem,
-    NotFoundError,
     ServerUnavailableError,
     UnauthenticatedError,
 )
@@ -81,11 +81,11 @@ def test_every_call(client: Client, tmp_path: Path) -> None:
 
 
 def test_errors_are_typed_and_carry_the_status(client: Client) -> None:
-    with pytest.raises(NotFoundError) as info:
+    with pytest.raises(ItemNotFoundError) as info:
         client.get("missing")
     assert info.value.code == grpc.StatusCode.NOT_FOUND
     assert "missing" in str(info.value)
-    with pytest.raises(InvalidArgumentError, match="k must be"):
+    with pytest.raises(InvalidRequestError, match="k must be"):
         client.search(vector=np.ones(16), k=0)
     with pytest.raises(ValueError, match="exactly one"):
         client.search(k=3)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.server.engine import Engine, EngineSettings
 from lookalike.server.errors import EngineError
+from lookalike.server.onnx_engine import EngineSettings, OnnxEngine
 
 
-class FaultyEngine(Engine):
+class FaultyEngine(OnnxEngine):
     """The real engine, which raises while `failing` is set and can be slowed down."""
 
     def __init__(self, model_dir: Path, settings: EngineSettings) -> None:

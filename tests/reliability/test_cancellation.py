@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lookalike.server.batcher import BatcherSettings
-from lookalike.server.service import COMMIT_GROUP
+from lookalike.server.core import COMMIT_GROUP
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from tests.reliability.faults import EngineHandle

@@ -15,7 +15,7 @@ import pytest
 
 from lookalike.export.manifest import Precision
 from lookalike.server.batcher import BatcherSettings
-from lookalike.server.engine import Engine, EngineSettings
+from lookalike.server.onnx_engine import EngineSettings, OnnxEngine
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from tests.server.images import jpeg
@@ -36,8 +36,8 @@ def photo_like(count: int, size: int) -> np.ndarray:
 def test_benchmark_size_model_embeds_alike_in_every_batch_size(
     benchmark_export: Path, precision: Precision
 ) -> None:
-    engine = Engine(benchmark_export, EngineSettings(precision=precision))
-    pixels = photo_like(MAX_BATCH, engine.image_size)
+    engine = OnnxEngine(benchmark_export, EngineSettings(precision=precision))
+    pixels = photo_like(MAX_BATCH, engine.inputs.shape[-1])
     alone = np.concatenate([engine.embed(image[None]) for image in pixels])
     worst = {
         size: float(np.abs(engine.embed(pixels[:size]) - alone[:size]).max())

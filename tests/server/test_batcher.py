@@ -14,8 +14,8 @@ import pytest
 
 from lookalike.export.manifest import Manifest, Precision
 from lookalike.server.batcher import Batcher, BatcherSettings
-from lookalike.server.engine import Engine, EngineSettings
 from lookalike.server.errors import EngineError, InvalidImageError, OverloadedError
+from lookalike.server.onnx_engine import EngineSettings, OnnxEngine
 from lookalike.server.preprocess import Preprocessor
 from tests.server.images import jpeg
 
@@ -29,7 +29,7 @@ def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
 class RecordingEngine:
     """Wraps a real engine; records batch sizes and can hold inference until released."""
 
-    def __init__(self, engine: Engine, *, failures: int = 0) -> None:
+    def __init__(self, engine: OnnxEngine, *, failures: int = 0) -> None:
         self.engine, self.failures = engine, failures
         self.batch_sizes: list[int] = []
         self.gate = threading.Event()
@@ -47,8 +47,8 @@ class RecordingEngine:
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_export: Path) -> Engine:
-    return Engine(tiny_export, EngineSettings(precision=Precision.FP32, intra_op_threads=1))
+def engine(tiny_export: Path) -> OnnxEngine:
+    return OnnxEngine(tiny_export, EngineSettings(precision=Precision.FP32, intra_op_threads=1))
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,9 @@ async def until(condition: Callable[[], bool]) -> None:
         await asyncio.sleep(0.005)
 
 
-def test_flushes_when_max_batch_rows_are_ready(engine: Engine, preprocess: Preprocessor) -> None:
+def test_flushes_when_max_batch_rows_are_ready(
+    engine: OnnxEngine, preprocess: Preprocessor
+) -> None:
     recorder = RecordingEngine(engine)
     settings = BatcherSettings(max_batch=4, max_delay_ms=10_000)
 
@@ -93,7 +95,7 @@ def test_flushes_when_max_batch_rows_are_ready(engine: Engine, preprocess: Prepr
 
 
 def test_flushes_at_once_when_no_other_image_is_on_its_way(
-    engine: Engine, preprocess: Preprocessor
+    engine: OnnxEngine, preprocess: Preprocessor
 ) -> None:
     recorder = RecordingEngine(engine)
     settings = BatcherSettings(max_batch=64, max_delay_ms=10_000)
@@ -101,7 +103,7 @@ def test_flushes_at_once_when_no_other_image_is_on_its_way(
     async def body(batcher: Batcher) -> float:
         started = time.monotonic()
         embeds = await batcher.embed(IMAGES[:3])
-        assert embeds.shape == (3, engine.dim)
+        assert embeds.shape == (3, engine.info.dims)
         return time.monotonic() - started
 
     elapsed = run(with_batcher(recorder, preprocess, settings, body))
@@ -122,7 +124,9 @@ class HeldPreprocess:
         return self.preprocess(data)
 
 
-def test_flushes_a_partial_batch_after_max_delay(engine: Engine, preprocess: Preprocessor) -> None:
+def test_flushes_a_partial_batch_after_max_delay(
+    engine: OnnxEngine, preprocess: Preprocessor
+) -> None:
     recorder = RecordingEngine(engine)
     held = HeldPreprocess(preprocess, IMAGES[2])
     settings = BatcherSettings(max_batch=64, max_delay_ms=200, preprocess_threads=3)
@@ -133,7 +137,7 @@ def test_flushes_a_partial_batch_after_max_delay(engine: Engine, preprocess: Pre
         await asyncio.gather(first, second)
         elapsed = time.monotonic() - started
         held.release.set()
-        assert (await late).shape == (engine.dim,)
+        assert (await late).shape == (engine.info.dims,)
         return elapsed
 
     elapsed = run(with_batcher(recorder, held, settings, body))
@@ -145,7 +149,7 @@ def test_flushes_a_partial_batch_after_max_delay(engine: Engine, preprocess: Pre
 def test_image_alone_equals_image_batched_with_others(
     tiny_export: Path, preprocess: Preprocessor, precision: Precision | None
 ) -> None:
-    engine = Engine(tiny_export, EngineSettings(precision=precision))
+    engine = OnnxEngine(tiny_export, EngineSettings(precision=precision))
     settings = BatcherSettings(max_batch=8, max_delay_ms=50)
 
     async def body(batcher: Batcher) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +162,7 @@ def test_image_alone_equals_image_batched_with_others(
 
 
 def test_requests_whose_caller_has_gone_are_not_inferred(
-    engine: Engine, preprocess: Preprocessor
+    engine: OnnxEngine, preprocess: Preprocessor
 ) -> None:
     recorder = RecordingEngine(engine)
     recorder.gate.clear()
@@ -179,7 +183,9 @@ def test_requests_whose_caller_has_gone_are_not_inferred(
     assert recorder.batch_sizes == [1, 1]
 
 
-def test_full_queue_refuses_at_once_and_recovers(engine: Engine, preprocess: Preprocessor) -> None:
+def test_full_queue_refuses_at_once_and_recovers(
+    engine: OnnxEngine, preprocess: Preprocessor
+) -> None:
     recorder = RecordingEngine(engine)
     recorder.gate.clear()
     settings = BatcherSettings(max_batch=2, max_delay_ms=1, max_queue=4)
@@ -193,12 +199,14 @@ def test_full_queue_refuses_at_once_and_recovers(engine: Engine, preprocess: Pre
         recorder.gate.set()
         assert len(await asyncio.gather(*accepted)) == 4
         await until(lambda: batcher.stats().queue_depth == 0)
-        assert (await batcher.embed(IMAGES[:4])).shape == (4, engine.dim)
+        assert (await batcher.embed(IMAGES[:4])).shape == (4, engine.info.dims)
 
     run(with_batcher(recorder, preprocess, settings, body))
 
 
-def test_a_bad_image_fails_only_its_own_request(engine: Engine, preprocess: Preprocessor) -> None:
+def test_a_bad_image_fails_only_its_own_request(
+    engine: OnnxEngine, preprocess: Preprocessor
+) -> None:
     settings = BatcherSettings(max_batch=8, max_delay_ms=20)
 
     async def body(batcher: Batcher) -> list[Any]:
@@ -207,11 +215,11 @@ def test_a_bad_image_fails_only_its_own_request(engine: Engine, preprocess: Prep
 
     good, bad, other = run(with_batcher(engine.embed, preprocess, settings, body))
     assert isinstance(bad, InvalidImageError)
-    assert good.shape == other.shape == (engine.dim,)
+    assert good.shape == other.shape == (engine.info.dims,)
 
 
 def test_a_failing_batch_fails_its_callers_and_the_loop_lives_on(
-    engine: Engine, preprocess: Preprocessor
+    engine: OnnxEngine, preprocess: Preprocessor
 ) -> None:
     recorder = RecordingEngine(engine, failures=3)
     settings = BatcherSettings(max_batch=4, max_delay_ms=1, unhealthy_after=3)
@@ -222,13 +230,13 @@ def test_a_failing_batch_fails_its_callers_and_the_loop_lives_on(
             with pytest.raises(EngineError, match="simulated device failure"):
                 await batcher.embed(IMAGES[:1])
         assert not batcher.healthy  # three batches in a row failed
-        assert (await batcher.embed(IMAGES[:1])).shape == (1, engine.dim)
+        assert (await batcher.embed(IMAGES[:1])).shape == (1, engine.info.dims)
         assert batcher.healthy  # and it recovers with the engine
 
     run(with_batcher(recorder, preprocess, settings, body))
 
 
-def test_preprocessing_overlaps_inference(engine: Engine, preprocess: Preprocessor) -> None:
+def test_preprocessing_overlaps_inference(engine: OnnxEngine, preprocess: Preprocessor) -> None:
     """While one batch is held in inference, later images are decoded and queued."""
     recorder = RecordingEngine(engine)
     recorder.gate.clear()

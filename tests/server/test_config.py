@@ -8,7 +8,7 @@ import pytest
 
 from lookalike.export.manifest import Precision
 from lookalike.server.config import parse_config
-from lookalike.server.engine import Provider
+from lookalike.server.onnx_engine import Provider
 from lookalike.server.preprocess import PreprocessMode
 
 

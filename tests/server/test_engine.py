@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from lookalike.export.manifest import MANIFEST_FILE, Manifest, Precision
-from lookalike.server.engine import Engine, EngineSettings, Provider
 from lookalike.server.errors import EngineError, ModelLoadError
+from lookalike.server.onnx_engine import EngineSettings, OnnxEngine, Provider
 
 
 @pytest.fixture
@@ -21,12 +21,12 @@ def package_copy(tiny_export: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(tiny_export, tmp_path / "model"))
 
 
-def batch(engine: Engine, size: int, seed: int = 0) -> np.ndarray:
-    shape = (size, 3, engine.image_size, engine.image_size)
+def batch(engine: OnnxEngine, size: int, seed: int = 0) -> np.ndarray:
+    shape = (size, *engine.inputs.shape)
     return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
 
 
-def varied_images(engine: Engine, size: int, seed: int = 0) -> np.ndarray:
+def varied_images(engine: OnnxEngine, size: int, seed: int = 0) -> np.ndarray:
     """Images with different value ranges, as photos have: int8 scales then differ."""
     rng = np.random.default_rng(seed)
     scales = rng.uniform(0.1, 3.0, size=(size, 1, 1, 1))
@@ -34,27 +34,27 @@ def varied_images(engine: Engine, size: int, seed: int = 0) -> np.ndarray:
 
 
 def test_cpu_default_is_int8_and_reports_the_providers_it_got(tiny_export: Path) -> None:
-    engine = Engine(tiny_export)
-    assert engine.precision is Precision.INT8
-    assert engine.providers == ["CPUExecutionProvider"]
-    assert engine.dim == Manifest.load(tiny_export).embedding_dim
+    engine = OnnxEngine(tiny_export)
+    assert engine.info.precision is Precision.INT8
+    assert engine.info.providers == ("CPUExecutionProvider",)
+    assert engine.info.dims == Manifest.load(tiny_export).embedding_dim
 
 
 @pytest.mark.parametrize("precision", list(Precision))
 def test_embed_returns_unit_rows_for_every_variant(tiny_export: Path, precision: Precision) -> None:
-    engine = Engine(tiny_export, EngineSettings(precision=precision, intra_op_threads=1))
-    assert engine.precision is precision
+    engine = OnnxEngine(tiny_export, EngineSettings(precision=precision, intra_op_threads=1))
+    assert engine.info.precision is precision
     embeds = engine.embed(batch(engine, 5))
-    assert embeds.shape == (5, engine.dim)
+    assert embeds.shape == (5, engine.info.dims)
     assert embeds.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(embeds, axis=1), 1.0, atol=1e-5)
 
 
 def test_variants_agree_with_each_other(tiny_export: Path) -> None:
-    pixels = batch(Engine(tiny_export), 4, seed=1)
-    fp32 = Engine(tiny_export, EngineSettings(precision=Precision.FP32)).embed(pixels)
+    pixels = batch(OnnxEngine(tiny_export), 4, seed=1)
+    fp32 = OnnxEngine(tiny_export, EngineSettings(precision=Precision.FP32)).embed(pixels)
     for precision in (Precision.FP16, Precision.INT8):
-        other = Engine(tiny_export, EngineSettings(precision=precision)).embed(pixels)
+        other = OnnxEngine(tiny_export, EngineSettings(precision=precision)).embed(pixels)
         assert np.min(np.sum(fp32 * other, axis=1)) > 0.99
 
 
@@ -65,7 +65,7 @@ def test_an_image_embeds_the_same_alone_and_in_any_batch(
 ) -> None:
     """The int8 kernels quantize a whole batch with one scale: the engine must not let that
     show (the benchmark-size model is checked in test_batch_invariance.py)."""
-    engine = Engine(tiny_export, EngineSettings(precision=precision, intra_op_threads=threads))
+    engine = OnnxEngine(tiny_export, EngineSettings(precision=precision, intra_op_threads=threads))
     pixels = varied_images(engine, 32)
     alone = np.concatenate([engine.embed(image[None]) for image in pixels])
     for size in range(1, 33):
@@ -76,26 +76,28 @@ def test_only_graphs_whose_results_depend_on_the_batch_run_image_by_image(
     tiny_export: Path,
 ) -> None:
     """Dynamic int8 does (one activation scale per batch); fp32 and fp16 do not, on CPU."""
-    modes = {p: Engine(tiny_export, EngineSettings(precision=p)).per_image for p in Precision}
+    modes = {
+        p: OnnxEngine(tiny_export, EngineSettings(precision=p)).info.per_image for p in Precision
+    }
     assert modes == {Precision.FP32: False, Precision.FP16: False, Precision.INT8: True}
 
 
 def test_io_binding_path_gives_the_same_embeddings(tiny_export: Path) -> None:
     """The path CUDA uses by default, exercised on the CPU provider."""
-    plain = Engine(tiny_export, EngineSettings(precision=Precision.FP32, io_binding=False))
-    bound = Engine(tiny_export, EngineSettings(precision=Precision.FP32, io_binding=True))
-    batch = np.random.default_rng(3).normal(size=(3, 3, bound.image_size, bound.image_size))
+    plain = OnnxEngine(tiny_export, EngineSettings(precision=Precision.FP32, io_binding=False))
+    bound = OnnxEngine(tiny_export, EngineSettings(precision=Precision.FP32, io_binding=True))
+    batch = np.random.default_rng(3).normal(size=(3, *bound.inputs.shape))
     np.testing.assert_allclose(bound.embed(batch), plain.embed(batch), atol=1e-6)
 
 
 def test_warm_up_and_self_test_pass_on_a_good_model(tiny_export: Path) -> None:
-    engine = Engine(tiny_export)
+    engine = OnnxEngine(tiny_export)
     engine.warm_up(batch_size=4)
     engine.self_test()
 
 
 def test_wrong_input_shape_is_an_engine_error(tiny_export: Path) -> None:
-    engine = Engine(tiny_export)
+    engine = OnnxEngine(tiny_export)
     with pytest.raises(EngineError, match="expected a batch of shape"):
         engine.embed(np.zeros((2, 3, 64, 64), dtype=np.float32))
 
@@ -104,7 +106,7 @@ def test_random_weights_are_announced_loudly(
     tiny_export: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="lookalike.server.engine"):
-        Engine(tiny_export)
+        OnnxEngine(tiny_export)
     assert "RANDOM WEIGHTS" in caplog.text
 
 
@@ -113,24 +115,24 @@ def test_corrupted_model_file_is_refused(package_copy: Path) -> None:
     with (package_copy / variant.file).open("ab") as stream:
         stream.write(b"\0")
     with pytest.raises(ModelLoadError, match="sha256"):
-        Engine(package_copy)
+        OnnxEngine(package_copy)
 
 
 def test_missing_model_file_is_refused(package_copy: Path) -> None:
     (package_copy / "image_int8.onnx").unlink()
     with pytest.raises(ModelLoadError, match=r"image_int8\.onnx is missing"):
-        Engine(package_copy)
+        OnnxEngine(package_copy)
 
 
 def test_directory_without_manifest_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="lookalike-export"):
-        Engine(tmp_path)
+        OnnxEngine(tmp_path)
 
 
 def test_a_manifest_that_is_not_one_is_refused(package_copy: Path) -> None:
     (package_copy / MANIFEST_FILE).write_text('{"name": "some other tool"}')
     with pytest.raises(ModelLoadError, match="not a Lookalike manifest"):
-        Engine(package_copy)
+        OnnxEngine(package_copy)
 
 
 def test_missing_variant_is_named_and_default_falls_back(package_copy: Path) -> None:
@@ -139,10 +141,10 @@ def test_missing_variant_is_named_and_default_falls_back(package_copy: Path) -> 
     del manifest["graphs"]["image"]["variants"]["int8"]
     (package_copy / MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(ModelLoadError, match="no int8 variant"):
-        Engine(package_copy, EngineSettings(precision=Precision.INT8))
-    assert Engine(package_copy).precision is Precision.FP32
+        OnnxEngine(package_copy, EngineSettings(precision=Precision.INT8))
+    assert OnnxEngine(package_copy).info.precision is Precision.FP32
 
 
 def test_cuda_on_a_cpu_build_says_which_package_to_install(tiny_export: Path) -> None:
     with pytest.raises(ModelLoadError, match=r"lookalike\[gpu\]"):
-        Engine(tiny_export, EngineSettings(provider=Provider.CUDA))
+        OnnxEngine(tiny_export, EngineSettings(provider=Provider.CUDA))

@@ -17,8 +17,8 @@ from PIL import Image
 from transformers import CLIPImageProcessor
 
 from lookalike.export.manifest import Manifest, Precision
-from lookalike.server.engine import EngineSettings
 from lookalike.server.index import IndexSettings
+from lookalike.server.onnx_engine import EngineSettings
 from lookalike.server.preprocess import PreprocessMode
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc

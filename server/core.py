@@ -1,0 +1,258 @@
+"""The application: embed, add, search, get, delete and stats, with no transport.
+
+Plain dataclasses in and out (`requests` for what comes in); failures are `LookalikeError`s.
+The gRPC service, a Ray deployment or a test calls it alike. It validates a whole request
+before any image is decoded, groups bulk adds into durable commits, and pushes back on a bulk
+stream when the batch queue is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from importlib import metadata
+
+import numpy as np
+
+from lookalike.server.batcher import Batcher, BatcherStats
+from lookalike.server.engine import ModelInfo
+from lookalike.server.errors import InvalidArgumentError, LookalikeError
+from lookalike.server.index import IndexSettings
+from lookalike.server.items import EmbeddedItem, Repository, SearchResult, StoredItem, WriteOutcome
+from lookalike.server.metrics import Metrics
+from lookalike.server.requests import (
+    AddItem,
+    RequestLimits,
+    SearchQuery,
+    check_id,
+    check_image_count,
+    check_metadata,
+    unit_vector,
+)
+
+__all__ = [
+    "Core",
+    "Embedded",
+    "AddResult",
+    "AddGroup",
+    "Deleted",
+    "ServerStats",
+    "COMMIT_GROUP",
+    "STREAM_WINDOW",
+]
+
+COMMIT_GROUP = 64  # items per durable commit in a bulk add
+STREAM_WINDOW = 2 * COMMIT_GROUP  # one group embeds while the one before it commits
+
+
+@dataclasses.dataclass(frozen=True)
+class Embedded:
+    vectors: np.ndarray  # float32[N, D], unit rows, in the order of the images
+    model_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class AddResult:
+    """One item of a bulk add: stored (`error` is None) or refused with its reason."""
+
+    index: int  # position in the caller's stream
+    id: str
+    replaced: bool = False
+    error: LookalikeError | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class AddGroup:
+    """The results of one durable commit, and the stream's running totals."""
+
+    results: list[AddResult]
+    stored: int
+    failed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Deleted:
+    deleted: int
+    missing: list[str]  # asked for but not stored, in the caller's order, once each
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerStats:
+    items: int
+    model: ModelInfo
+    index: IndexSettings
+    batcher: BatcherStats
+    uptime_seconds: float
+    preprocess_mode: str
+    version: str
+
+
+class Core:
+    def __init__(
+        self,
+        model: ModelInfo,
+        batcher: Batcher,
+        repository: Repository,
+        metrics: Metrics,
+        *,
+        limits: RequestLimits,
+        preprocess_mode: str,
+        started: float | None = None,  # time.monotonic() when the server started
+    ) -> None:
+        self.model, self._batcher, self._repository = model, batcher, repository
+        self._metrics, self._limits, self._preprocess_mode = metrics, limits, preprocess_mode
+        self._started = time.monotonic() if started is None else started
+        self._metrics.index_items.set(repository.item_count)
+
+    async def embed(self, images: Sequence[bytes]) -> Embedded:
+        check_image_count(len(images), self._limits)
+        return Embedded(await self._batcher.embed(images), self.model.model_id)
+
+    async def add(self, item: AddItem) -> WriteOutcome:
+        vector = await self._start(item)
+        (written,) = await self._store([EmbeddedItem(item.id, vector, dict(item.metadata))])
+        return written
+
+    async def add_many(self, items: AsyncIterable[AddItem]) -> AsyncIterator[AddGroup]:
+        """Embed items as they arrive and commit them in groups of COMMIT_GROUP; yield each
+        group once it is durable. A bad item fails alone; a full queue makes the stream wait
+        for its own work instead of being refused."""
+        pending: collections.deque[_Pending] = collections.deque()
+        totals = {"stored": 0, "failed": 0}
+        try:
+            index = 0
+            async for item in items:
+                # admission is synchronous (`_start`), so the room seen here is still there
+                while pending and item.image is not None and not self._batcher.has_room(1):
+                    yield await self._commit_group(pending, totals)
+                try:
+                    pending.append(_Pending(index, item, self._start(item)))
+                except LookalikeError as exc:
+                    pending.append(_Pending(index, item, exc))
+                index += 1
+                if len(pending) >= STREAM_WINDOW:
+                    yield await self._commit_group(pending, totals)
+            while pending:
+                yield await self._commit_group(pending, totals)
+        finally:  # the caller went away: nothing more of its stream is embedded
+            for entry in pending:
+                if isinstance(entry.vector, asyncio.Future):
+                    entry.vector.cancel()
+
+    async def search(self, query: SearchQuery) -> SearchResult:
+        query.check()
+        filter_pairs, k, min_score = dict(query.filter), query.k, query.min_score
+        if query.item_id is not None:
+            with self._metrics.stage("search"):
+                return await self._repository.search_by_id(
+                    query.item_id,
+                    k,
+                    filter_pairs=filter_pairs,
+                    min_score=min_score,
+                    exclude_self=query.exclude_self,
+                )
+        if query.vector is not None:
+            vector = unit_vector(query.vector, self.model.dims)
+        else:
+            assert query.image is not None  # check() saw exactly one of the three
+            (vector,) = await self._batcher.embed([query.image])
+        with self._metrics.stage("search"):
+            return await self._repository.search(
+                vector, k, filter_pairs=filter_pairs, min_score=min_score
+            )
+
+    async def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem:
+        check_id(item_id)
+        return await self._repository.get(item_id, with_vector=with_vector)
+
+    async def delete(self, ids: Sequence[str]) -> Deleted:
+        if not ids:
+            raise InvalidArgumentError("no ids: send at least one in `ids`")
+        for item_id in ids:
+            check_id(item_id)
+        with self._metrics.stage("commit"):
+            removed = set(await self._repository.delete(ids))
+        self._metrics.index_items.set(self._repository.item_count)
+        missing = [i for i in dict.fromkeys(ids) if i not in removed]
+        return Deleted(deleted=len(removed), missing=missing)
+
+    async def stats(self) -> ServerStats:
+        repository = await self._repository.stats()
+        self._metrics.index_items.set(repository.items)
+        return ServerStats(
+            items=repository.items,
+            model=self.model,
+            index=repository.index,
+            batcher=self._batcher.stats(),
+            uptime_seconds=time.monotonic() - self._started,
+            preprocess_mode=self._preprocess_mode,
+            version=_version(),
+        )
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _start(self, item: AddItem) -> asyncio.Future[np.ndarray]:
+        """Check the whole item, then start embedding its image (or take its vector): a future
+        of its unit vector. Raises at once if the item is malformed or the queue is full."""
+        check_id(item.id)
+        check_metadata(item.metadata, "metadata")
+        if item.image is None and item.vector is None:
+            raise InvalidArgumentError(f"item {item.id!r} has no content: set `image` or `vector`")
+        if item.image is not None and item.vector is not None:
+            raise InvalidArgumentError(f"item {item.id!r} has an image and a vector: set one")
+        if item.image is not None:
+            (future,) = self._batcher.submit([item.image])
+            return future
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(unit_vector(item.vector, self.model.dims))  # type: ignore[arg-type]
+        return future
+
+    async def _store(self, items: list[EmbeddedItem]) -> list[WriteOutcome]:
+        with self._metrics.stage("commit"):
+            written = await self._repository.upsert(items)
+        self._metrics.index_items.set(self._repository.item_count)
+        return written
+
+    async def _commit_group(
+        self, pending: collections.deque[_Pending], totals: dict[str, int]
+    ) -> AddGroup:
+        group = [pending.popleft() for _ in range(min(COMMIT_GROUP, len(pending)))]
+        ready: list[tuple[_Pending, EmbeddedItem]] = []
+        failures: list[AddResult] = []
+        for entry in group:
+            try:
+                if isinstance(entry.vector, LookalikeError):
+                    raise entry.vector
+                vector = await entry.vector
+            except LookalikeError as exc:
+                failures.append(AddResult(entry.index, entry.item.id, error=exc))
+                continue
+            ready.append((entry, EmbeddedItem(entry.item.id, vector, dict(entry.item.metadata))))
+        written = await self._store([item for _, item in ready]) if ready else []
+        stored = [
+            AddResult(entry.index, entry.item.id, replaced=outcome.replaced)
+            for (entry, _), outcome in zip(ready, written, strict=True)
+        ]
+        totals["stored"] += len(stored)
+        totals["failed"] += len(failures)
+        results = sorted(stored + failures, key=lambda result: result.index)
+        return AddGroup(results, **totals)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pending:
+    """An item of a bulk add between admission and commit."""
+
+    index: int
+    item: AddItem
+    vector: asyncio.Future[np.ndarray] | LookalikeError  # on its way, or why it was refused
+
+
+def _version() -> str:
+    try:
+        return metadata.version("lookalike")
+    except metadata.PackageNotFoundError:
+        return "unknown"

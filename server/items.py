@@ -1,0 +1,125 @@
+"""What the core stores and finds, and the repository interface it stores them through.
+
+Plain values, no transport and no storage detail: vector keys (the index's integers) stay
+inside a repository, callers speak of item ids only. A sharded repository (several indexes,
+several machines) satisfies the same `Repository` protocol without the core changing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from lookalike.server.index import IndexSettings
+
+__all__ = [
+    "EmbeddedItem",
+    "StoredItem",
+    "ScoredItem",
+    "SearchResult",
+    "WriteOutcome",
+    "RepositoryStats",
+    "Repository",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddedItem:
+    """An item ready to store: its id, its unit vector and its metadata."""
+
+    id: str
+    vector: np.ndarray  # float32[D], unit norm
+    metadata: Mapping[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredItem:
+    """A stored item; `vector` only when asked for."""
+
+    id: str
+    metadata: dict[str, str]
+    vector: np.ndarray | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoredItem:
+    item: StoredItem
+    score: float  # cosine similarity to the query
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    matches: list[ScoredItem]  # best first
+    exact: bool  # exhaustive search (not approximate)
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteOutcome:
+    id: str
+    replaced: bool  # an item with this id was stored before and is now replaced
+
+
+@dataclasses.dataclass(frozen=True)
+class RepositoryStats:
+    items: int
+    index: IndexSettings
+
+
+class Repository(Protocol):
+    """Durable items and the search over their vectors. Writes are durable when they return."""
+
+    async def open(self) -> int:
+        """Open (migrating stored data if needed) and return the number of items."""
+        ...
+
+    async def close(self) -> None: ...
+
+    @property
+    def item_count(self) -> int:
+        """Items stored, as of the last completed write."""
+        ...
+
+    async def upsert(self, items: Sequence[EmbeddedItem]) -> list[WriteOutcome]:
+        """Store all items as one durable commit; a later item with the same id wins."""
+        ...
+
+    async def delete(self, ids: Sequence[str]) -> list[str]:
+        """Remove the items that are stored; return their ids."""
+        ...
+
+    async def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem:
+        """The stored item; NotFoundError if there is none."""
+        ...
+
+    async def search(
+        self,
+        vector: np.ndarray,
+        k: int,
+        *,
+        filter_pairs: Mapping[str, str] | None = None,
+        min_score: float | None = None,
+        exclude_id: str | None = None,
+    ) -> SearchResult:
+        """The k items nearest `vector` whose metadata holds every filter pair."""
+        ...
+
+    async def search_by_id(
+        self,
+        item_id: str,
+        k: int,
+        *,
+        filter_pairs: Mapping[str, str] | None = None,
+        min_score: float | None = None,
+        exclude_self: bool = True,
+    ) -> SearchResult:
+        """Like `search`, from the stored item's vector; NotFoundError if there is none."""
+        ...
+
+    async def stats(self) -> RepositoryStats: ...
+
+    async def save_snapshot(self) -> bool:
+        """Persist the search index if it changed since the last time; return whether it did."""
+        ...

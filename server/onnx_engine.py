@@ -1,0 +1,357 @@
+"""The `Engine` on ONNX Runtime: providers, threads, variant choice, IO binding.
+
+One class serves every graph role; what differs between roles (the input's shape and type,
+and probe inputs for the load-time checks) is a `GraphInputs`, looked up by the role.
+
+Same input, same output: an image's embedding never depends on the other images in its batch.
+Dynamic int8 graphs quantize activations with one scale per input tensor, so batching changes
+every image's result a little. At load the engine runs probe images alone and as one batch;
+where the two differ it runs such graphs one image per run: a lone image on the session with
+all threads, several images in parallel on a one-thread session (the two agree bit for bit,
+which the same check confirms). benchmarks/README.md gives the throughput cost.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import enum
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from lookalike.export.errors import RuntimeMissingError
+from lookalike.export.manifest import (
+    Graph,
+    Manifest,
+    ManifestError,
+    Precision,
+    Variant,
+    sha256_file,
+)
+from lookalike.export.runtime import import_onnxruntime
+from lookalike.server.engine import ModelInfo
+from lookalike.server.errors import EngineError, ModelLoadError
+
+__all__ = [
+    "Provider",
+    "EngineSettings",
+    "OnnxEngine",
+    "GraphInputs",
+    "ImageInputs",
+    "read_manifest",
+    "physical_cores",
+]
+
+log = logging.getLogger(__name__)
+
+
+class Provider(str, enum.Enum):
+    AUTO = "auto"  # CUDA when this onnxruntime build has it, else CPU
+    CPU = "cpu"
+    CUDA = "cuda"
+    TENSORRT = "tensorrt"
+
+
+ORT_PROVIDERS = {
+    Provider.CPU: ["CPUExecutionProvider"],
+    Provider.CUDA: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    Provider.TENSORRT: [
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ],
+}
+# Preferred variant per device when none is asked for: the fastest that keeps parity.
+PRECISION_PREFERENCE = {
+    "cpu": (Precision.INT8, Precision.FP32, Precision.FP16),
+    "gpu": (Precision.FP16, Precision.FP32, Precision.INT8),
+}
+NORM_TOLERANCE = 1e-2
+INVARIANCE_PROBES = 8  # varied images run alone and as one batch at load
+INVARIANCE_TOLERANCE = 1e-6  # max abs difference per component that counts as "the same"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EngineSettings:
+    provider: Provider = Provider.AUTO
+    precision: Precision | None = None  # None: fp16 on GPU, int8 on CPU
+    intra_op_threads: int = 0  # 0: all physical cores this process may use
+    inter_op_threads: int = 1
+    graph: str = "image"
+    io_binding: bool | None = None  # None: on for GPU providers (one host-to-device copy)
+
+
+class GraphInputs(Protocol):
+    """What one graph role takes: checks a batch, and makes inputs for the load-time probes."""
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One input's shape, without the batch axis."""
+        ...
+
+    def check(self, batch: np.ndarray) -> np.ndarray:
+        """The batch as the graph takes it (contiguous, right dtype); EngineError if malformed."""
+        ...
+
+    def fixed(self, batch_size: int) -> np.ndarray:
+        """The same known input, `batch_size` times (warm-up and self-test)."""
+        ...
+
+    def varied(self, count: int) -> np.ndarray:
+        """`count` different inputs, deterministic (the batch-invariance check at load)."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageInputs:
+    """The image graph's input: preprocessed pixels, float32[B, 3, S, S]."""
+
+    size: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (3, self.size, self.size)
+
+    def check(self, batch: np.ndarray) -> np.ndarray:
+        if batch.ndim != 4 or batch.shape[1:] != self.shape:
+            raise EngineError(
+                f"expected a batch of shape [B, 3, {self.size}, {self.size}], "
+                f"got {list(batch.shape)}"
+            )
+        return np.ascontiguousarray(batch, dtype=np.float32)
+
+    def fixed(self, batch_size: int) -> np.ndarray:
+        ramp = np.linspace(-1.5, 1.5, int(np.prod(self.shape)), dtype=np.float32)
+        return np.broadcast_to(ramp.reshape(1, *self.shape), (batch_size, *self.shape))
+
+    def varied(self, count: int) -> np.ndarray:
+        """Images with different value ranges, as different photos have."""
+        rng = np.random.default_rng(0)
+        scales = rng.uniform(0.2, 2.0, size=(count, 1, 1, 1))
+        pixels = rng.normal(size=(count, *self.shape)) * scales
+        return np.ascontiguousarray(pixels, dtype=np.float32)
+
+
+INPUTS_BY_ROLE: dict[str, Callable[[Graph], GraphInputs]] = {
+    "image": lambda graph: ImageInputs(int(graph.input_shape[-1])),
+}
+
+
+def read_manifest(model_dir: Path) -> Manifest:
+    """The package's manifest; ModelLoadError if it is missing or unreadable."""
+    try:
+        return Manifest.load(model_dir)
+    except ManifestError as exc:
+        raise ModelLoadError(str(exc)) from exc
+
+
+class OnnxEngine:
+    """Loads one graph of an export package (`settings.graph`, by role) and embeds with it."""
+
+    def __init__(self, model_dir: Path, settings: EngineSettings = EngineSettings()) -> None:
+        try:
+            self._ort = import_onnxruntime()
+        except RuntimeMissingError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        manifest = read_manifest(model_dir)
+        graph = manifest.graphs.get(settings.graph)
+        if graph is None:
+            have = ", ".join(manifest.graphs)
+            raise ModelLoadError(f"{model_dir} has no {settings.graph!r} graph (has: {have})")
+        if settings.graph not in INPUTS_BY_ROLE:
+            raise ModelLoadError(f"this Lookalike cannot serve a {settings.graph!r} graph")
+        self.inputs = INPUTS_BY_ROLE[settings.graph](graph)
+        self.input_name, self.output_name = graph.input, graph.output
+        providers = self._choose_providers(settings.provider)
+        on_gpu = providers[0] != "CPUExecutionProvider"
+        self.variant = self._choose_variant(graph.variants, settings.precision, on_gpu)
+        self.model_file = path = model_dir / self.variant.file
+        _verify_file(path, self.variant)
+        source = manifest.source
+        if source.random_weights:
+            log.warning(
+                "RANDOM WEIGHTS: %s was exported with --random-init %s; its embeddings carry "
+                "no meaning (fine for tests and benchmarks, useless for search)",
+                model_dir,
+                source.id,
+            )
+        threads = settings.intra_op_threads or physical_cores()
+        self._session = self._create_session(path, settings, providers, threads=threads)
+        providers = self._session.get_providers()  # what the session really got
+        self._use_io_binding = (
+            providers[0] != "CPUExecutionProvider"
+            if settings.io_binding is None
+            else settings.io_binding
+        )
+        # Where batching changes results: images run one per run, in parallel on a
+        # one-thread session; a lone image still gets every thread.
+        self._parallel_session = None
+        self._workers: concurrent.futures.ThreadPoolExecutor | None = None
+        probes = self.inputs.varied(INVARIANCE_PROBES)
+        if self._batch_changes_results(probes):
+            self._parallel_session = (
+                self._session
+                if threads == 1
+                else self._create_session(path, settings, providers, threads=1)
+            )
+            self._workers = concurrent.futures.ThreadPoolExecutor(
+                threads, thread_name_prefix="engine"
+            )
+            if not self._thread_count_keeps_results(probes):
+                log.warning("1-thread and %d-thread runs differ: all on 1 thread", threads)
+                self._session = self._parallel_session
+        self.info = ModelInfo(
+            model_id=source.id,
+            source_kind=source.kind,
+            revision=source.revision,
+            random_weights=source.random_weights,
+            role=settings.graph,
+            dims=graph.output_dim,
+            precision=self.variant.precision,
+            providers=tuple(providers),
+            threads=threads,
+            per_image=self._workers is not None,
+        )
+        log.info(
+            "engine: %s %s graph, %s on %s, %d threads, %d-d embeddings, %s",
+            source.id,
+            settings.graph,
+            self.variant.precision.value,
+            ", ".join(providers),
+            threads,
+            graph.output_dim,
+            "one input per run (batching would change results)"
+            if self.info.per_image
+            else "batched",
+        )
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """A batch of this graph's inputs -> float32[B, D], rows of unit norm."""
+        batch = self.inputs.check(batch)
+        try:
+            embeds = self._infer(batch)
+        except Exception as exc:  # ONNX Runtime raises its own exception types
+            raise EngineError(f"inference failed: {exc}") from exc
+        norms = np.linalg.norm(embeds, axis=1, keepdims=True)
+        if not np.all(np.isfinite(norms)) or np.any(norms < NORM_TOLERANCE):
+            raise EngineError("inference produced non-finite or zero embeddings")
+        return (embeds / norms).astype(np.float32, copy=False)
+
+    def warm_up(self, batch_size: int = 1) -> None:
+        """The first run allocates and tunes; do it before taking traffic."""
+        self.embed(self.inputs.fixed(batch_size))
+
+    def self_test(self) -> None:
+        """Raise EngineError unless a known input embeds to a finite unit vector."""
+        embeds = self.embed(self.inputs.fixed(1))
+        if embeds.shape != (1, self.info.dims) or abs(float(np.linalg.norm(embeds)) - 1) > 1e-3:
+            raise EngineError(f"self-test produced an embedding of shape {embeds.shape}")
+
+    def close(self) -> None:
+        if self._workers is not None:
+            self._workers.shutdown(wait=True)
+
+    def _batch_changes_results(self, probes: np.ndarray) -> bool:
+        alone = np.concatenate([self._run(self._session, image[None]) for image in probes])
+        together = self._run(self._session, probes)
+        return bool(np.max(np.abs(together - alone)) > INVARIANCE_TOLERANCE)
+
+    def _thread_count_keeps_results(self, probes: np.ndarray) -> bool:
+        if self._parallel_session is self._session:
+            return True
+        return all(
+            np.array_equal(
+                self._run(self._session, image[None]),
+                self._run(self._parallel_session, image[None]),
+            )
+            for image in probes
+        )
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        if self._workers is None or len(batch) == 1:
+            return self._run(self._session, batch)
+        session = self._parallel_session
+        runs = self._workers.map(lambda image: self._run(session, image[None]), batch)
+        return np.concatenate(list(runs))
+
+    def _run(self, session, batch: np.ndarray) -> np.ndarray:  # session: ort.InferenceSession
+        if not self._use_io_binding:
+            return session.run([self.output_name], {self.input_name: batch})[0]
+        binding = session.io_binding()
+        binding.bind_cpu_input(self.input_name, batch)  # one host-to-device copy
+        binding.bind_output(self.output_name)
+        session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
+
+    def _choose_providers(self, provider: Provider) -> list[str]:
+        available = self._ort.get_available_providers()
+        if provider is Provider.AUTO:
+            provider = Provider.CUDA if "CUDAExecutionProvider" in available else Provider.CPU
+        wanted = ORT_PROVIDERS[provider]
+        if wanted[0] not in available:
+            raise ModelLoadError(
+                f"provider {provider.value!r} needs {wanted[0]}, which this onnxruntime build "
+                f"lacks (it has {', '.join(available)}); for CUDA install 'lookalike[gpu]' "
+                "instead of 'lookalike[cpu]'"
+            )
+        return [name for name in wanted if name in available]
+
+    @staticmethod
+    def _choose_variant(
+        variants: dict[Precision, Variant], asked: Precision | None, on_gpu: bool
+    ) -> Variant:
+        if asked is not None:
+            if asked not in variants:
+                have = ", ".join(p.value for p in variants)
+                raise ModelLoadError(
+                    f"the export has no {asked.value} variant (has: {have}); "
+                    f"re-export with --precision {asked.value}"
+                )
+            return variants[asked]
+        preference = PRECISION_PREFERENCE["gpu" if on_gpu else "cpu"]
+        for precision in preference:
+            if precision in variants:
+                return variants[precision]
+        raise ModelLoadError("the export lists no variants")
+
+    def _create_session(
+        self, path: Path, settings: EngineSettings, providers: list[str], *, threads: int
+    ):
+        options = self._ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = settings.inter_op_threads
+        options.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return self._ort.InferenceSession(str(path), sess_options=options, providers=providers)
+
+
+def physical_cores() -> int:
+    """Cores this process may run on, SMT siblings counted once (ONNX Runtime's default)."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        try:
+            siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
+            cores.add(siblings.read_text().strip())
+        except OSError:
+            return len(cpus)
+    return len(cores) or 1
+
+
+def _verify_file(path: Path, variant: Variant) -> None:
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path} is missing")
+    actual = sha256_file(path)
+    if actual != variant.sha256:
+        raise ModelLoadError(
+            f"model file {path} is corrupt or was replaced: sha256 {actual[:16]}... does not "
+            f"match the manifest's {variant.sha256[:16]}...; re-export the model"
+        )

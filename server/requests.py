@@ -1,0 +1,126 @@
+"""What callers ask of the core, and the checks every request passes before any work is done.
+
+Plain dataclasses, filled by any transport (the gRPC service, a Ray deployment, a test).
+Each check raises `InvalidArgumentError` (or `LimitExceededError`) with a message for a person.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from lookalike.server.errors import InvalidArgumentError, LimitExceededError
+
+__all__ = [
+    "AddItem",
+    "SearchQuery",
+    "RequestLimits",
+    "MAX_K",
+    "check_id",
+    "check_metadata",
+    "check_image_count",
+    "unit_vector",
+]
+
+MAX_K = 1000
+MAX_ID_BYTES = 1024
+MAX_METADATA_PAIRS = 64
+MAX_METADATA_KEY_BYTES = 256
+MAX_METADATA_VALUE_BYTES = 8192
+
+Values = Sequence[float] | np.ndarray
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RequestLimits:
+    max_images_per_request: int = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class AddItem:
+    """An item to store: its content is an image to embed, or a vector already made."""
+
+    id: str
+    image: bytes | None = None
+    vector: Values | None = None
+    metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SearchQuery:
+    """Find the k nearest stored items to one of: an image, a vector, a stored item's id."""
+
+    image: bytes | None = None
+    vector: Values | None = None
+    item_id: str | None = None
+    k: int = 10
+    min_score: float | None = None  # cosine similarity, -1 to 1
+    filter: Mapping[str, str] = dataclasses.field(default_factory=dict)  # every pair must hold
+    exclude_self: bool = False  # with `item_id`: leave that item out of the matches
+
+    def check(self) -> None:
+        """Everything but the query's content, which only the core can check (it knows dims)."""
+        if not 1 <= self.k <= MAX_K:
+            raise InvalidArgumentError(f"k must be between 1 and {MAX_K}, got {self.k}")
+        if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
+            raise InvalidArgumentError(f"min_score must be between -1 and 1, got {self.min_score}")
+        check_metadata(self.filter, "filter")
+        given = [self.image is not None, self.vector is not None, self.item_id is not None]
+        if sum(given) != 1:
+            raise InvalidArgumentError("no query: set one of `image`, `vector` or `id`")
+        if self.item_id is not None:
+            check_id(self.item_id)
+
+
+def check_id(item_id: str) -> None:
+    encoded = item_id.encode("utf-8", "surrogatepass")
+    if not encoded:
+        raise InvalidArgumentError("id is empty")
+    if len(encoded) > MAX_ID_BYTES:
+        raise InvalidArgumentError(f"id is {len(encoded)} bytes; the limit is {MAX_ID_BYTES}")
+    if "\0" in item_id:
+        raise InvalidArgumentError("id contains a NUL character")
+
+
+def check_metadata(pairs: Mapping[str, str], name: str) -> None:
+    if len(pairs) > MAX_METADATA_PAIRS:
+        raise InvalidArgumentError(
+            f"{name} has {len(pairs)} keys; the limit is {MAX_METADATA_PAIRS}"
+        )
+    for key, value in pairs.items():
+        if not key or len(key.encode()) > MAX_METADATA_KEY_BYTES:
+            raise InvalidArgumentError(
+                f"{name} key {key[:40]!r} must be 1 to {MAX_METADATA_KEY_BYTES} bytes"
+            )
+        if len(value.encode()) > MAX_METADATA_VALUE_BYTES:
+            raise InvalidArgumentError(
+                f"{name} value of {key!r} is {len(value.encode())} bytes; "
+                f"the limit is {MAX_METADATA_VALUE_BYTES}"
+            )
+
+
+def check_image_count(count: int, limits: RequestLimits) -> None:
+    if not count:
+        raise InvalidArgumentError("no images: send at least one in `images`")
+    if count > limits.max_images_per_request:
+        raise LimitExceededError(
+            f"{count} images in one request; the limit is {limits.max_images_per_request}"
+        )
+
+
+def unit_vector(values: Values, dims: int) -> np.ndarray:
+    """The caller's vector, checked and scaled to unit norm (float32[dims])."""
+    vector = np.asarray(values, dtype=np.float32)
+    if vector.shape != (dims,):
+        raise InvalidArgumentError(
+            f"vector has {vector.size} values; this model's embeddings have {dims}"
+        )
+    if not np.all(np.isfinite(vector)):
+        raise InvalidArgumentError("vector contains NaN or infinity")
+    norm = float(np.linalg.norm(vector))
+    if norm == 0 or not math.isfinite(norm):
+        raise InvalidArgumentError("vector is all zeros: it has no direction to compare")
+    return vector / norm
