@@ -4,7 +4,9 @@
 
 Same thread count and the same input tensors for every backend, in one run. The machine's own
 fp32 MatMul and int8 MatMulInteger rates, measured in ONNX Runtime on ViT-shaped operands,
-turn every figure into a fraction of what this CPU can do.
+turn every figure into a fraction of what this CPU can do. When the package has a text tower,
+also its texts/s at batch 1, 8 and 32 for the same three backends, on the same token ids (real
+sentences, padded to 77 tokens as the server pads them).
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ from benchmarks.common import (
     write_result,
 )
 from lookalike.export.manifest import Manifest, Precision
+from lookalike.export.verify import PARITY_TEXTS, token_ids
 from lookalike.server.onnx_engine import EngineSettings, OnnxEngine
 
 GEMM_SHAPE = (800, 768, 3072)  # 16 images x 50 tokens, ViT-B width -> MLP width
+TEXT_BATCH_SIZES = (1, 8, 32)
 ROUNDS = 3  # GEMM probes and model runs alternate this many times per batch size
 
 
@@ -181,7 +185,7 @@ def _gemm_model(op: str, activations: np.ndarray, weights: np.ndarray) -> onnx.M
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def pytorch_model(manifest: Manifest, threads: int):
+def pytorch_checkpoint(manifest: Manifest, threads: int):
     """The checkpoint the package came from, in PyTorch eager fp32 (the usual baseline)."""
     import torch
 
@@ -189,18 +193,69 @@ def pytorch_model(manifest: Manifest, threads: int):
 
     torch.set_num_threads(threads)
     source = manifest.source
-    if source.kind == "random-init":
-        checkpoint = load_checkpoint(random_init=source.id)  # same seed, same weights
-    else:
-        checkpoint = load_checkpoint(source.id, revision=source.revision)
-    model = checkpoint.model
+    text = "text" in manifest.graphs
+    if source.kind == "random-init":  # same seed, same weights
+        return load_checkpoint(random_init=source.id, text=text)
+    return load_checkpoint(source.id, revision=source.revision, text=text)
+
+
+def pytorch_image_embed(checkpoint) -> Callable[[np.ndarray], np.ndarray]:
+    import torch
 
     def embed(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            out = model(pixel_values=torch.from_numpy(batch)).image_embeds
+            out = checkpoint.model(pixel_values=torch.from_numpy(batch)).image_embeds
             return torch.nn.functional.normalize(out, dim=-1).numpy()
 
-    return model, embed
+    return embed
+
+
+def text_runs(
+    model_dir: Path, checkpoint, threads: int, batch_sizes: list[int], min_seconds: float
+) -> list[dict]:
+    """Texts/s of the text tower per backend and batch size, interleaved in rounds."""
+    import torch
+
+    model, tokenizer = checkpoint.text.model, checkpoint.text.tokenizer
+    sentences = list(PARITY_TEXTS) * (max(batch_sizes) // len(PARITY_TEXTS) + 1)
+    all_ids = token_ids(tokenizer, sentences, 77)
+
+    def torch_embed(ids: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            out = model(input_ids=torch.from_numpy(ids)).text_embeds
+            return torch.nn.functional.normalize(out, dim=-1).numpy()
+
+    backends: dict[str, Callable[[np.ndarray], np.ndarray]] = {"pytorch-eager-fp32": torch_embed}
+    for precision in (Precision.FP32, Precision.INT8):
+        settings = EngineSettings(precision=precision, intra_op_threads=threads, graph="text")
+        backends[f"onnxruntime-{precision.value}"] = OnnxEngine(model_dir, settings).embed
+    results = []
+    for batch_size in batch_sizes:
+        ids = all_ids[:batch_size]
+        reference = torch_embed(ids)
+        seconds: dict[str, list[float]] = {name: [] for name in backends}
+        for round_ in range(1, ROUNDS + 1):
+            print(f"  text batch {batch_size}, round {round_}/{ROUNDS} ...", flush=True)
+            for name, embed in backends.items():
+                run = functools.partial(embed, ids)
+                seconds[name].extend(measure(run, min_seconds=min_seconds / ROUNDS).seconds)
+        for name, embed in backends.items():
+            timing = Timing(tuple(seconds[name]))
+            embeds = embed(ids)
+            results.append(
+                {
+                    "backend": name,
+                    "batch_size": batch_size,
+                    "texts_per_s": batch_size / timing.median,
+                    "latency_ms_p50": timing.median * 1e3,
+                    "runs": len(timing.seconds),
+                    "min_cosine_to_pytorch": float(np.min(np.sum(embeds * reference, axis=1))),
+                }
+            )
+    baseline = {r["batch_size"]: r["texts_per_s"] for r in results if "pytorch" in r["backend"]}
+    for result in results:
+        result["speedup_vs_pytorch"] = result["texts_per_s"] / baseline[result["batch_size"]]
+    return results
 
 
 def flops_per_image(model, image_size: int) -> float:
@@ -234,9 +289,10 @@ def main() -> None:
     model_dir = ensure_benchmark_model(args.model_dir)
     manifest = Manifest.load(model_dir)
     probe = GemmProbe(args.threads)
-    model, torch_embed = pytorch_model(manifest, args.threads)
+    checkpoint = pytorch_checkpoint(manifest, args.threads)
+    torch_embed = pytorch_image_embed(checkpoint)
     size = int(manifest.preprocess.image_size)
-    flops = flops_per_image(model, size)
+    flops = flops_per_image(checkpoint.model, size)
 
     backends = {"pytorch-eager-fp32": (torch_embed, None)}
     for precision in manifest.graphs["image"].variants:
@@ -318,6 +374,10 @@ def main() -> None:
     }
     for result in results:
         result["speedup_vs_pytorch"] = result["images_per_s"] / baseline[result["batch_size"]]
+    texts = []
+    if checkpoint.text is not None:
+        text_batches = [1, 8] if args.quick else list(TEXT_BATCH_SIZES)
+        texts = text_runs(model_dir, checkpoint, args.threads, text_batches, min_seconds)
 
     print()
     print(
@@ -330,6 +390,22 @@ def main() -> None:
     print_table(
         ("backend", "batch", "img/s", "ms/batch", "of GEMM", "min cos", "batch effect"), rows
     )
+    if texts:
+        print("\ntext tower (77 tokens per text):")
+        print_table(
+            ("backend", "batch", "texts/s", "ms/batch", "vs PyTorch", "min cos"),
+            [
+                (
+                    r["backend"],
+                    r["batch_size"],
+                    r["texts_per_s"],
+                    r["latency_ms_p50"],
+                    f"{r['speedup_vs_pytorch']:.2f}x",
+                    f"{r['min_cosine_to_pytorch']:.5f}",
+                )
+                for r in texts
+            ],
+        )
     for name, breakdown in breakdowns.items():
         total = sum(breakdown.values())
         print(f"\n{name}, batch {profile_batch}: {total:.1f} ms in kernels (ONNX Runtime profiler)")
@@ -355,6 +431,7 @@ def main() -> None:
             "gemm_rates": rates,
             "flops_per_image": flops,
             "runs": results,
+            "text_runs": texts,
             "op_breakdown_ms": {"batch_size": profile_batch, "backends": breakdowns},
         },
     )

@@ -201,11 +201,11 @@ def naive_pipeline(model_dir: Path, payload: bytes, min_seconds: float) -> float
     from PIL import Image
     from transformers import CLIPImageProcessor
 
-    from benchmarks.engine import pytorch_model
+    from benchmarks.engine import pytorch_checkpoint, pytorch_image_embed
     from lookalike.export.manifest import Manifest
 
     manifest = Manifest.load(model_dir)
-    _, torch_embed = pytorch_model(manifest, len(os.sched_getaffinity(0)))
+    torch_embed = pytorch_image_embed(pytorch_checkpoint(manifest, len(os.sched_getaffinity(0))))
     processor = CLIPImageProcessor(
         size={"shortest_edge": manifest.preprocess.resize_shortest_edge},
         crop_size={

@@ -82,6 +82,9 @@ class Stats:
     batches: int
     mean_batch_size: float
     version: str
+    text_enabled: bool  # search and embed by text work
+    text_precision: str  # the text tower's variant; empty without one
+    text_queue_depth: int
 
 
 def _retry_service_config(attempts: int) -> str:
@@ -146,9 +149,18 @@ class Client:
 
     # -- calls -----------------------------------------------------------------------------
 
-    def embed(self, images: Sequence[ImageLike]) -> np.ndarray:
-        """float32[N, D] unit-norm embeddings, in order."""
-        response = self._call(self._stub.Embed, pb.EmbedRequest(images=[_read(i) for i in images]))
+    def embed(
+        self, images: Sequence[ImageLike] | None = None, *, texts: Sequence[str] | None = None
+    ) -> np.ndarray:
+        """float32[N, D] unit-norm embeddings of images, or of texts (one kind per call), in
+        order. Text embeddings share the images' space: search images with them."""
+        if (images is None) == (texts is None):
+            raise ValueError("give images or texts=")
+        if texts is not None:
+            request = pb.EmbedRequest(texts=list(texts))
+        else:
+            request = pb.EmbedRequest(images=[_read(i) for i in images or ()])
+        response = self._call(self._stub.Embed, request)
         return np.array([e.values for e in response.embeddings], dtype=np.float32)
 
     def add(
@@ -190,14 +202,16 @@ class Client:
         image: ImageLike | None = None,
         vector: Sequence[float] | np.ndarray | None = None,
         id: str | None = None,
+        text: str | None = None,
         k: int = 10,
         min_score: float | None = None,
         filter: Mapping[str, str] | None = None,
         exclude_self: bool = False,
     ) -> list[Match]:
-        """Best first. Give exactly one of image, vector or id."""
-        if sum(q is not None for q in (image, vector, id)) != 1:
-            raise ValueError("give exactly one of image=, vector= or id=")
+        """Best first. Give exactly one of image, vector, id (a stored item) or text (a
+        description, through CLIP's text tower)."""
+        if sum(q is not None for q in (image, vector, id, text)) != 1:
+            raise ValueError("give exactly one of image=, vector=, id= or text=")
         request = pb.SearchRequest(k=k, filter=dict(filter or {}), exclude_self=exclude_self)
         if min_score is not None:
             request.min_score = min_score
@@ -205,6 +219,8 @@ class Client:
             request.image = _read(image)
         elif vector is not None:
             request.vector.values.extend(np.asarray(vector, dtype=np.float32).tolist())
+        elif text is not None:
+            request.text = text
         else:
             request.id = str(id)
         response = self._call(self._stub.Search, request)
@@ -243,6 +259,9 @@ class Client:
             batches=r.batches,
             mean_batch_size=r.mean_batch_size,
             version=r.version,
+            text_enabled=r.text_enabled,
+            text_precision=r.text_precision,
+            text_queue_depth=r.text_queue_depth,
         )
 
     def _call(self, method: Any, request: Any) -> Any:

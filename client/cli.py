@@ -110,9 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.add_argument("--reindex", action="store_true", help="re-add files already indexed")
 
-    search = command("search", "the most similar indexed images")
+    search = command("search", "the most similar indexed images, to an image or a text")
     query = search.add_mutually_exclusive_group(required=True)
     query.add_argument("image", nargs="?", type=Path, help="query image file")
+    query.add_argument(
+        "--text", "-t", help='query by a description, e.g. "a red car in the rain" (CLIP text)'
+    )
     query.add_argument("--id", help="query by a stored item's id (itself excluded)")
     query.add_argument("--vector", type=Path, help="query by an embedding saved with numpy.save")
     search.add_argument("-k", type=int, default=10, help="how many matches (default: 10)")
@@ -282,6 +285,9 @@ def search_command(client: Client, args: argparse.Namespace) -> int:
         )
         label = f"id {args.id}"
         query_image = source_file_bytes(client.get(args.id).metadata)
+    elif args.text is not None:
+        matches = client.search(text=args.text, k=args.k, filter=filters, min_score=args.min_score)
+        label = f"text: {args.text}"
     else:
         try:
             matches = client.search(
@@ -298,6 +304,7 @@ def search_command(client: Client, args: argparse.Namespace) -> int:
             matches,
             model=stats.model_id,
             random_weights=stats.random_weights,
+            query_text=args.text,
         )
         args.html.write_text(page, encoding="utf-8")
     if args.json:
@@ -353,6 +360,10 @@ def stats_command(client: Client, args: argparse.Namespace) -> int:
     print(f"model       {stats.model_id}, {stats.dims}-d, {weights}")
     providers = ", ".join(stats.providers)
     print(f"engine      {stats.precision} on {providers}, preprocess {stats.preprocess_mode}")
+    text = (
+        f"{stats.text_precision}, queue {stats.text_queue_depth}" if stats.text_enabled else "off"
+    )
+    print(f"text        {text}")
     print(f"index       {', '.join(f'{k}={v}' for k, v in stats.index.items())}")
     print(
         f"batching    {stats.batches} batches, mean size {stats.mean_batch_size:.1f}, "

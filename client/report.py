@@ -43,6 +43,10 @@ def _picture(data: bytes | None, alt: str, size: int = THUMBNAIL_PX) -> str:
     return f'<div class="picture"><img src="{uri}" alt="{html.escape(alt)}"></div>'
 
 
+def _query_text(text: str) -> str:
+    return f'<blockquote class="query-text">{html.escape(text)}</blockquote>'
+
+
 def source_file_bytes(metadata: Mapping[str, str]) -> bytes | None:
     """The bytes of the file an item was indexed from (`lookalike index` records its path)."""
     path = metadata.get(SOURCE_PATH_KEY)
@@ -80,7 +84,9 @@ def render_html(
     *,
     model: str = "",
     random_weights: bool = False,
+    query_text: str | None = None,
 ) -> str:
+    """The page for one search; a query by text shows that text where the picture would be."""
     notice = (
         '<p class="notice" role="alert"><b>Random weights.</b> The server runs a model '
         "exported with random weights (for tests and benchmarks): these scores carry no "
@@ -97,7 +103,11 @@ def render_html(
 <title>Lookalike: {html.escape(query_label)}</title>
 <style>{STYLE}</style></head><body>
 <header>
-{_picture(query_image, query_label, QUERY_THUMBNAIL_PX)}
+{
+        _query_text(query_text)
+        if query_text is not None
+        else _picture(query_image, query_label, QUERY_THUMBNAIL_PX)
+    }
 <div class="about">
 <p class="kicker">Lookalike search</p>
 <h1><code>{html.escape(query_label)}</code></h1>
@@ -137,6 +147,9 @@ h1 code { font-size: inherit; }
 .card .picture { border-radius: 0; }
 .picture img { width: 100%; height: 100%; object-fit: contain; display: block; }
 .missing { color: var(--muted); font-size: 13px; }
+.query-text { flex: 0 1 320px; margin: 0; padding: 18px 20px; border-left: 4px solid
+  var(--accent); background: #eef2fc; border-radius: 10px; font-size: 20px; line-height: 1.35;
+  overflow-wrap: anywhere; white-space: pre-wrap; max-height: 12em; overflow: auto; }
 .card .about { padding: 10px 12px 12px; display: flex; flex-direction: column; gap: 6px;
   min-width: 0; flex: 1; }
 .rank { color: var(--muted); font-size: 12px; }

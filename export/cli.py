@@ -21,9 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="lookalike-export",
-        description="Export a CLIP vision tower (with projection, L2-normalised) to ONNX: "
-        "optimized fp32, fp16 and int8 variants, each checked against PyTorch, "
-        "described by OUTPUT/manifest.json.",
+        description="Export a CLIP checkpoint's image and text towers (each with its "
+        "projection, L2-normalised) to ONNX: optimized fp32, fp16 and int8 variants, each "
+        "checked against PyTorch, with the text tokenizer, described by OUTPUT/manifest.json.",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         choices=[p.value for p in Precision],
         help="variant to build; repeat for several (default: all three)",
+    )
+    parser.add_argument(
+        "--no-text",
+        action="store_true",
+        help="export the image tower alone (no search by text; a smaller package)",
     )
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
     parser.add_argument(
@@ -103,6 +108,7 @@ def _export(args: argparse.Namespace) -> int:
         precisions=precisions,
         opset=args.opset,
         overwrite=args.overwrite,
+        text=not args.no_text,
     )
     try:
         manifest = run_export(request)

@@ -22,12 +22,16 @@ __all__ = [
     "ParityFigures",
     "Precision",
     "PreprocessSpec",
+    "TokenizerSpec",
     "Variant",
     "sha256_file",
 ]
 
 MANIFEST_FILE = "manifest.json"
-FORMAT_VERSION = 1
+# 2: a `text` graph beside `image`, with its tokenizer; graphs name their input dtype.
+# Format 1 packages (image only) are still read.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 class ManifestError(Exception):
@@ -68,13 +72,13 @@ class PreprocessSpec:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ParityFigures:
-    """Agreement of an ONNX variant with the PyTorch model on the fixed parity images."""
+    """Agreement of an ONNX variant with the PyTorch tower on the fixed parity inputs."""
 
     min_cosine: float  # worst image, batched and single runs
     mean_cosine: float
     max_abs_diff: float
     bar: float  # the min_cosine this precision must reach
-    images: int
+    inputs: int  # images or texts
     batch_sizes: tuple[int, ...]
     provider: str
 
@@ -90,8 +94,22 @@ class Variant:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class TokenizerSpec:
+    """How text becomes the text graph's `input_ids`: CLIP's BPE, as `CLIPTokenizerFast` does."""
+
+    files: tuple[str, ...]  # copied into the package beside the graphs
+    tokenizer_json: str  # the file the `tokenizers` library loads
+    sha256: str  # of `tokenizer_json`
+    max_length: int  # every text is truncated and padded to this many tokens (77 for CLIP)
+    start_token_id: int
+    end_token_id: int  # kept last when a text is truncated
+    pad_token_id: int
+    pooling: str  # where the graph reads the text's vector: "first-end-token" for CLIP
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Graph:
-    """One ONNX graph of the package (today `image`; later `text` beside it)."""
+    """One ONNX graph of the package, by role: `image`, and `text` beside it."""
 
     input: str
     input_shape: tuple[str | int, ...]
@@ -99,6 +117,8 @@ class Graph:
     output_dim: int
     l2_normalized: bool
     variants: dict[Precision, Variant]
+    input_dtype: str = "float32"
+    tokenizer: TokenizerSpec | None = None  # the text graph's
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -127,10 +147,10 @@ class Manifest:
             version = raw["format_version"]
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ManifestError(f"not a Lookalike manifest: {exc}") from exc
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ManifestError(
-                f"manifest format {version} is not supported "
-                f"(this Lookalike reads format {FORMAT_VERSION})"
+                f"manifest format {version} is not supported (this Lookalike reads formats "
+                f"{', '.join(map(str, READABLE_VERSIONS))}); upgrade lookalike or re-export"
             )
         try:
             return cls(
@@ -162,14 +182,23 @@ class Manifest:
             f"{prep.resize_shortest_edge} ({prep.resample}), center crop "
             f"{prep.crop_height}x{prep.crop_width}",
             f"opset          {self.opset}",
-            f"{'variant':<8}{'file':<18}{'MB':>8}{'min cosine':>12}{'bar':>9}  provider",
         ]
-        for graph in self.graphs.values():
+        text = self.graphs.get("text")
+        if text is not None and text.tokenizer is not None:
+            lines.insert(
+                -1,
+                f"text           CLIP BPE, {text.tokenizer.max_length} tokens "
+                f"(truncated, end token kept last)",
+            )
+        lines.append(
+            f"{'graph':<7}{'variant':<8}{'file':<16}{'MB':>8}{'min cosine':>12}{'bar':>9}  provider"
+        )
+        for role, graph in self.graphs.items():
             for variant in graph.variants.values():
                 lines.append(
-                    f"{variant.precision.value:<8}{variant.file:<18}{variant.bytes / 1e6:>8.1f}"
-                    f"{variant.parity.min_cosine:>12.6f}{variant.parity.bar:>9}  "
-                    f"{variant.parity.provider}"
+                    f"{role:<7}{variant.precision.value:<8}{variant.file:<16}"
+                    f"{variant.bytes / 1e6:>8.1f}{variant.parity.min_cosine:>12.6f}"
+                    f"{variant.parity.bar:>9}  {variant.parity.provider}"
                 )
         return "\n".join(lines)
 
@@ -210,7 +239,9 @@ def _preprocess_from(raw: dict[str, Any]) -> PreprocessSpec:
 def _graph_from(raw: dict[str, Any]) -> Graph:
     variants = {}
     for name, variant in raw["variants"].items():
-        parity = variant["parity"]
+        parity = dict(variant["parity"])
+        if "images" in parity:  # format 1 named them so
+            parity["inputs"] = parity.pop("images")
         variants[Precision(name)] = Variant(
             **{
                 **variant,
@@ -218,4 +249,14 @@ def _graph_from(raw: dict[str, Any]) -> Graph:
                 "parity": ParityFigures(**{**parity, "batch_sizes": tuple(parity["batch_sizes"])}),
             }
         )
-    return Graph(**{**raw, "input_shape": tuple(raw["input_shape"]), "variants": variants})
+    tokenizer = raw.get("tokenizer")
+    return Graph(
+        **{
+            **raw,
+            "input_shape": tuple(raw["input_shape"]),
+            "variants": variants,
+            "tokenizer": None
+            if tokenizer is None
+            else TokenizerSpec(**{**tokenizer, "files": tuple(tokenizer["files"])}),
+        }
+    )

@@ -1,4 +1,4 @@
-"""Graph optimization and reduced-precision variants of the exported image graph."""
+"""Graph optimization and reduced-precision variants of the exported graphs (image and text)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from onnxruntime.transformers.onnx_model import OnnxModel
 from onnxruntime.transformers.optimizer import optimize_model
 
 __all__ = [
-    "QUANTIZATION_PLANS",
     "QuantizationPlan",
+    "image_quantization_plans",
+    "text_quantization_plans",
     "optimize_graph",
     "fused_op_counts",
     "save_fp16",
@@ -214,11 +215,21 @@ class QuantizationPlan:
 # embedding itself and costs little. The patch embedding sees raw pixels: quantizing it is
 # worth 5% of int8 speed where parity allows. CLIP's MLP down-projections (fc2) carry the
 # activation outliers of real checkpoints.
-QUANTIZATION_PLANS = (
-    QuantizationPlan("projection-fp32", ("visual_projection",)),
-    QuantizationPlan("edges-fp32", ("patch_embedding", "visual_projection")),
-    QuantizationPlan("edges-and-mlp-out-fp32", ("patch_embedding", "visual_projection", "mlp/fc2")),
-)
+def image_quantization_plans() -> tuple[QuantizationPlan, ...]:
+    return (
+        QuantizationPlan("projection-fp32", ("visual_projection",)),
+        QuantizationPlan("edges-fp32", ("patch_embedding", "visual_projection")),
+        QuantizationPlan(
+            "edges-and-mlp-out-fp32", ("patch_embedding", "visual_projection", "mlp/fc2")
+        ),
+    )
+
+
+def text_quantization_plans() -> tuple[QuantizationPlan, ...]:
+    return (
+        QuantizationPlan("projection-fp32", ("text_projection",)),
+        QuantizationPlan("projection-and-mlp-out-fp32", ("text_projection", "mlp/fc2")),
+    )
 
 
 def quantize_int8(source: onnx.ModelProto, output: Path, plan: QuantizationPlan) -> list[str]:

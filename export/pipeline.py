@@ -19,16 +19,14 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
-from transformers import CLIPVisionConfig
 
-from lookalike.export.convert import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, export_image_graph
+from lookalike.export.convert import DEFAULT_OPSET
 from lookalike.export.durable import fsync_directory, fsync_file
 from lookalike.export.errors import ExportError, OutputExistsError, ParityError
 from lookalike.export.manifest import (
@@ -44,27 +42,24 @@ from lookalike.export.manifest import (
     sha256_file,
 )
 from lookalike.export.optimize import (
-    QUANTIZATION_PLANS,
     count_ops,
     fused_op_counts,
     optimize_graph,
-    patch_embedding_as_matmul,
     quantize_int8,
     save_fp16,
     split_for_cpu,
 )
 from lookalike.export.runtime import import_onnxruntime
-from lookalike.export.source import DEFAULT_MODEL, load_checkpoint
-from lookalike.export.verify import check_parity, parity_batch, reference_embeddings
+from lookalike.export.source import DEFAULT_MODEL, Checkpoint, load_checkpoint
+from lookalike.export.towers import GraphJob, graph_jobs
+from lookalike.export.verify import check_parity
 
 __all__ = ["ExportRequest", "run_export", "variant_file"]
 
 log = logging.getLogger(__name__)
 
-GRAPH_NAME = "image"
 STAGING_BYTES_PER_PARAMETER = 10  # raw fp32 + fp16 + optimized fp32 graphs side by side
 DISK_FULL_BYTES = 1 << 20  # this little free after a failed write means the disk filled up
-RAW_GRAPH = "image_raw.onnx"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -76,10 +71,11 @@ class ExportRequest:
     precisions: tuple[Precision, ...] = tuple(Precision)
     opset: int = DEFAULT_OPSET
     overwrite: bool = False
+    text: bool = True  # the text tower beside the image tower
 
 
-def variant_file(precision: Precision) -> str:
-    return f"{GRAPH_NAME}_{precision.value}.onnx"
+def variant_file(role: str, precision: Precision) -> str:
+    return f"{role}_{precision.value}.onnx"
 
 
 def run_export(request: ExportRequest) -> Manifest:
@@ -114,12 +110,44 @@ def _check_output_replaceable(output: Path, *, overwrite: bool) -> None:
 
 
 def _build(request: ExportRequest, staging: Path) -> Manifest:
-    steps = _Steps(total=4 + len(request.precisions))
+    graphs = 1 + request.text
+    steps = _Steps(total=2 + graphs + graphs * len(request.precisions))
     with steps("loading model"):
         checkpoint = load_checkpoint(
-            request.model, revision=request.revision, random_init=request.random_init
+            request.model,
+            revision=request.revision,
+            random_init=request.random_init,
+            text=request.text,
         )
-    _check_free_space(checkpoint.model, staging)
+    towers = [checkpoint.model] + ([checkpoint.text.model] if checkpoint.text else [])
+    _check_free_space(towers, staging)
+    _log_shapes(checkpoint)
+    with (
+        steps(
+            f"exporting ONNX ({' and '.join(['image', 'text'][:graphs])} tower, projection, "
+            "L2 norm) and PyTorch reference embeddings"
+        ),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")  # tracer chatter about Python control flow
+        jobs = graph_jobs(checkpoint, staging, opset=request.opset)
+    source, preprocess = checkpoint.source, checkpoint.preprocess
+    del checkpoint, towers  # the PyTorch weights are done with: free them before the ONNX steps
+    graphs_by_role = {}
+    for job in jobs:
+        with steps(f"optimizing the {job.role} graph: ONNX Runtime fusions per target"):
+            int8_source = _optimize(job, request.precisions, staging)
+        job.raw.unlink()
+        variants = {}
+        for precision in request.precisions:
+            with steps(f"verifying {job.role} {precision.value}"):
+                variants[precision] = _variant(job, precision, staging, int8_source)
+        del int8_source
+        graphs_by_role[job.role] = _graph(job, variants)
+    return _manifest(request, source, preprocess, graphs_by_role, staging)
+
+
+def _log_shapes(checkpoint: Checkpoint) -> None:
     config = checkpoint.config
     log.info(
         "vision tower: %d layers, width %d, %dpx, patch %d -> %d-d embeddings",
@@ -129,30 +157,20 @@ def _build(request: ExportRequest, staging: Path) -> Manifest:
         config.patch_size,
         config.projection_dim,
     )
-    with (
-        steps("exporting ONNX graph (vision tower + projection + L2 norm)"),
-        warnings.catch_warnings(),
-    ):
-        warnings.simplefilter("ignore")  # tracer chatter about Python control flow
-        export_image_graph(checkpoint.model, staging / RAW_GRAPH, opset=request.opset)
-    with steps("computing PyTorch reference embeddings"):
-        pixels = parity_batch(checkpoint.processor)
-        reference = reference_embeddings(checkpoint.model, pixels)
-    source, preprocess = checkpoint.source, checkpoint.preprocess
-    del checkpoint  # the PyTorch weights are done with: free them before the ONNX steps
-    with steps("optimizing: ONNX Runtime transformer fusions per target"):
-        int8_source = _optimize(request.precisions, staging, config)
-    (staging / RAW_GRAPH).unlink()
-
-    variants = {}
-    for precision in request.precisions:
-        with steps(f"verifying {precision.value}"):
-            variants[precision] = _variant(precision, staging, pixels, reference, int8_source)
-    return _manifest(request, config, source, preprocess, variants, staging)
+    if checkpoint.text is not None:
+        text = checkpoint.text.model.config
+        log.info(
+            "text tower: %d layers, width %d, %d heads, vocabulary %d -> %d-d embeddings",
+            text.num_hidden_layers,
+            text.hidden_size,
+            text.num_attention_heads,
+            text.vocab_size,
+            text.projection_dim,
+        )
 
 
 def _optimize(
-    precisions: tuple[Precision, ...], staging: Path, config: CLIPVisionConfig
+    job: GraphJob, precisions: tuple[Precision, ...], staging: Path
 ) -> onnx.ModelProto | None:
     """Write the fp32 and fp16 graphs; return the graph int8 quantizes, if int8 is wanted.
 
@@ -161,45 +179,41 @@ def _optimize(
     faster than ONNX Runtime's fused CPU Attention; int8 needs the fused Attention to become
     QAttention. The CPU graphs split SkipLayerNormalization (see `split_for_cpu`).
     """
-    shape = {"num_heads": config.num_attention_heads, "hidden_size": config.hidden_size}
-    raw = staging / RAW_GRAPH
+    shape = {"num_heads": job.num_heads, "hidden_size": job.hidden_size}
     if Precision.FP32 in precisions:
-        fp32 = optimize_graph(raw, **shape, fuse_attention=False)
+        fp32 = optimize_graph(job.raw, **shape, fuse_attention=False)
         split_for_cpu(fp32)
-        fp32.save_model_to_file(str(staging / variant_file(Precision.FP32)))
+        fp32.save_model_to_file(str(staging / variant_file(job.role, Precision.FP32)))
         del fp32
         _release_memory()  # one graph in memory at a time
     if Precision.FP16 not in precisions and Precision.INT8 not in precisions:
         return None
-    fused = optimize_graph(raw, **shape, fuse_attention=True)
+    fused = optimize_graph(job.raw, **shape, fuse_attention=True)
     log.info("fused: %s", ", ".join(f"{n} {op}" for op, n in fused_op_counts(fused).items()))
     if Precision.FP16 in precisions:
-        save_fp16(fused, staging / variant_file(Precision.FP16))
+        save_fp16(fused, staging / variant_file(job.role, Precision.FP16))
         _release_memory()
     if Precision.INT8 not in precisions:
         return None
     split_for_cpu(fused)
-    patch_embedding_as_matmul(fused.model)
+    job.prepare_int8(fused.model)
     return fused.model
 
 
 def _variant(
-    precision: Precision,
-    staging: Path,
-    pixels: np.ndarray,
-    reference: np.ndarray,
-    int8_source: onnx.ModelProto | None,
+    job: GraphJob, precision: Precision, staging: Path, int8_source: onnx.ModelProto | None
 ) -> Variant:
-    path = staging / variant_file(precision)
+    path = staging / variant_file(job.role, precision)
     notes: dict[str, object] = {}
     if precision is Precision.INT8:
         assert int8_source is not None
-        parity, notes = _int8_meeting_bar(int8_source, path, pixels, reference)
+        parity, notes = _int8_meeting_bar(job, int8_source, path)
     else:
-        parity = check_parity(path, precision, pixels, reference)
+        parity = check_parity(path, precision, job.input_name, job.parity_inputs, job.reference)
     notes["ops"] = count_ops(path)
     log.info(
-        "%s parity: min cosine %.6f (bar %s), max abs diff %.2g",
+        "%s %s parity: min cosine %.6f (bar %s), max abs diff %.2g",
+        job.role,
         precision.value,
         parity.min_cosine,
         parity.bar,
@@ -216,46 +230,54 @@ def _variant(
 
 
 def _int8_meeting_bar(
-    source: onnx.ModelProto, path: Path, pixels: np.ndarray, reference: np.ndarray
+    job: GraphJob, source: onnx.ModelProto, path: Path
 ) -> tuple[ParityFigures, dict[str, object]]:
-    """Quantize with the lightest plan that meets the int8 bar (see QUANTIZATION_PLANS)."""
+    """Quantize with the lightest plan that meets the int8 bar (the job's plans, in order)."""
     failures = []
-    for plan in QUANTIZATION_PLANS:
+    for plan in job.quantization_plans:
         kept = quantize_int8(source, path, plan)
         try:
-            parity = check_parity(path, Precision.INT8, pixels, reference)
+            parity = check_parity(
+                path, Precision.INT8, job.input_name, job.parity_inputs, job.reference
+            )
         except ParityError as exc:
             log.warning("int8 plan %s missed the bar: %s; trying the next", plan.name, exc)
             failures.append(f"{plan.name}: {exc}")
             continue
         return parity, {"plan": plan.name, "fp32_nodes": kept}
-    raise ParityError("no int8 quantization plan met the bar:\n  " + "\n  ".join(failures))
+    raise ParityError(
+        f"no int8 quantization plan met the bar for the {job.role} graph:\n  "
+        + "\n  ".join(failures)
+    )
+
+
+def _graph(job: GraphJob, variants: dict[Precision, Variant]) -> Graph:
+    return Graph(
+        input=job.input_name,
+        input_shape=job.input_shape,
+        input_dtype=job.input_dtype,
+        output=job.output_name,
+        output_dim=job.output_dim,
+        l2_normalized=True,
+        variants=variants,
+        tokenizer=job.tokenizer,
+    )
 
 
 def _manifest(
     request: ExportRequest,
-    config: CLIPVisionConfig,
     source: ModelSource,
     preprocess: PreprocessSpec,
-    variants: dict[Precision, Variant],
+    graphs: dict[str, Graph],
     staging: Path,
 ) -> Manifest:
     manifest = Manifest(
         format_version=FORMAT_VERSION,
         source=source,
-        embedding_dim=config.projection_dim,
+        embedding_dim=graphs["image"].output_dim,
         preprocess=preprocess,
         opset=request.opset,
-        graphs={
-            GRAPH_NAME: Graph(
-                input=INPUT_NAME,
-                input_shape=("batch", 3, config.image_size, config.image_size),
-                output=OUTPUT_NAME,
-                output_dim=config.projection_dim,
-                l2_normalized=True,
-                variants=variants,
-            )
-        },
+        graphs=graphs,
         tools=_tool_versions(),
         created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
@@ -308,9 +330,10 @@ def _disk_full_is_explained(output: Path) -> Iterator[None]:
         ) from exc
 
 
-def _check_free_space(model: torch.nn.Module, directory: Path) -> None:
+def _check_free_space(models: Sequence[torch.nn.Module], directory: Path) -> None:
     """Refuse before minutes of work when the staging peak cannot fit."""
-    needed = sum(p.numel() for p in model.parameters()) * STAGING_BYTES_PER_PARAMETER
+    parameters = sum(p.numel() for model in models for p in model.parameters())
+    needed = parameters * STAGING_BYTES_PER_PARAMETER
     free = shutil.disk_usage(directory).free
     if free < needed:
         raise ExportError(

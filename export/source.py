@@ -1,4 +1,4 @@
-"""Load a CLIP vision tower (with its projection) and its preprocessing rule.
+"""Load a CLIP checkpoint's towers (each with its projection), preprocessing rule and tokenizer.
 
 Three sources: a Hugging Face hub id, a local directory, or a random-weight preset for
 machines without network access. Loading never falls back from one to another.
@@ -19,12 +19,16 @@ import torch
 from transformers import (
     AutoConfig,
     CLIPImageProcessor,
+    CLIPTextConfig,
+    CLIPTextModelWithProjection,
+    CLIPTokenizerFast,
     CLIPVisionConfig,
     CLIPVisionModelWithProjection,
 )
 
 from lookalike.export.errors import ModelUnavailableError, NotClipModelError
 from lookalike.export.manifest import ModelSource, PreprocessSpec
+from lookalike.export.tokenizer import CONTEXT_LENGTH, clip_bpe_tokenizer
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -38,47 +42,54 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 
-# Vision-tower shapes of the public OpenAI CLIP sizes (plus `tiny` for tests). Random weights
-# with these shapes cost exactly the compute of the real model.
-RANDOM_INIT_PRESETS: dict[str, dict[str, int]] = {
+# Tower shapes of the public OpenAI CLIP sizes (plus `tiny` for tests). Random weights with
+# these shapes cost exactly the compute of the real model.
+VIT_B = dict(
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    image_size=224,
+)
+TEXT_B = dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8)
+RANDOM_INIT_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=224,
-        patch_size=32,
         projection_dim=16,
+        vision=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=224,
+            patch_size=32,
+        ),
+        text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4),
     ),
-    "vit-b-32": dict(
-        hidden_size=768,
-        intermediate_size=3072,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        image_size=224,
-        patch_size=32,
-        projection_dim=512,
-    ),
-    "vit-b-16": dict(
-        hidden_size=768,
-        intermediate_size=3072,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        image_size=224,
-        patch_size=16,
-        projection_dim=512,
-    ),
+    "vit-b-32": dict(projection_dim=512, vision={**VIT_B, "patch_size": 32}, text=TEXT_B),
+    "vit-b-16": dict(projection_dim=512, vision={**VIT_B, "patch_size": 16}, text=TEXT_B),
     "vit-l-14": dict(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        image_size=224,
-        patch_size=14,
         projection_dim=768,
+        vision=dict(
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            image_size=224,
+            patch_size=14,
+        ),
+        text=dict(
+            hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12
+        ),
     ),
 }
-
+# What every OpenAI CLIP text tower shares: the BPE vocabulary and its special tokens.
+CLIP_TEXT = dict(
+    vocab_size=49408,
+    max_position_embeddings=CONTEXT_LENGTH,
+    bos_token_id=49406,
+    eos_token_id=49407,
+    pad_token_id=49407,
+)
 CLIP_MODEL_TYPES = ("clip", "clip_vision_model")
 # Attention must stay "eager" so the ONNX Runtime optimizer can fuse it into `Attention`.
 ATTENTION = "eager"
@@ -86,10 +97,17 @@ RANDOM_INIT_SEED = 0
 
 
 @dataclasses.dataclass(frozen=True)
+class TextTower:
+    model: CLIPTextModelWithProjection
+    tokenizer: CLIPTokenizerFast
+
+
+@dataclasses.dataclass(frozen=True)
 class Checkpoint:
     model: CLIPVisionModelWithProjection
     processor: CLIPImageProcessor
     source: ModelSource
+    text: TextTower | None  # None when only the image tower was asked for
 
     @property
     def config(self) -> CLIPVisionConfig:
@@ -101,17 +119,22 @@ class Checkpoint:
 
 
 def load_checkpoint(
-    model: str = DEFAULT_MODEL, *, revision: str | None = None, random_init: str | None = None
+    model: str = DEFAULT_MODEL,
+    *,
+    revision: str | None = None,
+    random_init: str | None = None,
+    text: bool = True,
 ) -> Checkpoint:
-    """Load from `random_init` when given, else from the hub id or local directory `model`."""
+    """Load from `random_init` when given, else from the hub id or local directory `model`;
+    with `text`, the text tower and its tokenizer too."""
     if random_init is not None:
-        return _random_checkpoint(random_init)
+        return _random_checkpoint(random_init, text=text)
     local = Path(model).expanduser()
     if local.is_dir():
-        return _pretrained_checkpoint(str(local.resolve()), revision=None, kind="local")
+        return _pretrained_checkpoint(str(local.resolve()), revision=None, kind="local", text=text)
     if local.exists() or model.startswith((".", "/", "~")):
         raise ModelUnavailableError(f"{model} is not a directory holding a saved CLIP model")
-    return _pretrained_checkpoint(model, revision=revision, kind="hub")
+    return _pretrained_checkpoint(model, revision=revision, kind="hub", text=text)
 
 
 HUB_PROBE_TIMEOUT_S = 3.0
@@ -140,13 +163,29 @@ def hub_unreachable_reason() -> str | None:
         return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
 
 
-def _random_checkpoint(preset: str) -> Checkpoint:
+def _random_checkpoint(preset: str, *, text: bool) -> Checkpoint:
     if preset not in RANDOM_INIT_PRESETS:
         choices = ", ".join(RANDOM_INIT_PRESETS)
         raise ModelUnavailableError(f"unknown --random-init preset {preset!r}; choose {choices}")
-    config = CLIPVisionConfig(**RANDOM_INIT_PRESETS[preset], hidden_act="quick_gelu")
+    shape = RANDOM_INIT_PRESETS[preset]
+    tokenizer = clip_bpe_tokenizer() if text else None  # before minutes of work, if missing
+    config = CLIPVisionConfig(
+        **shape["vision"], projection_dim=shape["projection_dim"], hidden_act="quick_gelu"
+    )
     torch.manual_seed(RANDOM_INIT_SEED)
     model = CLIPVisionModelWithProjection._from_config(config, attn_implementation=ATTENTION)
+    text_tower = None
+    if tokenizer is not None:
+        text_config = CLIPTextConfig(
+            **shape["text"],
+            **CLIP_TEXT,
+            projection_dim=shape["projection_dim"],
+            hidden_act="quick_gelu",
+        )
+        text_model = CLIPTextModelWithProjection._from_config(
+            text_config, attn_implementation=ATTENTION
+        )
+        text_tower = TextTower(text_model.eval(), tokenizer)
     processor = CLIPImageProcessor(
         size={"shortest_edge": config.image_size},
         crop_size={"height": config.image_size, "width": config.image_size},
@@ -160,10 +199,11 @@ def _random_checkpoint(preset: str) -> Checkpoint:
         model=model.eval(),
         processor=processor,
         source=ModelSource(kind="random-init", id=preset, random_weights=True),
+        text=text_tower,
     )
 
 
-def _pretrained_checkpoint(name: str, *, revision: str | None, kind: str) -> Checkpoint:
+def _pretrained_checkpoint(name: str, *, revision: str | None, kind: str, text: bool) -> Checkpoint:
     offline = hub_unreachable_reason() if kind == "hub" else None
     if offline:
         log.warning("Hugging Face hub unreachable (%s): using the local cache only", offline)
@@ -211,7 +251,45 @@ def _pretrained_checkpoint(name: str, *, revision: str | None, kind: str) -> Che
             id=name,
             revision=getattr(config, "_commit_hash", None) if kind == "hub" else None,
         ),
+        text=_pretrained_text_tower(name, config, revision=revision, local_only=local_only)
+        if text
+        else None,
     )
+
+
+def _pretrained_text_tower(
+    name: str, config: Any, *, revision: str | None, local_only: bool
+) -> TextTower:
+    if config.model_type != "clip":
+        raise ModelUnavailableError(
+            f"{name} holds a CLIP image tower only (model_type {config.model_type!r}): "
+            "pass --no-text to export it without search by text"
+        )
+    text_config = config.text_config
+    text_config.projection_dim = config.projection_dim
+    model = CLIPTextModelWithProjection.from_pretrained(
+        name,
+        config=text_config,
+        revision=revision,
+        attn_implementation=ATTENTION,
+        local_files_only=local_only,
+    )
+    try:
+        tokenizer = CLIPTokenizerFast.from_pretrained(
+            name, revision=revision or "main", local_files_only=local_only
+        )
+    except (OSError, ValueError, TypeError) as exc:  # TypeError: no vocabulary file at all
+        raise ModelUnavailableError(
+            f"{name} has a text tower but no tokenizer files (tokenizer.json, or vocab.json "
+            f"and merges.txt): {_first_line(exc)}; pass --no-text to export the image "
+            "tower alone"
+        ) from exc
+    if text_config.max_position_embeddings < CONTEXT_LENGTH:
+        raise NotClipModelError(
+            f"{name}'s text tower has {text_config.max_position_embeddings} positions; "
+            f"Lookalike exports CLIP's {CONTEXT_LENGTH}"
+        )
+    return TextTower(model.eval(), tokenizer)
 
 
 def _vision_config(config: Any) -> CLIPVisionConfig:

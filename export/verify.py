@@ -1,4 +1,4 @@
-"""Parity of each ONNX variant with the PyTorch model it came from."""
+"""Parity of each ONNX variant with the PyTorch tower it came from, on fixed varied inputs."""
 
 from __future__ import annotations
 
@@ -7,18 +7,44 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+from transformers import (
+    CLIPImageProcessor,
+    CLIPTextModelWithProjection,
+    CLIPTokenizerFast,
+    CLIPVisionModelWithProjection,
+)
 
-from lookalike.export.convert import INPUT_NAME
 from lookalike.export.errors import ParityError
 from lookalike.export.manifest import ParityFigures, Precision
 from lookalike.export.runtime import import_onnxruntime
 
-__all__ = ["PARITY_BARS", "check_parity", "parity_batch", "parity_images", "reference_embeddings"]
+__all__ = [
+    "PARITY_BARS",
+    "PARITY_TEXTS",
+    "check_parity",
+    "parity_batch",
+    "parity_images",
+    "parity_token_ids",
+    "reference_embeddings",
+    "reference_text_embeddings",
+    "token_ids",
+]
 
 # Minimum cosine between ONNX and PyTorch embeddings, per precision.
 PARITY_BARS = {Precision.FP32: 0.99999, Precision.FP16: 0.999, Precision.INT8: 0.99}
 PARITY_SEED = 1234
+# Eight varied sentences: short and long, cased, punctuated, numbers, accents, CJK, emoji,
+# markup, and one past the 77-token context (truncated, end token kept).
+PARITY_TEXTS = (
+    "a photo of a cat",
+    "A RED CAR parked in the rain at night, 1987!",
+    "Ünïcödé àccents: café, naïve, São Paulo",
+    "猫が窓辺で寝ている",
+    "🐱🐶 two pets 🎉",
+    "<b>bold</b> &amp; <i>markup</i>",
+    "x",
+    "a very long caption that goes on " * 12,
+)
 
 
 def parity_images(seed: int = PARITY_SEED) -> list[Image.Image]:
@@ -56,16 +82,38 @@ def parity_batch(processor: CLIPImageProcessor) -> np.ndarray:
     return processor(images=parity_images(), return_tensors="np")["pixel_values"].astype(np.float32)
 
 
+def token_ids(tokenizer: CLIPTokenizerFast, texts: list[str], length: int) -> np.ndarray:
+    """int64[N, length]: truncated (end token kept last) and padded, as the server does."""
+    encoded = tokenizer(
+        texts, padding="max_length", max_length=length, truncation=True, return_tensors="np"
+    )
+    return encoded["input_ids"].astype(np.int64)
+
+
+def parity_token_ids(tokenizer: CLIPTokenizerFast, length: int) -> np.ndarray:
+    return token_ids(tokenizer, list(PARITY_TEXTS), length)
+
+
 @torch.no_grad()
 def reference_embeddings(model: CLIPVisionModelWithProjection, pixels: np.ndarray) -> np.ndarray:
     embeds = model(pixel_values=torch.from_numpy(pixels)).image_embeds
     return torch.nn.functional.normalize(embeds, dim=-1).numpy()
 
 
+@torch.no_grad()
+def reference_text_embeddings(model: CLIPTextModelWithProjection, ids: np.ndarray) -> np.ndarray:
+    embeds = model(input_ids=torch.from_numpy(ids)).text_embeds
+    return torch.nn.functional.normalize(embeds, dim=-1).numpy()
+
+
 def check_parity(
-    path: Path, precision: Precision, pixels: np.ndarray, reference: np.ndarray
+    path: Path,
+    precision: Precision,
+    input_name: str,
+    inputs: np.ndarray,
+    reference: np.ndarray,
 ) -> ParityFigures:
-    """Run the variant on the whole batch and on each image alone; fail below the bar."""
+    """Run the variant on the whole batch and on each input alone; fail below the bar."""
     ort = import_onnxruntime()
     provider = (
         "CUDAExecutionProvider"
@@ -73,9 +121,9 @@ def check_parity(
         else "CPUExecutionProvider"
     )
     session = ort.InferenceSession(str(path), providers=[provider])
-    batched = session.run(None, {INPUT_NAME: pixels})[0]
+    batched = session.run(None, {input_name: inputs})[0]
     single = np.concatenate(
-        [session.run(None, {INPUT_NAME: pixels[i : i + 1]})[0] for i in range(len(pixels))]
+        [session.run(None, {input_name: inputs[i : i + 1]})[0] for i in range(len(inputs))]
     )
     outputs = np.concatenate([batched, single])
     expected = np.concatenate([reference, reference])
@@ -87,8 +135,8 @@ def check_parity(
         mean_cosine=float(cosines.mean()),
         max_abs_diff=float(np.abs(outputs - expected).max()),
         bar=PARITY_BARS[precision],
-        images=len(pixels),
-        batch_sizes=(1, len(pixels)),
+        inputs=len(inputs),
+        batch_sizes=(1, len(inputs)),
         provider=provider,
     )
     if not np.isfinite(cosines).all() or figures.min_cosine < figures.bar:

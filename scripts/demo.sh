@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: set up, export a CLIP model to ONNX, start the server,
-# index sample images, search with one of them and with a transformed copy, write an HTML
-# page, stop the server. A second run reuses the export and the index.
+# index sample images, search with one of them, with a transformed copy, and with a sentence,
+# write an HTML page, stop the server. A second run reuses the export and the index.
 #
 # Settings (environment): LOOKALIKE_MODEL (hub id or local checkpoint directory, default
 # openai/clip-vit-base-patch32), LOOKALIKE_RANDOM_INIT (a --random-init preset instead),
@@ -52,11 +52,21 @@ else
     MODEL_DIR="$MODELS/random-vit-b-32"
 fi
 
+has_text_tower() {
+    "$VENV/bin/python" - "$MODEL_DIR" <<'PY' 2>/dev/null
+import sys
+from pathlib import Path
+from lookalike.export.manifest import Manifest
+sys.exit(0 if "text" in Manifest.load(Path(sys.argv[1])).graphs else 1)
+PY
+}
+
 echo "==> 1/5 model: $MODEL_DIR"
-if [[ -f "$MODEL_DIR/manifest.json" ]]; then
+if [[ -f "$MODEL_DIR/manifest.json" ]] && has_text_tower; then
     "$VENV/bin/python" -m lookalike.export.describe "$MODEL_DIR"
 else
-    "$VENV/bin/lookalike-export" "${SOURCE[@]}" --output "$MODEL_DIR"
+    [[ -f "$MODEL_DIR/manifest.json" ]] && echo "(exported before search by text: exporting again)"
+    "$VENV/bin/lookalike-export" "${SOURCE[@]}" --output "$MODEL_DIR" --overwrite
 fi
 
 echo "==> 2/5 sample images: $DEMO/samples"
@@ -89,9 +99,12 @@ echo "==> 4/5 indexing $DEMO/samples"
 "$VENV/bin/lookalike" index "$DEMO/samples" --metadata set=demo
 
 QUERY="$DEMO/samples/shapes-005.jpg"  # sample 5: the one make_samples.py copied
-echo "==> 5/5 searching with $QUERY, then with a resized, cropped, recompressed copy of it"
+echo "==> 5/5 searching with $QUERY, then with a resized, cropped, recompressed copy of it,"
+echo "    then with a sentence (CLIP's text tower)"
 "$VENV/bin/lookalike" search "$QUERY" -k 5
 "$VENV/bin/lookalike" search "$DEMO/query-transformed.jpg" -k 5 --html "$DEMO/results.html"
-echo "open $DEMO/results.html to see the query and its matches"
+"$VENV/bin/lookalike" search --text "a red circle on a white background" -k 5 \
+    --html "$DEMO/text-results.html"
+echo "open $DEMO/results.html and $DEMO/text-results.html to see the queries and their matches"
 echo "the commands used here live in $VENV/bin: 'source $VENV/bin/activate' puts lookalike,"
 echo "lookalike-server and lookalike-export on your PATH (README: Quick start on your own folder)"

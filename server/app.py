@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import logging
 import signal
@@ -22,9 +23,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from lookalike.export.manifest import Manifest
 from lookalike.server.batcher import Batcher
 from lookalike.server.config import ServerConfig, parse_config
-from lookalike.server.core import Core
+from lookalike.server.core import Core, TextSide
 from lookalike.server.datadir import DataDirLock
 from lookalike.server.engine import Engine
 from lookalike.server.errors import AddressInUseError, LookalikeError
@@ -32,8 +34,8 @@ from lookalike.server.metrics import Metrics
 from lookalike.server.onnx_engine import EngineSettings, OnnxEngine, read_manifest
 from lookalike.server.preprocess import Preprocessor
 from lookalike.server.repository import LocalRepository
-from lookalike.server.requests import RequestLimits
 from lookalike.server.service import ImageSearchService
+from lookalike.server.tokenizer import TextTokenizer
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 
@@ -93,7 +95,9 @@ class LookalikeServer:
         self.port: int | None = None
         self._started = time.monotonic()
         self._engine: Engine | None = None
-        self._batcher: Batcher | None = None
+        self._text_engine: Engine | None = None
+        self._batcher: Batcher[bytes] | None = None
+        self._text_batcher: Batcher[str] | None = None
         self._repository: LocalRepository | None = None
         self._snapshots: asyncio.Task[None] | None = None
         self._data_lock = DataDirLock(config.data_dir)
@@ -152,9 +156,10 @@ class LookalikeServer:
         return self.port
 
     async def load(self) -> None:
-        """Load the model and the index, warm up, then report SERVING."""
+        """Load the models and the index, warm up, then report SERVING."""
         config = self.config
         loop = asyncio.get_running_loop()
+        manifest = read_manifest(config.model_dir)
         engine = await loop.run_in_executor(
             None, self._engine_factory, config.model_dir, config.engine
         )
@@ -162,11 +167,9 @@ class LookalikeServer:
         model = engine.info
         await loop.run_in_executor(None, engine.warm_up, config.batcher.max_batch)
         preprocess = Preprocessor(
-            read_manifest(config.model_dir).preprocess,
-            mode=config.preprocess_mode,
-            limits=config.image_limits,
+            manifest.preprocess, mode=config.preprocess_mode, limits=config.image_limits
         )
-        batcher = Batcher(
+        batcher: Batcher[bytes] = Batcher(
             engine.embed,
             preprocess,
             config.batcher,
@@ -175,6 +178,7 @@ class LookalikeServer:
         )
         self._batcher = batcher  # from here on, stop() closes what load() opened
         await batcher.start()
+        text = await self._load_text(manifest)
         repository = LocalRepository(config.data_dir, model.identity, config.index)
         self._repository = repository
         items = await repository.open()
@@ -183,8 +187,10 @@ class LookalikeServer:
             batcher,
             repository,
             self.metrics,
-            limits=RequestLimits(max_images_per_request=config.max_images_per_request),
+            limits=config.request_limits,
             preprocess_mode=config.preprocess_mode.value,
+            text=text,
+            no_text_reason=self._no_text_reason(manifest),
             started=self._started,
         )
         self.service.attach(core)
@@ -194,7 +200,7 @@ class LookalikeServer:
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "ready: model %s (%s%s), %s on %s, %d threads%s, %d-d, %d items, preprocess %s, "
-            "max batch %d, max delay %gms",
+            "max batch %d, max delay %gms, text %s",
             model.model_id,
             model.source_kind,
             ", RANDOM WEIGHTS" if model.random_weights else "",
@@ -207,6 +213,42 @@ class LookalikeServer:
             config.preprocess_mode.value,
             config.batcher.max_batch,
             config.batcher.max_delay_ms,
+            text.model.precision.value if text else "off",
+        )
+
+    async def _load_text(self, manifest: Manifest) -> TextSide | None:
+        """The text tower and its own queue, unless it is off or the package has none."""
+        config = self.config
+        graph = manifest.graphs.get("text")
+        if not config.text or graph is None or graph.tokenizer is None:
+            return None
+        loop = asyncio.get_running_loop()
+        settings = dataclasses.replace(config.engine, graph="text")
+        engine = await loop.run_in_executor(None, self._engine_factory, config.model_dir, settings)
+        self._text_engine = engine
+        await loop.run_in_executor(None, engine.warm_up, config.text_batcher.max_batch)
+        tokenizer = TextTokenizer(config.model_dir, graph.tokenizer)
+        batcher: Batcher[str] = Batcher(
+            engine.embed,
+            tokenizer,
+            config.text_batcher,
+            metrics=self.metrics,
+            queue="text",
+            stages=("tokenize", "text_inference"),
+        )
+        self._text_batcher = batcher
+        await batcher.start()
+        return TextSide(engine.info, batcher)
+
+    def _no_text_reason(self, manifest: Manifest) -> str:
+        if not self.config.text:
+            return "this server runs without its text tower (--no-text); restart it without"
+        source = manifest.source
+        origin = f"--random-init {source.id}" if source.random_weights else f"--model {source.id}"
+        return (
+            f"the model package {self.config.model_dir} has no text tower (exported with "
+            "--no-text, or by a Lookalike before text search); re-export it to search by "
+            f"text: lookalike-export {origin} --output {self.config.model_dir} --overwrite"
         )
 
     async def stop(self) -> None:
@@ -219,12 +261,14 @@ class LookalikeServer:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self._batcher is not None:
-            await self._batcher.close()
+        for batcher in (self._batcher, self._text_batcher):
+            if batcher is not None:
+                await batcher.close()
         if self._repository is not None:
             await self._repository.close()
-        if self._engine is not None:
-            self._engine.close()
+        for engine in (self._engine, self._text_engine):
+            if engine is not None:
+                engine.close()
         self._data_lock.release()
         log.info("stopped")
 

@@ -1,13 +1,15 @@
 """Dynamic batching: many concurrent callers, one owner of the queue, one session at a time.
 
-Callers `submit` image bytes and get one future per image. Each image is preprocessed in a
-thread pool as soon as it is admitted, so decoding overlaps the inference of the previous
-batch. A single loop owns the queue of ready tensors: it flushes when `max_batch` rows are
-ready, when the oldest ready row has waited `max_delay_ms`, or at once when no other image is
-being preprocessed (nothing could join the batch in time, so waiting would only add latency).
-It skips rows whose caller has gone and runs inference in its own thread, off the event loop.
-It records its decisions in `Metrics`: admissions, refusals, dropped rows, batch sizes, queue
-depth, and the preprocess and inference stage times.
+Callers `submit` inputs (image bytes, or texts) and get one future per input. Each input is
+preprocessed (decoded, or tokenised) in a thread pool as soon as it is admitted, so that work
+overlaps the inference of the previous batch. A single loop owns the queue of ready tensors:
+it flushes when `max_batch` rows are ready, when the oldest ready row has waited
+`max_delay_ms`, or at once when no other input is being preprocessed (nothing could join the
+batch in time, so waiting would only add latency). It skips rows whose caller has gone and
+runs inference in its own thread, off the event loop. It records its decisions in `Metrics`,
+labelled with its queue's name: admissions, refusals, dropped rows, batch sizes, queue depth,
+and the preprocess and inference stage times. Each batcher (one per model graph) has its own
+queue, so texts never wait behind images.
 """
 
 from __future__ import annotations
@@ -20,18 +22,24 @@ import functools
 import logging
 import os
 from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 import numpy as np
 
-from lookalike.server.errors import EngineError, InvalidImageError, LookalikeError, OverloadedError
+from lookalike.server.errors import (
+    EngineError,
+    InvalidArgumentError,
+    LookalikeError,
+    OverloadedError,
+)
 from lookalike.server.metrics import Metrics
 
 __all__ = ["BatcherSettings", "BatcherStats", "Batcher"]
 
 log = logging.getLogger(__name__)
 
+Input = TypeVar("Input")  # what callers submit: image bytes, or a text
 Embed = Callable[[np.ndarray], np.ndarray]
-Preprocess = Callable[[bytes], np.ndarray]
 HealthListener = Callable[[bool], None]
 
 
@@ -53,9 +61,9 @@ class BatcherSettings:
 
 @dataclasses.dataclass(frozen=True)
 class BatcherStats:
-    queue_depth: int  # images admitted and not yet answered
+    queue_depth: int  # inputs admitted and not yet answered
     batches: int
-    images: int  # images inferred
+    images: int  # inputs inferred (images, or texts)
     mean_batch_size: float
     healthy: bool
 
@@ -67,18 +75,28 @@ class _Ready:
     ready_at: float
 
 
-class Batcher:
+class Batcher(Generic[Input]):
     def __init__(
         self,
         embed: Embed,
-        preprocess: Preprocess,
+        preprocess: Callable[[Input], np.ndarray],
         settings: BatcherSettings = BatcherSettings(),
         *,
         on_health_change: HealthListener | None = None,
         metrics: Metrics | None = None,
+        queue: str = "image",
+        stages: tuple[str, str] = ("preprocess", "inference"),
     ) -> None:
+        """`queue` names this batcher in metrics and messages; `stages` names its preprocess
+        and inference stage timings."""
         self._embed, self._preprocess, self.settings = embed, preprocess, settings
-        self._metrics = metrics or Metrics.create()
+        metrics = metrics or Metrics.create()
+        self._admitted = metrics.admitted.labels(queue)
+        self._refused = metrics.refused.labels(queue)
+        self._dropped = metrics.dropped.labels(queue)
+        self._depth = metrics.queue_depth.labels(queue)
+        self._batch_size = metrics.batch_size.labels(queue)
+        self._metrics, self._queue, self._stages = metrics, queue, stages
         self._on_health_change = on_health_change
         self._ready: asyncio.Queue[_Ready] = asyncio.Queue()
         self._pending = 0  # admitted and not yet answered
@@ -135,20 +153,20 @@ class Batcher:
         """Whether `images` more would be admitted now."""
         return self._pending + images <= self.settings.max_queue
 
-    def submit(self, images: Sequence[bytes]) -> list[asyncio.Future[np.ndarray]]:
-        """Admit all images or none; one future per image, in order."""
+    def submit(self, inputs: Sequence[Input]) -> list[asyncio.Future[np.ndarray]]:
+        """Admit all inputs or none; one future per input, in order."""
         if self._loop_task is None:
             raise EngineError("batcher is not running")
-        if not self.has_room(len(images)):
-            self._metrics.refused.inc(len(images))
-            self._metrics.queue_depth.set(self._pending)
+        if not self.has_room(len(inputs)):
+            self._refused.inc(len(inputs))
+            self._depth.set(self._pending)
             raise OverloadedError(
-                f"server is at capacity ({self._pending} images queued, limit "
+                f"server is at capacity ({self._pending} {self._queue}s queued, limit "
                 f"{self.settings.max_queue}); retry with backoff"
             )
         loop = asyncio.get_running_loop()
         futures = []
-        for data in images:
+        for data in inputs:
             future: asyncio.Future[np.ndarray] = loop.create_future()
             self._pending += 1
             self._preprocessing += 1
@@ -156,13 +174,13 @@ class Batcher:
             prepared = loop.run_in_executor(self._preprocess_pool, self._prepare, data, future)
             prepared.add_done_callback(functools.partial(self._enqueue, future))
             futures.append(future)
-        self._metrics.admitted.inc(len(images))
-        self._metrics.queue_depth.set(self._pending)
+        self._admitted.inc(len(inputs))
+        self._depth.set(self._pending)
         return futures
 
-    async def embed(self, images: Sequence[bytes]) -> np.ndarray:
-        """Embed all images (float32[N, D]); raise the first image's error if any failed."""
-        results = await asyncio.gather(*self.submit(images), return_exceptions=True)
+    async def embed(self, inputs: Sequence[Input]) -> np.ndarray:
+        """Embed all inputs (float32[N, D]); raise the first input's error if any failed."""
+        results = await asyncio.gather(*self.submit(inputs), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
@@ -170,20 +188,20 @@ class Batcher:
 
     def _release(self, _: asyncio.Future[np.ndarray]) -> None:
         self._pending -= 1
-        self._metrics.queue_depth.set(self._pending)
+        self._depth.set(self._pending)
 
-    def _prepare(self, data: bytes, future: asyncio.Future[np.ndarray]) -> np.ndarray | None:
-        """Runs in a worker thread. Skips images whose caller has already gone."""
+    def _prepare(self, data: Input, future: asyncio.Future[np.ndarray]) -> np.ndarray | None:
+        """Runs in a worker thread. Skips inputs whose caller has already gone."""
         if future.done():
             return None
         try:
-            with self._metrics.stage("preprocess"):
+            with self._metrics.stage(self._stages[0]):
                 return self._preprocess(data)
         except LookalikeError:
             raise
-        except Exception as exc:  # a decoder bug must fail this image, not the server
-            raise InvalidImageError(
-                f"could not preprocess image: {type(exc).__name__}: {exc}"
+        except Exception as exc:  # a decoder bug must fail this input, not the server
+            raise InvalidArgumentError(
+                f"could not preprocess {self._queue}: {type(exc).__name__}: {exc}"
             ) from exc
 
     def _enqueue(
@@ -191,7 +209,7 @@ class Batcher:
     ) -> None:
         self._preprocessing -= 1
         if future.done() or prepared.cancelled():  # the caller has gone
-            self._metrics.dropped.inc()
+            self._dropped.inc()
             return
         error = prepared.exception()
         if error is not None:
@@ -234,15 +252,15 @@ class Batcher:
     def _still_wanted(self, rows: list[_Ready]) -> list[_Ready]:
         """The rows whose caller is still waiting; the others are dropped."""
         wanted = [row for row in rows if not row.future.done()]
-        self._metrics.dropped.inc(len(rows) - len(wanted))
+        self._dropped.inc(len(rows) - len(wanted))
         return wanted
 
     async def _infer(self, batch: list[_Ready]) -> None:
         tensors = np.stack([item.tensor for item in batch])
         loop = asyncio.get_running_loop()
-        self._metrics.batch_size.observe(len(batch))
+        self._batch_size.observe(len(batch))
         try:
-            with self._metrics.stage("inference"):
+            with self._metrics.stage(self._stages[1]):
                 embeds = await loop.run_in_executor(self._inference_pool, self._embed, tensors)
         except Exception as exc:
             self._set_failures(self._consecutive_failures + 1)

@@ -13,10 +13,12 @@ from lookalike.server.batcher import BatcherSettings
 from lookalike.server.index import IndexSettings
 from lookalike.server.onnx_engine import EngineSettings, Provider
 from lookalike.server.preprocess import ImageLimits, PreprocessMode
+from lookalike.server.requests import RequestLimits
 
 __all__ = ["ServerConfig", "parse_config", "ENV_PREFIX"]
 
 ENV_PREFIX = "LOOKALIKE_"
+TRUE = ("1", "true", "yes", "on")  # what a switch's environment variable accepts as set
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -27,11 +29,15 @@ class ServerConfig:
     port: int = 50051
     engine: EngineSettings = dataclasses.field(default_factory=EngineSettings)
     batcher: BatcherSettings = dataclasses.field(default_factory=BatcherSettings)
+    text: bool = True  # load the text tower when the package has one
+    text_batcher: BatcherSettings = dataclasses.field(
+        default_factory=lambda: BatcherSettings(preprocess_threads=1)  # tokenising is quick
+    )
     preprocess_mode: PreprocessMode = PreprocessMode.FAST
     image_limits: ImageLimits = dataclasses.field(default_factory=ImageLimits)
     index: IndexSettings = dataclasses.field(default_factory=IndexSettings)
     max_message_bytes: int = 64 * 2**20
-    max_images_per_request: int = 256
+    request_limits: RequestLimits = dataclasses.field(default_factory=RequestLimits)
     snapshot_interval_s: float = 300.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -62,7 +68,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     def flag(name: str, **kwargs: object) -> None:
         env = ENV_PREFIX + name.lstrip("-").replace("-", "_").upper()
         if env in environ:
-            kwargs["default"] = environ[env]
+            switch = kwargs.get("action") == "store_true"
+            kwargs["default"] = environ[env].lower() in TRUE if switch else environ[env]
             kwargs["required"] = False
         help_text = str(kwargs.pop("help", ""))
         parser.add_argument(name, help=f"{help_text} [{env}]", **kwargs)  # type: ignore[arg-type]
@@ -74,6 +81,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         defaults.image_limits,
         defaults.index,
     )
+    text_batcher, requests = defaults.text_batcher, defaults.request_limits
     flag("--model-dir", type=Path, required=True, help="directory written by lookalike-export")
     flag("--data-dir", type=Path, required=True, help="where the items and index are kept")
     flag("--host", default=defaults.host, help="address to listen on")
@@ -86,13 +94,26 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--max-delay-ms",
         type=float,
         default=batcher.max_delay_ms,
-        help="longest wait for images still being decoded to join a batch",
+        help="longest wait for inputs still being prepared to join a batch",
     )
     flag("--max-queue", type=int, default=batcher.max_queue, help="queued images before refusal")
     flag("--preprocess-threads", type=int, default=batcher.preprocess_threads)
     flag("--preprocess", choices=[m.value for m in PreprocessMode], default="fast")
     flag("--max-message-bytes", type=int, default=defaults.max_message_bytes)
-    flag("--max-images-per-request", type=int, default=defaults.max_images_per_request)
+    flag(
+        "--max-images-per-request",
+        type=int,
+        default=requests.max_images_per_request,
+        help="images, or texts, in one Embed request",
+    )
+    flag(
+        "--no-text",
+        action="store_true",
+        help="do not load the text tower (saves its memory; text requests are then refused)",
+    )
+    flag("--max-text-bytes", type=int, default=requests.max_text_bytes, help="UTF-8, per text")
+    flag("--text-max-batch", type=int, default=text_batcher.max_batch, help="texts per batch")
+    flag("--text-max-queue", type=int, default=text_batcher.max_queue, help="queued texts")
     flag("--max-pixels", type=int, default=limits.max_pixels, help="per image, before decoding")
     flag("--index-connectivity", type=int, default=index.connectivity)
     flag("--index-expansion-add", type=int, default=index.expansion_add)
@@ -134,6 +155,13 @@ def parse_config(
                 max_queue=int(args.max_queue),
                 preprocess_threads=int(args.preprocess_threads),
             ),
+            text=not args.no_text,
+            text_batcher=dataclasses.replace(
+                ServerConfig(model_dir=Path(), data_dir=Path()).text_batcher,
+                max_batch=int(args.text_max_batch),
+                max_delay_ms=float(args.max_delay_ms),
+                max_queue=int(args.text_max_queue),
+            ),
             preprocess_mode=PreprocessMode(args.preprocess),
             image_limits=ImageLimits(max_pixels=int(args.max_pixels)),
             index=IndexSettings(
@@ -144,7 +172,10 @@ def parse_config(
                 exact_search_below=int(args.exact_search_below),
             ),
             max_message_bytes=int(args.max_message_bytes),
-            max_images_per_request=int(args.max_images_per_request),
+            request_limits=RequestLimits(
+                max_images_per_request=int(args.max_images_per_request),
+                max_text_bytes=int(args.max_text_bytes),
+            ),
             snapshot_interval_s=float(args.snapshot_interval_s),
             tls_cert=Path(args.tls_cert) if args.tls_cert else None,
             tls_key=Path(args.tls_key) if args.tls_key else None,

@@ -1,4 +1,5 @@
-"""The application: embed, add, search, get, delete and stats, with no transport.
+"""The application: embed, add, search (by image, vector, stored item or text), get, delete and
+stats, with no transport.
 
 Plain dataclasses in and out (`requests` for what comes in); failures are `LookalikeError`s.
 The gRPC service, a Ray deployment or a test calls it alike. It validates a whole request
@@ -19,7 +20,7 @@ import numpy as np
 
 from lookalike.server.batcher import Batcher, BatcherStats
 from lookalike.server.engine import ModelInfo
-from lookalike.server.errors import InvalidArgumentError, LookalikeError
+from lookalike.server.errors import InvalidArgumentError, LookalikeError, TextUnavailableError
 from lookalike.server.index import IndexSettings
 from lookalike.server.items import EmbeddedItem, Repository, SearchResult, StoredItem, WriteOutcome
 from lookalike.server.metrics import Metrics
@@ -30,11 +31,13 @@ from lookalike.server.requests import (
     check_id,
     check_image_count,
     check_metadata,
+    check_texts,
     unit_vector,
 )
 
 __all__ = [
     "Core",
+    "TextSide",
     "Embedded",
     "AddResult",
     "AddGroup",
@@ -88,20 +91,34 @@ class ServerStats:
     uptime_seconds: float
     preprocess_mode: str
     version: str
+    text_model: ModelInfo | None = None  # None without a text tower
+    text_batcher: BatcherStats | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TextSide:
+    """The text tower: its model and its own batch queue."""
+
+    model: ModelInfo
+    batcher: Batcher[str]
 
 
 class Core:
     def __init__(
         self,
         model: ModelInfo,
-        batcher: Batcher,
+        batcher: Batcher[bytes],
         repository: Repository,
         metrics: Metrics,
         *,
         limits: RequestLimits,
         preprocess_mode: str,
+        text: TextSide | None = None,
+        no_text_reason: str = "this server has no text tower",
         started: float | None = None,  # time.monotonic() when the server started
     ) -> None:
+        """`no_text_reason` is what a text request is told when `text` is None."""
+        self._text, self._no_text_reason = text, no_text_reason
         self.model, self._batcher, self._repository = model, batcher, repository
         self._metrics, self._limits, self._preprocess_mode = metrics, limits, preprocess_mode
         self._started = time.monotonic() if started is None else started
@@ -110,6 +127,11 @@ class Core:
     async def embed(self, images: Sequence[bytes]) -> Embedded:
         check_image_count(len(images), self._limits)
         return Embedded(await self._batcher.embed(images), self.model.model_id)
+
+    async def embed_texts(self, texts: Sequence[str]) -> Embedded:
+        """Texts into the images' embedding space, through the text tower."""
+        check_texts(texts, self._limits)
+        return Embedded(await self._text_side().batcher.embed(texts), self.model.model_id)
 
     async def add(self, item: AddItem) -> WriteOutcome:
         vector = await self._start(item)
@@ -143,7 +165,7 @@ class Core:
                     entry.vector.cancel()
 
     async def search(self, query: SearchQuery) -> SearchResult:
-        query.check()
+        query.check(self._limits)
         filter_pairs, k, min_score = dict(query.filter), query.k, query.min_score
         if query.item_id is not None:
             with self._metrics.stage("search"):
@@ -154,11 +176,7 @@ class Core:
                     min_score=min_score,
                     exclude_self=query.exclude_self,
                 )
-        if query.vector is not None:
-            vector = unit_vector(query.vector, self.model.dims)
-        else:
-            assert query.image is not None  # check() saw exactly one of the three
-            (vector,) = await self._batcher.embed([query.image])
+        vector = await self._query_vector(query)
         with self._metrics.stage("search"):
             return await self._repository.search(
                 vector, k, filter_pairs=filter_pairs, min_score=min_score
@@ -190,9 +208,27 @@ class Core:
             uptime_seconds=time.monotonic() - self._started,
             preprocess_mode=self._preprocess_mode,
             version=_version(),
+            text_model=self._text.model if self._text else None,
+            text_batcher=self._text.batcher.stats() if self._text else None,
         )
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _text_side(self) -> TextSide:
+        if self._text is None:
+            raise TextUnavailableError(self._no_text_reason)
+        return self._text
+
+    async def _query_vector(self, query: SearchQuery) -> np.ndarray:
+        """The unit vector of a checked query by vector, text or image."""
+        if query.vector is not None:
+            return unit_vector(query.vector, self.model.dims)
+        if query.text is not None:
+            (vector,) = await self._text_side().batcher.embed([query.text])
+            return vector
+        assert query.image is not None  # check() saw exactly one query
+        (vector,) = await self._batcher.embed([query.image])
+        return vector
 
     def _start(self, item: AddItem) -> asyncio.Future[np.ndarray]:
         """Check the whole item, then start embedding its image (or take its vector): a future

@@ -9,6 +9,8 @@ __all__ = [
     "NotFoundError",
     "LimitExceededError",
     "ImageTooLargeError",
+    "TextTooLongError",
+    "TextUnavailableError",
     "OverloadedError",
     "NotReadyError",
     "EngineError",
@@ -42,6 +44,14 @@ class LimitExceededError(LookalikeError):
 
 class ImageTooLargeError(InvalidImageError, LimitExceededError):
     """Decodable, but beyond the configured pixel limit (checked before decoding)."""
+
+
+class TextTooLongError(InvalidArgumentError, LimitExceededError):
+    """A text beyond the configured byte limit (checked before tokenising)."""
+
+
+class TextUnavailableError(LookalikeError):
+    """A text request to a server without a text tower (--no-text, or an image-only package)."""
 
 
 class OverloadedError(LookalikeError):

@@ -30,6 +30,7 @@ from lookalike.export.manifest import (
     Manifest,
     ManifestError,
     Precision,
+    TokenizerSpec,
     Variant,
     sha256_file,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "OnnxEngine",
     "GraphInputs",
     "ImageInputs",
+    "TokenInputs",
     "read_manifest",
     "physical_cores",
 ]
@@ -137,8 +139,54 @@ class ImageInputs:
         return np.ascontiguousarray(pixels, dtype=np.float32)
 
 
+@dataclasses.dataclass(frozen=True)
+class TokenInputs:
+    """The text graph's input: token ids, int64[B, L], padded to the full context."""
+
+    tokenizer: TokenizerSpec
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.tokenizer.max_length,)
+
+    def check(self, batch: np.ndarray) -> np.ndarray:
+        if batch.ndim != 2 or batch.shape[1:] != self.shape:
+            raise EngineError(
+                f"expected token ids of shape [B, {self.tokenizer.max_length}], "
+                f"got {list(batch.shape)}"
+            )
+        return np.ascontiguousarray(batch, dtype=np.int64)
+
+    def fixed(self, batch_size: int) -> np.ndarray:
+        return self._texts(np.full((batch_size,), 8), np.random.default_rng(1))
+
+    def varied(self, count: int) -> np.ndarray:
+        """Texts of different lengths, from one token to the full context."""
+        rng = np.random.default_rng(0)
+        lengths = np.linspace(1, self.tokenizer.max_length - 2, count).astype(int)
+        return self._texts(lengths, rng)
+
+    def _texts(self, lengths: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Start token, `length` ordinary tokens, end token, then padding."""
+        spec = self.tokenizer
+        ordinary = min(spec.start_token_id, spec.end_token_id)  # the special ids come last
+        ids = np.full((len(lengths), spec.max_length), spec.pad_token_id, dtype=np.int64)
+        for row, length in zip(ids, lengths, strict=True):
+            row[0] = spec.start_token_id
+            row[1 : length + 1] = rng.integers(0, ordinary, size=length)
+            row[length + 1] = spec.end_token_id
+        return ids
+
+
+def _token_inputs(graph: Graph) -> GraphInputs:
+    if graph.tokenizer is None:
+        raise ModelLoadError("the text graph's manifest entry has no tokenizer; re-export")
+    return TokenInputs(graph.tokenizer)
+
+
 INPUTS_BY_ROLE: dict[str, Callable[[Graph], GraphInputs]] = {
     "image": lambda graph: ImageInputs(int(graph.input_shape[-1])),
+    "text": _token_inputs,
 }
 
 

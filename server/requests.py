@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from lookalike.server.errors import InvalidArgumentError, LimitExceededError
+from lookalike.server.errors import InvalidArgumentError, LimitExceededError, TextTooLongError
 
 __all__ = [
     "AddItem",
@@ -22,6 +22,7 @@ __all__ = [
     "check_id",
     "check_metadata",
     "check_image_count",
+    "check_texts",
     "unit_vector",
 ]
 
@@ -36,7 +37,8 @@ Values = Sequence[float] | np.ndarray
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RequestLimits:
-    max_images_per_request: int = 256
+    max_images_per_request: int = 256  # images, or texts, in one Embed request
+    max_text_bytes: int = 2048  # UTF-8 bytes per text, checked before tokenising
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,28 +53,33 @@ class AddItem:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SearchQuery:
-    """Find the k nearest stored items to one of: an image, a vector, a stored item's id."""
+    """Find the k nearest stored items to one of: an image, a vector, a stored item's id, a
+    text."""
 
     image: bytes | None = None
     vector: Values | None = None
     item_id: str | None = None
+    text: str | None = None
     k: int = 10
     min_score: float | None = None  # cosine similarity, -1 to 1
     filter: Mapping[str, str] = dataclasses.field(default_factory=dict)  # every pair must hold
     exclude_self: bool = False  # with `item_id`: leave that item out of the matches
 
-    def check(self) -> None:
-        """Everything but the query's content, which only the core can check (it knows dims)."""
+    def check(self, limits: RequestLimits) -> None:
+        """Everything but a vector's length and an image's bytes (the core and the decoder
+        check those)."""
         if not 1 <= self.k <= MAX_K:
             raise InvalidArgumentError(f"k must be between 1 and {MAX_K}, got {self.k}")
         if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
             raise InvalidArgumentError(f"min_score must be between -1 and 1, got {self.min_score}")
         check_metadata(self.filter, "filter")
-        given = [self.image is not None, self.vector is not None, self.item_id is not None]
-        if sum(given) != 1:
-            raise InvalidArgumentError("no query: set one of `image`, `vector` or `id`")
+        queries = (self.image, self.vector, self.item_id, self.text)
+        if sum(query is not None for query in queries) != 1:
+            raise InvalidArgumentError("no query: set one of `image`, `vector`, `id` or `text`")
         if self.item_id is not None:
             check_id(self.item_id)
+        if self.text is not None:
+            check_texts([self.text], limits)
 
 
 def check_id(item_id: str) -> None:
@@ -109,6 +116,24 @@ def check_image_count(count: int, limits: RequestLimits) -> None:
         raise LimitExceededError(
             f"{count} images in one request; the limit is {limits.max_images_per_request}"
         )
+
+
+def check_texts(texts: Sequence[str], limits: RequestLimits) -> None:
+    if not texts:
+        raise InvalidArgumentError("no texts: send at least one in `texts`")
+    if len(texts) > limits.max_images_per_request:
+        raise LimitExceededError(
+            f"{len(texts)} texts in one request; the limit is {limits.max_images_per_request}"
+        )
+    for position, text in enumerate(texts):
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > limits.max_text_bytes:
+            raise TextTooLongError(
+                f"text {position} is {size:,} bytes; the limit is {limits.max_text_bytes:,} "
+                "(CLIP reads 77 tokens, about 300 characters of English, and drops the rest)"
+            )
+        if not text.strip():
+            raise InvalidArgumentError(f"text {position} is empty or only whitespace")
 
 
 def unit_vector(values: Values, dims: int) -> np.ndarray:

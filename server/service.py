@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import grpc
 
 from lookalike.server.core import AddGroup, Core
-from lookalike.server.errors import LookalikeError, NotReadyError
+from lookalike.server.errors import InvalidArgumentError, LookalikeError, NotReadyError
 from lookalike.server.items import SearchResult
 from lookalike.server.metrics import Metrics
 from lookalike.server.requests import AddItem, SearchQuery
@@ -101,7 +101,13 @@ class ImageSearchService(pb_grpc.ImageSearchServicer):
     async def Embed(
         self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> pb.EmbedResponse:
-        embedded = await self._ready_core.embed(list(request.images))
+        core = self._ready_core
+        if request.images and request.texts:
+            raise InvalidArgumentError("send images or texts in one Embed request, not both")
+        if request.texts:
+            embedded = await core.embed_texts(list(request.texts))
+        else:
+            embedded = await core.embed(list(request.images))
         return pb.EmbedResponse(
             embeddings=[pb.Vector(values=v) for v in embedded.vectors],
             model_id=embedded.model_id,
@@ -131,6 +137,7 @@ class ImageSearchService(pb_grpc.ImageSearchServicer):
             image=request.image if content == "image" else None,
             vector=request.vector.values if content == "vector" else None,
             item_id=request.id if content == "id" else None,
+            text=request.text if content == "text" else None,
             k=request.k,
             min_score=request.min_score if request.HasField("min_score") else None,
             filter=dict(request.filter),
@@ -160,7 +167,7 @@ class ImageSearchService(pb_grpc.ImageSearchServicer):
         self, request: pb.StatsRequest, context: grpc.aio.ServicerContext
     ) -> pb.StatsResponse:
         stats = await self._ready_core.stats()
-        model, index = stats.model, stats.index
+        model, index, text = stats.model, stats.index, stats.text_model
         return pb.StatsResponse(
             items=stats.items,
             dims=model.dims,
@@ -182,6 +189,9 @@ class ImageSearchService(pb_grpc.ImageSearchServicer):
             mean_batch_size=stats.batcher.mean_batch_size,
             preprocess_mode=stats.preprocess_mode,
             version=stats.version,
+            text_enabled=text is not None,
+            text_precision=text.precision.value if text else "",
+            text_queue_depth=stats.text_batcher.queue_depth if stats.text_batcher else 0,
         )
 
 

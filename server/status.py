@@ -22,6 +22,8 @@ from lookalike.server.errors import (
     OverloadedError,
     StorageError,
     StorageFullError,
+    TextTooLongError,
+    TextUnavailableError,
 )
 
 __all__ = ["GRPC_CODES", "ERROR_KIND_KEY", "grpc_status", "error_metadata"]
@@ -31,6 +33,7 @@ ERROR_KIND_KEY = "lookalike-error"  # trailing metadata: the error's class name
 # Looked up along the exception's MRO, most specific class first.
 GRPC_CODES: dict[type[LookalikeError], grpc.StatusCode] = {
     ImageTooLargeError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    TextTooLongError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
     NotFoundError: grpc.StatusCode.NOT_FOUND,
     LimitExceededError: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -41,6 +44,7 @@ GRPC_CODES: dict[type[LookalikeError], grpc.StatusCode] = {
     StorageError: grpc.StatusCode.UNAVAILABLE,
     ModelLoadError: grpc.StatusCode.FAILED_PRECONDITION,
     DataDirError: grpc.StatusCode.FAILED_PRECONDITION,
+    TextUnavailableError: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 

@@ -37,10 +37,14 @@ def test_demo_exports_serves_indexes_and_finds_the_transformed_copy(tmp_path: Pa
     assert "RANDOM WEIGHTS" in first.stdout
     assert "24 stored, 0 already indexed, 0 failed" in first.stdout
     searches = first.stdout.split("rank    score")[1:]
-    assert len(searches) == 2
-    for table in searches:  # the image itself, then its resized/cropped/recompressed copy
+    assert len(searches) == 3
+    for table in searches[:2]:  # the image itself, then its resized/cropped/recompressed copy
         top = table.splitlines()[1].split()
         assert top[2] == "shapes-005.jpg", table
+    by_text = searches[2].splitlines()[1:6]  # random weights: five matches, no meaning
+    assert all(line.split()[2].endswith(".jpg") for line in by_text), searches[2]
+    text_page = (tmp_path / "demo" / "text-results.html").read_text()
+    assert "a red circle on a white background" in text_page
     assert f"source {env['LOOKALIKE_VENV']}/bin/activate" in first.stdout  # the README's next step
     page = (tmp_path / "demo" / "results.html").read_text()
     assert "query-transformed.jpg" in page

@@ -66,6 +66,15 @@ def test_engine_benchmark_compares_backends_against_gemm_rates(
             assert run["max_abs_diff_batched_vs_alone"] <= 1e-6
     pytorch = [r for r in results["runs"] if r["backend"] == "pytorch-eager-fp32"]
     assert all(r["speedup_vs_pytorch"] == pytest.approx(1.0) for r in pytorch)
+    texts = results["text_runs"]  # the text tower, same backends, same token ids
+    assert {(r["backend"], r["batch_size"]) for r in texts} == {
+        (backend, batch)
+        for backend in ("pytorch-eager-fp32", "onnxruntime-fp32", "onnxruntime-int8")
+        for batch in (1, 8)
+    }
+    for run in texts:
+        assert run["texts_per_s"] > 0
+        assert run["min_cosine_to_pytorch"] > 0.99
 
 
 def test_preprocess_benchmark_times_every_mode(tiny_export: Path, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lookalike.client import Client
 from lookalike.client.cli import (
     EXIT_BAD_INPUT,
     EXIT_BROKEN_PIPE,
@@ -116,6 +117,36 @@ def test_index_search_stats_get_delete(
     code, _, err = run(capsys, server_address, "get", "photo-1.jpg")
     assert code == EXIT_NOT_FOUND
     assert "photo-1.jpg" in err
+
+
+def test_search_by_text_prints_the_table_json_and_a_page_with_the_text(
+    server_address: str, folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, _ = run(capsys, server_address, "index", str(folder))
+    assert code in (0, EXIT_SOME_FAILED)  # broken.jpg fails, and may already be indexed
+    query = "a small <b>red</b> boat, at dawn"
+    code, out, _ = run(capsys, server_address, "search", "--text", query, "-k", "3", "--json")
+    assert code == 0
+    results = json.loads(out)
+    assert len(results) == 3
+    with Client(server_address) as client:  # the scores are cosines to the text's embedding
+        (text_vector,) = client.embed(texts=[query])
+        stored = client.get(results[0]["id"], include_vector=True).vector
+    assert stored is not None
+    assert results[0]["score"] == pytest.approx(float(text_vector @ stored), abs=1e-4)
+
+    page = tmp_path / "text.html"
+    code, out, _ = run(
+        capsys, server_address, "search", "-t", query, "-k", "3", "--html", str(page)
+    )
+    assert code == 0
+    assert out.splitlines()[0].split() == ["rank", "score", "id", "metadata"]
+    html = page.read_text()
+    assert '<blockquote class="query-text">a small &lt;b&gt;red&lt;/b&gt; boat, at dawn' in html
+    assert html.count("<article") == 3
+
+    code, out, _ = run(capsys, server_address, "stats")
+    assert "text        int8" in out
 
 
 def test_errors_are_one_line_with_an_exit_code(

@@ -133,6 +133,7 @@ def test_existing_output_is_kept_unless_overwrite(
         "--overwrite",
         "--precision",
         "int8",
+        "--no-text",
     )
     assert code == 0
     assert sorted(p.name for p in output.iterdir()) == ["image_int8.onnx", MANIFEST_FILE]

@@ -18,6 +18,8 @@ from transformers import (
 
 from lookalike.export.cli import main
 from lookalike.export.manifest import Manifest, Precision
+from lookalike.export.tokenizer import clip_bpe_tokenizer
+from lookalike.export.verify import token_ids
 
 VISION = dict(
     hidden_size=24,
@@ -43,6 +45,7 @@ def saved_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, CLIPMode
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.25, 0.25, 0.25],
     ).save_pretrained(directory)
+    clip_bpe_tokenizer().save_pretrained(directory)  # as the hub's CLIP checkpoints carry it
     return directory, model
 
 
@@ -74,6 +77,29 @@ def test_local_clip_directory_exports_with_its_own_preprocessing(
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+def test_local_clip_directory_exports_its_text_tower_with_its_tokenizer(
+    saved_clip: tuple[Path, CLIPModel], tmp_path: Path
+) -> None:
+    directory, model = saved_clip
+    output = tmp_path / "out"
+    assert main(["--quiet", "--model", str(directory), "--output", str(output)]) == 0
+    text = Manifest.load(output).graphs["text"]
+    assert text.tokenizer is not None
+    assert (text.input, text.input_shape, text.input_dtype) == ("input_ids", ("batch", 77), "int64")
+    assert set(text.variants) == set(Precision)
+
+    texts = ["a photo of a cat", "Ünïcödé, 猫 and 🐱", "x", "long " * 100]
+    ids = token_ids(clip_bpe_tokenizer(), texts, 77)
+    with torch.no_grad():
+        expected = model.get_text_features(input_ids=torch.from_numpy(ids)).numpy()
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    fp32 = text.variants[Precision.FP32]
+    sess = ort.InferenceSession(str(output / fp32.file), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input_ids": ids})[0]
+    assert float(np.min(np.sum(got * expected, axis=1))) >= 0.99999
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
 def test_vision_only_checkpoint_without_processor_uses_default_preprocessing(
     tmp_path: Path,
 ) -> None:
@@ -82,7 +108,7 @@ def test_vision_only_checkpoint_without_processor_uses_default_preprocessing(
     model = CLIPVisionModelWithProjection(CLIPVisionConfig(**VISION, projection_dim=10)).eval()
     model.save_pretrained(tmp_path / "vision")
     output = tmp_path / "out"
-    code = main(["--quiet", "--model", str(tmp_path / "vision"), "-o", str(output)])
+    code = main(["--quiet", "--model", str(tmp_path / "vision"), "-o", str(output), "--no-text"])
     assert code == 0
     manifest = Manifest.load(output)
     assert manifest.embedding_dim == 10
@@ -97,3 +123,28 @@ def test_vision_only_checkpoint_without_processor_uses_default_preprocessing(
     sess = ort.InferenceSession(str(output / int8.file), providers=["CPUExecutionProvider"])
     got = sess.run(None, {"pixel_values": batch})[0]
     assert float(np.min(np.sum(got * expected, axis=1))) >= 0.99
+
+
+def test_vision_only_checkpoint_asks_for_no_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    CLIPVisionModelWithProjection(CLIPVisionConfig(**VISION, projection_dim=10)).save_pretrained(
+        tmp_path / "vision"
+    )
+    code = main(["--quiet", "--model", str(tmp_path / "vision"), "-o", str(tmp_path / "out")])
+    assert code != 0
+    assert "--no-text" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_clip_directory_without_tokenizer_files_is_refused_clearly(
+    saved_clip: tuple[Path, CLIPModel], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, model = saved_clip
+    bare = tmp_path / "bare"
+    model.save_pretrained(bare)  # weights and config only
+    code = main(["--quiet", "--model", str(bare), "-o", str(tmp_path / "out")])
+    assert code != 0
+    error = capsys.readouterr().err
+    assert "no tokenizer files" in error
+    assert "--no-text" in error

@@ -16,7 +16,8 @@ from lookalike.export.optimize import patch_embedding_as_matmul
 from lookalike.export.source import RANDOM_INIT_PRESETS, load_checkpoint
 from lookalike.export.verify import PARITY_BARS
 
-TINY = RANDOM_INIT_PRESETS["tiny"]
+PRESET = RANDOM_INIT_PRESETS["tiny"]
+TINY = {**PRESET["vision"], "projection_dim": PRESET["projection_dim"]}
 
 
 def session(package: Path, manifest: Manifest, precision: Precision) -> ort.InferenceSession:
@@ -29,18 +30,23 @@ def pixels(batch: int, seed: int = 0) -> np.ndarray:
     return rng.normal(size=(batch, 3, TINY["image_size"], TINY["image_size"])).astype(np.float32)
 
 
-def test_package_holds_manifest_and_one_file_per_precision(
+def test_package_holds_manifest_tokenizer_and_one_file_per_graph_and_precision(
     tiny_export: Path, tiny_manifest: Manifest
 ) -> None:
     files = sorted(p.name for p in tiny_export.iterdir())
-    variants = tiny_manifest.graphs["image"].variants
-    assert set(variants) == set(Precision)
-    assert files == sorted([MANIFEST_FILE, *(v.file for v in variants.values())])
-    for precision, variant in variants.items():
-        assert precision.value in variant.file
-        path = tiny_export / variant.file
-        assert variant.sha256 == sha256_file(path)
-        assert variant.bytes == path.stat().st_size
+    assert set(tiny_manifest.graphs) == {"image", "text"}
+    tokenizer = tiny_manifest.graphs["text"].tokenizer
+    assert tokenizer is not None
+    graph_files = []
+    for role, graph in tiny_manifest.graphs.items():
+        assert set(graph.variants) == set(Precision)
+        for precision, variant in graph.variants.items():
+            assert variant.file == f"{role}_{precision.value}.onnx"
+            path = tiny_export / variant.file
+            assert variant.sha256 == sha256_file(path)
+            assert variant.bytes == path.stat().st_size
+            graph_files.append(variant.file)
+    assert files == sorted([MANIFEST_FILE, *graph_files, *tokenizer.files])
 
 
 def test_manifest_describes_model_and_preprocessing(tiny_manifest: Manifest) -> None:
@@ -77,7 +83,7 @@ def test_parity_figures_meet_their_bar(tiny_manifest: Manifest, precision: Preci
     parity = tiny_manifest.graphs["image"].variants[precision].parity
     assert parity.bar == PARITY_BARS[precision]
     assert parity.bar <= parity.min_cosine <= parity.mean_cosine <= 1.0 + 1e-6
-    assert parity.images >= 8
+    assert parity.inputs >= 8
     assert parity.batch_sizes[0] == 1
     assert parity.batch_sizes[1] > 1
 
@@ -200,5 +206,5 @@ def test_cli_prints_summary_and_random_weights_warning(tiny_export: Path) -> Non
     assert "RANDOM WEIGHTS" in stderr
     for precision in Precision:
         assert f"image_{precision.value}.onnx" in stdout
-    assert "[7/7]" in stderr  # numbered progress lines
+    assert "[10/10]" in stderr  # numbered progress lines: load, export, 2 x (optimize, 3 variants)
     assert "peak memory so far" in stderr  # with what each step cost, for sizing machines

@@ -35,5 +35,7 @@ class EngineHandle:
     engine: FaultyEngine | None = None
 
     def __call__(self, model_dir: Path, settings: EngineSettings) -> FaultyEngine:
-        self.engine = FaultyEngine(model_dir, settings)
-        return self.engine
+        engine = FaultyEngine(model_dir, settings)
+        if settings.graph == "image":  # the text tower, when loaded, runs fault-free
+            self.engine = engine
+        return engine

@@ -29,7 +29,9 @@ def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
 
 
 def sample(metrics: Metrics, name: str) -> float:
-    return metrics.registry.get_sample_value(name) or 0.0
+    """A metric of the image queue (or one without labels)."""
+    labels = {"queue": "image"} if "input" in name or "queue_depth" in name else {}
+    return metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 async def until(condition: Any) -> None:

@@ -20,6 +20,7 @@ from lookalike.export.manifest import Manifest, Precision
 from lookalike.server.index import IndexSettings
 from lookalike.server.onnx_engine import EngineSettings
 from lookalike.server.preprocess import PreprocessMode
+from lookalike.server.requests import RequestLimits
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from tests.server.images import jpeg
@@ -40,7 +41,7 @@ def channel(tiny_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         preprocess_mode=PreprocessMode.EXACT,
         index=IndexSettings(exact_search_below=EXACT_BELOW),
         max_message_bytes=MAX_MESSAGE_BYTES,
-        max_images_per_request=MAX_IMAGES,
+        request_limits=RequestLimits(max_images_per_request=MAX_IMAGES),
     )
     with running_server(config) as server, grpc.insecure_channel(server.address) as channel:
         yield channel

@@ -13,10 +13,12 @@ class Vector(_message.Message):
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
-    __slots__ = ("images",)
+    __slots__ = ("images", "texts")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, images: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, images: _Optional[_Iterable[bytes]] = ..., texts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
     __slots__ = ("embeddings", "model_id")
@@ -78,7 +80,7 @@ class AddStreamResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[AddResult, _Mapping]]] = ..., stored: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("image", "vector", "id", "k", "min_score", "filter", "exclude_self")
+    __slots__ = ("image", "vector", "id", "text", "k", "min_score", "filter", "exclude_self")
     class FilterEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +91,7 @@ class SearchRequest(_message.Message):
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
@@ -96,11 +99,12 @@ class SearchRequest(_message.Message):
     image: bytes
     vector: Vector
     id: str
+    text: str
     k: int
     min_score: float
     filter: _containers.ScalarMap[str, str]
     exclude_self: bool
-    def __init__(self, image: _Optional[bytes] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., id: _Optional[str] = ..., k: _Optional[int] = ..., min_score: _Optional[float] = ..., filter: _Optional[_Mapping[str, str]] = ..., exclude_self: _Optional[bool] = ...) -> None: ...
+    def __init__(self, image: _Optional[bytes] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., id: _Optional[str] = ..., text: _Optional[str] = ..., k: _Optional[int] = ..., min_score: _Optional[float] = ..., filter: _Optional[_Mapping[str, str]] = ..., exclude_self: _Optional[bool] = ...) -> None: ...
 
 class Match(_message.Message):
     __slots__ = ("id", "score", "metadata")
@@ -187,7 +191,7 @@ class IndexSettings(_message.Message):
     def __init__(self, metric: _Optional[str] = ..., dtype: _Optional[str] = ..., connectivity: _Optional[int] = ..., expansion_add: _Optional[int] = ..., expansion_search: _Optional[int] = ..., exact_search_below: _Optional[int] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("items", "dims", "model_id", "random_weights", "precision", "providers", "preprocess_mode", "index", "queue_depth", "uptime_seconds", "batches", "mean_batch_size", "version")
+    __slots__ = ("items", "dims", "model_id", "random_weights", "precision", "providers", "preprocess_mode", "index", "queue_depth", "uptime_seconds", "batches", "mean_batch_size", "version", "text_enabled", "text_precision", "text_queue_depth")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     DIMS_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -201,6 +205,9 @@ class StatsResponse(_message.Message):
     BATCHES_FIELD_NUMBER: _ClassVar[int]
     MEAN_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    TEXT_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    TEXT_PRECISION_FIELD_NUMBER: _ClassVar[int]
+    TEXT_QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
     items: int
     dims: int
     model_id: str
@@ -214,4 +221,7 @@ class StatsResponse(_message.Message):
     batches: int
     mean_batch_size: float
     version: str
-    def __init__(self, items: _Optional[int] = ..., dims: _Optional[int] = ..., model_id: _Optional[str] = ..., random_weights: _Optional[bool] = ..., precision: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., preprocess_mode: _Optional[str] = ..., index: _Optional[_Union[IndexSettings, _Mapping]] = ..., queue_depth: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., batches: _Optional[int] = ..., mean_batch_size: _Optional[float] = ..., version: _Optional[str] = ...) -> None: ...
+    text_enabled: bool
+    text_precision: str
+    text_queue_depth: int
+    def __init__(self, items: _Optional[int] = ..., dims: _Optional[int] = ..., model_id: _Optional[str] = ..., random_weights: _Optional[bool] = ..., precision: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., preprocess_mode: _Optional[str] = ..., index: _Optional[_Union[IndexSettings, _Mapping]] = ..., queue_depth: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., batches: _Optional[int] = ..., mean_batch_size: _Optional[float] = ..., version: _Optional[str] = ..., text_enabled: _Optional[bool] = ..., text_precision: _Optional[str] = ..., text_queue_depth: _Optional[int] = ...) -> None: ...

@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class ImageSearchStub:
-    """Image-to-image search over a durable index of CLIP image embeddings.
+    """Search over a durable index of CLIP image embeddings, by image, vector, stored item or text.
     """
 
     def __init__(self, channel):
@@ -73,11 +73,11 @@ class ImageSearchStub:
 
 
 class ImageSearchServicer:
-    """Image-to-image search over a durable index of CLIP image embeddings.
+    """Search over a durable index of CLIP image embeddings, by image, vector, stored item or text.
     """
 
     def Embed(self, request, context):
-        """Embed images without storing them: for callers that keep their own vector store.
+        """Embed images or texts without storing them: for callers that keep their own vector store.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -101,7 +101,7 @@ class ImageSearchServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Search(self, request, context):
-        """The most similar stored items to an image, a vector, or a stored item.
+        """The most similar stored items to an image, a vector, a stored item, or a text.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -175,7 +175,7 @@ def add_ImageSearchServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ImageSearch:
-    """Image-to-image search over a durable index of CLIP image embeddings.
+    """Search over a durable index of CLIP image embeddings, by image, vector, stored item or text.
     """
 
     @staticmethod
