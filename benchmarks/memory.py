@@ -3,8 +3,9 @@
     python benchmarks/memory.py [--quick] [--out results] [--model-dir DIR] [--minutes 10]
 
 Measures the exporter's peak RSS (a fresh `lookalike-export --random-init vit-b-32`), each
-variant's file size, the server's RSS idle per precision, and the server's RSS sampled every
-few seconds through a long load run (16 requests in flight, 640x480 JPEGs) to show whether it
+variant's file size, the server's RSS idle per precision and, for int8, with and without the
+text tower (`--no-text`: what the text tower costs), and the server's RSS sampled every few
+seconds through a long load run (16 requests in flight, 640x480 JPEGs) to show whether it
 stays flat. Index bytes per vector per dtype come from `search.py`.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,6 +36,7 @@ from benchmarks.serve import load_run, rss_mb
 from lookalike.export.manifest import Manifest
 
 SAMPLE_S = 5.0
+IDLE_STARTS = 3  # idle RSS varies by tens of MB from start to start: the median of these
 
 
 def exporter_peak_mb(preset: str) -> float:
@@ -69,12 +72,22 @@ def main() -> None:
     print("exporter peak RSS ...", flush=True)
     preset = "tiny" if args.quick else "vit-b-32"
     exporter = {"preset": preset, "peak_rss_mb": exporter_peak_mb(preset)}
-    files = {p.value: v.bytes / 2**20 for p, v in manifest.graphs["image"].variants.items()}
+    files = {
+        f"{role} {p.value}" if role != "image" else p.value: v.bytes / 2**20
+        for role, graph in manifest.graphs.items()
+        for p, v in graph.variants.items()
+    }
 
-    idle = {}
-    for precision in ("fp32", "int8"):
-        with lookalike_server(model_dir, "--precision", precision) as server:
-            idle[precision] = rss_mb(server.pid)
+    runs = {"fp32": ("--precision", "fp32"), "int8": ("--precision", "int8")}
+    if "text" in manifest.graphs:
+        runs["int8, no text tower"] = ("--precision", "int8", "--no-text")
+    starts: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(1 if args.quick else IDLE_STARTS):  # interleaved, so drift hits all alike
+        for name, flags in runs.items():
+            with lookalike_server(model_dir, *flags) as server:
+                starts[name].append(rss_mb(server.pid))
+    idle = {name: statistics.median(values) for name, values in starts.items()}
+    text_tower = idle["int8"] - idle["int8, no text tower"] if "text" in manifest.graphs else None
     print(f"load run: {minutes:g} min at 16 in flight ...", flush=True)
     samples: list[tuple[float, float]] = []
     payload = encoded((640, 480), "JPEG", seed=1)
@@ -98,6 +111,8 @@ def main() -> None:
         "exporter": exporter,
         "model_file_mb": files,
         "server_idle_rss_mb": idle,
+        "server_idle_rss_mb_each_start": starts,
+        "text_tower_rss_mb": text_tower,
         "load_run": {
             "minutes": minutes,
             "images_per_s": run["images_per_s"],
@@ -113,6 +128,7 @@ def main() -> None:
             (f"exporter peak ({preset})", exporter["peak_rss_mb"]),
             *((f"model file {name}", size) for name, size in files.items()),
             *((f"server idle, {name}", rss) for name, rss in idle.items()),
+            *([("text tower (int8, idle)", text_tower)] if text_tower is not None else []),
             ("server under load, first sample", samples[0][1]),
             ("server under load, last sample", samples[-1][1]),
         ],

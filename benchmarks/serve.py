@@ -9,13 +9,16 @@ flight. Between the load runs, while the server idles, it measures the bare engi
 lone request, 1.5 x their sum), and reports each run against the mean of the probes around it.
 Also a naive pipeline a user might write (CLIPImageProcessor + PyTorch eager, one image at a
 time, no server overhead counted), optionally a peer server, and the server's RSS idle and
-under load.
+under load. With a text tower: `Search` by text (k=10 over 5,000 stored vectors) at 1 and 16 in
+flight, alone and beside 16 image `Embed`s in flight (texts have their own queue: what a text
+query waits under image load).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import io
 import multiprocessing
 import os
@@ -48,11 +51,17 @@ CLIENT_PROCESSES = 2
 BATCHING = ((1, 0.0), (8, 2.0), (32, 5.0), (32, 20.0), (64, 50.0))
 SWEEP_CONCURRENCY = (1, 16)
 SINGLE_REQUEST_SLACK = 1.5  # target: p99 of a lone request <= this x (engine batch 1 + decode)
+TEXT_QUERY = "a red car parked by the river at night"
+TEXT_CONCURRENCY = (1, 16)
+TEXT_INDEX_ITEMS = 5000  # searched by the text queries
 HTTP_HEADERS = {"Content-Type": "application/json"}
 
 
-def _drive(address: str, payload: bytes, in_flight: int, seconds: float, queue) -> None:
-    """One client process: `in_flight` concurrent Embed calls in a loop for `seconds`."""
+def _drive(
+    address: str, payload: bytes, in_flight: int, seconds: float, queue, text: str | None = None
+) -> None:
+    """One client process: `in_flight` concurrent calls in a loop for `seconds`: Embed of the
+    image `payload`, or with `text`, Search by that text."""
     import grpc
 
     from lookalike.v1 import lookalike_pb2 as pb
@@ -70,7 +79,10 @@ def _drive(address: str, payload: bytes, in_flight: int, seconds: float, queue) 
                 while time.perf_counter() < deadline:
                     started = time.perf_counter()
                     try:
-                        await stub.Embed(pb.EmbedRequest(images=[payload]), timeout=60)
+                        if text is None:
+                            await stub.Embed(pb.EmbedRequest(images=[payload]), timeout=60)
+                        else:
+                            await stub.Search(pb.SearchRequest(text=text, k=10), timeout=60)
                         latencies.append(time.perf_counter() - started)
                     except grpc.aio.AioRpcError:
                         errors += 1
@@ -114,15 +126,24 @@ def load_run(
     seconds: float,
     *,
     http_body: bytes | None = None,
+    text: str | None = None,
 ) -> dict:
-    """Drive `address` (gRPC) or, with `http_body`, the HTTP URL `address` from client processes."""
+    """Drive `address` (gRPC) or, with `http_body`, the HTTP URL `address` from client processes;
+    with `text`, Search by that text instead of embedding `payload`."""
     processes = min(CLIENT_PROCESSES, concurrency)
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
-    target, data = (_drive, payload) if http_body is None else (_drive_http, http_body)
+    if http_body is None:
+        target, arguments = _drive, (payload,)
+    else:
+        target, arguments = _drive_http, (http_body,)
     workers = [
-        context.Process(target=target, args=(address, data, share, seconds, queue))
+        context.Process(
+            target=target,
+            args=(address, *arguments, share, seconds, queue),
+            kwargs={"text": text} if text is not None else {},
+        )
         for share in shares
     ]
     started = time.perf_counter()
@@ -285,6 +306,62 @@ def infinity_runs(binary: Path, checkpoint: Path, payloads: dict, seconds: float
             peer.wait(60)
 
 
+def server_has_text(address: str) -> bool:
+    from lookalike.client import Client
+
+    with Client(address) as client:
+        return client.stats().text_enabled
+
+
+def text_query_runs(address: str, payload: bytes, seconds: float) -> list[dict]:
+    """Search by text at 1 and 16 in flight, alone and beside 16 image Embeds in flight."""
+    from lookalike.client import Client, NewItem
+
+    vectors = np.random.default_rng(0).normal(size=(TEXT_INDEX_ITEMS, 512)).astype(np.float32)
+    with Client(address) as client:  # something to search: random unit vectors
+        dims = client.stats().dims
+        items = (NewItem(f"vector-{i}", vector=v[:dims]) for i, v in enumerate(vectors))
+        for _ in client.add_many(items):
+            pass
+    runs = []
+    for image_load in (False, True):
+        for concurrency in TEXT_CONCURRENCY:
+            label = "beside 16 image requests" if image_load else "alone"
+            print(f"  text queries, {concurrency} in flight, {label} ...", flush=True)
+            with concurrent.futures.ThreadPoolExecutor(1) as background:
+                images = (
+                    background.submit(load_run, address, payload, 16, seconds)
+                    if image_load
+                    else None
+                )
+                run = load_run(address, b"", concurrency, seconds, text=TEXT_QUERY)
+                image_run = images.result() if images else None
+            runs.append(
+                {
+                    **run,
+                    "texts_per_s": run.pop("images_per_s"),
+                    "image_load_in_flight": 16 if image_load else 0,
+                    "images_per_s_beside": image_run["images_per_s"] if image_run else None,
+                }
+            )
+    print_table(
+        ("in flight", "image load", "texts/s", "p50 ms", "p99 ms", "errors", "img/s beside"),
+        [
+            (
+                r["concurrency"],
+                r["image_load_in_flight"],
+                r["texts_per_s"],
+                r["p50_ms"],
+                r["p99_ms"],
+                r["errors"],
+                r["images_per_s_beside"] or "",
+            )
+            for r in runs
+        ],
+    )
+    return runs
+
+
 def batching_sweep(model_dir: Path, seconds: float) -> list[dict]:
     """640x480 JPEGs at 1 and 16 in flight under several (max_batch, max_delay_ms)."""
     payload = encoded(PAYLOADS["jpeg-640x480"], "JPEG", seed=1)
@@ -363,6 +440,10 @@ def main() -> None:
                     )
                 results.append(run)
         del probe
+        texts = []
+        if server_has_text(server.address):
+            payload = encoded(PAYLOADS["jpeg-640x480"], "JPEG", seed=1)
+            texts = text_query_runs(server.address, payload, seconds)
     server_rss = {"idle_mb": idle_rss, "under_load_peak_mb": peak_rss}
     sweep = [] if args.quick else batching_sweep(model_dir, seconds)
     peer = []
@@ -461,6 +542,7 @@ def main() -> None:
             "runs": results,
             "naive_images_per_s": naive,
             "server_rss": server_rss,
+            "text_queries": texts,
             "batching_sweep": sweep,
         },
     )

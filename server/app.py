@@ -223,7 +223,10 @@ class LookalikeServer:
         if not config.text or graph is None or graph.tokenizer is None:
             return None
         loop = asyncio.get_running_loop()
-        settings = dataclasses.replace(config.engine, graph="text")
+        # Texts are queried one at a time far more often than in bulk: one session (no second
+        # copy of the weights, about 85 MB for ViT-B/32's text tower) serves them one after
+        # another where int8 batching would change results (benchmarks/README.md).
+        settings = dataclasses.replace(config.engine, graph="text", parallel_per_input=False)
         engine = await loop.run_in_executor(None, self._engine_factory, config.model_dir, settings)
         self._text_engine = engine
         await loop.run_in_executor(None, engine.warm_up, config.text_batcher.max_batch)

@@ -144,6 +144,15 @@ def test_serve_benchmark_sweeps_concurrency_against_its_ceilings(
     (naive,) = result["naive_images_per_s"].values()
     assert naive > 0
     assert result["server_rss"]["idle_mb"] > 0
+    texts = result["text_queries"]  # search by text, alone and beside image load
+    assert [(r["concurrency"], r["image_load_in_flight"]) for r in texts] == [
+        (1, 0),
+        (16, 0),
+        (1, 16),
+        (16, 16),
+    ]
+    assert all(r["errors"] == 0 and r["texts_per_s"] > 0 for r in texts)
+    assert all(r["images_per_s_beside"] > 0 for r in texts if r["image_load_in_flight"])
 
 
 def test_memory_benchmark_reports_exporter_files_and_server_rss(
@@ -151,8 +160,17 @@ def test_memory_benchmark_reports_exporter_files_and_server_rss(
 ) -> None:
     result = run_benchmark("memory", tmp_path, "--model-dir", str(tiny_export))["results"]
     assert result["exporter"]["peak_rss_mb"] > 50
-    assert set(result["model_file_mb"]) == {"fp32", "fp16", "int8"}
-    assert set(result["server_idle_rss_mb"]) == {"fp32", "int8"}
+    assert set(result["model_file_mb"]) == {
+        "fp32",
+        "fp16",
+        "int8",
+        "text fp32",
+        "text fp16",
+        "text int8",
+    }
+    idle = result["server_idle_rss_mb"]
+    assert set(idle) == {"fp32", "int8", "int8, no text tower"}
+    assert result["text_tower_rss_mb"] == pytest.approx(idle["int8"] - idle["int8, no text tower"])
     load = result["load_run"]
     assert load["errors"] == 0
     assert len(load["rss_samples"]) >= 3

@@ -72,6 +72,24 @@ def test_an_image_embeds_the_same_alone_and_in_any_batch(
         assert np.abs(engine.embed(pixels[:size]) - alone[:size]).max() <= 1e-6, size
 
 
+@pytest.mark.parametrize("graph", ["image", "text"])
+def test_one_input_after_another_gives_what_parallel_runs_give(
+    tiny_export: Path, graph: str
+) -> None:
+    """`parallel_per_input=False` (the text tower's setting: no second session) changes
+    speed and memory, never a result."""
+    engines = [
+        OnnxEngine(tiny_export, EngineSettings(graph=graph, parallel_per_input=parallel))
+        for parallel in (True, False)
+    ]
+    assert all(engine.info.per_image for engine in engines)  # int8: batching would matter
+    inputs = engines[0].inputs.varied(12)
+    parallel, sequential = (engine.embed(inputs) for engine in engines)
+    np.testing.assert_array_equal(parallel, sequential)
+    alone = np.concatenate([engines[1].embed(row[None]) for row in inputs])
+    np.testing.assert_array_equal(sequential, alone)
+
+
 def test_only_graphs_whose_results_depend_on_the_batch_run_image_by_image(
     tiny_export: Path,
 ) -> None:
