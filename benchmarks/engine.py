@@ -5,8 +5,9 @@
 Same thread count and the same input tensors for every backend, in one run. The machine's own
 fp32 MatMul and int8 MatMulInteger rates, measured in ONNX Runtime on ViT-shaped operands,
 turn every figure into a fraction of what this CPU can do. When the package has a text tower,
-also its texts/s at batch 1, 8 and 32 for the same three backends, on the same token ids (real
-sentences, padded to 77 tokens as the server pads them).
+also its texts/s at batch 1, 8 and 32 for the same backends, on the same token ids (real
+sentences, padded to 77 tokens as the server pads them): int8 as the server runs it (one input
+after another on one session) and with the parallel one-thread session the image tower uses.
 """
 
 from __future__ import annotations
@@ -226,9 +227,18 @@ def text_runs(
             return torch.nn.functional.normalize(out, dim=-1).numpy()
 
     backends: dict[str, Callable[[np.ndarray], np.ndarray]] = {"pytorch-eager-fp32": torch_embed}
-    for precision in (Precision.FP32, Precision.INT8):
-        settings = EngineSettings(precision=precision, intra_op_threads=threads, graph="text")
-        backends[f"onnxruntime-{precision.value}"] = OnnxEngine(model_dir, settings).embed
+    for name, precision, parallel in (
+        ("onnxruntime-fp32", Precision.FP32, True),
+        ("onnxruntime-int8", Precision.INT8, False),  # the server's: one session
+        ("onnxruntime-int8-parallel", Precision.INT8, True),  # + a one-thread session
+    ):
+        settings = EngineSettings(
+            precision=precision,
+            intra_op_threads=threads,
+            graph="text",
+            parallel_per_input=parallel,
+        )
+        backends[name] = OnnxEngine(model_dir, settings).embed
     results = []
     for batch_size in batch_sizes:
         ids = all_ids[:batch_size]

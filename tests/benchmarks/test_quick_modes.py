@@ -69,7 +69,12 @@ def test_engine_benchmark_compares_backends_against_gemm_rates(
     texts = results["text_runs"]  # the text tower, same backends, same token ids
     assert {(r["backend"], r["batch_size"]) for r in texts} == {
         (backend, batch)
-        for backend in ("pytorch-eager-fp32", "onnxruntime-fp32", "onnxruntime-int8")
+        for backend in (
+            "pytorch-eager-fp32",
+            "onnxruntime-fp32",
+            "onnxruntime-int8",
+            "onnxruntime-int8-parallel",
+        )
         for batch in (1, 8)
     }
     for run in texts:
