@@ -22,11 +22,11 @@ from lookalike.client.errors import (
     ServerUnavailableError,
     UnauthenticatedError,
 )
+from lookalike.client.files import file_id, image_files
 from lookalike.client.report import SOURCE_PATH_KEY, render_html, source_file_bytes
 
 __all__ = ["main"]
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 EXIT_ERROR, EXIT_UNREACHABLE, EXIT_AUTH, EXIT_NOT_FOUND, EXIT_BAD_INPUT = 1, 3, 4, 5, 6
 EXIT_SOME_FAILED = 7  # `index`: the other files are indexed; the failed ones are listed
 EXIT_INTERRUPTED = 130  # Ctrl-C
@@ -133,6 +133,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--html", type=Path, help="also write a self-contained HTML page here")
 
+    ingest = command(
+        "ingest",
+        "embed a large collection on Ray into a resumable Parquet dataset (no server needed)",
+    )
+    ingest.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="folder, image, glob, or list file (.txt, .csv or .parquet with a path column)",
+    )
+    ingest.add_argument("--model-dir", type=Path, required=True, help="a lookalike-export package")
+    ingest.add_argument("--output", "-o", type=Path, required=True, help="the dataset directory")
+    ingest.add_argument(
+        "--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)"
+    )
+    ingest.add_argument("--actors", type=int, default=0, help="most embedding actors (0: CPUs)")
+    ingest.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs per actor")
+    ingest.add_argument("--batch-size", type=int, default=32, help="images per inference batch")
+    ingest.add_argument(
+        "--vector-dtype", choices=["f16", "f32"], default="f16", help="stored vector type"
+    )
+    ingest.add_argument(
+        "--partitions", type=int, default=0, help="fixed at creation (0: one per 1,000 images)"
+    )
+
     stats = command("stats", "what the server runs and holds")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
     get = command("get", "one item's metadata")
@@ -209,8 +234,10 @@ def index_command(client: Client, args: argparse.Namespace) -> int:
     if not directory.is_dir():
         raise CommandError(f"{directory} is not a directory", EXIT_BAD_INPUT)
     extra = _pairs(args.metadata, "--metadata")
-    files = _image_files(directory, recursive=args.recursive)
-    todo = files if args.reindex else [f for f in files if not _indexed(client, _id(f, directory))]
+    files = image_files(directory, recursive=args.recursive)
+    todo = (
+        files if args.reindex else [f for f in files if not _indexed(client, file_id(f, directory))]
+    )
     skipped = len(files) - len(todo)
     failures: list[tuple[str, str]] = []
     stored = 0
@@ -245,15 +272,6 @@ def index_command(client: Client, args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if failures else 0
 
 
-def _image_files(directory: Path, *, recursive: bool) -> list[Path]:
-    pattern = directory.rglob("*") if recursive else directory.glob("*")
-    return sorted(p for p in pattern if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def _id(path: Path, directory: Path) -> str:
-    return path.relative_to(directory).as_posix()
-
-
 def _indexed(client: Client, item_id: str) -> bool:
     try:
         client.get(item_id)
@@ -264,7 +282,7 @@ def _indexed(client: Client, item_id: str) -> bool:
 
 def _new_item(path: Path, directory: Path, extra: dict[str, str]) -> NewItem:
     metadata = {**extra, SOURCE_PATH_KEY: str(path.resolve())}
-    return NewItem(_id(path, directory), image=_read_file(path), metadata=metadata)
+    return NewItem(file_id(path, directory), image=_read_file(path), metadata=metadata)
 
 
 # -- search ---------------------------------------------------------------------------------
@@ -346,6 +364,38 @@ def _print_matches(matches: Sequence[Match], *, empty_index: bool) -> None:
         print(f"{rank:>4}  {match.score:>7.4f}  {match.id:<{width}}  {metadata}")
 
 
+# -- ingest ------------------------------------------------------------------------------------
+
+
+def ingest_command(_: Client, args: argparse.Namespace) -> int:
+    """Runs on Ray, not through a server: the client connection stays unused."""
+    try:
+        from lookalike.server.cluster.dataset import DatasetError
+        from lookalike.server.cluster.ingest import IngestSettings, ingest
+        from lookalike.server.cluster.sources import SourceError
+    except ImportError as exc:
+        raise CommandError(
+            f"ingest needs Ray ({exc.name} is missing): pip install 'lookalike[cluster]'",
+            EXIT_BAD_INPUT,
+        ) from exc
+    settings = IngestSettings(
+        model_dir=args.model_dir,
+        output=args.output,
+        address=args.address,
+        actors=args.actors,
+        gpus_per_actor=args.gpus_per_actor,
+        batch_size=args.batch_size,
+        vector_dtype=args.vector_dtype,
+        partitions=args.partitions,
+    )
+    try:
+        summary = ingest(args.sources, settings)
+    except (SourceError, DatasetError) as error:
+        raise CommandError(str(error), EXIT_BAD_INPUT) from error
+    print(summary.describe())
+    return EXIT_SOME_FAILED if summary.failures else 0
+
+
 # -- stats, get, delete ---------------------------------------------------------------------------
 
 
@@ -394,6 +444,7 @@ def delete_command(client: Client, args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "index": index_command,
+    "ingest": ingest_command,
     "search": search_command,
     "stats": stats_command,
     "get": get_command,

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from lookalike.export.manifest import Precision
+from lookalike.export.manifest import ModelSource, Precision
 
 __all__ = ["Engine", "ModelInfo", "ModelIdentity"]
 
@@ -23,6 +23,11 @@ class ModelIdentity:
 
     source: str
     dims: int
+
+    @classmethod
+    def of(cls, source: ModelSource, dims: int) -> ModelIdentity:
+        revision = f"@{source.revision}" if source.revision else ""
+        return cls(f"{source.kind}:{source.id}{revision}", dims)
 
     def describe(self) -> str:
         return f"{self.source} ({self.dims}-d)"
@@ -45,8 +50,8 @@ class ModelInfo:
 
     @property
     def identity(self) -> ModelIdentity:
-        revision = f"@{self.revision}" if self.revision else ""
-        return ModelIdentity(f"{self.source_kind}:{self.model_id}{revision}", self.dims)
+        source = ModelSource(kind=self.source_kind, id=self.model_id, revision=self.revision)
+        return ModelIdentity.of(source, self.dims)
 
 
 class Engine(Protocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -75,6 +76,14 @@ def test_missing_runtime_names_the_install_line() -> None:
 def test_the_distribution_installs_one_top_level_package(tmp_path: Path) -> None:
     """Generic names (`server`, `export`, `client`) would collide in site-packages."""
     root = Path(__file__).resolve().parents[1]
+    source = tmp_path / "source"  # a copy: setuptools would reuse (stale) files from ./build
+    shutil.copytree(
+        root,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "*.egg-info", "*_cache", "models", "results", "data"
+        ),
+    )
     subprocess.run(
         [
             sys.executable,
@@ -86,7 +95,7 @@ def test_the_distribution_installs_one_top_level_package(tmp_path: Path) -> None
             "-q",
             "--wheel-dir",
             str(tmp_path),
-            str(root),
+            str(source),
         ],
         capture_output=True,
         timeout=300,
@@ -97,8 +106,15 @@ def test_the_distribution_installs_one_top_level_package(tmp_path: Path) -> None
         top_level = {name.split("/")[0] for name in archive.namelist()}
         names = set(archive.namelist())
     assert top_level == {"lookalike", f"{wheel.name.split('-py')[0]}.dist-info"}
-    for module in ("server/app.py", "export/cli.py", "client/cli.py", "v1/lookalike_pb2.py"):
-        assert f"lookalike/{module}" in names
+    modules = [
+        source.relative_to(root).as_posix()
+        for folder in ("server", "export", "client")
+        for source in (root / folder).rglob("*.py")
+    ]
+    assert "server/cluster/ingest.py" in modules  # subpackages too
+    missing = [module for module in modules if f"lookalike/{module}" not in names]
+    assert missing == []  # every module of the repository ships in the wheel
+    assert "lookalike/v1/lookalike_pb2.py" in names
     entry_points = metadata.distribution("lookalike").entry_points
     assert {e.name: e.value for e in entry_points if e.group == "console_scripts"} == {
         "lookalike": "lookalike.client.cli:main",

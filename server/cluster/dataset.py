@@ -1,0 +1,130 @@
+"""An ingested dataset on disk: Parquet parts by partition, written so that reruns are cheap.
+
+    DATASET_DIR/dataset.json              format, model identity, partitions, vector dtype
+    DATASET_DIR/parts/part-00007.parquet  id, vector, metadata (JSON), source: one partition's
+                                          images; file metadata: model identity and the digest
+                                          of the partition's ids
+    DATASET_DIR/errors/errors-00007.parquet  id, source, reason: its images that failed
+
+An image belongs to partition `sha256(id) mod partitions`, fixed when the dataset is created.
+A partition is written whole, as temporary files renamed into place (errors first, then the
+part), so after any crash each part file is complete or absent. A partition is done when its
+part file exists and records the digest of exactly the ids the sources now put in it: a rerun
+skips those, recomputes the others whole, and can neither duplicate nor drop an image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lookalike.export.durable import fsync_directory, fsync_file
+
+__all__ = ["DatasetError", "Dataset", "partition_of", "ids_digest", "VECTOR_DTYPES"]
+
+DATASET_FILE = "dataset.json"
+FORMAT_VERSION = 1
+VECTOR_DTYPES = {"f16": pa.float16(), "f32": pa.float32()}
+MODEL_KEY = b"lookalike.model"
+DIGEST_KEY = b"lookalike.ids_digest"
+
+
+class DatasetError(Exception):
+    """The output directory holds another dataset (other model, partitions or dtype)."""
+
+
+def partition_of(item_id: str, partitions: int) -> int:
+    digest = hashlib.sha256(item_id.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") % partitions
+
+
+def ids_digest(ids: Iterable[str]) -> str:
+    """One hash of a partition's sorted ids: what its part file must hold to count as done."""
+    digest = hashlib.sha256()
+    for item_id in sorted(ids):
+        digest.update(item_id.encode("utf-8", "surrogatepass") + b"\0")
+    return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    directory: Path
+    model: str  # the model identity: embeddings of other models cannot be mixed in
+    partitions: int
+    vector_dtype: str
+
+    @classmethod
+    def open(cls, directory: Path, *, model: str, partitions: int, vector_dtype: str) -> Dataset:
+        """Create the dataset, or reopen one made with the same model, dtype (and partitions:
+        those of an existing dataset win)."""
+        path = directory / DATASET_FILE
+        if path.is_file():
+            stored = json.loads(path.read_text())
+            if stored["model"] != model or stored["vector_dtype"] != vector_dtype:
+                raise DatasetError(
+                    f"{directory} holds vectors of {stored['model']} ({stored['vector_dtype']}); "
+                    f"this run makes {model} ({vector_dtype}): use another --output"
+                )
+            return cls(directory, model, int(stored["partitions"]), vector_dtype)
+        if directory.exists() and any(directory.iterdir()):
+            raise DatasetError(f"{directory} is not empty and holds no {DATASET_FILE}")
+        dataset = cls(directory, model, partitions, vector_dtype)
+        (directory / "parts").mkdir(parents=True, exist_ok=True)
+        (directory / "errors").mkdir(exist_ok=True)
+        document = {"format_version": FORMAT_VERSION, **dataclasses.asdict(dataset)}
+        del document["directory"]
+        _write_atomically(path, json.dumps(document, indent=2).encode())
+        return dataset
+
+    def part_path(self, partition: int) -> Path:
+        return self.directory / "parts" / f"part-{partition:05d}.parquet"
+
+    def errors_path(self, partition: int) -> Path:
+        return self.directory / "errors" / f"errors-{partition:05d}.parquet"
+
+    def is_done(self, partition: int, digest: str) -> bool:
+        path = self.part_path(partition)
+        if not path.is_file():
+            return False
+        metadata = pq.read_schema(path).metadata or {}
+        return metadata.get(MODEL_KEY) == self.model.encode() and (
+            metadata.get(DIGEST_KEY) == digest.encode()
+        )
+
+    def write_partition(
+        self, partition: int, digest: str, stored: pa.Table, failed: pa.Table
+    ) -> None:
+        """Errors first, then the part (the marker that the partition is done), each atomic."""
+        _write_table(self.errors_path(partition), failed)
+        metadata = {MODEL_KEY: self.model.encode(), DIGEST_KEY: digest.encode()}
+        _write_table(self.part_path(partition), stored.replace_schema_metadata(metadata))
+
+    def read_vectors(self) -> pa.Table:
+        """Every stored row (for checks and imports)."""
+        parts = sorted((self.directory / "parts").glob("part-*.parquet"))
+        return pa.concat_tables([pq.read_table(p) for p in parts]) if parts else pa.table({})
+
+    def read_errors(self) -> pa.Table:
+        files = sorted((self.directory / "errors").glob("errors-*.parquet"))
+        return pa.concat_tables([pq.read_table(p) for p in files]) if files else pa.table({})
+
+
+def _write_table(path: Path, table: pa.Table) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, temporary)
+    fsync_file(temporary)
+    os.replace(temporary, path)
+    fsync_directory(path.parent)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)

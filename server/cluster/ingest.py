@@ -1,0 +1,285 @@
+"""`lookalike ingest`: embed a large collection on Ray Data into a resumable Parquet dataset.
+
+Stages: list sources (driver) -> read and preprocess in CPU tasks (a bad image becomes an
+error row with its reason, never a failed job) -> embed in an autoscaling actor pool, each actor
+loading the model once -> group by partition and write each partition whole (`dataset.py`).
+Only partitions not already done are read. The actor pool autoscales from one actor: a fixed
+pool holding every CPU left nothing for the read tasks and hung (ray issue #44687).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import functools
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from lookalike.export.manifest import Precision
+from lookalike.server.cluster.dataset import (
+    VECTOR_DTYPES,
+    Dataset,
+    ids_digest,
+    partition_of,
+)
+from lookalike.server.cluster.sources import SourceImage, list_sources, read_bytes
+from lookalike.server.engine import ModelIdentity
+from lookalike.server.errors import LookalikeError
+from lookalike.server.onnx_engine import EngineSettings, OnnxEngine, read_manifest
+from lookalike.server.preprocess import PreprocessMode, Preprocessor
+
+__all__ = ["IngestSettings", "IngestSummary", "ingest"]
+
+log = logging.getLogger(__name__)
+
+IMAGES_PER_PARTITION = 1000  # the default partition count: one per this many images
+# Different CPU requests keep Ray Data from fusing the read tasks into the embedding actors
+# (ray issue #54433): decoding then overlaps inference instead of taking turns with it.
+READ_TASK_CPUS = 0.5
+ACTOR_CPUS = 1.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class IngestSettings:
+    model_dir: Path
+    output: Path
+    address: str | None = None  # a Ray cluster; None: RAY_ADDRESS, else a local Ray
+    actors: int = 0  # the most embedding actors; 0: one per CPU (GPU with gpus_per_actor)
+    gpus_per_actor: float = 0.0
+    batch_size: int = 32
+    vector_dtype: str = "f16"
+    preprocess_mode: PreprocessMode = PreprocessMode.FAST
+    precision: Precision | None = None  # None: as the server chooses (int8 on CPU)
+    partitions: int = 0  # 0: one per IMAGES_PER_PARTITION images (fixed at creation)
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestSummary:
+    images: int  # named by the sources
+    already_done: int  # in partitions a previous run completed
+    stored: int
+    failures: dict[str, int]  # by reason
+    seconds: float
+    stage_seconds: dict[str, float]  # summed over workers: read, preprocess, embed
+
+    @property
+    def images_per_s(self) -> float:
+        done = self.stored + sum(self.failures.values())
+        return done / self.seconds if self.seconds else 0.0
+
+    def describe(self) -> str:
+        failed = sum(self.failures.values())
+        lines = [
+            f"{self.images} images: {self.stored} embedded now, {failed} failed, "
+            f"{self.already_done} done by an earlier run; "
+            f"{self.images_per_s:.1f} images/s over {self.seconds:.1f}s",
+        ]
+        stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.stage_seconds.items())
+        if stages:
+            lines.append(f"worker time by stage: {stages}")
+        lines += [f"  {count} failed: {reason}" for reason, count in self.failures.items()]
+        return "\n".join(lines)
+
+
+def ingest(sources: Sequence[str], settings: IngestSettings) -> IngestSummary:
+    started = time.perf_counter()
+    images = list_sources(sources)
+    manifest = read_manifest(settings.model_dir)
+    # one thread per actor (Ray reserves one CPU for each); a one-thread session gives the
+    # server's results bit for bit
+    engine_settings = EngineSettings(precision=settings.precision, intra_op_threads=1)
+    identity = ModelIdentity.of(manifest.source, manifest.graphs["image"].output_dim)
+    dataset = Dataset.open(
+        settings.output,
+        model=identity.describe(),
+        partitions=settings.partitions or max(1, -(-len(images) // IMAGES_PER_PARTITION)),
+        vector_dtype=settings.vector_dtype,
+    )
+    by_partition: dict[int, list[SourceImage]] = collections.defaultdict(list)
+    for image in images:
+        by_partition[partition_of(image.id, dataset.partitions)].append(image)
+    digests = {p: ids_digest(i.id for i in members) for p, members in by_partition.items()}
+    pending = [p for p in sorted(by_partition) if not dataset.is_done(p, digests[p])]
+    already = sum(len(by_partition[p]) for p in by_partition if p not in pending)
+    log.info("%d images in %d partitions, %d to do", len(images), len(by_partition), len(pending))
+    if not pending:
+        return IngestSummary(len(images), already, 0, {}, time.perf_counter() - started, {})
+    rows = [
+        {
+            "id": image.id,
+            "uri": image.uri,
+            "metadata": json.dumps(image.metadata),
+            "partition": partition,
+        }
+        for partition in pending
+        for image in by_partition[partition]
+    ]
+    with _ray(settings.address):
+        written = _run_pipeline(rows, settings, engine_settings, dataset, digests, manifest)
+    failures: collections.Counter[str] = collections.Counter()
+    stages: collections.Counter[str] = collections.Counter()
+    for summary in written:
+        failures.update(json.loads(summary["failures"]))
+        stages.update(json.loads(summary["stage_seconds"]))
+    return IngestSummary(
+        images=len(images),
+        already_done=already,
+        stored=sum(int(s["stored"]) for s in written),
+        failures=dict(failures.most_common()),
+        seconds=time.perf_counter() - started,
+        stage_seconds=dict(stages),
+    )
+
+
+def _run_pipeline(
+    rows: list[dict[str, Any]],
+    settings: IngestSettings,
+    engine_settings: EngineSettings,
+    dataset: Dataset,
+    digests: dict[int, str],
+    manifest: Any,
+) -> list[dict[str, Any]]:
+    import ray.data
+
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    actors = settings.actors or (1 if settings.gpus_per_actor else max(1, cpus - 1))
+    prepared = ray.data.from_items(rows).map_batches(
+        functools.partial(_prepare_batch, spec=manifest.preprocess, mode=settings.preprocess_mode),
+        batch_format="numpy",
+        batch_size=16,
+        num_cpus=READ_TASK_CPUS,
+    )
+    embedded = prepared.map_batches(
+        _Embedder,
+        fn_constructor_kwargs={"model_dir": settings.model_dir, "settings": engine_settings},
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
+        batch_size=settings.batch_size,
+        batch_format="numpy",
+        num_cpus=ACTOR_CPUS,
+        num_gpus=settings.gpus_per_actor or None,
+    )
+    written = embedded.groupby("partition").map_groups(
+        functools.partial(_write_partition, dataset=dataset, digests=digests),
+        batch_format="numpy",
+        num_cpus=READ_TASK_CPUS,  # tasks, not actors: an actor would hold a CPU all along
+    )
+    return written.take_all()
+
+
+def _prepare_batch(batch: dict[str, np.ndarray], spec: Any, mode: PreprocessMode) -> dict:
+    """Read and preprocess in a CPU task; an unreadable image becomes an error row."""
+    preprocess = Preprocessor(spec, mode=mode)
+    pixels, errors = [], []
+    read_s = prepare_s = 0.0
+    shape = (3, spec.image_size, spec.image_size)
+    for uri in batch["uri"]:
+        started = time.perf_counter()
+        try:
+            data = read_bytes(str(uri))
+        except OSError as exc:
+            pixels.append(np.zeros(shape, np.float32))
+            errors.append(f"unreadable: {exc.strerror or exc}")
+            continue
+        read = time.perf_counter()
+        read_s += read - started
+        try:
+            pixels.append(preprocess(data))
+            errors.append("")
+        except LookalikeError as exc:
+            pixels.append(np.zeros(shape, np.float32))
+            errors.append(str(exc))
+        prepare_s += time.perf_counter() - read
+    count = len(batch["uri"])
+    return {
+        **batch,
+        "pixels": np.stack(pixels),
+        "error": np.array(errors, dtype=object),
+        "read_s": np.full(count, read_s / max(count, 1)),
+        "preprocess_s": np.full(count, prepare_s / max(count, 1)),
+    }
+
+
+class _Embedder:
+    """A Ray actor holding one engine: the model is loaded once per actor."""
+
+    def __init__(self, model_dir: Path, settings: EngineSettings) -> None:
+        self.engine = OnnxEngine(model_dir, settings)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        started = time.perf_counter()
+        pixels = batch.pop("pixels")
+        good = np.array([not error for error in batch["error"]], dtype=bool)
+        vectors = np.zeros((len(good), self.engine.info.dims), np.float32)
+        if good.any():
+            vectors[good] = self.engine.embed(pixels[good])
+        seconds = (time.perf_counter() - started) / max(len(good), 1)
+        return {**batch, "vector": vectors, "embed_s": np.full(len(good), seconds)}
+
+
+def _write_partition(
+    group: dict[str, np.ndarray], dataset: Dataset, digests: dict[int, str]
+) -> dict[str, np.ndarray]:
+    """Write one partition's rows as its part and errors files; return a summary row."""
+    partition = int(group["partition"][0])
+    good = np.array([not error for error in group["error"]], dtype=bool)
+    vectors = np.asarray(group["vector"][good], dtype=np.float32).reshape(int(good.sum()), -1)
+    dtype = VECTOR_DTYPES[dataset.vector_dtype]
+    flat = pa.array(vectors.reshape(-1).astype(dtype.to_pandas_dtype()), type=dtype)
+    dims = np.asarray(group["vector"]).shape[1]
+    stored = pa.table(
+        {
+            "id": pa.array(group["id"][good].tolist(), pa.string()),
+            "vector": pa.FixedSizeListArray.from_arrays(flat, dims),
+            "metadata": pa.array(group["metadata"][good].tolist(), pa.string()),
+            "source": pa.array(group["uri"][good].tolist(), pa.string()),
+        }
+    )
+    failed = pa.table(
+        {
+            "id": pa.array(group["id"][~good].tolist(), pa.string()),
+            "source": pa.array(group["uri"][~good].tolist(), pa.string()),
+            "reason": pa.array(group["error"][~good].tolist(), pa.string()),
+        }
+    )
+    dataset.write_partition(partition, digests[partition], stored, failed)
+    reasons = collections.Counter(_reason_kind(e) for e in group["error"][~good])
+    stages = {name: float(np.sum(group[f"{name}_s"])) for name in ("read", "preprocess", "embed")}
+    return {
+        "partition": np.array([partition]),
+        "stored": np.array([int(good.sum())]),
+        "failures": np.array([json.dumps(dict(reasons))], dtype=object),
+        "stage_seconds": np.array([json.dumps(stages)], dtype=object),
+    }
+
+
+def _reason_kind(error: str) -> str:
+    """Group failure reasons by their kind (the text before any detail)."""
+    return str(error).split(":")[0]
+
+
+@contextlib.contextmanager
+def _ray(address: str | None) -> Iterator[None]:
+    """Join the cluster at `address` (or RAY_ADDRESS), or run a local Ray for this call."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(include_dashboard=False, num_cpus=os.cpu_count())
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -1,0 +1,131 @@
+"""What to ingest: folders, globs, single images, list files and object-store prefixes, as
+(id, uri, metadata) rows.
+
+Ids follow `lookalike index`: a folder's images are named by their path relative to it, an
+object-store prefix's (`s3://bucket/photos/`, `gs://...`: any filesystem pyarrow opens) by their
+key relative to the prefix. A list file names its images one per line (`.txt`), or in a table
+(`.csv`, `.parquet`) with a `path` (or `uri`) column, an optional `id` column (default: the
+path as written) and any other columns as string metadata; relative paths are read against the
+list file's folder. `read_bytes` reads any of these uris, in the workers too.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import glob
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+from lookalike.client.files import IMAGE_SUFFIXES, file_id, image_files
+
+__all__ = ["SourceError", "SourceImage", "list_sources", "read_bytes"]
+
+LIST_SUFFIXES = (".txt", ".csv", ".parquet")
+PATH_COLUMNS = ("path", "uri")
+
+
+class SourceError(Exception):
+    """A source that names nothing to ingest, or ids that collide."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceImage:
+    id: str
+    uri: str  # where to read the bytes (a local path)
+    metadata: dict[str, str]
+
+
+def list_sources(specs: Sequence[str]) -> list[SourceImage]:
+    """Every image the specs name, sorted by id; refuses two images with one id."""
+    images: dict[str, SourceImage] = {}
+    for spec in specs:
+        for image in _expand(spec):
+            if image.id in images and images[image.id].uri != image.uri:
+                raise SourceError(
+                    f"two images would share the id {image.id!r}: {images[image.id].uri} and "
+                    f"{image.uri}; ingest them in separate datasets or give them ids in a list"
+                )
+            images[image.id] = image
+    if not images:
+        raise SourceError(f"no images in {', '.join(specs)}")
+    return [images[item_id] for item_id in sorted(images)]
+
+
+def read_bytes(uri: str) -> bytes:
+    """The bytes at a local path or an object-store uri."""
+    if "://" not in uri:
+        return Path(uri).read_bytes()
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(uri)
+    with filesystem.open_input_stream(path) as stream:
+        return stream.read()
+
+
+def _expand(spec: str) -> Iterator[SourceImage]:
+    if "://" in spec:
+        yield from _object_store(spec)
+        return
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        for file in image_files(path, recursive=True):
+            yield SourceImage(file_id(file, path), str(file.resolve()), {})
+    elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
+        yield from _listed(path)
+    elif path.is_file():
+        yield SourceImage(path.name, str(path.resolve()), {})
+    elif glob.has_magic(spec):
+        root = Path(spec.split("*")[0].split("?")[0].split("[")[0]).expanduser()
+        root = root if root.is_dir() else root.parent
+        for match in sorted(glob.glob(str(path), recursive=True)):
+            file = Path(match)
+            if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
+                yield SourceImage(file_id(file, root), str(file.resolve()), {})
+    else:
+        raise SourceError(f"{spec}: no such folder, image, list file or glob")
+
+
+def _object_store(prefix: str) -> Iterator[SourceImage]:
+    """Every image object under an object-store prefix (credentials and endpoint as pyarrow
+    reads them: AWS_* environment variables, ~/.aws, instance roles)."""
+    from pyarrow import fs
+
+    scheme = prefix.split("://")[0]
+    try:
+        filesystem, root = fs.FileSystem.from_uri(prefix)
+        infos = filesystem.get_file_info(fs.FileSelector(root, recursive=True))
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"{prefix}: cannot list it ({exc})") from exc
+    for info in sorted(infos, key=lambda i: i.path):
+        if info.type == fs.FileType.File and Path(info.path).suffix.lower() in IMAGE_SUFFIXES:
+            item_id = info.path[len(root) :].lstrip("/")
+            yield SourceImage(item_id, f"{scheme}://{info.path}", {})
+
+
+def _listed(list_file: Path) -> Iterator[SourceImage]:
+    rows = _rows(list_file)
+    for number, row in enumerate(rows, 1):
+        location = next((row[c] for c in PATH_COLUMNS if row.get(c)), None)
+        if location is None:
+            raise SourceError(f"{list_file}, row {number}: no `path` or `uri` value")
+        if "://" in location:
+            uri = location
+        else:
+            file = Path(location).expanduser()
+            uri = str((file if file.is_absolute() else list_file.parent / file).resolve())
+        metadata = {k: str(v) for k, v in row.items() if k not in (*PATH_COLUMNS, "id") and v}
+        yield SourceImage(str(row.get("id") or location), uri, metadata)
+
+
+def _rows(list_file: Path) -> Iterable[dict[str, str]]:
+    suffix = list_file.suffix.lower()
+    if suffix == ".txt":
+        lines = list_file.read_text(encoding="utf-8").splitlines()
+        return [{"path": line.strip()} for line in lines if line.strip()]
+    if suffix == ".csv":
+        with list_file.open(newline="", encoding="utf-8") as stream:
+            return list(csv.DictReader(stream))
+    import pyarrow.parquet as pq
+
+    return pq.read_table(list_file).to_pylist()

@@ -1,0 +1,205 @@
+"""`lookalike ingest` on a real two-node Ray cluster on this machine (one CPU each)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import grpc
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import ray
+from moto.server import ThreadedMotoServer
+from ray.cluster_utils import Cluster
+
+from lookalike.client.cli import EXIT_BAD_INPUT, EXIT_SOME_FAILED, main
+from lookalike.server.cluster.dataset import Dataset, DatasetError
+from lookalike.server.cluster.ingest import IngestSettings, ingest
+from lookalike.v1 import lookalike_pb2 as pb
+from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
+from tests.server.images import natural
+from tests.server.serving import config_for, running_server
+
+GOOD, BROKEN = 30, 3
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+@pytest.fixture(scope="module")
+def object_store() -> Iterator[str]:
+    """A real S3-compatible server (moto's) on 127.0.0.1; its endpoint reaches the Ray workers
+    through the environment, so it starts before the cluster."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    settings = {**S3_ENV, "AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    try:
+        yield endpoint
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(object_store: str) -> Iterator[Cluster]:
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, include_dashboard=False)
+    try:
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Good images in a folder and a subfolder, broken ones, and a CSV list with metadata."""
+    root = tmp_path_factory.mktemp("photos")
+    (root / "album" / "nested").mkdir(parents=True)
+    for i in range(GOOD - 5):
+        natural(160 + 4 * i, 120, seed=i).save(root / "album" / f"photo-{i:02d}.jpg")
+    for i in range(5):
+        natural(100, 140, seed=50 + i).save(root / "album" / "nested" / f"deep-{i}.png")
+    (root / "album" / "empty.jpg").write_bytes(b"")
+    (root / "album" / "truncated.jpg").write_bytes(
+        (root / "album" / "photo-00.jpg").read_bytes()[:200]
+    )
+    (root / "album" / "text.png").write_bytes(b"not a png at all")
+    with (root / "list.csv").open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["id", "path", "camera"])
+        writer.writerow(["listed-1", "album/photo-01.jpg", "x100"])
+    return root
+
+
+def settings(model: Path, output: Path, **overrides: object) -> IngestSettings:
+    return IngestSettings(
+        model_dir=model, output=output, vector_dtype="f32", partitions=4, **overrides
+    )  # type: ignore[arg-type]
+
+
+def test_ingest_embeds_every_good_image_as_the_server_does(
+    cluster: Cluster, photos: Path, tiny_export: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "dataset"
+    summary = ingest(
+        [str(photos / "album"), str(photos / "list.csv")], settings(tiny_export, output)
+    )
+    assert summary.images == GOOD + BROKEN + 1
+    assert summary.stored == GOOD + 1
+    assert sum(summary.failures.values()) == BROKEN
+    rows = pq.ParquetDataset(output / "parts").read().to_pylist()
+    assert len(rows) == GOOD + 1
+    assert len({row["id"] for row in rows}) == len(rows)
+    listed = next(row for row in rows if row["id"] == "listed-1")
+    assert json.loads(listed["metadata"]) == {"camera": "x100"}
+    errors = pq.ParquetDataset(output / "errors").read().to_pylist()
+    assert sorted(e["id"] for e in errors) == ["empty.jpg", "text.png", "truncated.jpg"]
+    assert all(e["reason"] for e in errors)
+
+    by_id = {row["id"]: np.asarray(row["vector"], dtype=np.float32) for row in rows}
+    with (
+        running_server(config_for(tiny_export, tmp_path / "data")) as server,
+        grpc.insecure_channel(server.address) as channel,
+    ):
+        stub = pb_grpc.ImageSearchStub(channel)
+        for row in rows:
+            image = Path(row["source"]).read_bytes()
+            served = stub.Embed(pb.EmbedRequest(images=[image]), timeout=30).embeddings[0]
+            cosine = float(np.dot(by_id[row["id"]], np.asarray(served.values, np.float32)))
+            assert cosine >= 0.99999, row["id"]
+
+
+def test_a_rerun_finishes_what_is_missing_and_nothing_else(
+    cluster: Cluster, photos: Path, tiny_export: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "dataset"
+    first = ingest([str(photos / "album")], settings(tiny_export, output))
+    parts = sorted((output / "parts").glob("part-*.parquet"))
+    written = {p: p.stat().st_mtime_ns for p in parts}
+
+    again = ingest([str(photos / "album")], settings(tiny_export, output))
+    assert (again.stored, again.already_done) == (0, first.images)
+    assert {p: p.stat().st_mtime_ns for p in parts} == written  # nothing was rewritten
+
+    lost = parts[1]  # as if a crash came before this partition was written
+    lost.unlink()
+    resumed = ingest([str(photos / "album")], settings(tiny_export, output))
+    assert 0 < resumed.stored < first.stored
+    rows = pq.ParquetDataset(output / "parts").read().to_pylist()
+    assert len(rows) == first.stored  # no hole, no duplicate
+    assert len({row["id"] for row in rows}) == len(rows)
+    assert all(p.stat().st_mtime_ns == written[p] for p in parts if p != lost)
+
+
+def test_images_on_an_object_store_embed_as_the_same_files_on_disk(
+    cluster: Cluster, object_store: str, photos: Path, tiny_export: Path, tmp_path: Path
+) -> None:
+    local = tmp_path / "local"
+    local.mkdir()
+    bucket = boto3.client("s3", endpoint_url=object_store)
+    bucket.create_bucket(Bucket="photos")
+    files = [*sorted((photos / "album").glob("photo-0*.jpg")), photos / "album" / "text.png"]
+    for file in files:
+        bucket.put_object(Bucket="photos", Key=f"set/{file.name}", Body=file.read_bytes())
+        shutil.copy(file, local / file.name)
+
+    remote = ingest(["s3://photos/set"], settings(tiny_export, tmp_path / "remote"))
+    on_disk = ingest([str(local)], settings(tiny_export, tmp_path / "on-disk"))
+    assert (remote.stored, sum(remote.failures.values())) == (len(files) - 1, 1)
+    rows = {r["id"]: r for r in pq.ParquetDataset(tmp_path / "remote" / "parts").read().to_pylist()}
+    assert rows["photo-00.jpg"]["source"] == "s3://photos/set/photo-00.jpg"
+    expected = pq.ParquetDataset(tmp_path / "on-disk" / "parts").read().to_pylist()
+    assert on_disk.stored == len(expected) == len(rows)
+    for row in expected:
+        np.testing.assert_array_equal(rows[row["id"]]["vector"], row["vector"])
+
+
+def test_a_dataset_of_another_model_is_refused(
+    cluster: Cluster, photos: Path, tiny_export: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "dataset"
+    ingest([str(photos / "list.csv")], settings(tiny_export, output))
+    with pytest.raises(DatasetError, match="use another --output"):
+        Dataset.open(output, model="hub:other (16-d)", partitions=4, vector_dtype="f32")
+
+
+def test_the_cli_prints_a_summary_and_says_some_failed(
+    cluster: Cluster,
+    photos: Path,
+    tiny_export: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    output = tmp_path / "dataset"
+    argv = ["ingest", str(photos / "album"), "--model-dir", str(tiny_export), "-o", str(output)]
+    assert main(argv) == EXIT_SOME_FAILED
+    out = capsys.readouterr().out
+    assert f"{GOOD + BROKEN} images: {GOOD} embedded now, {BROKEN} failed" in out
+    assert "worker time by stage: read" in out
+    assert (
+        main(
+            [
+                "ingest",
+                str(tmp_path / "nowhere"),
+                "--model-dir",
+                str(tiny_export),
+                "-o",
+                str(output),
+            ]
+        )
+        == EXIT_BAD_INPUT
+    )
