@@ -66,6 +66,8 @@ class Dataset:
         those of an existing dataset win)."""
         path = directory / DATASET_FILE
         if path.is_file():
+            for leftover in directory.glob("*/.*.tmp"):  # a run killed while writing
+                leftover.unlink(missing_ok=True)
             stored = json.loads(path.read_text())
             if stored["model"] != model or stored["vector_dtype"] != vector_dtype:
                 raise DatasetError(

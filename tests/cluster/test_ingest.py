@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,9 +92,8 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def settings(model: Path, output: Path, **overrides: object) -> IngestSettings:
-    return IngestSettings(
-        model_dir=model, output=output, vector_dtype="f32", partitions=4, **overrides
-    )  # type: ignore[arg-type]
+    options: dict[str, object] = {"vector_dtype": "f32", "partitions": 4, **overrides}
+    return IngestSettings(model_dir=model, output=output, **options)  # type: ignore[arg-type]
 
 
 def test_ingest_embeds_every_good_image_as_the_server_does(
@@ -203,3 +208,78 @@ def test_the_cli_prints_a_summary_and_says_some_failed(
         )
         == EXIT_BAD_INPUT
     )
+
+
+def many_photos(root: Path, count: int) -> Path:
+    folder = root / "many"
+    folder.mkdir()
+    for i in range(count):
+        natural(120 + i % 50, 90 + i % 40, seed=100 + i).save(folder / f"img-{i:03d}.jpg")
+    return folder
+
+
+def assert_one_row_per_image(output: Path, count: int) -> None:
+    rows = pq.ParquetDataset(output / "parts").read().to_pylist()
+    assert len(rows) == count
+    assert len({row["id"] for row in rows}) == count
+
+
+def test_a_killed_driver_leaves_a_dataset_a_rerun_completes_exactly(
+    cluster: Cluster, tiny_export: Path, tmp_path: Path
+) -> None:
+    folder, output = many_photos(tmp_path, 80), tmp_path / "dataset"
+    command = [
+        str(Path(sys.executable).parent / "lookalike"),
+        "ingest",
+        str(folder),
+        "--model-dir",
+        str(tiny_export),
+        "-o",
+        str(output),
+        "--partitions",
+        "16",
+        "--vector-dtype",
+        "f32",
+        "--address",
+        cluster.address,
+    ]
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((output / "parts").glob("*.parquet")) and driver.poll() is None:
+            assert time.monotonic() < deadline, "the driver never wrote a partition"
+            time.sleep(0.01)
+    finally:
+        driver.kill()  # SIGKILL: no cleanup, as a crashed machine would leave it
+        driver.wait(30)
+    resumed = ingest([str(folder)], settings(tiny_export, output, partitions=16))
+    assert resumed.stored + resumed.already_done == 80
+    assert_one_row_per_image(output, 80)
+    assert not list(output.glob("*/.*.tmp"))
+
+
+def test_a_killed_embedding_worker_is_replaced_and_the_run_completes(
+    cluster: Cluster, tiny_export: Path, tmp_path: Path
+) -> None:
+    folder, output = many_photos(tmp_path, 120), tmp_path / "dataset"
+    killed: list[int] = []
+
+    def kill_the_first_embedder() -> None:
+        """SIGKILL the first embedding actor's process (Ray titles it after its class)."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            for process in Path("/proc").glob("[0-9]*"):
+                with contextlib.suppress(OSError):
+                    if b"_Embedder" in (process / "cmdline").read_bytes():
+                        os.kill(int(process.name), signal.SIGKILL)
+                        killed.append(int(process.name))
+                        return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_the_first_embedder, daemon=True)
+    killer.start()
+    summary = ingest([str(folder)], settings(tiny_export, output, batch_size=4))
+    killer.join(10)
+    assert killed, "no embedding actor was found to kill"
+    assert summary.stored == 120
+    assert_one_row_per_image(output, 120)
