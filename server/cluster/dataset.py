@@ -2,8 +2,8 @@
 
     DATASET_DIR/dataset.json              format, model identity, partitions, vector dtype
     DATASET_DIR/parts/part-00007.parquet  id, vector, metadata (JSON), source: one partition's
-                                          images; file metadata: model identity and the digest
-                                          of the partition's ids
+                                          images; file metadata: model identity, the model
+                                          package's manifest sha256, the digest of its ids
     DATASET_DIR/errors/errors-00007.parquet  id, source, reason: its images that failed
 
 An image belongs to partition `sha256(id) mod partitions`, fixed when the dataset is created.
@@ -33,6 +33,7 @@ DATASET_FILE = "dataset.json"
 FORMAT_VERSION = 1
 VECTOR_DTYPES = {"f16": pa.float16(), "f32": pa.float32()}
 MODEL_KEY = b"lookalike.model"
+MANIFEST_KEY = b"lookalike.manifest_sha256"  # the exact model package that made the vectors
 DIGEST_KEY = b"lookalike.ids_digest"
 
 
@@ -101,11 +102,21 @@ class Dataset:
         )
 
     def write_partition(
-        self, partition: int, digest: str, stored: pa.Table, failed: pa.Table
+        self,
+        partition: int,
+        digest: str,
+        stored: pa.Table,
+        failed: pa.Table,
+        *,
+        manifest_sha256: str,
     ) -> None:
         """Errors first, then the part (the marker that the partition is done), each atomic."""
         _write_table(self.errors_path(partition), failed)
-        metadata = {MODEL_KEY: self.model.encode(), DIGEST_KEY: digest.encode()}
+        metadata = {
+            MODEL_KEY: self.model.encode(),
+            MANIFEST_KEY: manifest_sha256.encode(),
+            DIGEST_KEY: digest.encode(),
+        }
         _write_table(self.part_path(partition), stored.replace_schema_metadata(metadata))
 
     def read_vectors(self) -> pa.Table:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from lookalike.export.manifest import Precision
+from lookalike.export.manifest import MANIFEST_FILE, Precision, sha256_file
 from lookalike.server.cluster.dataset import (
     VECTOR_DTYPES,
     Dataset,
@@ -167,8 +167,11 @@ def _run_pipeline(
         num_cpus=ACTOR_CPUS,
         num_gpus=settings.gpus_per_actor or None,
     )
+    manifest_sha256 = sha256_file(settings.model_dir / MANIFEST_FILE)
     written = embedded.groupby("partition").map_groups(
-        functools.partial(_write_partition, dataset=dataset, digests=digests),
+        functools.partial(
+            _write_partition, dataset=dataset, digests=digests, manifest_sha256=manifest_sha256
+        ),
         batch_format="numpy",
         num_cpus=READ_TASK_CPUS,  # tasks, not actors: an actor would hold a CPU all along
     )
@@ -226,7 +229,7 @@ class _Embedder:
 
 
 def _write_partition(
-    group: dict[str, np.ndarray], dataset: Dataset, digests: dict[int, str]
+    group: dict[str, np.ndarray], dataset: Dataset, digests: dict[int, str], manifest_sha256: str
 ) -> dict[str, np.ndarray]:
     """Write one partition's rows as its part and errors files; return a summary row."""
     partition = int(group["partition"][0])
@@ -250,7 +253,9 @@ def _write_partition(
             "reason": pa.array(group["error"][~good].tolist(), pa.string()),
         }
     )
-    dataset.write_partition(partition, digests[partition], stored, failed)
+    dataset.write_partition(
+        partition, digests[partition], stored, failed, manifest_sha256=manifest_sha256
+    )
     reasons = collections.Counter(_reason_kind(e) for e in group["error"][~good])
     stages = {name: float(np.sum(group[f"{name}_s"])) for name in ("read", "preprocess", "embed")}
     return {

@@ -25,6 +25,7 @@ from moto.server import ThreadedMotoServer
 from ray.cluster_utils import Cluster
 
 from lookalike.client.cli import EXIT_BAD_INPUT, EXIT_SOME_FAILED, main
+from lookalike.export.manifest import MANIFEST_FILE, sha256_file
 from lookalike.server.cluster.dataset import Dataset, DatasetError
 from lookalike.server.cluster.ingest import IngestSettings, ingest
 from lookalike.v1 import lookalike_pb2 as pb
@@ -111,6 +112,12 @@ def test_ingest_embeds_every_good_image_as_the_server_does(
     assert len({row["id"] for row in rows}) == len(rows)
     listed = next(row for row in rows if row["id"] == "listed-1")
     assert json.loads(listed["metadata"]) == {"camera": "x100"}
+    part = next((output / "parts").glob("part-*.parquet"))
+    metadata = pq.read_schema(part).metadata
+    assert metadata[b"lookalike.model"] == b"random-init:tiny (16-d)"
+    assert (
+        metadata[b"lookalike.manifest_sha256"] == sha256_file(tiny_export / MANIFEST_FILE).encode()
+    )
     errors = pq.ParquetDataset(output / "errors").read().to_pylist()
     assert sorted(e["id"] for e in errors) == ["empty.jpg", "text.png", "truncated.jpg"]
     assert all(e["reason"] for e in errors)
