@@ -6,14 +6,21 @@ object-store prefix's (`s3://bucket/photos/`, `gs://...`: any filesystem pyarrow
 key relative to the prefix. A list file names its images one per line (`.txt`), or in a table
 (`.csv`, `.parquet`) with a `path` (or `uri`) column, an optional `id` column (default: the
 path as written) and any other columns as string metadata; relative paths are read against the
-list file's folder. `read_bytes` reads any of these uris, in the workers too.
+list file's folder. WebDataset tar shards (`shard-000.tar`, local or on an object store) give
+one image per sample: its id is the sample's key (the member name up to the first dot), its
+metadata the sample's `.json` (values as strings) and `.txt` (as `caption`); the image is read
+back by its byte range, without scanning the tar again. `read_bytes` reads any of these uris,
+in the workers too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import glob
+import json
+import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -23,6 +30,7 @@ __all__ = ["SourceError", "SourceImage", "list_sources", "read_bytes"]
 
 LIST_SUFFIXES = (".txt", ".csv", ".parquet")
 PATH_COLUMNS = ("path", "uri")
+TAR_MEMBER = "#"  # a tar member's uri: SHARD#MEMBER@OFFSET+SIZE
 
 
 class SourceError(Exception):
@@ -53,17 +61,30 @@ def list_sources(specs: Sequence[str]) -> list[SourceImage]:
 
 
 def read_bytes(uri: str) -> bytes:
-    """The bytes at a local path or an object-store uri."""
-    if "://" not in uri:
-        return Path(uri).read_bytes()
-    from pyarrow import fs
-
-    filesystem, path = fs.FileSystem.from_uri(uri)
-    with filesystem.open_input_stream(path) as stream:
+    """The bytes at a local path, an object-store uri, or a member of a tar shard."""
+    if TAR_MEMBER in uri:
+        shard, member = uri.rsplit(TAR_MEMBER, 1)
+        offset, size = (int(n) for n in member.rsplit("@", 1)[1].split("+"))
+        with _open(shard) as stream:
+            stream.seek(offset)
+            return stream.read(size)
+    with _open(uri) as stream:
         return stream.read()
 
 
+def _open(uri: str):  # -> a seekable binary file
+    if "://" not in uri:
+        return Path(uri).open("rb")
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(uri)
+    return filesystem.open_input_file(path)
+
+
 def _expand(spec: str) -> Iterator[SourceImage]:
+    if spec.lower().endswith(".tar"):
+        yield from _tar_shard(spec if "://" in spec else str(Path(spec).expanduser().resolve()))
+        return
     if "://" in spec:
         yield from _object_store(spec)
         return
@@ -84,6 +105,45 @@ def _expand(spec: str) -> Iterator[SourceImage]:
                 yield SourceImage(file_id(file, root), str(file.resolve()), {})
     else:
         raise SourceError(f"{spec}: no such folder, image, list file or glob")
+
+
+def _tar_shard(shard: str) -> Iterator[SourceImage]:
+    """The samples of a WebDataset shard that hold an image."""
+    samples: dict[str, dict[str, tarfile.TarInfo]] = {}
+    texts: dict[str, dict[str, bytes]] = {}
+    try:
+        with _open(shard) as stream, tarfile.open(fileobj=stream, mode="r:") as archive:
+            for member in archive.getmembers():
+                if not member.isfile():
+                    continue
+                directory, _, name = member.name.rpartition("/")
+                stem, _, suffix = name.partition(".")
+                key = f"{directory}/{stem}" if directory else stem
+                samples.setdefault(key, {})[suffix.lower()] = member
+                if suffix.lower() in ("json", "txt"):
+                    content = archive.extractfile(member)
+                    texts.setdefault(key, {})[suffix.lower()] = content.read() if content else b""
+    except (OSError, tarfile.TarError) as exc:
+        raise SourceError(f"{shard}: not a readable tar shard ({exc})") from exc
+    for key, files in sorted(samples.items()):
+        image = next((m for s, m in files.items() if f".{s}" in IMAGE_SUFFIXES), None)
+        if image is not None:
+            uri = f"{shard}{TAR_MEMBER}{image.name}@{image.offset_data}+{image.size}"
+            yield SourceImage(key, uri, _sample_metadata(texts.get(key, {})))
+
+
+def _sample_metadata(texts: dict[str, bytes]) -> dict[str, str]:
+    metadata: dict[str, str] = {}
+    if "json" in texts:
+        with contextlib.suppress(ValueError):
+            document = json.loads(texts["json"])
+            if isinstance(document, dict):
+                metadata.update(
+                    (k, v if isinstance(v, str) else json.dumps(v)) for k, v in document.items()
+                )
+    if "txt" in texts:
+        metadata["caption"] = texts["txt"].decode("utf-8", "replace").strip()
+    return metadata
 
 
 def _object_store(prefix: str) -> Iterator[SourceImage]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -178,6 +180,49 @@ def test_images_on_an_object_store_embed_as_the_same_files_on_disk(
     assert on_disk.stored == len(expected) == len(rows)
     for row in expected:
         np.testing.assert_array_equal(rows[row["id"]]["vector"], row["vector"])
+
+
+def webdataset_shards(photos: Path, into: Path) -> list[Path]:
+    """Two WebDataset shards: samples of an image, a .json and a .txt; one broken image."""
+    images = sorted((photos / "album").glob("photo-*.jpg"))[:8]
+    shards = [into / "shard-000.tar", into / "shard-001.tar"]
+    for number, shard in enumerate(shards):
+        with tarfile.open(shard, "w") as archive:
+            for i, image in enumerate(images[number::2]):
+                key = f"sample-{number}{i:02d}"
+                label = json.dumps({"label": i, "source": "web"}).encode()
+                members = {f"{key}.jpg": image.read_bytes(), f"{key}.json": label}
+                members[f"{key}.txt"] = f"caption {key}".encode()
+                for name, data in members.items():
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    archive.addfile(info, io.BytesIO(data))
+        if number == 1:
+            with tarfile.open(shard, "a") as archive:
+                info = tarfile.TarInfo("broken-1.jpg")
+                info.size = 5
+                archive.addfile(info, io.BytesIO(b"nope!"))
+    return shards
+
+
+def test_webdataset_shards_embed_as_their_images_on_disk(
+    cluster: Cluster, photos: Path, tiny_export: Path, tmp_path: Path
+) -> None:
+    shards = webdataset_shards(photos, tmp_path)
+    summary = ingest([str(s) for s in shards], settings(tiny_export, tmp_path / "web"))
+    assert (summary.stored, sum(summary.failures.values())) == (8, 1)
+    rows = {r["id"]: r for r in pq.ParquetDataset(tmp_path / "web" / "parts").read().to_pylist()}
+    assert sorted(rows)[:2] == ["sample-000", "sample-001"]
+    assert json.loads(rows["sample-101"]["metadata"]) == {
+        "label": "1",
+        "source": "web",
+        "caption": "caption sample-101",
+    }
+    images = sorted((photos / "album").glob("photo-*.jpg"))[:8]
+    alone = ingest([str(p) for p in images[:1]], settings(tiny_export, tmp_path / "alone"))
+    assert alone.stored == 1
+    (expected,) = pq.ParquetDataset(tmp_path / "alone" / "parts").read().to_pylist()
+    np.testing.assert_array_equal(rows["sample-000"]["vector"], expected["vector"])
 
 
 def test_a_dataset_of_another_model_is_refused(
