@@ -150,8 +150,7 @@ def _run_pipeline(
 ) -> list[dict[str, Any]]:
     import ray.data
 
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    actors = settings.actors or (1 if settings.gpus_per_actor else max(1, cpus - 1))
+    actors = _actor_limit(settings, int(ray.cluster_resources().get("CPU", 1)))
     prepared = ray.data.from_items(rows).map_batches(
         functools.partial(_prepare_batch, spec=manifest.preprocess, mode=settings.preprocess_mode),
         batch_format="numpy",
@@ -176,6 +175,23 @@ def _run_pipeline(
         num_cpus=READ_TASK_CPUS,  # tasks, not actors: an actor would hold a CPU all along
     )
     return written.take_all()
+
+
+def _actor_limit(settings: IngestSettings, cpus: int) -> int:
+    """The most embedding actors: on CPUs, never so many that no CPU is left for reading (a
+    pool holding every CPU starved the read tasks and hung, ray issue #44687)."""
+    if settings.gpus_per_actor:
+        return settings.actors or 1
+    spare = max(1, cpus - 1)
+    if settings.actors > spare:
+        log.warning(
+            "--actors %d would take every CPU of the cluster (%d); using %d so that images can "
+            "still be read",
+            settings.actors,
+            cpus,
+            spare,
+        )
+    return min(settings.actors, spare) if settings.actors else spare
 
 
 def _prepare_batch(batch: dict[str, np.ndarray], spec: Any, mode: PreprocessMode) -> dict:

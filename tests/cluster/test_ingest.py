@@ -335,3 +335,19 @@ def test_a_killed_embedding_worker_is_replaced_and_the_run_completes(
     assert killed, "no embedding actor was found to kill"
     assert summary.stored == 120
     assert_one_row_per_image(output, 120)
+
+
+@pytest.mark.timeout(180)
+def test_asking_for_an_actor_per_cpu_cannot_starve_the_readers(
+    cluster: Cluster,
+    photos: Path,
+    tiny_export: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With every CPU held by an embedding actor, no read task could run: the run would hang."""
+    summary = ingest(
+        [str(photos / "album" / "nested")], settings(tiny_export, tmp_path / "d", actors=8)
+    )
+    assert summary.stored == 5
+    assert "would take every CPU" in caplog.text
