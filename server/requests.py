@@ -126,14 +126,15 @@ def check_texts(texts: Sequence[str], limits: RequestLimits) -> None:
             f"{len(texts)} texts in one request; the limit is {limits.max_images_per_request}"
         )
     for position, text in enumerate(texts):
+        name = f"text {position}" if len(texts) > 1 else "the text"
         size = len(text.encode("utf-8", "surrogatepass"))
         if size > limits.max_text_bytes:
             raise TextTooLongError(
-                f"text {position} is {size:,} bytes; the limit is {limits.max_text_bytes:,} "
+                f"{name} is {size:,} bytes; the limit is {limits.max_text_bytes:,} "
                 "(CLIP reads 77 tokens, about 300 characters of English, and drops the rest)"
             )
         if not text.strip():
-            raise InvalidArgumentError(f"text {position} is empty or only whitespace")
+            raise InvalidArgumentError(f"{name} is empty or only whitespace")
 
 
 def unit_vector(values: Values, dims: int) -> np.ndarray:

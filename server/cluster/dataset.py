@@ -119,15 +119,6 @@ class Dataset:
         }
         _write_table(self.part_path(partition), stored.replace_schema_metadata(metadata))
 
-    def read_vectors(self) -> pa.Table:
-        """Every stored row (for checks and imports)."""
-        parts = sorted((self.directory / "parts").glob("part-*.parquet"))
-        return pa.concat_tables([pq.read_table(p) for p in parts]) if parts else pa.table({})
-
-    def read_errors(self) -> pa.Table:
-        files = sorted((self.directory / "errors").glob("errors-*.parquet"))
-        return pa.concat_tables([pq.read_table(p) for p in files]) if files else pa.table({})
-
 
 def _write_table(path: Path, table: pa.Table) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")

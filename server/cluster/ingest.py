@@ -24,7 +24,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from lookalike.export.manifest import MANIFEST_FILE, Precision, sha256_file
+from lookalike.export.manifest import (
+    MANIFEST_FILE,
+    Manifest,
+    Precision,
+    PreprocessSpec,
+    sha256_file,
+)
 from lookalike.server.cluster.dataset import (
     VECTOR_DTYPES,
     Dataset,
@@ -53,7 +59,7 @@ class IngestSettings:
     model_dir: Path
     output: Path
     address: str | None = None  # a Ray cluster; None: RAY_ADDRESS, else a local Ray
-    actors: int = 0  # the most embedding actors; 0: one per CPU (GPU with gpus_per_actor)
+    actors: int = 0  # the most embedding actors; 0: one per CPU but one (1 on GPUs)
     gpus_per_actor: float = 0.0
     batch_size: int = 32
     vector_dtype: str = "f16"
@@ -146,7 +152,7 @@ def _run_pipeline(
     engine_settings: EngineSettings,
     dataset: Dataset,
     digests: dict[int, str],
-    manifest: Any,
+    manifest: Manifest,
 ) -> list[dict[str, Any]]:
     import ray.data
 
@@ -194,7 +200,9 @@ def _actor_limit(settings: IngestSettings, cpus: int) -> int:
     return min(settings.actors, spare) if settings.actors else spare
 
 
-def _prepare_batch(batch: dict[str, np.ndarray], spec: Any, mode: PreprocessMode) -> dict:
+def _prepare_batch(
+    batch: dict[str, np.ndarray], spec: PreprocessSpec, mode: PreprocessMode
+) -> dict:
     """Read and preprocess in a CPU task; an unreadable image becomes an error row."""
     preprocess = Preprocessor(spec, mode=mode)
     pixels, errors = [], []

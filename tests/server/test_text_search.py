@@ -89,7 +89,7 @@ def test_stats_report_the_text_tower(stub: pb_grpc.ImageSearchStub) -> None:
 @pytest.mark.parametrize(
     ("request_", "code", "message"),
     [
-        (pb.EmbedRequest(texts=[""]), Code.INVALID_ARGUMENT, "text 0 is empty"),
+        (pb.EmbedRequest(texts=[""]), Code.INVALID_ARGUMENT, "the text is empty"),
         (pb.EmbedRequest(texts=["ok", " \n\t "]), Code.INVALID_ARGUMENT, "text 1 is empty"),
         (pb.EmbedRequest(texts=["é" * 600]), Code.RESOURCE_EXHAUSTED, "the limit is 1,024"),
         (pb.EmbedRequest(texts=["t"] * 9), Code.RESOURCE_EXHAUSTED, "9 texts"),
