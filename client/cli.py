@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from lookalike.client.errors import (
 )
 from lookalike.client.files import file_id, image_files
 from lookalike.client.report import SOURCE_PATH_KEY, render_html, source_file_bytes
+from lookalike.server.built_index import DEFAULT_SETTINGS
 
 __all__ = ["main"]
 
@@ -157,6 +159,46 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "--partitions", type=int, default=0, help="fixed at creation (0: one per 1,000 images)"
     )
+
+    build = command(
+        "build-index", "build (or update) a sharded index from an ingested dataset, on Ray"
+    )
+    build.add_argument("dataset", type=Path, help="a dataset directory made by `ingest`")
+    build.add_argument("--output", "-o", type=Path, required=True, help="the index directory")
+    build.add_argument(
+        "--shards", type=int, default=0, help="a new index's shard count (default 1); kept after"
+    )
+    defaults = DEFAULT_SETTINGS
+    build.add_argument(
+        "--dtype", choices=["f16", "f32", "i8"], default=defaults.dtype, help="vector type"
+    )
+    build.add_argument(
+        "--connectivity", type=int, default=defaults.connectivity, help="HNSW graph degree"
+    )
+    build.add_argument(
+        "--expansion-add", type=int, default=defaults.expansion_add, help="HNSW build breadth"
+    )
+    build.add_argument(
+        "--expansion-search",
+        type=int,
+        default=defaults.expansion_search,
+        help="HNSW search breadth recorded in the index (servers may override it)",
+    )
+    build.add_argument(
+        "--delete",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="remove this id from the new version (repeatable)",
+    )
+    build.add_argument("--delete-file", type=Path, help="remove the ids listed, one per line")
+    build.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
+
+    load = command(
+        "import", "load a dataset's vectors into a stopped server's --data-dir (no re-embedding)"
+    )
+    load.add_argument("dataset", type=Path, help="a dataset directory made by `ingest`")
+    load.add_argument("--data-dir", type=Path, required=True, help="the server's data directory")
 
     stats = command("stats", "what the server runs and holds")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
@@ -367,17 +409,26 @@ def _print_matches(matches: Sequence[Match], *, empty_index: bool) -> None:
 # -- ingest ------------------------------------------------------------------------------------
 
 
-def ingest_command(_: Client, args: argparse.Namespace) -> int:
-    """Runs on Ray, not through a server: the client connection stays unused."""
+@contextlib.contextmanager
+def _cluster_extra(command: str) -> Iterator[None]:
+    """Around the imports of a command that needs `lookalike[cluster]` (Ray, pyarrow)."""
     try:
+        yield
+    except ImportError as exc:
+        raise CommandError(
+            f"{command} needs Ray and pyarrow ({exc.name} is missing): "
+            "pip install 'lookalike[cluster]'",
+            EXIT_BAD_INPUT,
+        ) from exc
+
+
+def ingest_command(_: Client, args: argparse.Namespace) -> int:
+    """Runs on Ray, not through a server: the client connection stays unused (as for
+    build-index and import)."""
+    with _cluster_extra("ingest"):
         from lookalike.server.cluster.dataset import DatasetError
         from lookalike.server.cluster.ingest import IngestSettings, ingest
         from lookalike.server.cluster.sources import SourceError
-    except ImportError as exc:
-        raise CommandError(
-            f"ingest needs Ray ({exc.name} is missing): pip install 'lookalike[cluster]'",
-            EXIT_BAD_INPUT,
-        ) from exc
     settings = IngestSettings(
         model_dir=args.model_dir,
         output=args.output,
@@ -394,6 +445,52 @@ def ingest_command(_: Client, args: argparse.Namespace) -> int:
         raise CommandError(str(error), EXIT_BAD_INPUT) from error
     print(summary.describe())
     return EXIT_SOME_FAILED if summary.failures else 0
+
+
+def build_index_command(_: Client, args: argparse.Namespace) -> int:
+    with _cluster_extra("build-index"):
+        from lookalike.server.built_index import BuiltIndexError
+        from lookalike.server.cluster.build_index import BuildSettings, build_index
+        from lookalike.server.cluster.dataset import DatasetError
+    delete = list(args.delete)
+    if args.delete_file:
+        lines = _read_file(args.delete_file).decode("utf-8").splitlines()
+        delete += [line.strip() for line in lines if line.strip()]
+    settings = BuildSettings(
+        dataset=args.dataset,
+        output=args.output,
+        shards=args.shards,
+        index=dataclasses.replace(
+            DEFAULT_SETTINGS,
+            dtype=args.dtype,
+            connectivity=args.connectivity,
+            expansion_add=args.expansion_add,
+            expansion_search=args.expansion_search,
+        ),
+        delete=delete,
+        address=args.address,
+    )
+    try:
+        summary = build_index(settings)
+    except (DatasetError, BuiltIndexError) as error:
+        raise CommandError(str(error), EXIT_BAD_INPUT) from error
+    print(summary.describe())
+    return 0
+
+
+def import_command(_: Client, args: argparse.Namespace) -> int:
+    with _cluster_extra("import"):
+        from lookalike.server.cluster.dataset import DatasetError
+        from lookalike.server.cluster.importer import import_dataset
+    from lookalike.server.errors import DataDirError
+
+    with tqdm(unit="vector", desc="stored durably", disable=None) as progress:
+        try:
+            summary = import_dataset(args.dataset, args.data_dir, on_commit=progress.update)
+        except (DatasetError, DataDirError) as error:
+            raise CommandError(str(error), EXIT_BAD_INPUT) from error
+    print(summary.describe())
+    return 0
 
 
 # -- stats, get, delete ---------------------------------------------------------------------------
@@ -445,6 +542,8 @@ def delete_command(client: Client, args: argparse.Namespace) -> int:
 COMMANDS = {
     "index": index_command,
     "ingest": ingest_command,
+    "build-index": build_index_command,
+    "import": import_command,
     "search": search_command,
     "stats": stats_command,
     "get": get_command,

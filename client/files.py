@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["IMAGE_SUFFIXES", "image_files", "file_id"]
+__all__ = ["IMAGE_SUFFIXES", "SOURCE_PATH_KEY", "image_files", "file_id"]
 
+# the metadata key an image's source is stored under (`index`, and `build-index`/`import` from
+# a dataset), for pages and tables that show the image
+SOURCE_PATH_KEY = "source_path"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 
 

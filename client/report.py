@@ -15,10 +15,10 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from lookalike.client.api import Match
+from lookalike.client.files import SOURCE_PATH_KEY
 
 __all__ = ["SOURCE_PATH_KEY", "render_html", "source_file_bytes", "thumbnail_data_uri"]
 
-SOURCE_PATH_KEY = "source_path"  # metadata key `lookalike index` stores each file's path in
 THUMBNAIL_PX = 320
 QUERY_THUMBNAIL_PX = 480
 

@@ -30,13 +30,15 @@ from lookalike.server.batcher import Batcher
 from lookalike.server.config import ServerConfig, parse_config
 from lookalike.server.core import Core, TextSide
 from lookalike.server.datadir import DataDirLock
-from lookalike.server.engine import Engine
+from lookalike.server.engine import Engine, ModelIdentity
 from lookalike.server.errors import AddressInUseError, LookalikeError
+from lookalike.server.items import Repository
 from lookalike.server.metrics import Metrics
 from lookalike.server.onnx_engine import EngineSettings, OnnxEngine, read_manifest
 from lookalike.server.preprocess import Preprocessor
 from lookalike.server.repository import LocalRepository
 from lookalike.server.service import ImageSearchService
+from lookalike.server.sharded_repository import ShardedRepository
 from lookalike.server.tokenizer import TextTokenizer
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
@@ -100,9 +102,9 @@ class LookalikeServer:
         self._text_engine: Engine | None = None
         self._batcher: Batcher[bytes] | None = None
         self._text_batcher: Batcher[str] | None = None
-        self._repository: LocalRepository | None = None
+        self._repository: Repository | None = None
         self._snapshots: asyncio.Task[None] | None = None
-        self._data_lock = DataDirLock(config.data_dir)
+        self._data_lock = DataDirLock(config.data_dir) if config.data_dir else None
         interceptors = [TokenInterceptor(config.token)] if config.token else []
         self._server = grpc.aio.server(
             interceptors=interceptors,
@@ -131,7 +133,8 @@ class LookalikeServer:
         A second server on the same data directory or the same port fails here, before it
         listens or loads anything.
         """
-        self._data_lock.acquire()
+        if self._data_lock:
+            self._data_lock.acquire()
         await self._set_health(NOT_SERVING)
         address = f"{self.config.host}:{self.config.port}"
         try:
@@ -143,7 +146,8 @@ class LookalikeServer:
             else:
                 self.port = self._server.add_insecure_port(address)
         except RuntimeError as exc:  # grpc says only "Failed to bind to address ..."
-            self._data_lock.release()
+            if self._data_lock:
+                self._data_lock.release()
             raise AddressInUseError(
                 f"cannot listen on {address}: the port is in use by another process "
                 "(another lookalike-server?); stop it or pass another --port (0 picks a free one)"
@@ -181,7 +185,7 @@ class LookalikeServer:
         self._batcher = batcher  # from here on, stop() closes what load() opened
         await batcher.start()
         text = await self._load_text(manifest)
-        repository = LocalRepository(config.data_dir, model.identity, config.index)
+        repository = self._repository_for(model.identity)
         self._repository = repository
         items = await repository.open()
         core = Core(
@@ -217,6 +221,14 @@ class LookalikeServer:
             config.batcher.max_delay_ms,
             text.model.precision.value if text else "off",
         )
+
+    def _repository_for(self, identity: ModelIdentity) -> Repository:
+        """The data directory's store, or the built index read-only."""
+        config = self.config
+        if config.index_dir is not None:
+            return ShardedRepository(config.index_dir, identity, config.index)
+        assert config.data_dir is not None  # parse_config insists on one of the two
+        return LocalRepository(config.data_dir, identity, config.index)
 
     async def _load_text(self, manifest: Manifest) -> TextSide | None:
         """The text tower and its own queue, unless it is off or the package has none."""
@@ -274,7 +286,8 @@ class LookalikeServer:
         for engine in (self._engine, self._text_engine):
             if engine is not None:
                 engine.close()
-        self._data_lock.release()
+        if self._data_lock:
+            self._data_lock.release()
         log.info("stopped")
 
     async def wait(self) -> None:

@@ -24,7 +24,8 @@ TRUE = ("1", "true", "yes", "on")  # what a switch's environment variable accept
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ServerConfig:
     model_dir: Path
-    data_dir: Path
+    data_dir: Path | None = None  # the durable store; or, read-only:
+    index_dir: Path | None = None  # a built index (lookalike build-index)
     host: str = "127.0.0.1"
     port: int = 50051
     engine: EngineSettings = dataclasses.field(default_factory=EngineSettings)
@@ -74,7 +75,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help_text = str(kwargs.pop("help", ""))
         parser.add_argument(name, help=f"{help_text} [{env}]", **kwargs)  # type: ignore[arg-type]
 
-    defaults = ServerConfig(model_dir=Path(), data_dir=Path())
+    defaults = ServerConfig(model_dir=Path())
     engine, batcher, limits, index = (
         defaults.engine,
         defaults.batcher,
@@ -83,7 +84,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     text_batcher, requests = defaults.text_batcher, defaults.request_limits
     flag("--model-dir", type=Path, required=True, help="directory written by lookalike-export")
-    flag("--data-dir", type=Path, required=True, help="where the items and index are kept")
+    flag("--data-dir", type=Path, help="where the items and index are kept (read and write)")
+    flag(
+        "--index",
+        type=Path,
+        help="serve a built index (lookalike build-index) read-only, instead of a --data-dir",
+    )
     flag("--host", default=defaults.host, help="address to listen on")
     flag("--port", type=int, default=defaults.port, help="port; 0 picks a free one")
     flag("--precision", choices=[p.value for p in Precision], help="default: int8 CPU, fp16 GPU")
@@ -136,12 +142,15 @@ def parse_config(
     environ = os.environ if environ is None else environ
     parser = build_parser(environ)
     args = parser.parse_args(argv)
+    if (args.data_dir is None) == (args.index is None):
+        parser.error("give one of --data-dir (a read-write store) or --index (a built index)")
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
     try:
         return ServerConfig(
             model_dir=Path(args.model_dir),
-            data_dir=Path(args.data_dir),
+            data_dir=Path(args.data_dir) if args.data_dir else None,
+            index_dir=Path(args.index) if args.index else None,
             host=args.host,
             port=int(args.port),
             engine=EngineSettings(
@@ -157,7 +166,7 @@ def parse_config(
             ),
             text=not args.no_text,
             text_batcher=dataclasses.replace(
-                ServerConfig(model_dir=Path(), data_dir=Path()).text_batcher,
+                ServerConfig(model_dir=Path()).text_batcher,
                 max_batch=int(args.text_max_batch),
                 max_delay_ms=float(args.max_delay_ms),
                 max_queue=int(args.text_max_queue),

@@ -11,6 +11,7 @@ __all__ = [
     "ImageTooLargeError",
     "TextTooLongError",
     "TextUnavailableError",
+    "ReadOnlyError",
     "OverloadedError",
     "NotReadyError",
     "EngineError",
@@ -52,6 +53,10 @@ class TextTooLongError(InvalidArgumentError, LimitExceededError):
 
 class TextUnavailableError(LookalikeError):
     """A text request to a server without a text tower (--no-text, or an image-only package)."""
+
+
+class ReadOnlyError(LookalikeError):
+    """A write to a server that serves a built index (read-only: `build-index` makes versions)."""
 
 
 class OverloadedError(LookalikeError):

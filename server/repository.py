@@ -19,7 +19,7 @@ import numpy as np
 
 from lookalike.server.engine import ModelIdentity
 from lookalike.server.errors import NotFoundError
-from lookalike.server.index import Hit, IndexSettings, SnapshotError, VectorIndex
+from lookalike.server.index import IndexSettings, SnapshotError, VectorIndex
 from lookalike.server.items import (
     EmbeddedItem,
     RepositoryStats,
@@ -28,6 +28,7 @@ from lookalike.server.items import (
     StoredItem,
     WriteOutcome,
 )
+from lookalike.server.search import nearest
 from lookalike.server.store import ItemStore
 
 __all__ = ["LocalRepository"]
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 
 DATABASE_FILE = "items.sqlite3"
 SNAPSHOT_FILE = "index.usearch"
-OVERSAMPLING = 4  # filtered HNSW search asks for this many times k, then widens
 
 T = TypeVar("T")
 
@@ -123,12 +123,15 @@ class LocalRepository:
     def _upsert(self, items: Sequence[EmbeddedItem]) -> list[WriteOutcome]:
         store, index = self._ready()
         written = store.upsert(items)  # durable from here on
-        for stored, item in zip(written, items, strict=True):  # in order: later ids win
-            index.remove(np.asarray(stored.replaced_keys, dtype=np.uint64))
-            index.add(np.asarray(stored.keys, dtype=np.uint64), item.vector[None, :])
-            self._items += not stored.replaced_keys
+        index.remove(written.removed_keys)
+        if len(written.keys):
+            index.add(written.keys, np.stack([items[p].vector for p in written.positions]))
+        self._items += written.new_items
         self._dirty = True
-        return [WriteOutcome(stored.id, bool(stored.replaced_keys)) for stored in written]
+        return [
+            WriteOutcome(item.id, replaced)
+            for item, replaced in zip(items, written.replaced, strict=True)
+        ]
 
     async def delete(self, ids: Sequence[str]) -> list[str]:
         def delete() -> list[str]:
@@ -188,35 +191,16 @@ class LocalRepository:
         exclude_id: str | None,
     ) -> SearchResult:
         store, index = self._ready()
-        excluded = set(store.keys_of(exclude_id)) if exclude_id is not None else set()
-        wanted = k + len(excluded)
-        if filter_pairs:
-            hits, exact = self._filtered(query, wanted, store.keys_matching(filter_pairs))
-        else:
-            hits, exact = index.search(query, wanted), index.is_exact_for()
-        hits = [h for h in hits if h.key not in excluded]
+        excluded = store.keys_of(exclude_id) if exclude_id is not None else []
+        hits, exact = nearest(
+            index, store, query, k, filter_pairs=filter_pairs, excluded=set(excluded)
+        )
         if min_score is not None:
             hits = [h for h in hits if h.score >= min_score]
-        hits = hits[:k]
         items = store.by_keys([h.key for h in hits])
         return SearchResult(
             [ScoredItem(items[h.key], h.score) for h in hits if h.key in items], exact
         )
-
-    def _filtered(
-        self, query: np.ndarray, wanted: int, allowed: np.ndarray
-    ) -> tuple[list[Hit], bool]:
-        """k matches among `allowed` whenever that many exist, exact when the set is small."""
-        _, index = self._ready()
-        if index.is_exact_for(len(allowed)):
-            return index.search_among(query, allowed, wanted), True
-        allowed_keys = set(allowed.tolist())
-        count = wanted * OVERSAMPLING
-        while True:
-            hits = [h for h in index.search(query, count) if h.key in allowed_keys]
-            if len(hits) >= wanted or count >= len(index):
-                return hits[:wanted], index.is_exact_for()
-            count *= OVERSAMPLING
 
     # -- plumbing --------------------------------------------------------------------------
 

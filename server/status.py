@@ -20,6 +20,7 @@ from lookalike.server.errors import (
     NotFoundError,
     NotReadyError,
     OverloadedError,
+    ReadOnlyError,
     StorageError,
     StorageFullError,
     TextTooLongError,
@@ -45,6 +46,7 @@ GRPC_CODES: dict[type[LookalikeError], grpc.StatusCode] = {
     ModelLoadError: grpc.StatusCode.FAILED_PRECONDITION,
     DataDirError: grpc.StatusCode.FAILED_PRECONDITION,
     TextUnavailableError: grpc.StatusCode.FAILED_PRECONDITION,
+    ReadOnlyError: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 

@@ -25,9 +25,18 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lookalike.export.durable import fsync_directory, fsync_file
+from lookalike.client.files import SOURCE_PATH_KEY
+from lookalike.export.durable import fsync_directory, fsync_file, write_atomically
+from lookalike.server.engine import ModelIdentity
 
-__all__ = ["DatasetError", "Dataset", "partition_of", "ids_digest", "VECTOR_DTYPES"]
+__all__ = [
+    "DatasetError",
+    "Dataset",
+    "partition_of",
+    "ids_digest",
+    "item_metadata",
+    "VECTOR_DTYPES",
+]
 
 DATASET_FILE = "dataset.json"
 FORMAT_VERSION = 1
@@ -46,6 +55,11 @@ def partition_of(item_id: str, partitions: int) -> int:
     return int.from_bytes(digest[:8], "big") % partitions
 
 
+def item_metadata(metadata_json: str, source: str) -> dict[str, str]:
+    """A row's metadata as it is served: its own, and where its image came from."""
+    return {**json.loads(metadata_json), SOURCE_PATH_KEY: source}
+
+
 def ids_digest(ids: Iterable[str]) -> str:
     """One hash of a partition's sorted ids: what its part file must hold to count as done."""
     digest = hashlib.sha256()
@@ -57,34 +71,66 @@ def ids_digest(ids: Iterable[str]) -> str:
 @dataclasses.dataclass(frozen=True)
 class Dataset:
     directory: Path
-    model: str  # the model identity: embeddings of other models cannot be mixed in
+    identity: ModelIdentity  # embeddings of other models cannot be mixed in
     partitions: int
     vector_dtype: str
 
+    @property
+    def model(self) -> str:
+        return self.identity.describe()
+
     @classmethod
-    def open(cls, directory: Path, *, model: str, partitions: int, vector_dtype: str) -> Dataset:
+    def open(
+        cls, directory: Path, *, identity: ModelIdentity, partitions: int, vector_dtype: str
+    ) -> Dataset:
         """Create the dataset, or reopen one made with the same model, dtype (and partitions:
         those of an existing dataset win)."""
-        path = directory / DATASET_FILE
-        if path.is_file():
+        if (directory / DATASET_FILE).is_file():
             for leftover in directory.glob("*/.*.tmp"):  # a run killed while writing
                 leftover.unlink(missing_ok=True)
-            stored = json.loads(path.read_text())
-            if stored["model"] != model or stored["vector_dtype"] != vector_dtype:
+            stored = cls.read(directory)
+            if stored.identity != identity or stored.vector_dtype != vector_dtype:
                 raise DatasetError(
-                    f"{directory} holds vectors of {stored['model']} ({stored['vector_dtype']}); "
-                    f"this run makes {model} ({vector_dtype}): use another --output"
+                    f"{directory} holds vectors of {stored.model} ({stored.vector_dtype}); "
+                    f"this run makes {identity.describe()} ({vector_dtype}): use another --output"
                 )
-            return cls(directory, model, int(stored["partitions"]), vector_dtype)
+            return stored
         if directory.exists() and any(directory.iterdir()):
             raise DatasetError(f"{directory} is not empty and holds no {DATASET_FILE}")
-        dataset = cls(directory, model, partitions, vector_dtype)
+        dataset = cls(directory, identity, partitions, vector_dtype)
         (directory / "parts").mkdir(parents=True, exist_ok=True)
         (directory / "errors").mkdir(exist_ok=True)
-        document = {"format_version": FORMAT_VERSION, **dataclasses.asdict(dataset)}
-        del document["directory"]
-        _write_atomically(path, json.dumps(document, indent=2).encode())
+        document = {
+            "format_version": FORMAT_VERSION,
+            "model": dataset.model,
+            "model_source": identity.source,
+            "dims": identity.dims,
+            "partitions": partitions,
+            "vector_dtype": vector_dtype,
+        }
+        write_atomically(directory / DATASET_FILE, json.dumps(document, indent=2).encode())
         return dataset
+
+    @classmethod
+    def read(cls, directory: Path) -> Dataset:
+        """An existing dataset, as `lookalike ingest` made it."""
+        try:
+            stored = json.loads((directory / DATASET_FILE).read_text())
+            identity = ModelIdentity(stored["model_source"], int(stored["dims"]))
+            return cls(directory, identity, int(stored["partitions"]), stored["vector_dtype"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise DatasetError(
+                f"{directory} is not a dataset made by lookalike ingest ({exc})"
+            ) from exc
+
+    def parts(self) -> dict[str, str]:
+        """Every complete part file's name -> the digest of the ids it holds."""
+        found = {}
+        for path in sorted((self.directory / "parts").glob("part-*.parquet")):
+            metadata = pq.read_schema(path).metadata or {}
+            if metadata.get(MODEL_KEY) == self.model.encode() and DIGEST_KEY in metadata:
+                found[path.name] = metadata[DIGEST_KEY].decode()
+        return found
 
     def part_path(self, partition: int) -> Path:
         return self.directory / "parts" / f"part-{partition:05d}.parquet"
@@ -126,9 +172,3 @@ def _write_table(path: Path, table: pa.Table) -> None:
     fsync_file(temporary)
     os.replace(temporary, path)
     fsync_directory(path.parent)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)

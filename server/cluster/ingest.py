@@ -10,14 +10,12 @@ pool holding every CPU left nothing for the read tasks and hung (ray issue #4468
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import functools
 import json
 import logging
-import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +35,7 @@ from lookalike.server.cluster.dataset import (
     ids_digest,
     partition_of,
 )
+from lookalike.server.cluster.ray_session import ray_session
 from lookalike.server.cluster.sources import SourceImage, list_sources, read_bytes
 from lookalike.server.engine import ModelIdentity
 from lookalike.server.errors import LookalikeError
@@ -106,7 +105,7 @@ def ingest(sources: Sequence[str], settings: IngestSettings) -> IngestSummary:
     identity = ModelIdentity.of(manifest.source, manifest.graphs["image"].output_dim)
     dataset = Dataset.open(
         settings.output,
-        model=identity.describe(),
+        identity=identity,
         partitions=settings.partitions or max(1, -(-len(images) // IMAGES_PER_PARTITION)),
         vector_dtype=settings.vector_dtype,
     )
@@ -129,7 +128,7 @@ def ingest(sources: Sequence[str], settings: IngestSettings) -> IngestSummary:
         for partition in pending
         for image in by_partition[partition]
     ]
-    with _ray(settings.address):
+    with ray_session(settings.address):
         written = _run_pipeline(rows, settings, engine_settings, dataset, digests, manifest)
     failures: collections.Counter[str] = collections.Counter()
     stages: collections.Counter[str] = collections.Counter()
@@ -293,22 +292,3 @@ def _write_partition(
 def _reason_kind(error: str) -> str:
     """Group failure reasons by their kind (the text before any detail)."""
     return str(error).split(":")[0]
-
-
-@contextlib.contextmanager
-def _ray(address: str | None) -> Iterator[None]:
-    """Join the cluster at `address` (or RAY_ADDRESS), or run a local Ray for this call."""
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-    else:
-        ray.init(include_dashboard=False, num_cpus=os.cpu_count())
-    try:
-        yield
-    finally:
-        ray.shutdown()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import json
 import os
@@ -14,7 +13,6 @@ import sys
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -22,76 +20,18 @@ import grpc
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import ray
-from moto.server import ThreadedMotoServer
 from ray.cluster_utils import Cluster
 
 from lookalike.client.cli import EXIT_BAD_INPUT, EXIT_SOME_FAILED, main
 from lookalike.export.manifest import MANIFEST_FILE, sha256_file
 from lookalike.server.cluster.dataset import Dataset, DatasetError
 from lookalike.server.cluster.ingest import IngestSettings, ingest
+from lookalike.server.engine import ModelIdentity
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
+from tests.cluster.conftest import BROKEN, GOOD
 from tests.server.images import natural
 from tests.server.serving import config_for, running_server
-
-GOOD, BROKEN = 30, 3
-S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-
-
-@pytest.fixture(scope="module")
-def object_store() -> Iterator[str]:
-    """A real S3-compatible server (moto's) on 127.0.0.1; its endpoint reaches the Ray workers
-    through the environment, so it starts before the cluster."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    settings = {**S3_ENV, "AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": "us-east-1"}
-    saved = {name: os.environ.get(name) for name in settings}
-    os.environ.update(settings)
-    try:
-        yield endpoint
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def cluster(object_store: str) -> Iterator[Cluster]:
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
-    ray.init(address=cluster.address, include_dashboard=False)
-    try:
-        yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Good images in a folder and a subfolder, broken ones, and a CSV list with metadata."""
-    root = tmp_path_factory.mktemp("photos")
-    (root / "album" / "nested").mkdir(parents=True)
-    for i in range(GOOD - 5):
-        natural(160 + 4 * i, 120, seed=i).save(root / "album" / f"photo-{i:02d}.jpg")
-    for i in range(5):
-        natural(100, 140, seed=50 + i).save(root / "album" / "nested" / f"deep-{i}.png")
-    (root / "album" / "empty.jpg").write_bytes(b"")
-    (root / "album" / "truncated.jpg").write_bytes(
-        (root / "album" / "photo-00.jpg").read_bytes()[:200]
-    )
-    (root / "album" / "text.png").write_bytes(b"not a png at all")
-    with (root / "list.csv").open("w", newline="") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(["id", "path", "camera"])
-        writer.writerow(["listed-1", "album/photo-01.jpg", "x100"])
-    return root
 
 
 def settings(model: Path, output: Path, **overrides: object) -> IngestSettings:
@@ -231,7 +171,9 @@ def test_a_dataset_of_another_model_is_refused(
     output = tmp_path / "dataset"
     ingest([str(photos / "list.csv")], settings(tiny_export, output))
     with pytest.raises(DatasetError, match="use another --output"):
-        Dataset.open(output, model="hub:other (16-d)", partitions=4, vector_dtype="f32")
+        Dataset.open(
+            output, identity=ModelIdentity("hub:other", 16), partitions=4, vector_dtype="f32"
+        )
 
 
 def test_the_cli_prints_a_summary_and_says_some_failed(

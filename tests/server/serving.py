@@ -83,7 +83,8 @@ async def _create(config: ServerConfig, options: dict[str, Any]) -> LookalikeSer
     return LookalikeServer(config, **options)
 
 
-def config_for(model_dir: Path, data_dir: Path, **overrides: object) -> ServerConfig:
+def config_for(model_dir: Path, data_dir: Path | None, **overrides: object) -> ServerConfig:
+    """Loopback, a free port; `data_dir` None with `index_dir=` in `overrides` serves an index."""
     return ServerConfig(
         model_dir=model_dir, data_dir=data_dir, host="127.0.0.1", port=0, grace_s=2.0, **overrides
     )  # type: ignore[arg-type]

@@ -80,11 +80,14 @@ def test_a_new_database_starts_at_the_current_schema(store: ItemStore) -> None:
 
 
 def test_upsert_replaces_an_item_under_a_new_key(store: ItemStore) -> None:
-    (first,) = store.upsert(items(1))
-    assert first.replaced_keys == []
+    first = store.upsert(items(1))
+    assert first.replaced == [False]
+    assert first.removed_keys.tolist() == []
     replacement = EmbeddedItem("item-0", unit_vectors(1, seed=9)[0], {"parity": "new"})
-    (second,) = store.upsert([replacement])
-    assert second.replaced_keys == first.keys
+    second = store.upsert([replacement])
+    assert second.replaced == [True]
+    assert second.new_items == 0
+    assert second.removed_keys.tolist() == first.keys.tolist()
     assert second.keys[0] > first.keys[0]
     assert store.count() == 1
     stored = store.get("item-0", with_vector=True)
@@ -92,24 +95,28 @@ def test_upsert_replaces_an_item_under_a_new_key(store: ItemStore) -> None:
     assert stored.metadata == {"parity": "new"}
     np.testing.assert_array_equal(stored.vector, replacement.vector)
     assert store.keys_matching({"parity": "even"}).tolist() == []
-    assert store.keys_matching({"parity": "new"}).tolist() == second.keys
+    assert store.keys_matching({"parity": "new"}).tolist() == second.keys.tolist()
 
 
 def test_later_duplicates_in_one_commit_win(store: ItemStore) -> None:
     first, second = items(2)
     written = store.upsert([first, EmbeddedItem("item-0", second.vector, {"v": "2"})])
-    assert written[1].replaced_keys == written[0].keys
+    assert written.replaced == [False, True]
+    assert written.new_items == 1
+    assert written.positions == [1]
+    assert len(written.keys) == 1
+    assert store.all_keys().tolist() == written.keys.tolist()
     assert store.count() == 1
     assert store.get("item-0").metadata == {"v": "2"}  # type: ignore[union-attr]
 
 
 def test_delete_removes_vectors_and_metadata(store: ItemStore) -> None:
-    written = store.upsert(items(4))
+    keys = store.upsert(items(4)).keys.tolist()
     removed = store.delete(["item-1", "nobody", "item-1", "item-2"])
-    assert removed == {"item-1": written[1].keys, "item-2": written[2].keys}
+    assert removed == {"item-1": [keys[1]], "item-2": [keys[2]]}
     assert store.count() == 2
-    assert sorted(store.all_keys().tolist()) == written[0].keys + written[3].keys
-    assert store.keys_matching({"parity": "odd"}).tolist() == written[3].keys
+    assert sorted(store.all_keys().tolist()) == [keys[0], keys[3]]
+    assert store.keys_matching({"parity": "odd"}).tolist() == [keys[3]]
     assert store.get("item-1") is None
 
 
@@ -120,8 +127,8 @@ def test_keys_are_never_handed_out_twice(tmp_path: Path) -> None:
     store.delete(["item-2"])  # the largest key
     store.close()
     store = ItemStore(path, IDENTITY)
-    (new,) = store.upsert(items(1, prefix="later"))
-    assert new.keys[0] > written[2].keys[0]
+    new = store.upsert(items(1, prefix="later"))
+    assert new.keys[0] > written.keys[2]
     store.close()
 
 
@@ -141,10 +148,10 @@ def test_an_older_database_is_migrated_on_open(tmp_path: Path) -> None:
             np.testing.assert_array_equal(stored.vector, item.vector)
             assert store.keys_of(item.id) == [key]
         assert store.keys_matching({"parity": "even"}).tolist() == [1, 3]
-        (new,) = store.upsert(items(1, prefix="after"))
-        assert new.keys == [7]  # keys 5 and 6 were handed out before, and stay retired
-        (replaced,) = store.upsert([EmbeddedItem("item-0", original[0].vector, {})])
-        assert replaced.replaced_keys == [1]
+        new = store.upsert(items(1, prefix="after"))
+        assert new.keys.tolist() == [7]  # keys 5 and 6 were handed out before, stay retired
+        replaced = store.upsert([EmbeddedItem("item-0", original[0].vector, {})])
+        assert replaced.removed_keys.tolist() == [1]
         assert store.delete(["item-1"]) == {"item-1": [2]}
     finally:
         store.close()

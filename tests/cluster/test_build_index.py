@@ -1,0 +1,269 @@
+"""`lookalike build-index`, `lookalike-server --index` and `lookalike import`, on the package's
+two-node Ray cluster, over real gRPC on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pyarrow as pa
+import pytest
+from ray.cluster_utils import Cluster
+
+from lookalike.client.cli import main
+from lookalike.server.built_index import (
+    SHARDS_DIR,
+    BuiltIndexError,
+    read_manifest,
+    shard_of,
+)
+from lookalike.server.cluster.build_index import BuildSettings, build_index
+from lookalike.server.cluster.dataset import Dataset, ids_digest, partition_of
+from lookalike.server.cluster.importer import import_dataset
+from lookalike.server.cluster.ingest import IngestSettings, ingest
+from lookalike.server.engine import ModelIdentity
+from lookalike.server.index import IndexSettings
+from lookalike.v1 import lookalike_pb2 as pb
+from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
+from tests.server.serving import config_for, running_server
+
+TINY = ModelIdentity("random-init:tiny", 16)
+SHARDS = 3
+SYNTHETIC = 3000
+PARTITIONS = 4
+
+
+def unit_rows(count: int, seed: int) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((count, TINY.dims)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def write_dataset(directory: Path, ids: list[str], vectors: np.ndarray) -> Dataset:
+    """A dataset as `ingest` writes it (same module, same files), from known vectors."""
+    dataset = Dataset.open(directory, identity=TINY, partitions=PARTITIONS, vector_dtype="f16")
+    for partition in range(PARTITIONS):
+        rows = [
+            i for i, item_id in enumerate(ids) if partition_of(item_id, PARTITIONS) == partition
+        ]
+        part_ids = [ids[i] for i in rows]
+        flat = pa.array(vectors[rows].reshape(-1).astype(np.float16), pa.float16())
+        stored = pa.table(
+            {
+                "id": part_ids,
+                "vector": pa.FixedSizeListArray.from_arrays(flat, TINY.dims),
+                "metadata": [json.dumps({"parity": str(int(i) % 2)}) for i in rows],
+                "source": [f"synthetic://{item_id}" for item_id in part_ids],
+            }
+        )
+        failed = pa.table(
+            {
+                "id": pa.array([], pa.string()),
+                "source": pa.array([], pa.string()),
+                "reason": pa.array([], pa.string()),
+            }
+        )
+        dataset.write_partition(
+            partition, ids_digest(part_ids), stored, failed, manifest_sha256="synthetic"
+        )
+    return dataset
+
+
+def exact_top(vectors: np.ndarray, query: np.ndarray, k: int) -> list[int]:
+    stored = vectors.astype(np.float16).astype(np.float32)
+    stored /= np.linalg.norm(stored, axis=1, keepdims=True)
+    return np.argsort(-(stored @ query), kind="stable")[:k].tolist()
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], np.ndarray]:
+    directory = tmp_path_factory.mktemp("synthetic") / "dataset"
+    ids = [f"item-{i:05d}" for i in range(SYNTHETIC)]
+    vectors = unit_rows(SYNTHETIC, seed=1)
+    write_dataset(directory, ids, vectors)
+    return directory, ids, vectors
+
+
+@contextlib.contextmanager
+def serving(model: Path, **where: object) -> Iterator[pb_grpc.ImageSearchStub]:
+    """A server over `data_dir=` or `index_dir=` (plus any other settings), and its stub."""
+    data_dir = where.pop("data_dir", None)
+    with (
+        running_server(config_for(model, data_dir, **where)) as server,  # type: ignore[arg-type]
+        grpc.insecure_channel(server.address) as channel,
+    ):
+        yield pb_grpc.ImageSearchStub(channel)
+
+
+def search(stub: pb_grpc.ImageSearchStub, vector: np.ndarray, k: int = 10, **filters: str):
+    request = pb.SearchRequest(vector=pb.Vector(values=vector.tolist()), k=k, filter=filters)
+    return stub.Search(request, timeout=30).matches
+
+
+def test_a_built_index_answers_like_an_exact_search_over_its_vectors(
+    cluster: Cluster,
+    synthetic: tuple[Path, list[str], np.ndarray],
+    tiny_export: Path,
+    tmp_path: Path,
+) -> None:
+    dataset, ids, vectors = synthetic
+    index = tmp_path / "index"
+    summary = build_index(BuildSettings(dataset=dataset, output=index, shards=SHARDS))
+    assert (summary.items, summary.shards, summary.written) == (SYNTHETIC, SHARDS, [0, 1, 2])
+    manifest = read_manifest(index)
+    assert manifest.model == TINY.source
+    assert manifest.settings.dtype == "f16"
+    assert [shard.items for shard in manifest.shards] == [
+        sum(shard_of(i, SHARDS) == n for i in ids) for n in range(SHARDS)
+    ]
+    probes = range(0, SYNTHETIC, 30)
+    # exact_search_below=0: every shard searches its HNSW graph, as a large one would
+    with serving(tiny_export, index_dir=index, index=IndexSettings(exact_search_below=0)) as stub:
+        recalls = []
+        for probe in probes:
+            expected = {ids[i] for i in exact_top(vectors, vectors[probe], 10)}
+            recalls.append(len(expected & {m.id for m in search(stub, vectors[probe])}) / 10)
+        assert np.mean(recalls) >= 0.99  # USearch alone: 0.996-0.999 on such vectors
+    with serving(tiny_export, index_dir=index) as stub:  # shards this small: exact search
+        for probe in probes:
+            matches = search(stub, vectors[probe])
+            assert matches[0].id == ids[probe]  # every probe finds itself first
+            # then what an exact search finds (f16 storage: near-ties may swap places)
+            exact = [
+                float(vectors[i] @ vectors[probe]) for i in exact_top(vectors, vectors[probe], 10)
+            ]
+            np.testing.assert_allclose([m.score for m in matches], exact, atol=2e-3)
+        filtered = search(stub, vectors[7], k=20, parity="0")
+        assert len(filtered) == 20
+        assert all(m.metadata["parity"] == "0" for m in filtered)
+        item = stub.Get(pb.GetRequest(id=ids[5], include_vector=True), timeout=30)
+        assert item.metadata["source_path"] == f"synthetic://{ids[5]}"
+        np.testing.assert_allclose(item.vector.values, vectors[5], atol=2e-3)  # f16 storage
+        by_id = stub.Search(pb.SearchRequest(id=ids[5], k=3, exclude_self=True), timeout=30).matches
+        assert ids[5] not in {m.id for m in by_id}
+        assert by_id[0].id == ids[exact_top(vectors, vectors[5], 2)[1]]
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Delete(pb.DeleteRequest(ids=[ids[0]]), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "build-index" in refused.value.details()
+        with pytest.raises(grpc.RpcError) as missing:
+            stub.Get(pb.GetRequest(id="nobody"), timeout=30)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_new_version_shares_the_shards_it_does_not_change(
+    cluster: Cluster, tiny_export: Path, tmp_path: Path
+) -> None:
+    ids = [f"item-{i:05d}" for i in range(600)]
+    vectors = unit_rows(600, seed=2)
+    dataset = tmp_path / "dataset"
+    write_dataset(dataset, ids, vectors)
+    index = tmp_path / "index"
+    build_index(BuildSettings(dataset=dataset, output=index, shards=SHARDS))
+    first = read_manifest(index)
+
+    # new images all hash to shard 1, the deleted ones to shard 0: shard 2 stays as it was
+    added = [i for i in (f"new-{n}" for n in range(200)) if shard_of(i, SHARDS) == 1][:5]
+    deleted = [i for i in ids if shard_of(i, SHARDS) == 0][:3]
+    new_vectors = unit_rows(len(added), seed=3)
+    write_dataset(dataset, ids + added, np.concatenate([vectors, new_vectors]))
+    summary = build_index(BuildSettings(dataset=dataset, output=index, delete=deleted))
+    second = read_manifest(index)
+    assert (summary.version, summary.written) == ("v00002", [0, 1])
+    assert (summary.added, summary.removed) == (len(added), len(deleted))
+    assert second.shards[2] == first.shards[2]  # the same files, shared
+    assert second.items == first.items + len(added) - len(deleted)
+    for entry in first.shards:  # the previous version stays whole (a server may still use it)
+        assert (index / SHARDS_DIR / entry.index.name).is_file()
+
+    with serving(tiny_export, index_dir=index) as stub:
+        for item_id, vector in zip(added, new_vectors, strict=True):
+            assert search(stub, vector, k=1)[0].id == item_id
+        for item_id in deleted:
+            with pytest.raises(grpc.RpcError) as gone:
+                stub.Get(pb.GetRequest(id=item_id), timeout=30)
+            assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+            assert item_id not in {m.id for m in search(stub, vectors[ids.index(item_id)])}
+        assert search(stub, vectors[ids.index("item-00011")], k=1)[0].id == "item-00011"
+        assert stub.Stats(pb.StatsRequest(), timeout=30).items == second.items
+
+    again = build_index(BuildSettings(dataset=dataset, output=index))
+    assert again.written == []
+    assert read_manifest(index).version == 2
+
+
+def test_a_damaged_shard_is_refused_with_a_clear_error(
+    cluster: Cluster, tiny_export: Path, tmp_path: Path
+) -> None:
+    dataset = tmp_path / "dataset"
+    write_dataset(dataset, [f"item-{i}" for i in range(60)], unit_rows(60, seed=4))
+    index = tmp_path / "index"
+    build_index(BuildSettings(dataset=dataset, output=index, shards=SHARDS))
+    shard = index / SHARDS_DIR / read_manifest(index).shards[1].index.name
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(BuiltIndexError, match="damaged"), serving(tiny_export, index_dir=index):
+        pass
+    assert (
+        main(["build-index", str(dataset), "--output", str(tmp_path / "other"), "--shards", "2"])
+        == 0
+    )
+    with (
+        pytest.raises(BuiltIndexError, match="no built index"),
+        serving(tiny_export, index_dir=tmp_path / "nowhere"),
+    ):
+        pass
+
+
+def test_images_ingested_and_built_find_themselves_through_the_server(
+    cluster: Cluster,
+    photos: Path,
+    tiny_export: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    dataset, index = tmp_path / "dataset", tmp_path / "index"
+    ingest(
+        [str(photos / "album"), str(photos / "list.csv")],
+        IngestSettings(model_dir=tiny_export, output=dataset, partitions=4),
+    )
+    assert main(["build-index", str(dataset), "-o", str(index), "--shards", str(SHARDS)]) == 0
+    assert "3 shards" in capsys.readouterr().out
+    built = read_manifest(index)
+    with serving(tiny_export, index_dir=index) as stub:
+        for image in sorted((photos / "album").glob("photo-*.jpg"))[2:8]:  # (01 is listed too)
+            request = pb.SearchRequest(image=image.read_bytes(), k=3)
+            assert stub.Search(request, timeout=30).matches[0].id == f"{image.name}"
+        filtered = stub.Search(
+            pb.SearchRequest(
+                image=(photos / "album" / "photo-01.jpg").read_bytes(),
+                k=3,
+                filter={"camera": "x100"},
+            ),
+            timeout=30,
+        ).matches
+        assert [m.id for m in filtered] == ["listed-1"]
+        assert stub.Stats(pb.StatsRequest(), timeout=30).items == built.items
+
+
+def test_import_loads_a_dataset_into_a_servers_store(
+    synthetic: tuple[Path, list[str], np.ndarray], tiny_export: Path, tmp_path: Path
+) -> None:
+    dataset, ids, vectors = synthetic
+    data_dir = tmp_path / "data"
+    first = import_dataset(dataset, data_dir)
+    assert first.vectors == first.items == SYNTHETIC
+    again = import_dataset(dataset, data_dir)  # idempotent: ids are replaced, not duplicated
+    assert again.items == SYNTHETIC
+    with serving(tiny_export, data_dir=data_dir) as stub:
+        assert stub.Stats(pb.StatsRequest(), timeout=30).items == SYNTHETIC
+        for probe in (0, 1234, SYNTHETIC - 1):
+            matches = search(stub, vectors[probe], k=5)
+            assert [m.id for m in matches] == [
+                ids[i] for i in exact_top(vectors, vectors[probe], 5)
+            ]
+        assert stub.Get(pb.GetRequest(id=ids[9]), timeout=30).metadata["parity"] == "1"
