@@ -214,9 +214,13 @@ def installed_layout(source_tree: Path, into: Path) -> Path:
 
 @contextlib.contextmanager
 def lookalike_server(
-    model_dir: Path, *extra: str, source_tree: Path | None = None
+    model_dir: Path,
+    *extra: str,
+    source_tree: Path | None = None,
+    store: Sequence[str] = (),
 ) -> Iterator[RunningServer]:
-    """`lookalike-server` as a subprocess on loopback with an empty data dir, once it serves.
+    """`lookalike-server` as a subprocess on loopback, once it serves; with an empty data dir
+    unless `store` says otherwise (`("--index", DIR)` or `("--data-dir", DIR)`).
 
     With `source_tree`, the server runs that checkout's code (e.g. an older revision).
     """
@@ -235,8 +239,7 @@ def lookalike_server(
             "lookalike.server",
             "--model-dir",
             str(model_dir),
-            "--data-dir",
-            str(Path(scratch) / "data"),
+            *(store or ("--data-dir", str(Path(scratch) / "data"))),
             "--port",
             str(port),
             "--metrics-port",

@@ -159,6 +159,17 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "--partitions", type=int, default=0, help="fixed at creation (0: one per 1,000 images)"
     )
+    ingest.add_argument(
+        "--precision",
+        choices=["fp32", "fp16", "int8"],
+        help="model variant (default: as the server picks, int8 on CPU actors, fp16 on GPU)",
+    )
+    ingest.add_argument(
+        "--preprocess",
+        choices=["fast", "exact"],
+        default="fast",
+        help="as the server's --preprocess: the same choice gives the server's vectors",
+    )
 
     build = command(
         "build-index", "build (or update) a sharded index from an ingested dataset, on Ray"
@@ -429,6 +440,8 @@ def ingest_command(_: Client, args: argparse.Namespace) -> int:
         from lookalike.server.cluster.dataset import DatasetError
         from lookalike.server.cluster.ingest import IngestSettings, ingest
         from lookalike.server.cluster.sources import SourceError
+    from lookalike.export.manifest import Precision
+    from lookalike.server.preprocess import PreprocessMode
     settings = IngestSettings(
         model_dir=args.model_dir,
         output=args.output,
@@ -438,6 +451,8 @@ def ingest_command(_: Client, args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         vector_dtype=args.vector_dtype,
         partitions=args.partitions,
+        precision=Precision(args.precision) if args.precision else None,
+        preprocess_mode=PreprocessMode(args.preprocess),
     )
     try:
         summary = ingest(args.sources, settings)

@@ -133,6 +133,7 @@ class IndexManifest:
     dims: int
     settings: IndexSettings  # dtype, connectivity and expansions the shards were built with
     dataset: str  # the dataset directory it was built from
+    embedding: dict[str, str]  # how the dataset's vectors were made: precision, preprocess
     parts: dict[str, str]  # dataset part file -> the ids digest it had when it was built in
     shards: list[ShardEntry]
     created: float = dataclasses.field(default_factory=time.time)

@@ -46,6 +46,7 @@ __all__ = [
     "ImageInputs",
     "TokenInputs",
     "read_manifest",
+    "choose_variant",
     "physical_cores",
 ]
 
@@ -194,6 +195,25 @@ INPUTS_BY_ROLE: dict[str, Callable[[Graph], GraphInputs]] = {
 }
 
 
+def choose_variant(
+    variants: dict[Precision, Variant], asked: Precision | None, *, on_gpu: bool
+) -> Variant:
+    """The variant asked for, or the best one for the device (fp16 on GPU, int8 on CPU)."""
+    if asked is not None:
+        if asked not in variants:
+            have = ", ".join(p.value for p in variants)
+            raise ModelLoadError(
+                f"the export has no {asked.value} variant (has: {have}); "
+                f"re-export with --precision {asked.value}"
+            )
+        return variants[asked]
+    preference = PRECISION_PREFERENCE["gpu" if on_gpu else "cpu"]
+    for precision in preference:
+        if precision in variants:
+            return variants[precision]
+    raise ModelLoadError("the export lists no variants")
+
+
 def read_manifest(model_dir: Path) -> Manifest:
     """The package's manifest; ModelLoadError if it is missing or unreadable."""
     try:
@@ -221,7 +241,7 @@ class OnnxEngine:
         self.input_name, self.output_name = graph.input, graph.output
         providers = self._choose_providers(settings.provider)
         on_gpu = providers[0] != "CPUExecutionProvider"
-        self.variant = self._choose_variant(graph.variants, settings.precision, on_gpu)
+        self.variant = choose_variant(graph.variants, settings.precision, on_gpu=on_gpu)
         self.model_file = path = model_dir / self.variant.file
         _verify_file(path, self.variant)
         source = manifest.source
@@ -358,24 +378,6 @@ class OnnxEngine:
                 "instead of 'lookalike[cpu]'"
             )
         return [name for name in wanted if name in available]
-
-    @staticmethod
-    def _choose_variant(
-        variants: dict[Precision, Variant], asked: Precision | None, on_gpu: bool
-    ) -> Variant:
-        if asked is not None:
-            if asked not in variants:
-                have = ", ".join(p.value for p in variants)
-                raise ModelLoadError(
-                    f"the export has no {asked.value} variant (has: {have}); "
-                    f"re-export with --precision {asked.value}"
-                )
-            return variants[asked]
-        preference = PRECISION_PREFERENCE["gpu" if on_gpu else "cpu"]
-        for precision in preference:
-            if precision in variants:
-                return variants[precision]
-        raise ModelLoadError("the export lists no variants")
 
     def _create_session(
         self, path: Path, settings: EngineSettings, providers: list[str], *, threads: int

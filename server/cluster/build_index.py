@@ -129,6 +129,7 @@ def build_index(settings: BuildSettings) -> BuildSummary:
         dims=dataset.identity.dims,
         settings=index_settings,
         dataset=str(settings.dataset.resolve()),
+        embedding=dataset.embedding,
         parts=parts,
         shards=[entries[n] for n in range(shards)],
     )

@@ -74,6 +74,7 @@ class Dataset:
     identity: ModelIdentity  # embeddings of other models cannot be mixed in
     partitions: int
     vector_dtype: str
+    embedding: dict[str, str]  # how the vectors were made: precision, preprocess mode
 
     @property
     def model(self) -> str:
@@ -81,23 +82,30 @@ class Dataset:
 
     @classmethod
     def open(
-        cls, directory: Path, *, identity: ModelIdentity, partitions: int, vector_dtype: str
+        cls,
+        directory: Path,
+        *,
+        identity: ModelIdentity,
+        partitions: int,
+        vector_dtype: str,
+        embedding: dict[str, str],
     ) -> Dataset:
-        """Create the dataset, or reopen one made with the same model, dtype (and partitions:
-        those of an existing dataset win)."""
+        """Create the dataset, or reopen one made the same way: same model, embedding and
+        dtype (the partitions of an existing dataset win)."""
         if (directory / DATASET_FILE).is_file():
             for leftover in directory.glob("*/.*.tmp"):  # a run killed while writing
                 leftover.unlink(missing_ok=True)
             stored = cls.read(directory)
-            if stored.identity != identity or stored.vector_dtype != vector_dtype:
+            asked = cls(directory, identity, stored.partitions, vector_dtype, embedding)
+            if asked != stored:
                 raise DatasetError(
-                    f"{directory} holds vectors of {stored.model} ({stored.vector_dtype}); "
-                    f"this run makes {identity.describe()} ({vector_dtype}): use another --output"
+                    f"{directory} holds vectors made as {stored.describe()}; this run makes "
+                    f"{asked.describe()}: use another --output"
                 )
             return stored
         if directory.exists() and any(directory.iterdir()):
             raise DatasetError(f"{directory} is not empty and holds no {DATASET_FILE}")
-        dataset = cls(directory, identity, partitions, vector_dtype)
+        dataset = cls(directory, identity, partitions, vector_dtype, embedding)
         (directory / "parts").mkdir(parents=True, exist_ok=True)
         (directory / "errors").mkdir(exist_ok=True)
         document = {
@@ -107,6 +115,7 @@ class Dataset:
             "dims": identity.dims,
             "partitions": partitions,
             "vector_dtype": vector_dtype,
+            "embedding": embedding,
         }
         write_atomically(directory / DATASET_FILE, json.dumps(document, indent=2).encode())
         return dataset
@@ -117,11 +126,21 @@ class Dataset:
         try:
             stored = json.loads((directory / DATASET_FILE).read_text())
             identity = ModelIdentity(stored["model_source"], int(stored["dims"]))
-            return cls(directory, identity, int(stored["partitions"]), stored["vector_dtype"])
+            return cls(
+                directory,
+                identity,
+                int(stored["partitions"]),
+                stored["vector_dtype"],
+                dict(stored["embedding"]),
+            )
         except (OSError, ValueError, KeyError) as exc:
             raise DatasetError(
                 f"{directory} is not a dataset made by lookalike ingest ({exc})"
             ) from exc
+
+    def describe(self) -> str:
+        how = ", ".join(f"{k} {v}" for k, v in sorted(self.embedding.items()))
+        return f"{self.model}, {how}, {self.vector_dtype} vectors"
 
     def parts(self) -> dict[str, str]:
         """Every complete part file's name -> the digest of the ids it holds."""

@@ -39,7 +39,12 @@ from lookalike.server.cluster.ray_session import ray_session
 from lookalike.server.cluster.sources import SourceImage, list_sources, read_bytes
 from lookalike.server.engine import ModelIdentity
 from lookalike.server.errors import LookalikeError
-from lookalike.server.onnx_engine import EngineSettings, OnnxEngine, read_manifest
+from lookalike.server.onnx_engine import (
+    EngineSettings,
+    OnnxEngine,
+    choose_variant,
+    read_manifest,
+)
 from lookalike.server.preprocess import PreprocessMode, Preprocessor
 
 __all__ = ["IngestSettings", "IngestSummary", "ingest"]
@@ -99,15 +104,22 @@ def ingest(sources: Sequence[str], settings: IngestSettings) -> IngestSummary:
     started = time.perf_counter()
     images = list_sources(sources)
     manifest = read_manifest(settings.model_dir)
+    graph = manifest.graphs["image"]
+    # the variant every actor runs, chosen here: fp16 on GPU actors, int8 on CPU ones (as the
+    # server chooses), recorded in the dataset so that a rerun cannot mix two
+    variant = choose_variant(graph.variants, settings.precision, on_gpu=settings.gpus_per_actor > 0)
     # one thread per actor (Ray reserves one CPU for each); a one-thread session gives the
     # server's results bit for bit
-    engine_settings = EngineSettings(precision=settings.precision, intra_op_threads=1)
-    identity = ModelIdentity.of(manifest.source, manifest.graphs["image"].output_dim)
+    engine_settings = EngineSettings(precision=variant.precision, intra_op_threads=1)
     dataset = Dataset.open(
         settings.output,
-        identity=identity,
+        identity=ModelIdentity.of(manifest.source, graph.output_dim),
         partitions=settings.partitions or max(1, -(-len(images) // IMAGES_PER_PARTITION)),
         vector_dtype=settings.vector_dtype,
+        embedding={
+            "precision": variant.precision.value,
+            "preprocess": settings.preprocess_mode.value,
+        },
     )
     by_partition: dict[int, list[SourceImage]] = collections.defaultdict(list)
     for image in images:

@@ -114,14 +114,24 @@ def test_search_benchmark_reports_recall_curves(tmp_path: Path) -> None:
     )
 
 
-def test_ingest_benchmark_splits_time_into_stages(tiny_export: Path, tmp_path: Path) -> None:
+def test_ingest_benchmark_compares_one_server_with_ray_and_the_bulk_paths(
+    tiny_export: Path, tmp_path: Path
+) -> None:
     result = run_benchmark("ingest", tmp_path, "--model-dir", str(tiny_export))["results"]
-    assert result["images"] == 100
-    assert result["summary"].startswith("100 stored")
-    assert result["images_per_s"] > 0
-    assert all(
-        result["stage_seconds"][stage] > 0 for stage in ("preprocess", "inference", "commit")
-    )
+    server, ray_runs, bulk = result["server"], result["ray"], result["bulk"]
+    assert server["summary"].startswith(f"{result['images']} stored")
+    assert all(server["stage_seconds"][s] > 0 for s in ("preprocess", "inference", "commit"))
+    assert [run["actors"] for run in ray_runs] == [1, 2]
+    for run in ray_runs:
+        assert run["images_per_s"] > 0
+        assert run["failures"] == {}
+        assert run["stage_seconds"]["embed"] > 0
+        assert run["peak_rss_mb_by_worker"]["embedding actor (model loaded)"] > 0
+    assert bulk["build_index"]["vectors_per_s"] > 0
+    assert bulk["import"]["store_vectors_per_s"] > 0
+    memory = bulk["server_memory_mb"]
+    assert len(memory) == 2
+    assert all(m["VmRSS"] > 0 for m in memory.values())
 
 
 def test_serve_benchmark_sweeps_concurrency_against_its_ceilings(

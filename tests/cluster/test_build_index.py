@@ -4,16 +4,15 @@ two-node Ray cluster, over real gRPC on loopback."""
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import numpy as np
-import pyarrow as pa
 import pytest
 from ray.cluster_utils import Cluster
 
+from benchmarks import datasets
 from lookalike.client.cli import main
 from lookalike.server.built_index import (
     SHARDS_DIR,
@@ -22,7 +21,6 @@ from lookalike.server.built_index import (
     shard_of,
 )
 from lookalike.server.cluster.build_index import BuildSettings, build_index
-from lookalike.server.cluster.dataset import Dataset, ids_digest, partition_of
 from lookalike.server.cluster.importer import import_dataset
 from lookalike.server.cluster.ingest import IngestSettings, ingest
 from lookalike.server.engine import ModelIdentity
@@ -38,38 +36,11 @@ PARTITIONS = 4
 
 
 def unit_rows(count: int, seed: int) -> np.ndarray:
-    vectors = np.random.default_rng(seed).standard_normal((count, TINY.dims)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return datasets.unit_rows(count, TINY.dims, seed)
 
 
-def write_dataset(directory: Path, ids: list[str], vectors: np.ndarray) -> Dataset:
-    """A dataset as `ingest` writes it (same module, same files), from known vectors."""
-    dataset = Dataset.open(directory, identity=TINY, partitions=PARTITIONS, vector_dtype="f16")
-    for partition in range(PARTITIONS):
-        rows = [
-            i for i, item_id in enumerate(ids) if partition_of(item_id, PARTITIONS) == partition
-        ]
-        part_ids = [ids[i] for i in rows]
-        flat = pa.array(vectors[rows].reshape(-1).astype(np.float16), pa.float16())
-        stored = pa.table(
-            {
-                "id": part_ids,
-                "vector": pa.FixedSizeListArray.from_arrays(flat, TINY.dims),
-                "metadata": [json.dumps({"parity": str(int(i) % 2)}) for i in rows],
-                "source": [f"synthetic://{item_id}" for item_id in part_ids],
-            }
-        )
-        failed = pa.table(
-            {
-                "id": pa.array([], pa.string()),
-                "source": pa.array([], pa.string()),
-                "reason": pa.array([], pa.string()),
-            }
-        )
-        dataset.write_partition(
-            partition, ids_digest(part_ids), stored, failed, manifest_sha256="synthetic"
-        )
-    return dataset
+def write_dataset(directory: Path, ids: list[str], vectors: np.ndarray) -> None:
+    datasets.write_dataset(directory, TINY, ids, vectors, partitions=PARTITIONS)
 
 
 def exact_top(vectors: np.ndarray, query: np.ndarray, k: int) -> list[int]:

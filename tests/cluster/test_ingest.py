@@ -23,7 +23,7 @@ import pytest
 from ray.cluster_utils import Cluster
 
 from lookalike.client.cli import EXIT_BAD_INPUT, EXIT_SOME_FAILED, main
-from lookalike.export.manifest import MANIFEST_FILE, sha256_file
+from lookalike.export.manifest import MANIFEST_FILE, Precision, sha256_file
 from lookalike.server.cluster.dataset import Dataset, DatasetError
 from lookalike.server.cluster.ingest import IngestSettings, ingest
 from lookalike.server.engine import ModelIdentity
@@ -172,8 +172,14 @@ def test_a_dataset_of_another_model_is_refused(
     ingest([str(photos / "list.csv")], settings(tiny_export, output))
     with pytest.raises(DatasetError, match="use another --output"):
         Dataset.open(
-            output, identity=ModelIdentity("hub:other", 16), partitions=4, vector_dtype="f32"
+            output,
+            identity=ModelIdentity("hub:other", 16),
+            partitions=4,
+            vector_dtype="f32",
+            embedding=Dataset.read(output).embedding,
         )
+    with pytest.raises(DatasetError, match="precision fp32"):  # made int8, as the server would
+        ingest([str(photos / "list.csv")], settings(tiny_export, output, precision=Precision.FP32))
 
 
 def test_the_cli_prints_a_summary_and_says_some_failed(
