@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from lookalike.server.cluster.dataset import Dataset, ids_digest, partition_of
+from lookalike.server.cluster.dataset import Dataset, IdsDigest, partition_of
 from lookalike.server.engine import ModelIdentity
 
 __all__ = ["unit_rows", "write_dataset"]
@@ -56,6 +56,6 @@ def write_dataset(
             }
         )
         dataset.write_partition(
-            partition, ids_digest(part_ids), stored, NO_FAILURES, manifest_sha256="synthetic"
+            partition, IdsDigest.of(part_ids), stored, NO_FAILURES, manifest_sha256="synthetic"
         )
     return dataset

@@ -126,10 +126,11 @@ def ingest_on_ray(model_dir: Path, folder: Path, output: Path, actors: int) -> d
 
 
 @contextmanager
-def peak_worker_rss(every_s: float = 0.5) -> Iterator[dict[str, float]]:
-    """The peak RSS (MB) of one Ray worker process of each kind while the block runs (kinds:
-    `WORKER_KINDS`, from the process titles Ray gives its workers)."""
-    peaks: dict[str, float] = {}
+def peak_worker_rss(every_s: float = 0.5) -> Iterator[dict[str, dict[str, float]]]:
+    """The peak memory (MB) of one Ray worker process of each kind while the block runs (kinds:
+    `WORKER_KINDS`, from the process titles Ray gives its workers): its RSS, and the private
+    part of it (RssAnon: RSS also counts the pages of Ray's shared object store it touched)."""
+    peaks: dict[str, dict[str, float]] = {}
     done = threading.Event()
 
     def sample() -> None:
@@ -139,11 +140,12 @@ def peak_worker_rss(every_s: float = 0.5) -> Iterator[dict[str, float]]:
                     title = (status.parent / "cmdline").read_bytes().split(b"\0")[0].decode()
                     if not title.startswith("ray::") or title == "ray::IDLE":
                         continue
-                    rss = _status_mb(status.read_text(), "VmRSS")
+                    text = status.read_text()
                 except (OSError, UnicodeDecodeError):
                     continue
-                kind = _worker_kind(title)
-                peaks[kind] = max(peaks.get(kind, 0.0), rss)
+                peak = peaks.setdefault(_worker_kind(title), {"rss": 0.0, "private": 0.0})
+                peak["rss"] = max(peak["rss"], _status_mb(text, "VmRSS"))
+                peak["private"] = max(peak["private"], _status_mb(text, "RssAnon"))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -286,18 +288,15 @@ def main() -> None:
             for run in ray_runs
         ],
     )
+    kinds = sorted({kind for run in ray_runs for kind in run["peak_rss_mb_by_worker"]})
     print_table(
-        ("Ray worker", "peak RSS MB (1 actor)", "(2 actors)"),
+        ("Ray worker (peak MB)", "RSS, 1 actor", "private", "RSS, 2 actors", "private"),
         [
             (
                 kind,
-                ray_runs[0]["peak_rss_mb_by_worker"].get(kind, float("nan")),
-                ray_runs[1]["peak_rss_mb_by_worker"].get(kind, float("nan")),
+                *(_peak(run, kind, measure) for run in ray_runs for measure in ("rss", "private")),
             )
-            for kind in sorted(
-                set(ray_runs[0]["peak_rss_mb_by_worker"])
-                | set(ray_runs[1]["peak_rss_mb_by_worker"])
-            )
+            for kind in kinds
         ],
     )
     print_table(
@@ -332,6 +331,10 @@ def main() -> None:
     )
     plot(result, path.with_suffix(".png"))
     print(f"\nwrote {path} and {path.with_suffix('.png')}")
+
+
+def _peak(run: dict, kind: str, measure: str) -> float:
+    return run["peak_rss_mb_by_worker"].get(kind, {}).get(measure, float("nan"))
 
 
 def _stages(seconds: dict[str, float]) -> str:

@@ -442,6 +442,7 @@ def ingest_command(_: Client, args: argparse.Namespace) -> int:
         from lookalike.server.cluster.sources import SourceError
     from lookalike.export.manifest import Precision
     from lookalike.server.preprocess import PreprocessMode
+
     settings = IngestSettings(
         model_dir=args.model_dir,
         output=args.output,

@@ -5,11 +5,14 @@
                                           images; file metadata: model identity, the model
                                           package's manifest sha256, the digest of its ids
     DATASET_DIR/errors/errors-00007.parquet  id, source, reason: its images that failed
+    DATASET_DIR/listing/listing-00000.parquet  the images the last run was given (id, uri,
+                                          metadata), streamed there by the driver
 
 An image belongs to partition `sha256(id) mod partitions`, fixed when the dataset is created.
 A partition is written whole, as temporary files renamed into place (errors first, then the
 part), so after any crash each part file is complete or absent. A partition is done when its
-part file exists and records the digest of exactly the ids the sources now put in it: a rerun
+part file exists and records the digest (`IdsDigest`) of exactly the ids the sources now put
+in it: a rerun
 skips those, recomputes the others whole, and can neither duplicate nor drop an image.
 """
 
@@ -33,12 +36,14 @@ __all__ = [
     "DatasetError",
     "Dataset",
     "partition_of",
-    "ids_digest",
+    "id_hash",
+    "IdsDigest",
     "item_metadata",
     "VECTOR_DTYPES",
 ]
 
 DATASET_FILE = "dataset.json"
+LISTING_DIR = "listing"  # the last run's list of images (listing.py), rewritten by each run
 FORMAT_VERSION = 1
 VECTOR_DTYPES = {"f16": pa.float16(), "f32": pa.float32()}
 MODEL_KEY = b"lookalike.model"
@@ -50,9 +55,13 @@ class DatasetError(Exception):
     """The output directory holds another dataset (other model, partitions or dtype)."""
 
 
-def partition_of(item_id: str, partitions: int) -> int:
-    digest = hashlib.sha256(item_id.encode("utf-8", "surrogatepass")).digest()
-    return int.from_bytes(digest[:8], "big") % partitions
+def id_hash(item_id: str) -> bytes:
+    return hashlib.sha256(item_id.encode("utf-8", "surrogatepass")).digest()
+
+
+def partition_of(item_id: str, partitions: int, *, hashed: bytes | None = None) -> int:
+    """The id's partition (pass `hashed`, its `id_hash`, when it is at hand)."""
+    return int.from_bytes((hashed or id_hash(item_id))[:8], "big") % partitions
 
 
 def item_metadata(metadata_json: str, source: str) -> dict[str, str]:
@@ -60,12 +69,27 @@ def item_metadata(metadata_json: str, source: str) -> dict[str, str]:
     return {**json.loads(metadata_json), SOURCE_PATH_KEY: source}
 
 
-def ids_digest(ids: Iterable[str]) -> str:
-    """One hash of a partition's sorted ids: what its part file must hold to count as done."""
-    digest = hashlib.sha256()
-    for item_id in sorted(ids):
-        digest.update(item_id.encode("utf-8", "surrogatepass") + b"\0")
-    return digest.hexdigest()
+class IdsDigest:
+    """What a partition's part must hold to count as done: a digest of its ids that does not
+    depend on their order (the count and the sum of their sha256 values), so the driver
+    computes it as the listing streams by."""
+
+    def __init__(self) -> None:
+        self.count, self._total = 0, 0
+
+    def add(self, hashed: bytes) -> None:
+        self.count += 1
+        self._total = (self._total + int.from_bytes(hashed, "big")) % (1 << 256)
+
+    def hexdigest(self) -> str:
+        return f"{self.count}:{self._total:064x}"
+
+    @classmethod
+    def of(cls, ids: Iterable[str]) -> str:
+        digest = cls()
+        for item_id in ids:
+            digest.add(id_hash(item_id))
+        return digest.hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +127,7 @@ class Dataset:
                     f"{asked.describe()}: use another --output"
                 )
             return stored
-        if directory.exists() and any(directory.iterdir()):
+        if directory.exists() and {p.name for p in directory.iterdir()} - {LISTING_DIR}:
             raise DatasetError(f"{directory} is not empty and holds no {DATASET_FILE}")
         dataset = cls(directory, identity, partitions, vector_dtype, embedding)
         (directory / "parts").mkdir(parents=True, exist_ok=True)

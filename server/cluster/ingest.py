@@ -1,6 +1,7 @@
 """`lookalike ingest`: embed a large collection on Ray Data into a resumable Parquet dataset.
 
-Stages: list sources (driver) -> read and preprocess in CPU tasks (a bad image becomes an
+Stages: list sources (the driver streams them to listing files, `listing.py`, and digests each
+partition's ids) -> read and preprocess in CPU tasks (a bad image becomes an
 error row with its reason, never a failed job) -> embed in an autoscaling actor pool, each actor
 loading the model once -> group by partition and write each partition whole (`dataset.py`).
 Only partitions not already done are read. The actor pool autoscales from one actor: a fixed
@@ -32,11 +33,11 @@ from lookalike.export.manifest import (
 from lookalike.server.cluster.dataset import (
     VECTOR_DTYPES,
     Dataset,
-    ids_digest,
     partition_of,
 )
+from lookalike.server.cluster.listing import LISTING_DIR, Listing
 from lookalike.server.cluster.ray_session import ray_session
-from lookalike.server.cluster.sources import SourceImage, list_sources, read_bytes
+from lookalike.server.cluster.sources import SourceError, iter_sources, read_bytes
 from lookalike.server.engine import ModelIdentity
 from lookalike.server.errors import LookalikeError
 from lookalike.server.onnx_engine import (
@@ -102,53 +103,44 @@ class IngestSummary:
 
 def ingest(sources: Sequence[str], settings: IngestSettings) -> IngestSummary:
     started = time.perf_counter()
-    images = list_sources(sources)
     manifest = read_manifest(settings.model_dir)
     graph = manifest.graphs["image"]
     # the variant every actor runs, chosen here: fp16 on GPU actors, int8 on CPU ones (as the
     # server chooses), recorded in the dataset so that a rerun cannot mix two
     variant = choose_variant(graph.variants, settings.precision, on_gpu=settings.gpus_per_actor > 0)
-    # one thread per actor (Ray reserves one CPU for each); a one-thread session gives the
-    # server's results bit for bit
-    engine_settings = EngineSettings(precision=variant.precision, intra_op_threads=1)
+    listing = Listing.write(settings.output / LISTING_DIR, iter_sources(sources))
+    if not listing.count:
+        raise SourceError(f"no images in {', '.join(sources)}")
     dataset = Dataset.open(
         settings.output,
         identity=ModelIdentity.of(manifest.source, graph.output_dim),
-        partitions=settings.partitions or max(1, -(-len(images) // IMAGES_PER_PARTITION)),
+        partitions=settings.partitions or max(1, -(-listing.count // IMAGES_PER_PARTITION)),
         vector_dtype=settings.vector_dtype,
         embedding={
             "precision": variant.precision.value,
             "preprocess": settings.preprocess_mode.value,
         },
     )
-    by_partition: dict[int, list[SourceImage]] = collections.defaultdict(list)
-    for image in images:
-        by_partition[partition_of(image.id, dataset.partitions)].append(image)
-    digests = {p: ids_digest(i.id for i in members) for p, members in by_partition.items()}
-    pending = [p for p in sorted(by_partition) if not dataset.is_done(p, digests[p])]
-    already = sum(len(by_partition[p]) for p in by_partition if p not in pending)
-    log.info("%d images in %d partitions, %d to do", len(images), len(by_partition), len(pending))
+    counted = listing.digests(dataset.partitions)
+    digests = {partition: digest.hexdigest() for partition, digest in counted.items()}
+    pending = {p for p, digest in digests.items() if not dataset.is_done(p, digest)}
+    already = sum(digest.count for p, digest in counted.items() if p not in pending)
+    log.info("%d images in %d partitions, %d to do", listing.count, len(digests), len(pending))
     if not pending:
-        return IngestSummary(len(images), already, 0, {}, time.perf_counter() - started, {})
-    rows = [
-        {
-            "id": image.id,
-            "uri": image.uri,
-            "metadata": json.dumps(image.metadata),
-            "partition": partition,
-        }
-        for partition in pending
-        for image in by_partition[partition]
-    ]
+        return IngestSummary(listing.count, already, 0, {}, time.perf_counter() - started, {})
+    # one thread per actor (Ray reserves one CPU for each); a one-thread session gives the
+    # server's results bit for bit
+    engine_settings = EngineSettings(precision=variant.precision, intra_op_threads=1)
+    job = _Job(settings, engine_settings, dataset, digests, manifest)
     with ray_session(settings.address):
-        written = _run_pipeline(rows, settings, engine_settings, dataset, digests, manifest)
+        written = _run_pipeline(listing, pending, job)
     failures: collections.Counter[str] = collections.Counter()
     stages: collections.Counter[str] = collections.Counter()
     for summary in written:
         failures.update(json.loads(summary["failures"]))
         stages.update(json.loads(summary["stage_seconds"]))
     return IngestSummary(
-        images=len(images),
+        images=listing.count,
         already_done=already,
         stored=sum(int(s["stored"]) for s in written),
         failures=dict(failures.most_common()),
@@ -157,26 +149,37 @@ def ingest(sources: Sequence[str], settings: IngestSettings) -> IngestSummary:
     )
 
 
-def _run_pipeline(
-    rows: list[dict[str, Any]],
-    settings: IngestSettings,
-    engine_settings: EngineSettings,
-    dataset: Dataset,
-    digests: dict[int, str],
-    manifest: Manifest,
-) -> list[dict[str, Any]]:
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """What the pipeline's stages need to know."""
+
+    settings: IngestSettings
+    engine: EngineSettings
+    dataset: Dataset
+    digests: dict[int, str]  # partition -> the ids digest its part must record
+    manifest: Manifest
+
+
+def _run_pipeline(listing: Listing, pending: set[int], job: _Job) -> list[dict[str, Any]]:
     import ray.data
 
+    settings = job.settings
     actors = _actor_limit(settings, int(ray.cluster_resources().get("CPU", 1)))
-    prepared = ray.data.from_items(rows).map_batches(
-        functools.partial(_prepare_batch, spec=manifest.preprocess, mode=settings.preprocess_mode),
+    listed = ray.data.read_parquet([str(path) for path in listing.files]).map_batches(
+        functools.partial(_in_partitions, partitions=job.dataset.partitions, pending=pending),
+        batch_format="pyarrow",
+    )
+    prepared = listed.map_batches(
+        functools.partial(
+            _prepare_batch, spec=job.manifest.preprocess, mode=settings.preprocess_mode
+        ),
         batch_format="numpy",
         batch_size=16,
         num_cpus=READ_TASK_CPUS,
     )
     embedded = prepared.map_batches(
         _Embedder,
-        fn_constructor_kwargs={"model_dir": settings.model_dir, "settings": engine_settings},
+        fn_constructor_kwargs={"model_dir": settings.model_dir, "settings": job.engine},
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
         batch_size=settings.batch_size,
         batch_format="numpy",
@@ -186,12 +189,23 @@ def _run_pipeline(
     manifest_sha256 = sha256_file(settings.model_dir / MANIFEST_FILE)
     written = embedded.groupby("partition").map_groups(
         functools.partial(
-            _write_partition, dataset=dataset, digests=digests, manifest_sha256=manifest_sha256
+            _write_partition,
+            dataset=job.dataset,
+            digests=job.digests,
+            manifest_sha256=manifest_sha256,
         ),
         batch_format="numpy",
         num_cpus=READ_TASK_CPUS,  # tasks, not actors: an actor would hold a CPU all along
     )
     return written.take_all()
+
+
+def _in_partitions(table: pa.Table, partitions: int, pending: set[int]) -> pa.Table:
+    """The listed rows of the pending partitions, each with its partition."""
+    numbers = [partition_of(item_id, partitions) for item_id in table.column("id").to_pylist()]
+    keep = pa.array([number in pending for number in numbers], pa.bool_())
+    chosen = [number for number in numbers if number in pending]
+    return table.filter(keep).append_column("partition", pa.array(chosen, pa.int64()))
 
 
 def _actor_limit(settings: IngestSettings, cpus: int) -> int:
@@ -268,6 +282,7 @@ def _write_partition(
 ) -> dict[str, np.ndarray]:
     """Write one partition's rows as its part and errors files; return a summary row."""
     partition = int(group["partition"][0])
+    group["error"] = _mark_duplicates(group["id"], group["uri"], group["error"])
     good = np.array([not error for error in group["error"]], dtype=bool)
     vectors = np.asarray(group["vector"][good], dtype=np.float32).reshape(int(good.sum()), -1)
     dtype = VECTOR_DTYPES[dataset.vector_dtype]
@@ -299,6 +314,21 @@ def _write_partition(
         "failures": np.array([json.dumps(dict(reasons))], dtype=object),
         "stage_seconds": np.array([json.dumps(stages)], dtype=object),
     }
+
+
+def _mark_duplicates(ids: np.ndarray, uris: np.ndarray, errors: np.ndarray) -> np.ndarray:
+    """Errors, with every row but one of each id made a "duplicate id" error (the kept one is
+    the first by uri, so every run keeps the same). All rows of an id share its partition, so
+    this sees them all."""
+    errors = errors.copy()
+    kept: dict[str, str] = {}
+    for row in sorted(range(len(ids)), key=lambda r: (ids[r], uris[r])):
+        item_id = str(ids[row])
+        if item_id in kept:
+            errors[row] = f"duplicate id: {item_id!r} is also {kept[item_id]}, which is kept"
+        else:
+            kept[item_id] = str(uris[row])
+    return errors
 
 
 def _reason_kind(error: str) -> str:

@@ -21,12 +21,12 @@ import dataclasses
 import glob
 import json
 import tarfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from lookalike.client.files import IMAGE_SUFFIXES, file_id, image_files
 
-__all__ = ["SourceError", "SourceImage", "list_sources", "read_bytes"]
+__all__ = ["SourceError", "SourceImage", "iter_sources", "read_bytes"]
 
 LIST_SUFFIXES = (".txt", ".csv", ".parquet")
 PATH_COLUMNS = ("path", "uri")
@@ -34,7 +34,7 @@ TAR_MEMBER = "#"  # a tar member's uri: SHARD#MEMBER@OFFSET+SIZE
 
 
 class SourceError(Exception):
-    """A source that names nothing to ingest, or ids that collide."""
+    """A source that does not exist or cannot be read as what it claims to be."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,20 +44,11 @@ class SourceImage:
     metadata: dict[str, str]
 
 
-def list_sources(specs: Sequence[str]) -> list[SourceImage]:
-    """Every image the specs name, sorted by id; refuses two images with one id."""
-    images: dict[str, SourceImage] = {}
+def iter_sources(specs: Sequence[str]) -> Iterator[SourceImage]:
+    """Every image the specs name, as they are found (a stream: never all in memory). Two
+    images with one id are both given; the dataset keeps one and records the other."""
     for spec in specs:
-        for image in _expand(spec):
-            if image.id in images and images[image.id].uri != image.uri:
-                raise SourceError(
-                    f"two images would share the id {image.id!r}: {images[image.id].uri} and "
-                    f"{image.uri}; ingest them in separate datasets or give them ids in a list"
-                )
-            images[image.id] = image
-    if not images:
-        raise SourceError(f"no images in {', '.join(specs)}")
-    return [images[item_id] for item_id in sorted(images)]
+        yield from _expand(spec)
 
 
 def read_bytes(uri: str) -> bytes:
@@ -178,14 +169,17 @@ def _listed(list_file: Path) -> Iterator[SourceImage]:
         yield SourceImage(str(row.get("id") or location), uri, metadata)
 
 
-def _rows(list_file: Path) -> Iterable[dict[str, str]]:
+def _rows(list_file: Path) -> Iterator[dict[str, str]]:
+    """The list file's rows, streamed."""
     suffix = list_file.suffix.lower()
     if suffix == ".txt":
-        lines = list_file.read_text(encoding="utf-8").splitlines()
-        return [{"path": line.strip()} for line in lines if line.strip()]
-    if suffix == ".csv":
+        with list_file.open(encoding="utf-8") as stream:
+            yield from ({"path": line.strip()} for line in stream if line.strip())
+    elif suffix == ".csv":
         with list_file.open(newline="", encoding="utf-8") as stream:
-            return list(csv.DictReader(stream))
-    import pyarrow.parquet as pq
+            yield from csv.DictReader(stream)
+    else:
+        import pyarrow.parquet as pq
 
-    return pq.read_table(list_file).to_pylist()
+        for batch in pq.ParquetFile(list_file).iter_batches():
+            yield from batch.to_pylist()

@@ -165,6 +165,26 @@ def test_webdataset_shards_embed_as_their_images_on_disk(
     np.testing.assert_array_equal(rows["sample-000"]["vector"], expected["vector"])
 
 
+def test_two_images_with_one_id_keep_one_and_record_the_other(
+    cluster: Cluster, photos: Path, tiny_export: Path, tmp_path: Path
+) -> None:
+    listed = tmp_path / "list.csv"
+    listed.write_text(f"id,path\nphoto-02.jpg,{photos / 'album' / 'photo-03.jpg'}\n")
+    sources = [str(photos / "album" / "photo-02.jpg"), str(listed)]
+    output = tmp_path / "dataset"
+    summary = ingest(sources, settings(tiny_export, output))
+    assert (summary.images, summary.stored, summary.failures) == (2, 1, {"duplicate id": 1})
+    (row,) = pq.ParquetDataset(output / "parts").read().to_pylist()
+    (error,) = pq.ParquetDataset(output / "errors").read().to_pylist()
+    album = (photos / "album").resolve()
+    kept, other = sorted(str(album / n) for n in ("photo-02.jpg", "photo-03.jpg"))
+    assert (row["id"], row["source"]) == ("photo-02.jpg", kept)  # the first by uri, every run
+    assert error["source"] == other
+    assert kept in error["reason"]
+    again = ingest(list(reversed(sources)), settings(tiny_export, output))
+    assert again.already_done == 2  # the same ids, in any order: nothing to redo
+
+
 def test_a_dataset_of_another_model_is_refused(
     cluster: Cluster, photos: Path, tiny_export: Path, tmp_path: Path
 ) -> None:
@@ -228,27 +248,10 @@ def test_a_killed_driver_leaves_a_dataset_a_rerun_completes_exactly(
     cluster: Cluster, tiny_export: Path, tmp_path: Path
 ) -> None:
     folder, output = many_photos(tmp_path, 80), tmp_path / "dataset"
-    command = [
-        str(Path(sys.executable).parent / "lookalike"),
-        "ingest",
-        str(folder),
-        "--model-dir",
-        str(tiny_export),
-        "-o",
-        str(output),
-        "--partitions",
-        "16",
-        "--vector-dtype",
-        "f32",
-        "--address",
-        cluster.address,
-    ]
+    command = ingest_command(folder, tiny_export, output, cluster.address)
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        while not list((output / "parts").glob("*.parquet")) and driver.poll() is None:
-            assert time.monotonic() < deadline, "the driver never wrote a partition"
-            time.sleep(0.01)
+        wait_for_a_partition(output, driver)
     finally:
         driver.kill()  # SIGKILL: no cleanup, as a crashed machine would leave it
         driver.wait(30)
@@ -256,6 +259,55 @@ def test_a_killed_driver_leaves_a_dataset_a_rerun_completes_exactly(
     assert resumed.stored + resumed.already_done == 80
     assert_one_row_per_image(output, 80)
     assert not list(output.glob("*/.*.tmp"))
+
+
+def ingest_command(folder: Path, model: Path, output: Path, address: str) -> list[str]:
+    """`lookalike ingest` as a separate driver process, 16 partitions, f32 vectors."""
+    return [
+        str(Path(sys.executable).parent / "lookalike"),
+        "ingest",
+        str(folder),
+        "--model-dir",
+        str(model),
+        "-o",
+        str(output),
+        "--partitions",
+        "16",
+        "--vector-dtype",
+        "f32",
+        "--address",
+        address,
+    ]
+
+
+def wait_for_a_partition(output: Path, driver: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while not list((output / "parts").glob("*.parquet")) and driver.poll() is None:
+        assert time.monotonic() < deadline, "the driver never wrote a partition"
+        time.sleep(0.01)
+
+
+def test_a_lost_node_leaves_a_dataset_a_rerun_completes_exactly(
+    cluster: Cluster, tiny_export: Path, tmp_path: Path
+) -> None:
+    """A third node joins, the run spreads onto it, and the node dies mid-run (its raylet and
+    workers killed): Ray retries or the run stops; either way a rerun completes exactly."""
+    folder, output = many_photos(tmp_path, 80), tmp_path / "dataset"
+    node = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    command = ingest_command(folder, tiny_export, output, cluster.address)
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_a_partition(output, driver)
+        cluster.remove_node(node, allow_graceful=False)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            driver.wait(90)  # finished by Ray's retries, or failed, or stuck: all are allowed
+    finally:
+        driver.kill()
+        driver.wait(30)
+    resumed = ingest([str(folder)], settings(tiny_export, output, partitions=16))
+    assert resumed.stored + resumed.already_done == 80
+    assert_one_row_per_image(output, 80)
 
 
 def test_a_killed_embedding_worker_is_replaced_and_the_run_completes(
