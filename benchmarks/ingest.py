@@ -210,8 +210,9 @@ def built_and_imported(model_dir: Path, scratch: Path, count: int) -> dict:
             "seconds": built.seconds,
             "vectors_per_s": built.vectors_per_s,
             "shards": built.shards,
-            "index_bytes": sum(p.stat().st_size for p in (index / "shards").iterdir()),
+            "index_bytes_per_vector": _bytes(index / "shards") / count,
         },
+        "dataset_bytes_per_vector": _bytes(dataset / "parts") / count,
         "import": {
             "store_seconds": imported.store_seconds,
             "store_vectors_per_s": count / imported.store_seconds,
@@ -299,6 +300,10 @@ def main() -> None:
             for kind in kinds
         ],
     )
+    print(
+        f"bytes per vector: dataset {bulk['dataset_bytes_per_vector']:.0f}, "
+        f"built index {bulk['build_index']['index_bytes_per_vector']:.0f} (shards and tables)"
+    )
     print_table(
         ("vectors", "build-index vec/s", "import vec/s (durable)", "import index vec/s"),
         [
@@ -331,6 +336,10 @@ def main() -> None:
     )
     plot(result, path.with_suffix(".png"))
     print(f"\nwrote {path} and {path.with_suffix('.png')}")
+
+
+def _bytes(directory: Path) -> int:
+    return sum(path.stat().st_size for path in directory.iterdir())
 
 
 def _peak(run: dict, kind: str, measure: str) -> float:

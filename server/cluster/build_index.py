@@ -44,7 +44,7 @@ from lookalike.server.built_index import (
     shard_key,
     shard_of,
 )
-from lookalike.server.cluster.dataset import Dataset, item_metadata
+from lookalike.server.cluster.dataset import Dataset, item_metadata, unit_vectors
 from lookalike.server.cluster.ray_session import ray_session
 from lookalike.server.index import IndexSettings, VectorIndex
 
@@ -323,31 +323,16 @@ def _write_shard(
     try:
         index.remove(table.remove(removes))
         if rows is not None and rows.num_rows:
-            count = rows.num_rows
-            keys = np.array([shard_key(number, next_key + n) for n in range(count)], np.uint64)
-            vectors = np.asarray(
-                rows.column("vector").combine_chunks().flatten(), dtype=np.float32
-            ).reshape(count, job.dims)
-            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-            index.add(keys, vectors)
-            table.add(
-                zip(
-                    keys.tolist(),
-                    rows.column("id").to_pylist(),
-                    [
-                        json.dumps(item_metadata(m, s))
-                        for m, s in zip(
-                            rows.column("metadata").to_pylist(),
-                            rows.column("source").to_pylist(),
-                            strict=True,
-                        )
-                    ],
-                    rows.column("source").to_pylist(),
-                    rows.column("part").to_pylist(),
-                    strict=True,
-                )
-            )
-            next_key += count
+            keys = [shard_key(number, next_key + n) for n in range(rows.num_rows)]
+            index.add(np.array(keys, np.uint64), unit_vectors(rows, job.dims))
+            ids, sources = rows.column("id").to_pylist(), rows.column("source").to_pylist()
+            metadata = [
+                json.dumps(item_metadata(m, s))
+                for m, s in zip(rows.column("metadata").to_pylist(), sources, strict=True)
+            ]
+            parts = rows.column("part").to_pylist()
+            table.add(zip(keys, ids, metadata, sources, parts, strict=True))
+            next_key += rows.num_rows
         items, vectors_stored = table.counts()
     finally:
         table.close()

@@ -25,6 +25,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -39,6 +40,7 @@ __all__ = [
     "id_hash",
     "IdsDigest",
     "item_metadata",
+    "unit_vectors",
     "VECTOR_DTYPES",
 ]
 
@@ -62,6 +64,15 @@ def id_hash(item_id: str) -> bytes:
 def partition_of(item_id: str, partitions: int, *, hashed: bytes | None = None) -> int:
     """The id's partition (pass `hashed`, its `id_hash`, when it is at hand)."""
     return int.from_bytes((hashed or id_hash(item_id))[:8], "big") % partitions
+
+
+def unit_vectors(rows: pa.Table | pa.RecordBatch, dims: int) -> np.ndarray:
+    """The rows' `vector` column as float32[N, dims] of unit norm (f16 storage rounds the
+    norm a little)."""
+    column = rows.column("vector")
+    flat = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    vectors = np.asarray(flat.flatten(), dtype=np.float32).reshape(len(rows), dims)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 def item_metadata(metadata_json: str, source: str) -> dict[str, str]:

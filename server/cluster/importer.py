@@ -16,10 +16,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 
-from lookalike.server.cluster.dataset import Dataset, item_metadata
+from lookalike.server.cluster.dataset import Dataset, item_metadata, unit_vectors
 from lookalike.server.datadir import DataDirLock
 from lookalike.server.index import IndexSettings
 from lookalike.server.items import EmbeddedItem
@@ -81,21 +80,16 @@ def _store(dataset: Dataset, store: ItemStore, on_commit: Callable[[int], None])
         for part in dataset.parts():
             parquet = pq.ParquetFile(dataset.directory / "parts" / part)
             for batch in parquet.iter_batches(BATCH_ROWS):
-                rows = batch.num_rows
-                vectors = np.asarray(batch.column("vector").flatten(), dtype=np.float32).reshape(
-                    rows, dataset.identity.dims
-                )
-                vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
                 columns = zip(
                     batch.column("id").to_pylist(),
-                    vectors,
+                    unit_vectors(batch, dataset.identity.dims),
                     batch.column("metadata").to_pylist(),
                     batch.column("source").to_pylist(),
                     strict=True,
                 )
                 store.upsert([EmbeddedItem(i, v, item_metadata(m, s)) for i, v, m, s in columns])
-                count += rows
-                on_commit(rows)
+                count += batch.num_rows
+                on_commit(batch.num_rows)
     finally:
         store.close()
     return count

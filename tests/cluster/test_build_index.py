@@ -4,6 +4,7 @@ two-node Ray cluster, over real gRPC on loopback."""
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from ray.cluster_utils import Cluster
 
 from benchmarks import datasets
-from lookalike.client.cli import main
+from lookalike.client.cli import EXIT_BAD_INPUT, main
 from lookalike.server.built_index import (
     SHARDS_DIR,
     BuiltIndexError,
@@ -222,15 +223,22 @@ def test_images_ingested_and_built_find_themselves_through_the_server(
 
 
 def test_import_loads_a_dataset_into_a_servers_store(
-    synthetic: tuple[Path, list[str], np.ndarray], tiny_export: Path, tmp_path: Path
+    synthetic: tuple[Path, list[str], np.ndarray],
+    tiny_export: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     dataset, ids, vectors = synthetic
     data_dir = tmp_path / "data"
     first = import_dataset(dataset, data_dir)
     assert first.vectors == first.items == SYNTHETIC
-    again = import_dataset(dataset, data_dir)  # idempotent: ids are replaced, not duplicated
-    assert again.items == SYNTHETIC
+    # again, through the CLI: idempotent, ids are replaced, not duplicated
+    assert main(["import", str(dataset), "--data-dir", str(data_dir)]) == 0
+    assert f"holds {SYNTHETIC} items" in capsys.readouterr().out
     with serving(tiny_export, data_dir=data_dir) as stub:
+        # the server holds the data directory: import refuses, naming it, and changes nothing
+        assert main(["import", str(dataset), "--data-dir", str(data_dir)]) == EXIT_BAD_INPUT
+        assert f"pid {os.getpid()}" in capsys.readouterr().err
         assert stub.Stats(pb.StatsRequest(), timeout=30).items == SYNTHETIC
         for probe in (0, 1234, SYNTHETIC - 1):
             matches = search(stub, vectors[probe], k=5)
