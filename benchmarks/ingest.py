@@ -44,6 +44,7 @@ from benchmarks.common import (
 )
 from benchmarks.datasets import unit_rows, write_dataset
 from lookalike.export.manifest import Manifest
+from lookalike.server.built_index import DEFAULT_SETTINGS
 from lookalike.server.engine import ModelIdentity
 
 SIZES = ((640, 480), (1280, 720), (1920, 1080), (1024, 768))
@@ -197,7 +198,7 @@ def built_and_imported(model_dir: Path, scratch: Path, count: int) -> dict:
     imported = import_dataset(dataset, data)
     queries = vectors[:: max(1, count // QUERIES)][:QUERIES]
     memory = {
-        "built index (--index, memory-mapped f16)": server_memory(
+        f"built index (--index, memory-mapped {DEFAULT_SETTINGS.dtype})": server_memory(
             model_dir, ("--index", str(index)), queries
         ),
         "imported data dir (index in memory, f32)": server_memory(

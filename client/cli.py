@@ -26,6 +26,7 @@ from lookalike.client.errors import (
 from lookalike.client.files import file_id, image_files
 from lookalike.client.report import SOURCE_PATH_KEY, render_html, source_file_bytes
 from lookalike.server.built_index import DEFAULT_SETTINGS
+from lookalike.server.index import DTYPES
 
 __all__ = ["main"]
 
@@ -181,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     defaults = DEFAULT_SETTINGS
     build.add_argument(
-        "--dtype", choices=["f16", "f32", "i8"], default=defaults.dtype, help="vector type"
+        "--dtype", choices=DTYPES, default=defaults.dtype, help="vector type in the shards"
     )
     build.add_argument(
         "--connectivity", type=int, default=defaults.connectivity, help="HNSW graph degree"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lookalike.export.manifest import Precision
 from lookalike.server.batcher import BatcherSettings
-from lookalike.server.index import IndexSettings
+from lookalike.server.index import DTYPES, IndexSettings
 from lookalike.server.onnx_engine import EngineSettings, Provider
 from lookalike.server.preprocess import ImageLimits, PreprocessMode
 from lookalike.server.requests import RequestLimits
@@ -124,7 +124,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     flag("--index-connectivity", type=int, default=index.connectivity)
     flag("--index-expansion-add", type=int, default=index.expansion_add)
     flag("--index-expansion-search", type=int, default=index.expansion_search)
-    flag("--index-dtype", choices=["f32", "f16", "i8"], default=index.dtype)
+    flag("--index-dtype", choices=DTYPES, default=index.dtype)
     flag("--exact-search-below", type=int, default=index.exact_search_below)
     flag("--snapshot-interval-s", type=float, default=defaults.snapshot_interval_s)
     flag("--tls-cert", type=Path, help="PEM certificate chain; with --tls-key enables TLS")

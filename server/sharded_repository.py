@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import heapq
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -26,23 +24,21 @@ import numpy as np
 from lookalike.server.built_index import (
     BuiltIndexError,
     IndexManifest,
-    OpenShard,
     open_shards,
     read_manifest,
     shard_of,
 )
 from lookalike.server.engine import ModelIdentity
-from lookalike.server.errors import NotFoundError, ReadOnlyError
-from lookalike.server.index import Hit, IndexSettings
+from lookalike.server.errors import ReadOnlyError
+from lookalike.server.index import IndexSettings
 from lookalike.server.items import (
     EmbeddedItem,
     RepositoryStats,
-    ScoredItem,
     SearchResult,
     StoredItem,
     WriteOutcome,
 )
-from lookalike.server.search import nearest
+from lookalike.server.shard_search import ShardAnswer, ShardSearcher, merge_matches
 
 __all__ = ["ShardedRepository"]
 
@@ -65,8 +61,7 @@ class ShardedRepository:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             min(8, os.cpu_count() or 1), thread_name_prefix="shard"
         )
-        self._shards: list[OpenShard] = []
-        self._locks: list[threading.Lock] = []  # one per shard table (a SQLite connection)
+        self._searchers: list[ShardSearcher] = []
         self._manifest: IndexManifest | None = None
 
     async def open(self) -> int:
@@ -86,23 +81,23 @@ class ShardedRepository:
             expansion_search=self._search_settings.expansion_search,
             exact_search_below=self._search_settings.exact_search_below,
         )
-        self._shards = open_shards(self.index_dir, manifest, settings)
-        self._locks = [threading.Lock() for _ in self._shards]
+        shards = open_shards(self.index_dir, manifest, settings)
+        self._searchers = [ShardSearcher(shard) for shard in shards]
         self._manifest = manifest
         log.info(
             "index %s version %s: %d shards, %d items, checked and mapped in %.1fs",
             self.index_dir,
             manifest.name,
-            len(self._shards),
+            len(self._searchers),
             manifest.items,
             time.perf_counter() - started,
         )
         return manifest.items
 
     async def close(self) -> None:
-        for shard in self._shards:
-            shard.table.close()
-        self._shards = []
+        for searcher in self._searchers:
+            searcher.close()
+        self._searchers = []
         self._pool.shutdown(wait=True)
 
     @property
@@ -131,8 +126,8 @@ class ShardedRepository:
         return False  # nothing changes while serving
 
     async def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem:
-        number = self._shard_for(item_id)
-        return await self._on_shard(number, lambda shard: _get(shard, item_id, with_vector))
+        searcher = self._searchers[self._shard_for(item_id)]
+        return await self._run(lambda: searcher.get(item_id, with_vector=with_vector))
 
     async def search(
         self,
@@ -143,12 +138,13 @@ class ShardedRepository:
         min_score: float | None = None,
         exclude_id: str | None = None,
     ) -> SearchResult:
-        excluded: dict[int, set[int]] = {}
-        if exclude_id is not None:
-            number = self._shard_for(exclude_id)
-            keys = await self._on_shard(number, lambda s: s.table.keys_of(exclude_id))
-            excluded[number] = set(keys)
-        return await self._search_all(vector, k, filter_pairs, min_score, excluded)
+        def on(searcher: ShardSearcher) -> Callable[[], ShardAnswer]:
+            return lambda: searcher.search(
+                vector, k, filter_pairs=filter_pairs, min_score=min_score, exclude_id=exclude_id
+            )
+
+        answers = await asyncio.gather(*(self._run(on(s)) for s in self._searchers))
+        return merge_matches(answers, k)
 
     async def search_by_id(
         self,
@@ -159,68 +155,15 @@ class ShardedRepository:
         min_score: float | None = None,
         exclude_self: bool = True,
     ) -> SearchResult:
-        number = self._shard_for(item_id)
-        item = await self._on_shard(number, lambda s: _get(s, item_id, with_vector=True))
+        item = await self.get(item_id, with_vector=True)
         assert item.vector is not None
-        keys = await self._on_shard(number, lambda s: s.table.keys_of(item_id))
-        excluded = {number: set(keys)} if exclude_self else {}
-        return await self._search_all(item.vector, k, filter_pairs, min_score, excluded)
-
-    async def _search_all(
-        self,
-        query: np.ndarray,
-        k: int,
-        filter_pairs: Mapping[str, str] | None,
-        min_score: float | None,
-        excluded: dict[int, set[int]],
-    ) -> SearchResult:
-        """Every shard's best k, merged: the global top k is among them."""
-
-        def search_shard(shard: OpenShard) -> tuple[list[ScoredItem], bool]:
-            hits, exact = nearest(
-                shard.index,
-                shard.table,
-                query,
-                k,
-                filter_pairs=filter_pairs,
-                excluded=excluded.get(shard.entry.number, set()),
-            )
-            if min_score is not None:
-                hits = [hit for hit in hits if hit.score >= min_score]
-            return _scored(shard, hits), exact
-
-        found = await asyncio.gather(
-            *(self._on_shard(n, search_shard) for n in range(len(self._shards)))
+        excluded = item_id if exclude_self else None
+        return await self.search(
+            item.vector, k, filter_pairs=filter_pairs, min_score=min_score, exclude_id=excluded
         )
-        merged = heapq.nlargest(
-            k, (match for matches, _ in found for match in matches), key=lambda m: m.score
-        )
-        return SearchResult(merged, all(exact for _, exact in found))
 
     def _shard_for(self, item_id: str) -> int:
         return shard_of(item_id, len(self.manifest.shards))
 
-    async def _on_shard(self, number: int, work: Callable[[OpenShard], T]) -> T:
-        """Run `work` on the shard in the pool, holding its table's lock."""
-
-        def locked() -> T:
-            with self._locks[number]:
-                return work(self._shards[number])
-
-        return await asyncio.get_running_loop().run_in_executor(self._pool, locked)
-
-
-def _get(shard: OpenShard, item_id: str, with_vector: bool) -> StoredItem:
-    item = shard.table.get(item_id)
-    if item is None:
-        raise NotFoundError(f"no item with id {item_id!r}")
-    if not with_vector:
-        return item
-    keys = shard.table.keys_of(item_id)
-    vector = shard.index.vectors(np.array(keys[:1], dtype=np.uint64))[0]
-    return StoredItem(item.id, item.metadata, vector / np.linalg.norm(vector))
-
-
-def _scored(shard: OpenShard, hits: list[Hit]) -> list[ScoredItem]:
-    items = shard.table.by_keys([hit.key for hit in hits])
-    return [ScoredItem(items[hit.key], hit.score) for hit in hits if hit.key in items]
+    async def _run(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, work)

@@ -102,12 +102,14 @@ def test_search_benchmark_reports_recall_curves(tmp_path: Path) -> None:
         "numpy-brute-force",
         "lookalike-usearch-f32",
         "lookalike-usearch-f16",
+        "lookalike-usearch-bf16",
         "lookalike-usearch-i8",
         "faiss-hnsw-flat-f32",
     }
-    for name in ("lookalike-usearch-f32", "faiss-hnsw-flat-f32"):
+    for name in ("lookalike-usearch-f32", "lookalike-usearch-bf16", "faiss-hnsw-flat-f32"):
         recalls = [point["recall_at_10"] for point in libraries[name]["curve"]]
         assert max(recalls) > 0.9  # exact ground truth, real indexes
+        assert all(point["batch_qps"] > 0 for point in libraries[name]["curve"])
     assert (
         libraries["lookalike-usearch-f16"]["file_bytes"]
         < libraries["lookalike-usearch-f32"]["file_bytes"]

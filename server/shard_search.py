@@ -1,0 +1,82 @@
+"""One shard of a built index, searched and read on its own, and the merge of shards' answers.
+
+A `ShardSearcher` owns one open shard (its memory-mapped index and its table) and answers for
+it alone: the k best items of this shard under a filter, or an item it holds. Whoever fans a
+query out, the threads of one server (`ShardedRepository`) or the replicas of a cluster, merges
+the shards' answers with `merge_matches`. Thread-safe: one lock per shard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import threading
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from lookalike.server.built_index import OpenShard
+from lookalike.server.errors import NotFoundError
+from lookalike.server.items import ScoredItem, SearchResult, StoredItem
+from lookalike.server.search import nearest
+
+__all__ = ["ShardSearcher", "ShardAnswer", "merge_matches"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardAnswer:
+    matches: list[ScoredItem]  # best first
+    exact: bool
+
+
+class ShardSearcher:
+    def __init__(self, shard: OpenShard) -> None:
+        self.shard = shard
+        self.number = shard.entry.number
+        self._lock = threading.Lock()  # the table's SQLite connection has one user at a time
+
+    def close(self) -> None:
+        self.shard.table.close()
+
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        *,
+        filter_pairs: Mapping[str, str] | None = None,
+        min_score: float | None = None,
+        exclude_id: str | None = None,
+    ) -> ShardAnswer:
+        """This shard's k best items whose metadata holds the filter (none of them
+        `exclude_id`, when this shard holds it)."""
+        with self._lock:
+            table = self.shard.table
+            excluded = set(table.keys_of(exclude_id)) if exclude_id is not None else set()
+            hits, exact = nearest(
+                self.shard.index, table, query, k, filter_pairs=filter_pairs, excluded=excluded
+            )
+            if min_score is not None:
+                hits = [hit for hit in hits if hit.score >= min_score]
+            items = table.by_keys([hit.key for hit in hits])
+        return ShardAnswer(
+            [ScoredItem(items[h.key], h.score) for h in hits if h.key in items], exact
+        )
+
+    def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem:
+        with self._lock:
+            item = self.shard.table.get(item_id)
+            if item is None:
+                raise NotFoundError(f"no item with id {item_id!r}")
+            if not with_vector:
+                return item
+            keys = self.shard.table.keys_of(item_id)
+        vector = self.shard.index.vectors(np.array(keys[:1], dtype=np.uint64))[0]
+        return StoredItem(item.id, item.metadata, vector / np.linalg.norm(vector))
+
+
+def merge_matches(answers: Iterable[ShardAnswer], k: int) -> SearchResult:
+    """The k best of every shard's k best: the global top k is among them."""
+    answers = list(answers)
+    matches = (match for answer in answers for match in answer.matches)
+    best = heapq.nlargest(k, matches, key=lambda match: match.score)
+    return SearchResult(best, all(answer.exact for answer in answers))
