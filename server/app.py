@@ -27,6 +27,7 @@ from grpc_reflection.v1alpha import reflection
 
 from lookalike.export.manifest import Manifest
 from lookalike.server.batcher import Batcher
+from lookalike.server.cluster.serving import ClusterRepository
 from lookalike.server.config import ServerConfig, parse_config
 from lookalike.server.core import Core, TextSide
 from lookalike.server.datadir import DataDirLock
@@ -225,6 +226,8 @@ class LookalikeServer:
     def _repository_for(self, identity: ModelIdentity) -> Repository:
         """The data directory's store, or the built index read-only."""
         config = self.config
+        if config.index_dir is not None and config.shards_on_ray is not None:
+            return ClusterRepository(config.index_dir, identity, config.index, config.shards_on_ray)
         if config.index_dir is not None:
             return ShardedRepository(config.index_dir, identity, config.index)
         assert config.data_dir is not None  # parse_config insists on one of the two

@@ -33,6 +33,7 @@ import numpy as np
 
 from lookalike.export.durable import write_atomically
 from lookalike.export.manifest import sha256_file
+from lookalike.server.engine import ModelIdentity
 from lookalike.server.errors import DataDirError
 from lookalike.server.index import IndexSettings, SnapshotError, VectorIndex
 from lookalike.server.items import StoredItem
@@ -48,6 +49,7 @@ __all__ = [
     "shard_of",
     "shard_key",
     "read_manifest",
+    "check_model",
     "publish",
     "open_shards",
     "FORMAT_VERSION",
@@ -188,6 +190,16 @@ def read_manifest(directory: Path) -> IndexManifest:
         raise BuiltIndexError(
             f"the manifest of version {name} in {directory} is unreadable: {exc}"
         ) from exc
+
+
+def check_model(manifest: IndexManifest, identity: ModelIdentity, directory: Path) -> None:
+    """Refuse to serve an index with a model whose embeddings it does not hold."""
+    if (manifest.model, manifest.dims) != (identity.source, identity.dims):
+        built = ModelIdentity(manifest.model, manifest.dims)
+        raise BuiltIndexError(
+            f"{directory} holds embeddings of {built.describe()}, but this server runs "
+            f"{identity.describe()}; serve it with the model it was built with"
+        )
 
 
 def publish(directory: Path, manifest: IndexManifest) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from lookalike.export.manifest import Precision
 from lookalike.server.batcher import BatcherSettings
+from lookalike.server.cluster.serving import ClusterSettings
 from lookalike.server.index import DTYPES, IndexSettings
 from lookalike.server.onnx_engine import EngineSettings, Provider
 from lookalike.server.preprocess import ImageLimits, PreprocessMode
@@ -26,6 +27,7 @@ class ServerConfig:
     model_dir: Path
     data_dir: Path | None = None  # the durable store; or, read-only:
     index_dir: Path | None = None  # a built index (lookalike build-index)
+    shards_on_ray: ClusterSettings | None = None  # serve index_dir's shards on Ray Serve
     host: str = "127.0.0.1"
     port: int = 50051
     engine: EngineSettings = dataclasses.field(default_factory=EngineSettings)
@@ -90,6 +92,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         type=Path,
         help="serve a built index (lookalike build-index) read-only, instead of a --data-dir",
     )
+    flag(
+        "--shards-on-ray",
+        action="store_true",
+        help="with --index: run its shards as Ray Serve deployments (lookalike[cluster]) and "
+        "answer as their gRPC front",
+    )
+    flag("--ray-address", help="with --shards-on-ray (default: RAY_ADDRESS, else a local Ray)")
+    flag("--shard-replicas", type=int, default=1, help="with --shards-on-ray: replicas per shard")
     flag("--host", default=defaults.host, help="address to listen on")
     flag("--port", type=int, default=defaults.port, help="port; 0 picks a free one")
     flag("--precision", choices=[p.value for p in Precision], help="default: int8 CPU, fp16 GPU")
@@ -144,6 +154,8 @@ def parse_config(
     args = parser.parse_args(argv)
     if (args.data_dir is None) == (args.index is None):
         parser.error("give one of --data-dir (a read-write store) or --index (a built index)")
+    if args.shards_on_ray and args.index is None:
+        parser.error("--shards-on-ray serves the shards of an --index")
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
     try:
@@ -151,6 +163,11 @@ def parse_config(
             model_dir=Path(args.model_dir),
             data_dir=Path(args.data_dir) if args.data_dir else None,
             index_dir=Path(args.index) if args.index else None,
+            shards_on_ray=ClusterSettings(
+                address=args.ray_address or None, replicas=int(args.shard_replicas)
+            )
+            if args.shards_on_ray
+            else None,
             host=args.host,
             port=int(args.port),
             engine=EngineSettings(

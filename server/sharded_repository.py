@@ -22,8 +22,8 @@ from typing import TypeVar
 import numpy as np
 
 from lookalike.server.built_index import (
-    BuiltIndexError,
     IndexManifest,
+    check_model,
     open_shards,
     read_manifest,
     shard_of,
@@ -40,7 +40,7 @@ from lookalike.server.items import (
 )
 from lookalike.server.shard_search import ShardAnswer, ShardSearcher, merge_matches
 
-__all__ = ["ShardedRepository"]
+__all__ = ["BuiltIndexRepository", "ShardedRepository", "READ_ONLY"]
 
 log = logging.getLogger(__name__)
 
@@ -51,54 +51,16 @@ READ_ONLY = (
 )
 
 
-class ShardedRepository:
-    """The `Repository` of the current version of a built index."""
+class BuiltIndexRepository:
+    """What every repository of a built index shares: its manifest, its stats, read-only
+    writes and search by id. Subclasses open the shards and fan `get` and `search` out to
+    them (threads here, Serve replicas in `cluster.serving`)."""
 
     def __init__(self, index_dir: Path, identity: ModelIdentity, search: IndexSettings) -> None:
         """`search` gives the search-time settings (expansion_search, exact_search_below);
         the rest comes from the index's manifest."""
         self.index_dir, self.identity, self._search_settings = index_dir, identity, search
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            min(8, os.cpu_count() or 1), thread_name_prefix="shard"
-        )
-        self._searchers: list[ShardSearcher] = []
         self._manifest: IndexManifest | None = None
-
-    async def open(self) -> int:
-        return await asyncio.get_running_loop().run_in_executor(None, self._open)
-
-    def _open(self) -> int:
-        manifest = read_manifest(self.index_dir)
-        if (manifest.model, manifest.dims) != (self.identity.source, self.identity.dims):
-            built = ModelIdentity(manifest.model, manifest.dims)
-            raise BuiltIndexError(
-                f"{self.index_dir} holds embeddings of {built.describe()}, but this server runs "
-                f"{self.identity.describe()}; serve it with the model it was built with"
-            )
-        started = time.perf_counter()
-        settings = dataclasses.replace(
-            manifest.settings,
-            expansion_search=self._search_settings.expansion_search,
-            exact_search_below=self._search_settings.exact_search_below,
-        )
-        shards = open_shards(self.index_dir, manifest, settings)
-        self._searchers = [ShardSearcher(shard) for shard in shards]
-        self._manifest = manifest
-        log.info(
-            "index %s version %s: %d shards, %d items, checked and mapped in %.1fs",
-            self.index_dir,
-            manifest.name,
-            len(self._searchers),
-            manifest.items,
-            time.perf_counter() - started,
-        )
-        return manifest.items
-
-    async def close(self) -> None:
-        for searcher in self._searchers:
-            searcher.close()
-        self._searchers = []
-        self._pool.shutdown(wait=True)
 
     @property
     def manifest(self) -> IndexManifest:
@@ -126,8 +88,7 @@ class ShardedRepository:
         return False  # nothing changes while serving
 
     async def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem:
-        searcher = self._searchers[self._shard_for(item_id)]
-        return await self._run(lambda: searcher.get(item_id, with_vector=with_vector))
+        raise NotImplementedError
 
     async def search(
         self,
@@ -138,13 +99,7 @@ class ShardedRepository:
         min_score: float | None = None,
         exclude_id: str | None = None,
     ) -> SearchResult:
-        def on(searcher: ShardSearcher) -> Callable[[], ShardAnswer]:
-            return lambda: searcher.search(
-                vector, k, filter_pairs=filter_pairs, min_score=min_score, exclude_id=exclude_id
-            )
-
-        answers = await asyncio.gather(*(self._run(on(s)) for s in self._searchers))
-        return merge_matches(answers, k)
+        raise NotImplementedError
 
     async def search_by_id(
         self,
@@ -164,6 +119,69 @@ class ShardedRepository:
 
     def _shard_for(self, item_id: str) -> int:
         return shard_of(item_id, len(self.manifest.shards))
+
+
+class ShardedRepository(BuiltIndexRepository):
+    """The `Repository` of the current version of a built index, its shards in this process."""
+
+    def __init__(self, index_dir: Path, identity: ModelIdentity, search: IndexSettings) -> None:
+        super().__init__(index_dir, identity, search)
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            min(8, os.cpu_count() or 1), thread_name_prefix="shard"
+        )
+        self._searchers: list[ShardSearcher] = []
+
+    async def open(self) -> int:
+        return await asyncio.get_running_loop().run_in_executor(None, self._open)
+
+    def _open(self) -> int:
+        manifest = read_manifest(self.index_dir)
+        check_model(manifest, self.identity, self.index_dir)
+        started = time.perf_counter()
+        settings = dataclasses.replace(
+            manifest.settings,
+            expansion_search=self._search_settings.expansion_search,
+            exact_search_below=self._search_settings.exact_search_below,
+        )
+        shards = open_shards(self.index_dir, manifest, settings)
+        self._searchers = [ShardSearcher(shard) for shard in shards]
+        self._manifest = manifest
+        log.info(
+            "index %s version %s: %d shards, %d items, checked and mapped in %.1fs",
+            self.index_dir,
+            manifest.name,
+            len(self._searchers),
+            manifest.items,
+            time.perf_counter() - started,
+        )
+        return manifest.items
+
+    async def close(self) -> None:
+        for searcher in self._searchers:
+            searcher.close()
+        self._searchers = []
+        self._pool.shutdown(wait=True)
+
+    async def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem:
+        searcher = self._searchers[self._shard_for(item_id)]
+        return await self._run(lambda: searcher.get(item_id, with_vector=with_vector))
+
+    async def search(
+        self,
+        vector: np.ndarray,
+        k: int,
+        *,
+        filter_pairs: Mapping[str, str] | None = None,
+        min_score: float | None = None,
+        exclude_id: str | None = None,
+    ) -> SearchResult:
+        def on(searcher: ShardSearcher) -> Callable[[], ShardAnswer]:
+            return lambda: searcher.search(
+                vector, k, filter_pairs=filter_pairs, min_score=min_score, exclude_id=exclude_id
+            )
+
+        answers = await asyncio.gather(*(self._run(on(s)) for s in self._searchers))
+        return merge_matches(answers, k)
 
     async def _run(self, work: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, work)
