@@ -151,6 +151,15 @@ class IndexManifest:
     def items(self) -> int:
         return sum(shard.items for shard in self.shards)
 
+    def search_settings(self, server: IndexSettings) -> IndexSettings:
+        """The settings a server searches the shards with: the index's build settings, the
+        server's search-time ones (expansion_search, exact_search_below)."""
+        return dataclasses.replace(
+            self.settings,
+            expansion_search=server.expansion_search,
+            exact_search_below=server.exact_search_below,
+        )
+
     @property
     def vectors(self) -> int:
         return sum(shard.vectors for shard in self.shards)
@@ -173,15 +182,15 @@ class IndexManifest:
         return cls(**document, settings=settings, shards=shards)
 
 
-def read_manifest(directory: Path) -> IndexManifest:
-    """The current version's manifest."""
+def read_manifest(directory: Path, version: str | None = None) -> IndexManifest:
+    """The manifest of `version` ("v00003"), by default of the current one."""
     current = directory / CURRENT_FILE
-    if not current.is_file():
+    if version is None and not current.is_file():
         raise BuiltIndexError(
             f"{directory} holds no built index (no {CURRENT_FILE} file): build one with "
             "lookalike build-index DATASET_DIR --output " + str(directory)
         )
-    name = current.read_text().strip()
+    name = version or current.read_text().strip()
     if not VERSION_NAME.fullmatch(name):
         raise BuiltIndexError(f"{current} names no version ({name!r})")
     try:
@@ -193,12 +202,14 @@ def read_manifest(directory: Path) -> IndexManifest:
 
 
 def check_model(manifest: IndexManifest, identity: ModelIdentity, directory: Path) -> None:
-    """Refuse to serve an index with a model whose embeddings it does not hold."""
+    """Refuse to mix the index's embeddings with those of another model (a server's queries,
+    a dataset's new vectors)."""
     if (manifest.model, manifest.dims) != (identity.source, identity.dims):
         built = ModelIdentity(manifest.model, manifest.dims)
         raise BuiltIndexError(
-            f"{directory} holds embeddings of {built.describe()}, but this server runs "
-            f"{identity.describe()}; serve it with the model it was built with"
+            f"{directory} holds embeddings of {built.describe()}, not of "
+            f"{identity.describe()}: embeddings of different models cannot be mixed (serve "
+            "the index with the model it was built with, or build into another --output)"
         )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import logging
 import os
 import time
@@ -73,9 +72,7 @@ class BuiltIndexRepository:
         return self.manifest.items if self._manifest else 0
 
     async def stats(self) -> RepositoryStats:
-        settings = dataclasses.replace(
-            self.manifest.settings, exact_search_below=self._search_settings.exact_search_below
-        )
+        settings = self.manifest.search_settings(self._search_settings)
         return RepositoryStats(items=self.item_count, index=settings)
 
     async def upsert(self, items: Sequence[EmbeddedItem]) -> list[WriteOutcome]:
@@ -138,11 +135,7 @@ class ShardedRepository(BuiltIndexRepository):
         manifest = read_manifest(self.index_dir)
         check_model(manifest, self.identity, self.index_dir)
         started = time.perf_counter()
-        settings = dataclasses.replace(
-            manifest.settings,
-            expansion_search=self._search_settings.expansion_search,
-            exact_search_below=self._search_settings.exact_search_below,
-        )
+        settings = manifest.search_settings(self._search_settings)
         shards = open_shards(self.index_dir, manifest, settings)
         self._searchers = [ShardSearcher(shard) for shard in shards]
         self._manifest = manifest

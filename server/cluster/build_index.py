@@ -39,6 +39,7 @@ from lookalike.server.built_index import (
     ShardEntry,
     ShardFile,
     ShardTable,
+    check_model,
     publish,
     read_manifest,
     shard_key,
@@ -112,7 +113,7 @@ def build_index(settings: BuildSettings) -> BuildSummary:
     shards = _shard_count(settings, previous)
     parts = dataset.parts()
     changes = _changes(settings.output, dataset, parts, previous, settings.delete, shards)
-    touched = changes.shards(shards)
+    touched = changes.shards(shards) if previous else set(range(shards))  # new: every shard
     if previous and not touched:
         return BuildSummary(previous.name, previous.items, shards, [], 0, 0, 0.0)
     index_settings = previous.settings if previous else settings.index
@@ -150,11 +151,7 @@ def _previous_version(output: Path, dataset: Dataset) -> IndexManifest | None:
     """The current version in `output`, if any; refuses a directory holding something else."""
     if (output / CURRENT_FILE).is_file():
         previous = read_manifest(output)
-        if (previous.model, previous.dims) != (dataset.identity.source, dataset.identity.dims):
-            raise BuiltIndexError(
-                f"{output} indexes vectors of {previous.model} ({previous.dims}-d), the dataset "
-                f"holds {dataset.model}: build into another --output"
-            )
+        check_model(previous, dataset.identity, output)
         return previous
     if output.exists() and {p.name for p in output.iterdir()} - {SHARDS_DIR, VERSIONS_DIR}:
         raise BuiltIndexError(f"{output} is not empty and holds no built index")
@@ -205,7 +202,7 @@ def _changes(
 
 
 def _part_ids(dataset: Dataset, part: str) -> list[str]:
-    table = pq.read_table(dataset.directory / "parts" / part, columns=["id"])
+    table = pq.read_table(dataset.parts_directory / part, columns=["id"])
     return table.column("id").to_pylist()
 
 
@@ -246,7 +243,7 @@ def _write_shards(
     before = {entry.number: entry for entry in previous.shards} if previous else {}
     written: dict[int, ShardEntry] = {}
     if changes.adds:
-        paths = [str(dataset.directory / "parts" / part) for part in sorted(changes.adds)]
+        paths = [str(dataset.parts_directory / part) for part in sorted(changes.adds)]
         columns = ["id", "vector", "metadata", "source", "path"]
         rows = ray.data.read_parquet(paths, include_paths=True).select_columns(columns)
         rows = rows.map_batches(

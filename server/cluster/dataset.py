@@ -141,7 +141,7 @@ class Dataset:
         if directory.exists() and {p.name for p in directory.iterdir()} - {LISTING_DIR}:
             raise DatasetError(f"{directory} is not empty and holds no {DATASET_FILE}")
         dataset = cls(directory, identity, partitions, vector_dtype, embedding)
-        (directory / "parts").mkdir(parents=True, exist_ok=True)
+        dataset.parts_directory.mkdir(parents=True, exist_ok=True)
         (directory / "errors").mkdir(exist_ok=True)
         document = {
             "format_version": FORMAT_VERSION,
@@ -180,14 +180,18 @@ class Dataset:
     def parts(self) -> dict[str, str]:
         """Every complete part file's name -> the digest of the ids it holds."""
         found = {}
-        for path in sorted((self.directory / "parts").glob("part-*.parquet")):
+        for path in sorted(self.parts_directory.glob("part-*.parquet")):
             metadata = pq.read_schema(path).metadata or {}
             if metadata.get(MODEL_KEY) == self.model.encode() and DIGEST_KEY in metadata:
                 found[path.name] = metadata[DIGEST_KEY].decode()
         return found
 
     def part_path(self, partition: int) -> Path:
-        return self.directory / "parts" / f"part-{partition:05d}.parquet"
+        return self.parts_directory / f"part-{partition:05d}.parquet"
+
+    @property
+    def parts_directory(self) -> Path:
+        return self.directory / "parts"
 
     def errors_path(self, partition: int) -> Path:
         return self.directory / "errors" / f"errors-{partition:05d}.parquet"

@@ -60,7 +60,8 @@ def import_dataset(
     lock.acquire()
     try:
         started = time.perf_counter()
-        vectors = _store(dataset, ItemStore(_database(data_dir), identity), on_commit)
+        # the lock made the directory
+        vectors = _store(dataset, ItemStore(data_dir / DATABASE_FILE, identity), on_commit)
         stored = time.perf_counter()
         repository = LocalRepository(data_dir, identity, index or IndexSettings())
         items = asyncio.run(_catch_up(repository))
@@ -69,16 +70,11 @@ def import_dataset(
         lock.release()
 
 
-def _database(data_dir: Path) -> Path:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return data_dir / DATABASE_FILE
-
-
 def _store(dataset: Dataset, store: ItemStore, on_commit: Callable[[int], None]) -> int:
     count = 0
     try:
         for part in dataset.parts():
-            parquet = pq.ParquetFile(dataset.directory / "parts" / part)
+            parquet = pq.ParquetFile(dataset.parts_directory / part)
             for batch in parquet.iter_batches(BATCH_ROWS):
                 columns = zip(
                     batch.column("id").to_pylist(),

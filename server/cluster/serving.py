@@ -56,11 +56,12 @@ def shard_app_name(number: int) -> str:
 class ShardReplica:
     """One replica of one shard (the class Serve deploys)."""
 
-    def __init__(self, index_dir: str, number: int, search: dict[str, Any]) -> None:
-        manifest = read_manifest(Path(index_dir))
-        settings = dataclasses.replace(manifest.settings, **search)
+    def __init__(self, index_dir: str, version: str, number: int, search: IndexSettings) -> None:
+        """The shard `number` of that `version` (not the current one: a version published
+        while the shards start must not mix in)."""
+        manifest = read_manifest(Path(index_dir), version)
         one = dataclasses.replace(manifest, shards=[manifest.shards[number]])
-        (shard,) = open_shards(Path(index_dir), one, settings)
+        (shard,) = open_shards(Path(index_dir), one, manifest.search_settings(search))
         self.searcher = ShardSearcher(shard)
 
     async def search(
@@ -85,27 +86,26 @@ class ShardReplica:
 
 
 def deploy_shards(
-    index_dir: Path, search: IndexSettings, *, replicas: int = 1, cpus_per_replica: float = 0.25
-) -> IndexManifest:
-    """Run every shard of the index's current version on the connected Ray cluster."""
+    index_dir: Path,
+    manifest: IndexManifest,
+    search: IndexSettings,
+    *,
+    replicas: int = 1,
+    cpus_per_replica: float = 0.25,
+) -> None:
+    """Run every shard of this version of the index on the connected Ray cluster."""
     from ray import serve
 
-    manifest = read_manifest(index_dir)
     deployment = serve.deployment(
         max_ongoing_requests=MAX_ONGOING_REQUESTS,
         ray_actor_options={"num_cpus": cpus_per_replica},
     )(ShardReplica)
-    settings = {
-        "expansion_search": search.expansion_search,
-        "exact_search_below": search.exact_search_below,
-    }
     for entry in manifest.shards:
         name = shard_app_name(entry.number)
         application = deployment.options(name=name, num_replicas=replicas).bind(
-            str(index_dir.resolve()), entry.number, settings
+            str(index_dir.resolve()), manifest.name, entry.number, search
         )
         serve.run(application, name=name, route_prefix=None)
-    return manifest
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -149,13 +149,14 @@ class ClusterRepository(BuiltIndexRepository):
         import ray
         from ray import serve
 
-        check_model(read_manifest(self.index_dir), self.identity, self.index_dir)
+        manifest = read_manifest(self.index_dir)
+        check_model(manifest, self.identity, self.index_dir)
         if not ray.is_initialized():
             address = self._cluster.address or os.environ.get("RAY_ADDRESS")
             ray.init(address=address, include_dashboard=False)
             self._own_ray = not address
-        manifest = deploy_shards(
-            self.index_dir, self._search_settings, replicas=self._cluster.replicas
+        deploy_shards(
+            self.index_dir, manifest, self._search_settings, replicas=self._cluster.replicas
         )
         self._handles = [serve.get_app_handle(shard_app_name(e.number)) for e in manifest.shards]
         self._manifest = manifest

@@ -184,6 +184,10 @@ def test_a_damaged_shard_is_refused_with_a_clear_error(
         main(["build-index", str(dataset), "--output", str(tmp_path / "other"), "--shards", "2"])
         == 0
     )
+    other = tmp_path / "other-model"  # a dataset of another model cannot join the index
+    datasets.write_dataset(other, ModelIdentity("random-init:other", 16), ["x"], unit_rows(1, 5))
+    with pytest.raises(BuiltIndexError, match="cannot be mixed"):
+        build_index(BuildSettings(dataset=other, output=tmp_path / "other"))
     with (
         pytest.raises(BuiltIndexError, match="no built index"),
         serving(tiny_export, index_dir=tmp_path / "nowhere"),
