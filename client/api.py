@@ -85,6 +85,9 @@ class Stats:
     text_enabled: bool  # search and embed by text work
     text_precision: str  # the text tower's variant; empty without one
     text_queue_depth: int
+    index_version: str = ""  # a built index's version; "" for a data directory
+    # a built index's shards: number, items, vectors, replicas answering now
+    shards: list[dict[str, int]] = dataclasses.field(default_factory=list)
 
 
 def _retry_service_config(attempts: int) -> str:
@@ -261,6 +264,11 @@ class Client:
             version=r.version,
             text_enabled=r.text_enabled,
             text_precision=r.text_precision,
+            index_version=r.index_version,
+            shards=[
+                {"number": s.number, "items": s.items, "vectors": s.vectors, "replicas": s.replicas}
+                for s in r.shards
+            ],
             text_queue_depth=r.text_queue_depth,
         )
 

@@ -529,6 +529,13 @@ def stats_command(client: Client, args: argparse.Namespace) -> int:
     )
     print(f"text        {text}")
     print(f"index       {', '.join(f'{k}={v}' for k, v in stats.index.items())}")
+    if stats.index_version:
+        print(f"version     {stats.index_version}, {len(stats.shards)} shards")
+        for shard in stats.shards:
+            print(
+                f"  shard {shard['number']:<5} {shard['items']} items, {shard['vectors']} "
+                f"vectors, {shard['replicas']} replicas answering"
+            )
     print(
         f"batching    {stats.batches} batches, mean size {stats.mean_batch_size:.1f}, "
         f"queue {stats.queue_depth}"

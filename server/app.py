@@ -105,6 +105,9 @@ class LookalikeServer:
         self._text_batcher: Batcher[str] | None = None
         self._repository: Repository | None = None
         self._snapshots: asyncio.Task[None] | None = None
+        # SERVING once loaded while nothing is wrong: part ("engine", "shards") -> what is
+        self._troubles: dict[str, str] = {}
+        self._loaded = False
         self._data_lock = DataDirLock(config.data_dir) if config.data_dir else None
         interceptors = [TokenInterceptor(config.token)] if config.token else []
         self._server = grpc.aio.server(
@@ -204,7 +207,8 @@ class LookalikeServer:
         if config.metrics_port:
             self.metrics.serve(config.metrics_port, config.host)
         self._snapshots = asyncio.create_task(self._snapshot_periodically())
-        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._loaded = True
+        await self._publish_health()
         log.info(
             "ready: model %s (%s%s), %s on %s, %d threads%s, %d-d, %d items, preprocess %s, "
             "max batch %d, max delay %gms, text %s",
@@ -227,7 +231,13 @@ class LookalikeServer:
         """The data directory's store, or the built index read-only."""
         config = self.config
         if config.index_dir is not None and config.shards_on_ray is not None:
-            return ClusterRepository(config.index_dir, identity, config.index, config.shards_on_ray)
+            return ClusterRepository(
+                config.index_dir,
+                identity,
+                config.index,
+                config.shards_on_ray,
+                on_health_change=lambda trouble: self._report("shards", trouble),
+            )
         if config.index_dir is not None:
             return ShardedRepository(config.index_dir, identity, config.index)
         assert config.data_dir is not None  # parse_config insists on one of the two
@@ -273,6 +283,7 @@ class LookalikeServer:
 
     async def stop(self) -> None:
         """NOT_SERVING, stop accepting, drain in-flight calls, then save the snapshot."""
+        self._loaded = False  # no part's recovery may report SERVING from here on
         await self.health.enter_graceful_shutdown()
         await self._server.stop(self.config.grace_s)
         self.service.detach()
@@ -300,16 +311,35 @@ class LookalikeServer:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, status)
 
+    def _report(self, part: str, trouble: str | None) -> None:
+        """A part of the server is fine again (None) or in trouble (why): health follows."""
+        if trouble is None:
+            self._troubles.pop(part, None)
+        else:
+            self._troubles[part] = trouble
+        self._spawn(self._publish_health())
+
+    async def _publish_health(self) -> None:
+        if not self._loaded:
+            return  # load() publishes once everything is up
+        serving = not self._troubles
+        status = health_pb2.HealthCheckResponse.SERVING if serving else NOT_SERVING
+        log.log(
+            logging.INFO if serving else logging.ERROR,
+            "health %s%s",
+            health_pb2.HealthCheckResponse.ServingStatus.Name(status),
+            "" if serving else ": " + "; ".join(self._troubles.values()),
+        )
+        await self._set_health(status)
+
     def _engine_health_changed(self, healthy: bool) -> None:
         """Health follows the engine; while it fails, a self-test probes for its recovery."""
-        status = health_pb2.HealthCheckResponse.SERVING if healthy else NOT_SERVING
         log.log(
             logging.INFO if healthy else logging.ERROR,
-            "engine %s: health %s",
+            "engine %s",
             "recovered" if healthy else "keeps failing",
-            health_pb2.HealthCheckResponse.ServingStatus.Name(status),
         )
-        self._spawn(self._set_health(status))
+        self._report("engine", None if healthy else "the engine keeps failing")
         if not healthy:
             self._spawn(self._probe_engine())
 

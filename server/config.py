@@ -10,6 +10,7 @@ from pathlib import Path
 
 from lookalike.export.manifest import Precision
 from lookalike.server.batcher import BatcherSettings
+from lookalike.server.cluster.deployments import ShardPlacement
 from lookalike.server.cluster.serving import ClusterSettings
 from lookalike.server.index import DTYPES, IndexSettings
 from lookalike.server.onnx_engine import EngineSettings, Provider
@@ -99,7 +100,32 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "answer as their gRPC front",
     )
     flag("--ray-address", help="with --shards-on-ray (default: RAY_ADDRESS, else a local Ray)")
-    flag("--shard-replicas", type=int, default=1, help="with --shards-on-ray: replicas per shard")
+    cluster, placement = ClusterSettings(), ShardPlacement()
+    flag(
+        "--shard-replicas",
+        type=int,
+        default=placement.replicas,
+        help="with --shards-on-ray: replicas per shard",
+    )
+    flag("--shard-cpus", type=float, default=placement.cpus, help="CPUs per shard replica")
+    flag(
+        "--shard-timeout-s",
+        type=float,
+        default=cluster.shard_timeout_s,
+        help="a shard that has not answered by then fails the call with UNAVAILABLE",
+    )
+    flag(
+        "--watch-interval-s",
+        type=float,
+        default=cluster.watch_interval_s,
+        help="how often the front checks shard replicas' health and the index's current version",
+    )
+    flag(
+        "--retire-after-s",
+        type=float,
+        default=cluster.retire_after_s,
+        help="a replaced version's shards keep running this long after a switch",
+    )
     flag("--host", default=defaults.host, help="address to listen on")
     flag("--port", type=int, default=defaults.port, help="port; 0 picks a free one")
     flag("--precision", choices=[p.value for p in Precision], help="default: int8 CPU, fp16 GPU")
@@ -164,7 +190,13 @@ def parse_config(
             data_dir=Path(args.data_dir) if args.data_dir else None,
             index_dir=Path(args.index) if args.index else None,
             shards_on_ray=ClusterSettings(
-                address=args.ray_address or None, replicas=int(args.shard_replicas)
+                address=args.ray_address or None,
+                placement=ShardPlacement(
+                    replicas=int(args.shard_replicas), cpus=float(args.shard_cpus)
+                ),
+                shard_timeout_s=float(args.shard_timeout_s),
+                watch_interval_s=float(args.watch_interval_s),
+                retire_after_s=float(args.retire_after_s),
             )
             if args.shards_on_ray
             else None,

@@ -21,8 +21,14 @@ import numpy as np
 from lookalike.server.batcher import Batcher, BatcherStats
 from lookalike.server.engine import ModelInfo
 from lookalike.server.errors import InvalidArgumentError, LookalikeError, TextUnavailableError
-from lookalike.server.index import IndexSettings
-from lookalike.server.items import EmbeddedItem, Repository, SearchResult, StoredItem, WriteOutcome
+from lookalike.server.items import (
+    EmbeddedItem,
+    Repository,
+    RepositoryStats,
+    SearchResult,
+    StoredItem,
+    WriteOutcome,
+)
 from lookalike.server.metrics import Metrics
 from lookalike.server.requests import (
     AddItem,
@@ -84,9 +90,8 @@ class Deleted:
 
 @dataclasses.dataclass(frozen=True)
 class ServerStats:
-    items: int
+    repository: RepositoryStats
     model: ModelInfo
-    index: IndexSettings
     batcher: BatcherStats
     uptime_seconds: float
     preprocess_mode: str
@@ -201,9 +206,8 @@ class Core:
         repository = await self._repository.stats()
         self._metrics.index_items.set(repository.items)
         return ServerStats(
-            items=repository.items,
+            repository=repository,
             model=self.model,
-            index=repository.index,
             batcher=self._batcher.stats(),
             uptime_seconds=time.monotonic() - self._started,
             preprocess_mode=self._preprocess_mode,

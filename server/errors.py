@@ -14,6 +14,7 @@ __all__ = [
     "ReadOnlyError",
     "OverloadedError",
     "NotReadyError",
+    "ShardUnavailableError",
     "EngineError",
     "StorageError",
     "StorageFullError",
@@ -65,6 +66,11 @@ class OverloadedError(LookalikeError):
 
 class NotReadyError(LookalikeError):
     """The server is starting or draining."""
+
+
+class ShardUnavailableError(LookalikeError):
+    """A shard of a cluster-served index has no replica that answers now (one is restarting,
+    or none answered in time); nothing partial is returned: retry shortly."""
 
 
 class EngineError(LookalikeError):

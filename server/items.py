@@ -22,6 +22,7 @@ __all__ = [
     "SearchResult",
     "WriteOutcome",
     "RepositoryStats",
+    "ShardStats",
     "Repository",
 ]
 
@@ -63,9 +64,21 @@ class WriteOutcome:
 
 
 @dataclasses.dataclass(frozen=True)
+class ShardStats:
+    """One shard of a built index, and how many replicas answer for it now."""
+
+    number: int
+    items: int
+    vectors: int
+    replicas: int
+
+
+@dataclasses.dataclass(frozen=True)
 class RepositoryStats:
     items: int
     index: IndexSettings
+    index_version: str = ""  # a built index's version; "" for a data directory
+    shards: tuple[ShardStats, ...] = ()
 
 
 class Repository(Protocol):

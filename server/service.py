@@ -167,9 +167,10 @@ class ImageSearchService(pb_grpc.ImageSearchServicer):
         self, request: pb.StatsRequest, context: grpc.aio.ServicerContext
     ) -> pb.StatsResponse:
         stats = await self._ready_core.stats()
-        model, index, text = stats.model, stats.index, stats.text_model
+        model, repository, text = stats.model, stats.repository, stats.text_model
+        index = repository.index
         return pb.StatsResponse(
-            items=stats.items,
+            items=repository.items,
             dims=model.dims,
             model_id=model.model_id,
             random_weights=model.random_weights,
@@ -192,6 +193,13 @@ class ImageSearchService(pb_grpc.ImageSearchServicer):
             text_enabled=text is not None,
             text_precision=text.precision.value if text else "",
             text_queue_depth=stats.text_batcher.queue_depth if stats.text_batcher else 0,
+            index_version=repository.index_version,
+            shards=[
+                pb.ShardStats(
+                    number=s.number, items=s.items, vectors=s.vectors, replicas=s.replicas
+                )
+                for s in repository.shards
+            ],
         )
 
 

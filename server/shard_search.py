@@ -20,7 +20,16 @@ from lookalike.server.errors import NotFoundError
 from lookalike.server.items import ScoredItem, SearchResult, StoredItem
 from lookalike.server.search import nearest
 
-__all__ = ["ShardSearcher", "ShardAnswer", "merge_matches"]
+__all__ = ["ShardSearcher", "ShardAnswer", "Query", "merge_matches"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Query:
+    """What narrows a search besides its vector and k (sent as is to a shard's replicas)."""
+
+    filter_pairs: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    min_score: float | None = None
+    exclude_id: str | None = None  # an item never to return (search by id, exclude_self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,25 +47,22 @@ class ShardSearcher:
     def close(self) -> None:
         self.shard.table.close()
 
-    def search(
-        self,
-        query: np.ndarray,
-        k: int,
-        *,
-        filter_pairs: Mapping[str, str] | None = None,
-        min_score: float | None = None,
-        exclude_id: str | None = None,
-    ) -> ShardAnswer:
+    def search(self, vector: np.ndarray, k: int, query: Query = Query()) -> ShardAnswer:
         """This shard's k best items whose metadata holds the filter (none of them
         `exclude_id`, when this shard holds it)."""
         with self._lock:
             table = self.shard.table
-            excluded = set(table.keys_of(exclude_id)) if exclude_id is not None else set()
+            excluded = set(table.keys_of(query.exclude_id)) if query.exclude_id else set()
             hits, exact = nearest(
-                self.shard.index, table, query, k, filter_pairs=filter_pairs, excluded=excluded
+                self.shard.index,
+                table,
+                vector,
+                k,
+                filter_pairs=query.filter_pairs,
+                excluded=excluded,
             )
-            if min_score is not None:
-                hits = [hit for hit in hits if hit.score >= min_score]
+            if query.min_score is not None:
+                hits = [hit for hit in hits if hit.score >= query.min_score]
             items = table.by_keys([hit.key for hit in hits])
         return ShardAnswer(
             [ScoredItem(items[h.key], h.score) for h in hits if h.key in items], exact

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -34,12 +35,13 @@ from lookalike.server.items import (
     EmbeddedItem,
     RepositoryStats,
     SearchResult,
+    ShardStats,
     StoredItem,
     WriteOutcome,
 )
-from lookalike.server.shard_search import ShardAnswer, ShardSearcher, merge_matches
+from lookalike.server.shard_search import Query, ShardAnswer, ShardSearcher, merge_matches
 
-__all__ = ["BuiltIndexRepository", "ShardedRepository", "READ_ONLY"]
+__all__ = ["BuiltIndexRepository", "ServedVersion", "ShardedRepository", "READ_ONLY"]
 
 log = logging.getLogger(__name__)
 
@@ -50,30 +52,48 @@ READ_ONLY = (
 )
 
 
-class BuiltIndexRepository:
-    """What every repository of a built index shares: its manifest, its stats, read-only
-    writes and search by id. Subclasses open the shards and fan `get` and `search` out to
-    them (threads here, Serve replicas in `cluster.serving`)."""
+class ServedVersion(Protocol):
+    """The shards of one version as a repository reaches them."""
+
+    @property
+    def manifest(self) -> IndexManifest: ...
+
+
+Served = TypeVar("Served", bound=ServedVersion)
+
+
+class BuiltIndexRepository(Generic[Served]):
+    """What every repository of a built index shares: stats, read-only writes, and one
+    version per answer (a call pins the version served when it starts, even if another is
+    switched to meanwhile). Subclasses open the shards and fan `get` and `search` out to them
+    (threads here, Serve replicas in `cluster.serving`)."""
 
     def __init__(self, index_dir: Path, identity: ModelIdentity, search: IndexSettings) -> None:
         """`search` gives the search-time settings (expansion_search, exact_search_below);
         the rest comes from the index's manifest."""
         self.index_dir, self.identity, self._search_settings = index_dir, identity, search
-        self._manifest: IndexManifest | None = None
+        self._served: Served | None = None
 
     @property
     def manifest(self) -> IndexManifest:
-        if self._manifest is None:
-            raise RuntimeError("repository is not open")
-        return self._manifest
+        return self._pin().manifest
 
     @property
     def item_count(self) -> int:
-        return self.manifest.items if self._manifest else 0
+        return self._served.manifest.items if self._served else 0
 
     async def stats(self) -> RepositoryStats:
-        settings = self.manifest.search_settings(self._search_settings)
-        return RepositoryStats(items=self.item_count, index=settings)
+        served = self._pin()
+        manifest, replicas = served.manifest, self._replicas(served)
+        return RepositoryStats(
+            items=manifest.items,
+            index=manifest.search_settings(self._search_settings),
+            index_version=manifest.name,
+            shards=tuple(
+                ShardStats(e.number, e.items, e.vectors, replicas[e.number])
+                for e in manifest.shards
+            ),
+        )
 
     async def upsert(self, items: Sequence[EmbeddedItem]) -> list[WriteOutcome]:
         raise ReadOnlyError(READ_ONLY)
@@ -85,7 +105,7 @@ class BuiltIndexRepository:
         return False  # nothing changes while serving
 
     async def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem:
-        raise NotImplementedError
+        return await self._get(self._pin(), item_id, with_vector)
 
     async def search(
         self,
@@ -96,7 +116,9 @@ class BuiltIndexRepository:
         min_score: float | None = None,
         exclude_id: str | None = None,
     ) -> SearchResult:
-        raise NotImplementedError
+        return await self._search(
+            self._pin(), vector, k, Query(dict(filter_pairs or {}), min_score, exclude_id)
+        )
 
     async def search_by_id(
         self,
@@ -107,18 +129,47 @@ class BuiltIndexRepository:
         min_score: float | None = None,
         exclude_self: bool = True,
     ) -> SearchResult:
-        item = await self.get(item_id, with_vector=True)
+        served = self._pin()
+        item = await self._get(served, item_id, True)
         assert item.vector is not None
         excluded = item_id if exclude_self else None
-        return await self.search(
-            item.vector, k, filter_pairs=filter_pairs, min_score=min_score, exclude_id=excluded
+        return await self._search(
+            served, item.vector, k, Query(dict(filter_pairs or {}), min_score, excluded)
         )
 
-    def _shard_for(self, item_id: str) -> int:
-        return shard_of(item_id, len(self.manifest.shards))
+    # -- what a subclass provides ----------------------------------------------------------
+
+    async def _get(self, served: Served, item_id: str, with_vector: bool) -> StoredItem:
+        raise NotImplementedError
+
+    async def _search(
+        self, served: Served, vector: np.ndarray, k: int, query: Query
+    ) -> SearchResult:
+        raise NotImplementedError
+
+    def _replicas(self, served: Served) -> list[int]:
+        """How many replicas answer for each shard now."""
+        raise NotImplementedError
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _pin(self) -> Served:
+        if self._served is None:
+            raise RuntimeError("repository is not open")
+        return self._served
+
+    @staticmethod
+    def _shard_for(served: Served, item_id: str) -> int:
+        return shard_of(item_id, len(served.manifest.shards))
 
 
-class ShardedRepository(BuiltIndexRepository):
+@dataclasses.dataclass(frozen=True)
+class _LocalShards:
+    manifest: IndexManifest
+    searchers: list[ShardSearcher]
+
+
+class ShardedRepository(BuiltIndexRepository[_LocalShards]):
     """The `Repository` of the current version of a built index, its shards in this process."""
 
     def __init__(self, index_dir: Path, identity: ModelIdentity, search: IndexSettings) -> None:
@@ -126,7 +177,6 @@ class ShardedRepository(BuiltIndexRepository):
         self._pool = concurrent.futures.ThreadPoolExecutor(
             min(8, os.cpu_count() or 1), thread_name_prefix="shard"
         )
-        self._searchers: list[ShardSearcher] = []
 
     async def open(self) -> int:
         return await asyncio.get_running_loop().run_in_executor(None, self._open)
@@ -137,44 +187,39 @@ class ShardedRepository(BuiltIndexRepository):
         started = time.perf_counter()
         settings = manifest.search_settings(self._search_settings)
         shards = open_shards(self.index_dir, manifest, settings)
-        self._searchers = [ShardSearcher(shard) for shard in shards]
-        self._manifest = manifest
+        self._served = _LocalShards(manifest, [ShardSearcher(shard) for shard in shards])
         log.info(
             "index %s version %s: %d shards, %d items, checked and mapped in %.1fs",
             self.index_dir,
             manifest.name,
-            len(self._searchers),
+            len(shards),
             manifest.items,
             time.perf_counter() - started,
         )
         return manifest.items
 
     async def close(self) -> None:
-        for searcher in self._searchers:
-            searcher.close()
-        self._searchers = []
+        if self._served is not None:
+            for searcher in self._served.searchers:
+                searcher.close()
+        self._served = None
         self._pool.shutdown(wait=True)
 
-    async def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem:
-        searcher = self._searchers[self._shard_for(item_id)]
+    async def _get(self, served: _LocalShards, item_id: str, with_vector: bool) -> StoredItem:
+        searcher = served.searchers[self._shard_for(served, item_id)]
         return await self._run(lambda: searcher.get(item_id, with_vector=with_vector))
 
-    async def search(
-        self,
-        vector: np.ndarray,
-        k: int,
-        *,
-        filter_pairs: Mapping[str, str] | None = None,
-        min_score: float | None = None,
-        exclude_id: str | None = None,
+    async def _search(
+        self, served: _LocalShards, vector: np.ndarray, k: int, query: Query
     ) -> SearchResult:
         def on(searcher: ShardSearcher) -> Callable[[], ShardAnswer]:
-            return lambda: searcher.search(
-                vector, k, filter_pairs=filter_pairs, min_score=min_score, exclude_id=exclude_id
-            )
+            return lambda: searcher.search(vector, k, query)
 
-        answers = await asyncio.gather(*(self._run(on(s)) for s in self._searchers))
+        answers = await asyncio.gather(*(self._run(on(s)) for s in served.searchers))
         return merge_matches(answers, k)
+
+    def _replicas(self, served: _LocalShards) -> list[int]:
+        return [1] * len(served.searchers)
 
     async def _run(self, work: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, work)

@@ -1,117 +1,259 @@
-"""A built index served by Ray Serve: one deployment per shard, and the repository that fans a
-query out to them.
+"""A built index served by Ray Serve: the repository that fans a query out to the shards'
+deployments (`cluster.deployments`), follows the index's current version, and watches that
+every shard has a replica answering.
 
-Each shard is a Serve application of its own (`shard-00003`), so that its replica count is set
-per shard and a version switch can replace shards one by one. A replica opens its one shard
-(checked against the manifest, memory-mapped: replicas on one node share the page cache) and
-answers with `ShardSearcher`. `ClusterRepository` satisfies the `Repository` protocol through
-the deployments' handles: the transport-free core runs on it unchanged.
+`ClusterRepository` satisfies the `Repository` protocol through the deployments' handles, so
+the transport-free core and the gRPC front run on it unchanged. A call pins one version: its
+answer never mixes two. A replica that dies holding a call is asked again through another;
+a shard with no replica answering makes the call fail with `ShardUnavailableError`
+(UNAVAILABLE), never with a partial answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import logging
 import os
-from collections.abc import Awaitable, Mapping
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
-from lookalike.server.built_index import (
-    IndexManifest,
-    check_model,
-    open_shards,
-    read_manifest,
+from lookalike.server.built_index import IndexManifest, check_model, read_manifest
+from lookalike.server.cluster.deployments import (
+    ShardPlacement,
+    deploy_version,
+    replicas_running,
+    retire,
 )
 from lookalike.server.engine import ModelIdentity
-from lookalike.server.errors import LookalikeError
+from lookalike.server.errors import LookalikeError, ShardUnavailableError
 from lookalike.server.index import IndexSettings
-from lookalike.server.items import (
-    SearchResult,
-    StoredItem,
-)
-from lookalike.server.shard_search import ShardAnswer, ShardSearcher, merge_matches
+from lookalike.server.items import SearchResult, StoredItem
+from lookalike.server.shard_search import Query, merge_matches
 from lookalike.server.sharded_repository import BuiltIndexRepository
 
-__all__ = [
-    "ShardReplica",
-    "deploy_shards",
-    "ClusterRepository",
-    "ClusterSettings",
-    "shard_app_name",
-]
+__all__ = ["ClusterRepository", "ClusterSettings", "HealthListener"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-# Requests a replica takes at once: Serve's default (5) queued a burst of 200 queries behind
-# each other, 10 queries/s against 200 with this (measured on the 2-node test cluster)
-MAX_ONGOING_REQUESTS = 256
-
-
-def shard_app_name(number: int) -> str:
-    return f"shard-{number:05d}"
-
-
-class ShardReplica:
-    """One replica of one shard (the class Serve deploys)."""
-
-    def __init__(self, index_dir: str, version: str, number: int, search: IndexSettings) -> None:
-        """The shard `number` of that `version` (not the current one: a version published
-        while the shards start must not mix in)."""
-        manifest = read_manifest(Path(index_dir), version)
-        one = dataclasses.replace(manifest, shards=[manifest.shards[number]])
-        (shard,) = open_shards(Path(index_dir), one, manifest.search_settings(search))
-        self.searcher = ShardSearcher(shard)
-
-    async def search(
-        self,
-        query: np.ndarray,
-        k: int,
-        filter_pairs: Mapping[str, str] | None,
-        min_score: float | None,
-        exclude_id: str | None,
-    ) -> ShardAnswer:
-        return await asyncio.to_thread(
-            self.searcher.search,
-            query,
-            k,
-            filter_pairs=filter_pairs,
-            min_score=min_score,
-            exclude_id=exclude_id,
-        )
-
-    async def get(self, item_id: str, with_vector: bool) -> StoredItem:
-        return await asyncio.to_thread(self.searcher.get, item_id, with_vector=with_vector)
-
-
-def deploy_shards(
-    index_dir: Path,
-    manifest: IndexManifest,
-    search: IndexSettings,
-    *,
-    replicas: int = 1,
-    cpus_per_replica: float = 0.25,
-) -> None:
-    """Run every shard of this version of the index on the connected Ray cluster."""
-    from ray import serve
-
-    deployment = serve.deployment(
-        max_ongoing_requests=MAX_ONGOING_REQUESTS,
-        ray_actor_options={"num_cpus": cpus_per_replica},
-    )(ShardReplica)
-    for entry in manifest.shards:
-        name = shard_app_name(entry.number)
-        application = deployment.options(name=name, num_replicas=replicas).bind(
-            str(index_dir.resolve()), manifest.name, entry.number, search
-        )
-        serve.run(application, name=name, route_prefix=None)
+HealthListener = Callable[[str | None], None]  # None: every shard answers; else why not
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ClusterSettings:
     address: str | None = None  # a Ray cluster; None: RAY_ADDRESS, else a local Ray
-    replicas: int = 1  # per shard
+    placement: ShardPlacement = dataclasses.field(default_factory=ShardPlacement)
+    shard_timeout_s: float = 10.0  # a shard that has not answered by then: UNAVAILABLE
+    watch_interval_s: float = 2.0  # how often replicas' health and CURRENT are looked at
+    retire_after_s: float = 60.0  # a replaced version's shards keep running this long
+
+
+@dataclasses.dataclass(frozen=True)
+class _Deployed:
+    """One version's shards as Serve applications, by shard number."""
+
+    manifest: IndexManifest
+    apps: list[str]
+    handles: list[Any]  # DeploymentHandle
+
+
+class ClusterRepository(BuiltIndexRepository[_Deployed]):
+    """The `Repository` of an index whose shards run as Serve deployments on a Ray cluster.
+
+    Opening it connects to the cluster and deploys the current version's shards (or finds
+    them running); while open it switches to each version `build-index` publishes, once that
+    version's shards run, and retires the replaced shards `retire_after_s` later. Closing it
+    leaves the current shards running for other fronts, unless it started a local Ray.
+    """
+
+    def __init__(
+        self,
+        index_dir: Path,
+        identity: ModelIdentity,
+        search: IndexSettings,
+        cluster: ClusterSettings,
+        *,
+        on_health_change: HealthListener | None = None,
+    ) -> None:
+        super().__init__(index_dir, identity, search)
+        self._cluster, self._on_health_change = cluster, on_health_change
+        self._running: dict[str, int] = {}  # application -> replicas running, at the last look
+        self._trouble: str | None = None
+        self._retiring: list[tuple[float, list[str]]] = []  # (when, applications)
+        self._refused_version: str | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._own_ray = False
+
+    async def open(self) -> int:
+        manifest = await asyncio.to_thread(self._connect)
+        self._served = await asyncio.to_thread(self._deploy, manifest)
+        await self._look()
+        self._watcher = asyncio.create_task(self._watch())
+        return manifest.items
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        for _, apps in self._retiring:  # nobody is left to use them
+            await asyncio.to_thread(retire, apps)
+        self._retiring, self._served = [], None
+        if self._own_ray:
+            import ray
+
+            ray.shutdown()
+
+    # -- answering -------------------------------------------------------------------------
+
+    async def _get(self, served: _Deployed, item_id: str, with_vector: bool) -> StoredItem:
+        number = self._shard_for(served, item_id)
+        return await self._ask(served, number, lambda h: h.get.remote(item_id, with_vector))
+
+    async def _search(
+        self, served: _Deployed, vector: np.ndarray, k: int, query: Query
+    ) -> SearchResult:
+        answers = await asyncio.gather(
+            *(
+                self._ask(served, number, lambda h: h.search.remote(vector, k, query))
+                for number in range(len(served.apps))
+            )
+        )
+        return merge_matches(answers, k)
+
+    def _replicas(self, served: _Deployed) -> list[int]:
+        return [self._running.get(app, 0) for app in served.apps]
+
+    async def _ask(self, served: _Deployed, number: int, call: Callable[[Any], Any]) -> Any:
+        """One shard's answer. A replica that dies holding the call is asked again through
+        the handle (which then routes around it) while another replica runs."""
+        from ray.exceptions import RayActorError
+
+        app, timeout = served.apps[number], self._cluster.shard_timeout_s
+        if self._running.get(app, 0) == 0:
+            raise ShardUnavailableError(self._unanswered(served, number, "no replica running"))
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                remaining = max(0.0, deadline - time.monotonic())
+                return await asyncio.wait_for(_answer(call(served.handles[number])), remaining)
+            except TimeoutError:
+                why = f"no answer within {timeout:g}s"
+                raise ShardUnavailableError(self._unanswered(served, number, why)) from None
+            except RayActorError:
+                (running, words) = (await asyncio.to_thread(replicas_running, [app]))[app]
+                self._running[app] = running
+                if running == 0 or time.monotonic() >= deadline:
+                    why = f"its replica stopped ({words})"
+                    raise ShardUnavailableError(self._unanswered(served, number, why)) from None
+                log.warning("a replica of %s died holding a call; asking another", app)
+
+    @staticmethod
+    def _unanswered(served: _Deployed, number: int, why: str) -> str:
+        return (
+            f"shard {number} of index version {served.manifest.name} is not answering "
+            f"({why}); retry shortly"
+        )
+
+    # -- watching: health, new versions, retirement ----------------------------------------
+
+    def _connect(self) -> IndexManifest:
+        import ray
+
+        manifest = read_manifest(self.index_dir)
+        check_model(manifest, self.identity, self.index_dir)
+        if not ray.is_initialized():
+            address = self._cluster.address or os.environ.get("RAY_ADDRESS")
+            ray.init(address=address, include_dashboard=False)
+            self._own_ray = not address
+        return manifest
+
+    def _deploy(self, manifest: IndexManifest) -> _Deployed:
+        from ray import serve
+
+        settings = manifest.search_settings(self._search_settings)
+        apps = deploy_version(self.index_dir, manifest, settings, self._cluster.placement)
+        return _Deployed(manifest, apps, [serve.get_app_handle(app) for app in apps])
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._cluster.watch_interval_s)
+            try:
+                await self._look()
+                await self._follow_current_version()
+                await self._retire_due()
+            except Exception:  # the cluster may be restarting: look again next time
+                log.exception("watching the index's shards on Ray failed; trying again")
+
+    async def _look(self) -> None:
+        """Count the running replicas of each shard served (a replaced version's too, for the
+        calls still on it); health follows the current version's."""
+        served = self._pin()
+        apps = served.apps + [app for _, retiring in self._retiring for app in retiring]
+        found = await asyncio.to_thread(replicas_running, apps)
+        self._running = {app: running for app, (running, _) in found.items()}
+        silent = [
+            f"shard {number} ({found[app][1]})"
+            for number, app in enumerate(served.apps)
+            if found[app][0] == 0
+        ]
+        trouble = (
+            f"index version {served.manifest.name}: no replica answering for {', '.join(silent)}"
+            if silent
+            else None
+        )
+        if trouble != self._trouble:
+            self._trouble = trouble
+            if trouble:
+                log.error("%s", trouble)
+            else:
+                log.info("every shard of version %s has a replica answering", served.manifest.name)
+            if self._on_health_change is not None:
+                self._on_health_change(trouble)
+
+    async def _follow_current_version(self) -> None:
+        """Serve the version CURRENT names, once all its shards run (a call that started on
+        the previous version finishes there)."""
+        served = self._pin()
+        manifest = await asyncio.to_thread(read_manifest, self.index_dir)
+        if manifest.name in (served.manifest.name, self._refused_version):
+            return
+        try:
+            check_model(manifest, self.identity, self.index_dir)
+        except LookalikeError as exc:
+            self._refused_version = manifest.name
+            log.error("not switching to version %s: %s", manifest.name, exc)
+            return
+        started = time.monotonic()
+        log.info("index version %s published: starting its shards", manifest.name)
+        deployed = await asyncio.to_thread(self._deploy, manifest)
+        found = await asyncio.to_thread(replicas_running, deployed.apps)
+        self._running.update({app: running for app, (running, _) in found.items()})
+        self._served = deployed
+        replaced = [app for app in served.apps if app not in deployed.apps]
+        self._retiring.append((time.monotonic() + self._cluster.retire_after_s, replaced))
+        await self._look()
+        log.info(
+            "now serving index version %s (%d items; switched in %.1fs); version %s retires in %gs",
+            manifest.name,
+            manifest.items,
+            time.monotonic() - started,
+            served.manifest.name,
+            self._cluster.retire_after_s,
+        )
+
+    async def _retire_due(self) -> None:
+        now = time.monotonic()
+        due = [apps for when, apps in self._retiring if when <= now]
+        self._retiring = [(when, apps) for when, apps in self._retiring if when > now]
+        for apps in due:
+            await asyncio.to_thread(retire, apps)
 
 
 async def _answer(response: Awaitable[T]) -> T:
@@ -122,68 +264,3 @@ async def _answer(response: Awaitable[T]) -> T:
     except LookalikeError as error:
         cause = getattr(error, "cause", None)
         raise (cause if isinstance(cause, LookalikeError) else error) from None
-
-
-class ClusterRepository(BuiltIndexRepository):
-    """The `Repository` of an index whose shards run as Serve deployments on a Ray cluster:
-    opening it connects to the cluster and deploys (or updates) the shards of the index's
-    current version; closing it leaves them running for other fronts, unless it started a
-    local Ray for itself."""
-
-    def __init__(
-        self,
-        index_dir: Path,
-        identity: ModelIdentity,
-        search: IndexSettings,
-        cluster: ClusterSettings,
-    ) -> None:
-        super().__init__(index_dir, identity, search)
-        self._cluster = cluster
-        self._handles: list[Any] = []
-        self._own_ray = False
-
-    async def open(self) -> int:
-        return await asyncio.to_thread(self._open)
-
-    def _open(self) -> int:
-        import ray
-        from ray import serve
-
-        manifest = read_manifest(self.index_dir)
-        check_model(manifest, self.identity, self.index_dir)
-        if not ray.is_initialized():
-            address = self._cluster.address or os.environ.get("RAY_ADDRESS")
-            ray.init(address=address, include_dashboard=False)
-            self._own_ray = not address
-        deploy_shards(
-            self.index_dir, manifest, self._search_settings, replicas=self._cluster.replicas
-        )
-        self._handles = [serve.get_app_handle(shard_app_name(e.number)) for e in manifest.shards]
-        self._manifest = manifest
-        return manifest.items
-
-    async def close(self) -> None:
-        self._handles = []
-        if self._own_ray:
-            import ray
-
-            ray.shutdown()
-
-    async def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem:
-        handle = self._handles[self._shard_for(item_id)]
-        return await _answer(handle.get.remote(item_id, with_vector))
-
-    async def search(
-        self,
-        vector: np.ndarray,
-        k: int,
-        *,
-        filter_pairs: Mapping[str, str] | None = None,
-        min_score: float | None = None,
-        exclude_id: str | None = None,
-    ) -> SearchResult:
-        calls = [
-            handle.search.remote(vector, k, dict(filter_pairs or {}), min_score, exclude_id)
-            for handle in self._handles
-        ]
-        return merge_matches(await asyncio.gather(*map(_answer, calls)), k)

@@ -1,20 +1,30 @@
 """`lookalike-server --index DIR --shards-on-ray`: the shards of a built index as Ray Serve
-deployments on the package's two-node cluster, behind the usual gRPC front, answering exactly
-as the one-process `--index` server does."""
+deployments on the package's two-node cluster, behind the usual gRPC front. It answers exactly
+as the one-process `--index` server does, keeps answering when a replica dies, says UNAVAILABLE
+(never a wrong answer) while a shard has none, and switches versions under load."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
 import pytest
+import ray
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from ray import serve
 from ray.cluster_utils import Cluster
 
 from benchmarks import datasets
+from lookalike.server.built_index import publish, read_manifest
 from lookalike.server.cluster.build_index import BuildSettings, build_index
+from lookalike.server.cluster.deployments import ShardPlacement, shard_app_names
 from lookalike.server.cluster.serving import ClusterSettings
 from lookalike.server.engine import ModelIdentity
 from lookalike.server.index import IndexSettings
@@ -25,12 +35,20 @@ from tests.server.serving import config_for, running_server
 TINY = ModelIdentity("random-init:tiny", 16)
 COUNT, SHARDS = 600, 3
 SEARCH = IndexSettings(exact_search_below=0)  # every shard on its HNSW graph
+SERVICE = "lookalike.v1.ImageSearch"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+Answer = list[tuple[str, float]]
+
+
+def on_ray(replicas: int = 1) -> ClusterSettings:
+    """Quick to notice (tests wait on it), quick to retire a replaced version."""
+    placement = ShardPlacement(replicas=replicas)
+    return ClusterSettings(placement=placement, watch_interval_s=0.2, retire_after_s=1.0)
 
 
 @pytest.fixture(scope="module")
 def index(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    from ray import serve
-
     root = tmp_path_factory.mktemp("served")
     ids = [f"item-{i:04d}" for i in range(COUNT)]
     datasets.write_dataset(root / "dataset", TINY, ids, datasets.unit_rows(COUNT, 16, seed=5))
@@ -41,39 +59,245 @@ def index(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         serve.shutdown()
 
 
+@pytest.fixture(autouse=True)
+def no_shards_left(cluster: Cluster) -> Iterator[None]:
+    """Each test deploys its own shards: a front finds running ones and would reuse them."""
+    yield
+    with contextlib.suppress(Exception):  # Serve never started
+        for name in serve.status().applications:
+            serve.delete(name)
+
+
 @contextlib.contextmanager
-def stub_for(model: Path, index: Path, **options: object) -> Iterator[pb_grpc.ImageSearchStub]:
+def front(model: Path, index: Path, **options: Any) -> Iterator[pb_grpc.ImageSearchStub]:
     config = config_for(model, None, index_dir=index, index=SEARCH, **options)
     with running_server(config) as server, grpc.insecure_channel(server.address) as channel:
         yield pb_grpc.ImageSearchStub(channel)
 
 
-def answers(matches) -> list[tuple[str, float]]:
+def answers(matches: Any) -> Answer:
     return [(m.id, round(m.score, 5)) for m in matches]
 
 
-def test_shards_on_serve_answer_as_one_process_does(index: Path, tiny_export: Path) -> None:
-    queries = datasets.unit_rows(20, 16, seed=6)
+def vector_searches(seed: int, count: int = 20) -> list[pb.SearchRequest]:
+    queries = datasets.unit_rows(count, 16, seed=seed)
+    return [pb.SearchRequest(vector=pb.Vector(values=q.tolist()), k=10) for q in queries]
+
+
+def expected_answers(model: Path, index: Path, requests: list[pb.SearchRequest]) -> list[Answer]:
+    with front(model, index) as local:
+        return [answers(local.Search(r, timeout=30).matches) for r in requests]
+
+
+class Load:
+    """Threads sending searches round-robin until stopped; every outcome recorded by request."""
+
+    def __init__(self, stub: pb_grpc.ImageSearchStub, requests: list[pb.SearchRequest]) -> None:
+        self.stub, self.requests = stub, requests
+        self.outcomes: list[tuple[int, Answer | grpc.StatusCode]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(n,)) for n in range(3)]
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def _run(self, offset: int) -> None:
+        sent = offset
+        while not self._stop.is_set():
+            number = sent % len(self.requests)
+            try:
+                reply = self.stub.Search(self.requests[number], timeout=30)
+                self.outcomes.append((number, answers(reply.matches)))
+            except grpc.RpcError as error:
+                self.outcomes.append((number, error.code()))
+            sent += 1
+
+
+class HealthLog:
+    """Every health status the front sends on a `grpc.health.v1` Watch stream."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        request = health_pb2.HealthCheckRequest(service=SERVICE)
+        self._stream = health_pb2_grpc.HealthStub(channel).Watch(request)
+        self.statuses: list[int] = []
+        self._thread = threading.Thread(target=self._follow)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        with contextlib.suppress(grpc.RpcError):  # cancelled at close
+            for reply in self._stream:
+                self.statuses.append(reply.status)
+
+    def close(self) -> None:
+        self._stream.cancel()
+        self._thread.join(10)
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def kill_a_replica(app: str) -> None:
+    replicas = [
+        actor
+        for actor in ray.util.list_named_actors(all_namespaces=True)
+        if actor["name"].startswith(f"SERVE_REPLICA::{app}#")
+    ]
+    actor = ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"])
+    ray.kill(actor, no_restart=True)
+
+
+def test_shards_on_serve_answer_as_one_process_does_behind_tls_and_a_token(
+    index: Path, tiny_export: Path, certificate: tuple[Path, Path]
+) -> None:
     requests = [
-        pb.SearchRequest(vector=pb.Vector(values=q.tolist()), k=10, filter=f)
-        for q in queries
+        pb.SearchRequest(vector=r.vector, k=10, filter=f)
+        for r in vector_searches(seed=6)
         for f in ({}, {"parity": "1"})
     ]
     requests.append(pb.SearchRequest(id="item-0042", k=5, exclude_self=True))
-    with stub_for(tiny_export, index) as local:
+    with front(tiny_export, index) as local:
         expected = [answers(local.Search(r, timeout=30).matches) for r in requests]
         item = local.Get(pb.GetRequest(id="item-0042", include_vector=True), timeout=30)
-    with stub_for(tiny_export, index, shards_on_ray=ClusterSettings()) as served:
-        assert [answers(served.Search(r, timeout=30).matches) for r in requests] == expected
-        assert all(len(e) == k for e, k in zip(expected, [10, 10] * 20 + [5], strict=True))
-        got = served.Get(pb.GetRequest(id="item-0042", include_vector=True), timeout=30)
-        assert got.metadata == item.metadata
-        np.testing.assert_array_equal(got.vector.values, item.vector.values)
-        assert served.Stats(pb.StatsRequest(), timeout=30).items == COUNT
+    assert all(len(e) == k for e, k in zip(expected, [10, 10] * 20 + [5], strict=True))
+    cert, key = certificate
+    config = config_for(
+        tiny_export,
+        None,
+        index_dir=index,
+        index=SEARCH,
+        shards_on_ray=on_ray(),
+        tls_cert=cert,
+        tls_key=key,
+        token="s3cret",
+    )
+    credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+    token = (("authorization", "Bearer s3cret"),)
+    with (
+        running_server(config) as server,
+        grpc.secure_channel(f"localhost:{server.port}", credentials) as channel,
+    ):
+        served = pb_grpc.ImageSearchStub(channel)
+        got = [answers(served.Search(r, timeout=30, metadata=token).matches) for r in requests]
+        assert got == expected
+        stored = served.Get(pb.GetRequest(id="item-0042", include_vector=True), metadata=token)
+        assert stored.metadata == item.metadata
+        np.testing.assert_array_equal(stored.vector.values, item.vector.values)
+        stats = served.Stats(pb.StatsRequest(), timeout=30, metadata=token)
+        assert (stats.items, stats.index_version) == (COUNT, "v00001")
+        manifest = read_manifest(index)
+        assert [(s.number, s.items, s.vectors, s.replicas) for s in stats.shards] == [
+            (e.number, e.items, e.vectors, 1) for e in manifest.shards
+        ]
         with pytest.raises(grpc.RpcError) as missing:  # raised in a replica, same status
-            served.Get(pb.GetRequest(id="nobody"), timeout=30)
+            served.Get(pb.GetRequest(id="nobody"), timeout=30, metadata=token)
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
         assert missing.value.details() == "no item with id 'nobody'", missing.value.details()
         with pytest.raises(grpc.RpcError) as refused:
-            served.Delete(pb.DeleteRequest(ids=["item-0001"]), timeout=30)
+            served.Delete(pb.DeleteRequest(ids=["item-0001"]), timeout=30, metadata=token)
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "build-index" in refused.value.details()
+        with pytest.raises(grpc.RpcError) as anonymous:
+            served.Stats(pb.StatsRequest(), timeout=30)
+        assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        # health and reflection need no token, as on one server
+        health = health_pb2_grpc.HealthStub(channel)
+        assert health.Check(health_pb2.HealthCheckRequest(service=SERVICE)).status == SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        (listing,) = reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        assert SERVICE in {s.name for s in listing.list_services_response.service}
+
+
+def test_a_shard_that_loses_one_of_two_replicas_fails_no_request(
+    index: Path, tiny_export: Path
+) -> None:
+    requests = vector_searches(seed=7, count=10)
+    expected = expected_answers(tiny_export, index, requests)
+    (app, *_) = shard_app_names(index, read_manifest(index))
+    with front(tiny_export, index, shards_on_ray=on_ray(replicas=2)) as served:
+        with Load(served, requests) as load:
+            wait_for(lambda: len(load.outcomes) >= 30)
+            kill_a_replica(app)
+            count = len(load.outcomes)
+            wait_for(lambda: len(load.outcomes) >= count + 300)
+        replicas = {s.number: s.replicas for s in served.Stats(pb.StatsRequest()).shards}
+    assert all(expected[number] == outcome for number, outcome in load.outcomes)
+    assert replicas[1] == replicas[2] == 2  # the untouched shards, seen by the front
+
+
+def test_a_lone_replica_restarting_gives_unavailable_never_a_wrong_answer(
+    index: Path, tiny_export: Path
+) -> None:
+    requests = vector_searches(seed=8, count=10)
+    expected = expected_answers(tiny_export, index, requests)
+    (app, *_) = shard_app_names(index, read_manifest(index))
+    config = config_for(tiny_export, None, index_dir=index, index=SEARCH, shards_on_ray=on_ray())
+    with running_server(config) as server, grpc.insecure_channel(server.address) as channel:
+        health = HealthLog(channel)
+        served = pb_grpc.ImageSearchStub(channel)
+        with Load(served, requests) as load:
+            wait_for(lambda: len(load.outcomes) >= 30)
+            kill_a_replica(app)
+            wait_for(lambda: NOT_SERVING in health.statuses)
+            wait_for(lambda: health.statuses[-1] == SERVING)
+            count = len(load.outcomes)
+            wait_for(lambda: len(load.outcomes) >= count + 30)
+        health.close()
+    outcomes = [outcome for _, outcome in load.outcomes]
+    assert grpc.StatusCode.UNAVAILABLE in outcomes
+    for number, outcome in load.outcomes:
+        assert outcome in (expected[number], grpc.StatusCode.UNAVAILABLE)
+    assert all(outcome == expected[n] for n, outcome in load.outcomes[-30:])  # back for good
+    assert health.statuses[:2] == [SERVING, NOT_SERVING]
+    assert health.statuses[-1] == SERVING
+
+
+def test_a_new_version_is_switched_to_under_load_each_answer_from_one_version(
+    cluster: Cluster, tiny_export: Path, tmp_path: Path
+) -> None:
+    ids = [f"item-{i:04d}" for i in range(COUNT)]
+    rows = datasets.unit_rows(COUNT, 16, seed=9)
+    datasets.write_dataset(tmp_path / "dataset", TINY, ids, rows)
+    index = tmp_path / "index"
+    build_index(BuildSettings(dataset=tmp_path / "dataset", output=index, shards=SHARDS))
+    # version 2 drops the items the queries are made of and adds a close neighbour of each
+    queried = rows[:20]
+    near = queried + 0.05 * datasets.unit_rows(20, 16, seed=10)
+    near /= np.linalg.norm(near, axis=1, keepdims=True)
+    kept = ids[20:] + [f"new-{i:02d}" for i in range(20)]
+    datasets.write_dataset(tmp_path / "dataset", TINY, kept, np.vstack([rows[20:], near]))
+    build_index(BuildSettings(dataset=tmp_path / "dataset", output=index))
+    first, second = read_manifest(index, "v00001"), read_manifest(index, "v00002")
+    requests = [pb.SearchRequest(vector=pb.Vector(values=q.tolist()), k=10) for q in queried]
+    after = expected_answers(tiny_export, index, requests)
+    publish(index, first)  # serve version 1 first; publishing version 2 again switches
+    before = expected_answers(tiny_export, index, requests)
+    assert all(b != a for b, a in zip(before, after, strict=True))
+    with front(tiny_export, index, shards_on_ray=on_ray()) as served:
+        with Load(served, requests) as load:
+            wait_for(lambda: len(load.outcomes) >= 30)
+            publish(index, second)
+            wait_for(lambda: served.Stats(pb.StatsRequest()).index_version == "v00002")
+            count = len(load.outcomes)
+            wait_for(lambda: len(load.outcomes) >= count + 30)
+        stats = served.Stats(pb.StatsRequest())
+        retired = set(shard_app_names(index, first))
+        wait_for(lambda: not retired & set(serve.status().applications))
+    for number, outcome in load.outcomes:
+        assert outcome in (before[number], after[number])
+    first_answer, *_, last_answer = load.outcomes
+    assert first_answer[1] == before[first_answer[0]]
+    assert last_answer[1] == after[last_answer[0]]
+    assert stats.items == COUNT

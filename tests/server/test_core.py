@@ -156,7 +156,8 @@ def test_add_many_commits_in_groups_and_fails_bad_items_alone(tmp_path: Path) ->
             assert isinstance(failures["broken"], InvalidImageError)
             assert isinstance(failures["empty"], InvalidArgumentError)
             assert [r.id for r in results if r.replaced] == ["item-0"]
-            assert (await core.stats()).items == 147  # 148 stored, one of them a replacement
+            stored = (await core.stats()).repository.items
+            assert stored == 147  # 148 stored, one of them a replacement
 
     run(body())
 
@@ -238,9 +239,9 @@ def test_stats_describe_the_model_the_index_and_the_queue(tmp_path: Path) -> Non
             await core.embed([photo(1), photo(2)])
             stats = await core.stats()
             assert stats.model == engine.info
-            assert stats.items == 0
+            assert stats.repository.items == 0
             assert stats.batcher.images == 2
-            assert stats.index.metric == "cos"
+            assert stats.repository.index.metric == "cos"
             assert stats.uptime_seconds >= 0
 
     run(body())

@@ -191,7 +191,7 @@ class IndexSettings(_message.Message):
     def __init__(self, metric: _Optional[str] = ..., dtype: _Optional[str] = ..., connectivity: _Optional[int] = ..., expansion_add: _Optional[int] = ..., expansion_search: _Optional[int] = ..., exact_search_below: _Optional[int] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("items", "dims", "model_id", "random_weights", "precision", "providers", "preprocess_mode", "index", "queue_depth", "uptime_seconds", "batches", "mean_batch_size", "version", "text_enabled", "text_precision", "text_queue_depth")
+    __slots__ = ("items", "dims", "model_id", "random_weights", "precision", "providers", "preprocess_mode", "index", "queue_depth", "uptime_seconds", "batches", "mean_batch_size", "version", "text_enabled", "text_precision", "text_queue_depth", "index_version", "shards")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     DIMS_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -208,6 +208,8 @@ class StatsResponse(_message.Message):
     TEXT_ENABLED_FIELD_NUMBER: _ClassVar[int]
     TEXT_PRECISION_FIELD_NUMBER: _ClassVar[int]
     TEXT_QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
     items: int
     dims: int
     model_id: str
@@ -224,4 +226,18 @@ class StatsResponse(_message.Message):
     text_enabled: bool
     text_precision: str
     text_queue_depth: int
-    def __init__(self, items: _Optional[int] = ..., dims: _Optional[int] = ..., model_id: _Optional[str] = ..., random_weights: _Optional[bool] = ..., precision: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., preprocess_mode: _Optional[str] = ..., index: _Optional[_Union[IndexSettings, _Mapping]] = ..., queue_depth: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., batches: _Optional[int] = ..., mean_batch_size: _Optional[float] = ..., version: _Optional[str] = ..., text_enabled: _Optional[bool] = ..., text_precision: _Optional[str] = ..., text_queue_depth: _Optional[int] = ...) -> None: ...
+    index_version: str
+    shards: _containers.RepeatedCompositeFieldContainer[ShardStats]
+    def __init__(self, items: _Optional[int] = ..., dims: _Optional[int] = ..., model_id: _Optional[str] = ..., random_weights: _Optional[bool] = ..., precision: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., preprocess_mode: _Optional[str] = ..., index: _Optional[_Union[IndexSettings, _Mapping]] = ..., queue_depth: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., batches: _Optional[int] = ..., mean_batch_size: _Optional[float] = ..., version: _Optional[str] = ..., text_enabled: _Optional[bool] = ..., text_precision: _Optional[str] = ..., text_queue_depth: _Optional[int] = ..., index_version: _Optional[str] = ..., shards: _Optional[_Iterable[_Union[ShardStats, _Mapping]]] = ...) -> None: ...
+
+class ShardStats(_message.Message):
+    __slots__ = ("number", "items", "vectors", "replicas")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    number: int
+    items: int
+    vectors: int
+    replicas: int
+    def __init__(self, number: _Optional[int] = ..., items: _Optional[int] = ..., vectors: _Optional[int] = ..., replicas: _Optional[int] = ...) -> None: ...
