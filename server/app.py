@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import dataclasses
 import hmac
 import logging
 import os
@@ -17,7 +16,6 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -25,22 +23,21 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from lookalike.export.manifest import Manifest
-from lookalike.server.batcher import Batcher
+from lookalike.server.cluster.embedding import RemoteEmbedders
+from lookalike.server.cluster.ray_session import ray_session
 from lookalike.server.cluster.serving import ClusterRepository
 from lookalike.server.config import ServerConfig, parse_config
-from lookalike.server.core import Core, TextSide
+from lookalike.server.core import Core
 from lookalike.server.datadir import DataDirLock
-from lookalike.server.engine import Engine, ModelIdentity
+from lookalike.server.embedders import EngineFactory, LocalEmbedders
+from lookalike.server.engine import ModelIdentity
 from lookalike.server.errors import AddressInUseError, LookalikeError
 from lookalike.server.items import Repository
 from lookalike.server.metrics import Metrics
-from lookalike.server.onnx_engine import EngineSettings, OnnxEngine, read_manifest
-from lookalike.server.preprocess import Preprocessor
+from lookalike.server.onnx_engine import OnnxEngine
 from lookalike.server.repository import LocalRepository
 from lookalike.server.service import ImageSearchService
 from lookalike.server.sharded_repository import ShardedRepository
-from lookalike.server.tokenizer import TextTokenizer
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 
@@ -86,9 +83,6 @@ def _refusal(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHand
     return grpc.unary_unary_rpc_method_handler(refuse)
 
 
-EngineFactory = Callable[[Path, EngineSettings], Engine]
-
-
 class LookalikeServer:
     def __init__(self, config: ServerConfig, *, engine_factory: EngineFactory = OnnxEngine) -> None:
         self.config = config
@@ -99,10 +93,8 @@ class LookalikeServer:
         self.service = ImageSearchService(self.metrics)
         self.port: int | None = None
         self._started = time.monotonic()
-        self._engine: Engine | None = None
-        self._text_engine: Engine | None = None
-        self._batcher: Batcher[bytes] | None = None
-        self._text_batcher: Batcher[str] | None = None
+        self._embedders: LocalEmbedders | RemoteEmbedders | None = None
+        self._exits = contextlib.ExitStack()  # the Ray session, when serving on Ray
         self._repository: Repository | None = None
         self._snapshots: asyncio.Task[None] | None = None
         # SERVING once loaded while nothing is wrong: part ("engine", "shards") -> what is
@@ -168,39 +160,23 @@ class LookalikeServer:
     async def load(self) -> None:
         """Load the models and the index, warm up, then report SERVING."""
         config = self.config
-        loop = asyncio.get_running_loop()
-        manifest = read_manifest(config.model_dir)
-        engine = await loop.run_in_executor(
-            None, self._engine_factory, config.model_dir, config.engine
-        )
-        self._engine = engine
-        model = engine.info
-        await loop.run_in_executor(None, engine.warm_up, config.batcher.max_batch)
-        preprocess = Preprocessor(
-            manifest.preprocess, mode=config.preprocess_mode, limits=config.image_limits
-        )
-        batcher: Batcher[bytes] = Batcher(
-            engine.embed,
-            preprocess,
-            config.batcher,
-            on_health_change=self._engine_health_changed,
-            metrics=self.metrics,
-        )
-        self._batcher = batcher  # from here on, stop() closes what load() opened
-        await batcher.start()
-        text = await self._load_text(manifest)
+        if config.shards_on_ray is not None:
+            session = ray_session(config.shards_on_ray.address)
+            await asyncio.to_thread(self._exits.enter_context, session)
+        embedders = await self._load_embedders()
+        model, text = embedders.model, embedders.text
         repository = self._repository_for(model.identity)
         self._repository = repository
         items = await repository.open()
         core = Core(
             model,
-            batcher,
+            embedders.image,
             repository,
             self.metrics,
             limits=config.request_limits,
             preprocess_mode=config.preprocess_mode.value,
             text=text,
-            no_text_reason=self._no_text_reason(manifest),
+            no_text_reason=embedders.no_text_reason,
             started=self._started,
         )
         self.service.attach(core)
@@ -211,7 +187,7 @@ class LookalikeServer:
         await self._publish_health()
         log.info(
             "ready: model %s (%s%s), %s on %s, %d threads%s, %d-d, %d items, preprocess %s, "
-            "max batch %d, max delay %gms, text %s",
+            "max batch %d, max delay %gms, text %s%s",
             model.model_id,
             model.source_kind,
             ", RANDOM WEIGHTS" if model.random_weights else "",
@@ -225,7 +201,29 @@ class LookalikeServer:
             config.batcher.max_batch,
             config.batcher.max_delay_ms,
             text.model.precision.value if text else "off",
+            ", embedding on Ray Serve" if isinstance(embedders, RemoteEmbedders) else "",
         )
+
+    async def _load_embedders(self) -> LocalEmbedders | RemoteEmbedders:
+        """The model in this process, or the embedding deployment on Ray (--embed-on-ray)."""
+        cluster = self.config.shards_on_ray
+        if cluster is not None and cluster.embedding is not None:
+            remote = RemoteEmbedders(
+                self.config,
+                cluster.embedding,
+                timeout_s=cluster.embed_timeout_s,
+                watch_interval_s=cluster.watch_interval_s,
+                on_health_change=lambda trouble: self._report("embedder", trouble),
+            )
+            self._embedders = remote
+            await remote.open()
+            return remote
+        local = LocalEmbedders()
+        self._embedders = local  # from here on, stop() closes what load() opened
+        await local.load(
+            self.config, self.metrics, self._engine_factory, self._engine_health_changed
+        )
+        return local
 
     def _repository_for(self, identity: ModelIdentity) -> Repository:
         """The data directory's store, or the built index read-only."""
@@ -243,44 +241,6 @@ class LookalikeServer:
         assert config.data_dir is not None  # parse_config insists on one of the two
         return LocalRepository(config.data_dir, identity, config.index)
 
-    async def _load_text(self, manifest: Manifest) -> TextSide | None:
-        """The text tower and its own queue, unless it is off or the package has none."""
-        config = self.config
-        graph = manifest.graphs.get("text")
-        if not config.text or graph is None or graph.tokenizer is None:
-            return None
-        loop = asyncio.get_running_loop()
-        # Texts are queried one at a time far more often than in bulk: one session (no second
-        # copy of the weights, about 85 MB for ViT-B/32's text tower) serves them one after
-        # another where int8 batching would change results (benchmarks/README.md).
-        settings = dataclasses.replace(config.engine, graph="text", parallel_per_input=False)
-        engine = await loop.run_in_executor(None, self._engine_factory, config.model_dir, settings)
-        self._text_engine = engine
-        await loop.run_in_executor(None, engine.warm_up, config.text_batcher.max_batch)
-        tokenizer = TextTokenizer(config.model_dir, graph.tokenizer)
-        batcher: Batcher[str] = Batcher(
-            engine.embed,
-            tokenizer,
-            config.text_batcher,
-            metrics=self.metrics,
-            queue="text",
-            stages=("tokenize", "text_inference"),
-        )
-        self._text_batcher = batcher
-        await batcher.start()
-        return TextSide(engine.info, batcher)
-
-    def _no_text_reason(self, manifest: Manifest) -> str:
-        if not self.config.text:
-            return "this server runs without its text tower (--no-text); restart it without"
-        source = manifest.source
-        origin = f"--random-init {source.id}" if source.random_weights else f"--model {source.id}"
-        return (
-            f"the model package {self.config.model_dir} has no text tower (exported with "
-            "--no-text, or by a Lookalike before text search); re-export it to search by "
-            f"text: lookalike-export {origin} --output {self.config.model_dir} --overwrite"
-        )
-
     async def stop(self) -> None:
         """NOT_SERVING, stop accepting, drain in-flight calls, then save the snapshot."""
         self._loaded = False  # no part's recovery may report SERVING from here on
@@ -292,14 +252,11 @@ class LookalikeServer:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        for batcher in (self._batcher, self._text_batcher):
-            if batcher is not None:
-                await batcher.close()
         if self._repository is not None:
             await self._repository.close()
-        for engine in (self._engine, self._text_engine):
-            if engine is not None:
-                engine.close()
+        if self._embedders is not None:
+            await self._embedders.close()
+        await asyncio.to_thread(self._exits.close)
         if self._data_lock:
             self._data_lock.release()
         log.info("stopped")
@@ -344,17 +301,19 @@ class LookalikeServer:
             self._spawn(self._probe_engine())
 
     async def _probe_engine(self) -> None:
+        embedders = self._embedders
+        assert isinstance(embedders, LocalEmbedders)  # the only ones reporting engine health
         loop = asyncio.get_running_loop()
-        while self._batcher is not None and not self._batcher.healthy:
+        while not embedders.image.healthy:
             await asyncio.sleep(self.config.engine_probe_s)
-            if self._engine is None or self._batcher is None:
+            if embedders.engine is None:
                 return
             try:
-                await loop.run_in_executor(None, self._engine.self_test)
+                await loop.run_in_executor(None, embedders.engine.self_test)
             except Exception as exc:  # still broken: keep probing
                 log.warning("engine self-test failed: %s", exc)
                 continue
-            self._batcher.record_recovery()
+            embedders.image.record_recovery()
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)

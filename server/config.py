@@ -10,8 +10,7 @@ from pathlib import Path
 
 from lookalike.export.manifest import Precision
 from lookalike.server.batcher import BatcherSettings
-from lookalike.server.cluster.deployments import ShardPlacement
-from lookalike.server.cluster.serving import ClusterSettings
+from lookalike.server.cluster.settings import ClusterSettings, EmbedPlacement, ShardPlacement
 from lookalike.server.index import DTYPES, IndexSettings
 from lookalike.server.onnx_engine import EngineSettings, Provider
 from lookalike.server.preprocess import ImageLimits, PreprocessMode
@@ -100,7 +99,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "answer as their gRPC front",
     )
     flag("--ray-address", help="with --shards-on-ray (default: RAY_ADDRESS, else a local Ray)")
-    cluster, placement = ClusterSettings(), ShardPlacement()
+    cluster, placement, embedding = ClusterSettings(), ShardPlacement(), EmbedPlacement()
     flag(
         "--shard-replicas",
         type=int,
@@ -119,6 +118,27 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         type=float,
         default=cluster.watch_interval_s,
         help="how often the front checks shard replicas' health and the index's current version",
+    )
+    flag(
+        "--embed-on-ray",
+        action="store_true",
+        help="with --shards-on-ray: embed images and texts in a Ray Serve deployment instead "
+        "of this process (the front then loads no model)",
+    )
+    flag("--embed-replicas", type=int, default=embedding.replicas, help="embedding replicas")
+    flag(
+        "--embed-max-replicas",
+        type=int,
+        default=embedding.max_replicas,
+        help="above --embed-replicas: Serve autoscales the embedder up to this many on the "
+        "images each replica holds",
+    )
+    flag("--embed-cpus", type=float, default=embedding.cpus, help="CPUs per embedding replica")
+    flag(
+        "--embed-gpus",
+        type=float,
+        default=embedding.gpus,
+        help="GPUs per embedding replica (with --provider cuda)",
     )
     flag(
         "--retire-after-s",
@@ -182,6 +202,8 @@ def parse_config(
         parser.error("give one of --data-dir (a read-write store) or --index (a built index)")
     if args.shards_on_ray and args.index is None:
         parser.error("--shards-on-ray serves the shards of an --index")
+    if args.embed_on_ray and not args.shards_on_ray:
+        parser.error("--embed-on-ray goes with --shards-on-ray")
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
     try:
@@ -194,6 +216,14 @@ def parse_config(
                 placement=ShardPlacement(
                     replicas=int(args.shard_replicas), cpus=float(args.shard_cpus)
                 ),
+                embedding=EmbedPlacement(
+                    replicas=int(args.embed_replicas),
+                    max_replicas=int(args.embed_max_replicas),
+                    cpus=float(args.embed_cpus),
+                    gpus=float(args.embed_gpus),
+                )
+                if args.embed_on_ray
+                else None,
                 shard_timeout_s=float(args.shard_timeout_s),
                 watch_interval_s=float(args.watch_interval_s),
                 retire_after_s=float(args.retire_after_s),

@@ -18,7 +18,8 @@ from importlib import metadata
 
 import numpy as np
 
-from lookalike.server.batcher import Batcher, BatcherStats
+from lookalike.server.batcher import BatcherStats
+from lookalike.server.embedders import Embedder, TextSide
 from lookalike.server.engine import ModelInfo
 from lookalike.server.errors import InvalidArgumentError, LookalikeError, TextUnavailableError
 from lookalike.server.items import (
@@ -43,7 +44,6 @@ from lookalike.server.requests import (
 
 __all__ = [
     "Core",
-    "TextSide",
     "Embedded",
     "AddResult",
     "AddGroup",
@@ -100,19 +100,11 @@ class ServerStats:
     text_batcher: BatcherStats | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class TextSide:
-    """The text tower: its model and its own batch queue."""
-
-    model: ModelInfo
-    batcher: Batcher[str]
-
-
 class Core:
     def __init__(
         self,
         model: ModelInfo,
-        batcher: Batcher[bytes],
+        embedder: Embedder[bytes],
         repository: Repository,
         metrics: Metrics,
         *,
@@ -124,19 +116,19 @@ class Core:
     ) -> None:
         """`no_text_reason` is what a text request is told when `text` is None."""
         self._text, self._no_text_reason = text, no_text_reason
-        self.model, self._batcher, self._repository = model, batcher, repository
+        self.model, self._embedder, self._repository = model, embedder, repository
         self._metrics, self._limits, self._preprocess_mode = metrics, limits, preprocess_mode
         self._started = time.monotonic() if started is None else started
         self._metrics.index_items.set(repository.item_count)
 
     async def embed(self, images: Sequence[bytes]) -> Embedded:
         check_image_count(len(images), self._limits)
-        return Embedded(await self._batcher.embed(images), self.model.model_id)
+        return Embedded(await self._embedder.embed(images), self.model.model_id)
 
     async def embed_texts(self, texts: Sequence[str]) -> Embedded:
         """Texts into the images' embedding space, through the text tower."""
         check_texts(texts, self._limits)
-        return Embedded(await self._text_side().batcher.embed(texts), self.model.model_id)
+        return Embedded(await self._text_side().embedder.embed(texts), self.model.model_id)
 
     async def add(self, item: AddItem) -> WriteOutcome:
         vector = await self._start(item)
@@ -153,7 +145,7 @@ class Core:
             index = 0
             async for item in items:
                 # admission is synchronous (`_start`), so the room seen here is still there
-                while pending and item.image is not None and not self._batcher.has_room(1):
+                while pending and item.image is not None and not self._embedder.has_room(1):
                     yield await self._commit_group(pending, totals)
                 try:
                     pending.append(_Pending(index, item, self._start(item)))
@@ -208,12 +200,12 @@ class Core:
         return ServerStats(
             repository=repository,
             model=self.model,
-            batcher=self._batcher.stats(),
+            batcher=self._embedder.stats(),
             uptime_seconds=time.monotonic() - self._started,
             preprocess_mode=self._preprocess_mode,
             version=_version(),
             text_model=self._text.model if self._text else None,
-            text_batcher=self._text.batcher.stats() if self._text else None,
+            text_batcher=self._text.embedder.stats() if self._text else None,
         )
 
     # -- helpers ---------------------------------------------------------------------------
@@ -228,10 +220,10 @@ class Core:
         if query.vector is not None:
             return unit_vector(query.vector, self.model.dims)
         if query.text is not None:
-            (vector,) = await self._text_side().batcher.embed([query.text])
+            (vector,) = await self._text_side().embedder.embed([query.text])
             return vector
         assert query.image is not None  # check() saw exactly one query
-        (vector,) = await self._batcher.embed([query.image])
+        (vector,) = await self._embedder.embed([query.image])
         return vector
 
     def _start(self, item: AddItem) -> asyncio.Future[np.ndarray]:
@@ -244,7 +236,7 @@ class Core:
         if item.image is not None and item.vector is not None:
             raise InvalidArgumentError(f"item {item.id!r} has an image and a vector: set one")
         if item.image is not None:
-            (future,) = self._batcher.submit([item.image])
+            (future,) = self._embedder.submit([item.image])
             return future
         future = asyncio.get_running_loop().create_future()
         future.set_result(unit_vector(item.vector, self.model.dims))  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ __all__ = [
     "ReadOnlyError",
     "OverloadedError",
     "NotReadyError",
-    "ShardUnavailableError",
+    "ReplicaUnavailableError",
     "EngineError",
     "StorageError",
     "StorageFullError",
@@ -68,7 +68,7 @@ class NotReadyError(LookalikeError):
     """The server is starting or draining."""
 
 
-class ShardUnavailableError(LookalikeError):
+class ReplicaUnavailableError(LookalikeError):
     """A shard of a cluster-served index has no replica that answers now (one is restarting,
     or none answered in time); nothing partial is returned: retry shortly."""
 

@@ -1,36 +1,40 @@
-"""The Ray Serve applications of a built index: one per shard of each version served.
+"""The Ray Serve applications a front runs: one per shard of each index version served, and
+the embedder.
 
 An application is named after the index, the version and the shard
 (`lookalike-1a2b3c4d-v00002-shard-00003`), so that two versions run side by side while a front
 switches from one to the other, and a second front on the same index finds the first one's
-applications running instead of redeploying them. Serve runs without HTTP proxies: the gRPC
-front reaches the replicas through their handles.
+applications running instead of redeploying them; the same holds for the embedder (named
+after the model package and the settings it runs with). Serve runs without HTTP proxies: the
+gRPC front reaches the replicas through their handles.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from lookalike.server.built_index import IndexManifest
-from lookalike.server.cluster.replicas import ShardReplica
+from lookalike.server.cluster.replicas import EmbedderReplica, ShardReplica
+from lookalike.server.cluster.settings import EmbedPlacement, ShardPlacement
+from lookalike.server.config import ServerConfig
 from lookalike.server.index import IndexSettings
 
-__all__ = ["ShardPlacement", "shard_app_names", "deploy_version", "retire", "replicas_running"]
+__all__ = [
+    "shard_app_names",
+    "deploy_version",
+    "retire",
+    "embedder_app_name",
+    "deploy_embedder",
+    "replicas_running",
+    "silent_apps",
+]
 
 # Requests a replica takes at once: Serve's default (5) queued a burst of 200 queries behind
 # each other, 10 queries/s against 200 with this (measured on the 2-node test cluster)
 MAX_ONGOING_REQUESTS = 256
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ShardPlacement:
-    replicas: int = 1  # per shard
-    cpus: float = 0.25  # per replica
-    # Reserve the shard's size of Ray's `memory` resource per replica, so that Ray places
-    # replicas only on nodes with room for their shard (shared page cache aside).
-    reserve_memory: bool = True
 
 
 def shard_app_names(index_dir: Path, manifest: IndexManifest) -> list[str]:
@@ -66,6 +70,56 @@ def deploy_version(
     return names
 
 
+def embedder_replica_config(config: ServerConfig) -> ServerConfig:
+    """What of the front's settings an embedding replica runs with: the model and how it
+    embeds, nothing of the front's store, address or secrets."""
+    return ServerConfig(
+        model_dir=config.model_dir.resolve(),
+        engine=config.engine,
+        batcher=config.batcher,
+        text=config.text,
+        text_batcher=config.text_batcher,
+        preprocess_mode=config.preprocess_mode,
+        image_limits=config.image_limits,
+    )
+
+
+def embedder_app_name(config: ServerConfig) -> str:
+    """One embedding application per model package and embedding settings: fronts that
+    agree share it."""
+    tag = hashlib.sha256(repr(embedder_replica_config(config)).encode()).hexdigest()[:8]
+    return f"lookalike-{tag}-embedder"
+
+
+def deploy_embedder(config: ServerConfig, placement: EmbedPlacement) -> str:
+    """Run the embedding deployment (unless it runs) and wait for its replicas; its name."""
+    from ray import serve
+
+    name = embedder_app_name(config)
+    if name in serve.status().applications:
+        return name
+    scaling: dict[str, Any] = (
+        {
+            "autoscaling_config": {
+                "min_replicas": placement.replicas,
+                "max_replicas": placement.max_replicas,
+                "target_ongoing_requests": placement.target_calls,
+            }
+        }
+        if placement.max_replicas > placement.replicas
+        else {"num_replicas": placement.replicas}
+    )
+    deployment = serve.deployment(
+        name="embedder",
+        max_ongoing_requests=config.batcher.max_queue,
+        ray_actor_options={"num_cpus": placement.cpus, "num_gpus": placement.gpus},
+        **scaling,
+    )(EmbedderReplica)
+    serve.start(proxy_location="Disabled")
+    serve.run(deployment.bind(embedder_replica_config(config)), name=name, route_prefix=None)
+    return name
+
+
 def retire(names: list[str]) -> None:
     """Delete these applications (their replicas stop after finishing what they hold)."""
     from ray import serve
@@ -95,3 +149,10 @@ def replicas_running(names: list[str]) -> dict[str, tuple[int, str]]:
         words = ", ".join(f"{state} {count}" for state, count in sorted(states.items()))
         found[name] = (states.get("RUNNING", 0), words or str(application.status))
     return found
+
+
+def silent_apps(found: Mapping[str, tuple[int, str]], labels: Mapping[str, str]) -> str | None:
+    """ "no replica answering for shard 2 (STARTING 1)", or None when each labelled
+    application has a replica running."""
+    silent = [f"{label} ({found[app][1]})" for app, label in labels.items() if found[app][0] == 0]
+    return f"no replica answering for {', '.join(silent)}" if silent else None

@@ -2,7 +2,10 @@
 
 A shard replica opens one shard of one version of a built index (checked against the manifest,
 memory-mapped read-only: replicas on one node share the page cache) and answers for it alone
-with `ShardSearcher`; the front merges the shards' answers.
+with `ShardSearcher`; the front merges the shards' answers. An embedder replica loads the
+model package exactly as a server does (`LocalEmbedders`: same engine, precision,
+preprocessing and batch queue), so an embedding does not depend on which replica, or which
+server, computed it.
 """
 
 from __future__ import annotations
@@ -14,11 +17,17 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.server.built_index import open_shards, read_manifest
+from lookalike.server.config import ServerConfig
+from lookalike.server.embedders import LocalEmbedders
+from lookalike.server.engine import ModelInfo
+from lookalike.server.errors import EngineError, TextUnavailableError
 from lookalike.server.index import IndexSettings
 from lookalike.server.items import StoredItem
+from lookalike.server.metrics import Metrics
+from lookalike.server.onnx_engine import OnnxEngine
 from lookalike.server.shard_search import Query, ShardAnswer, ShardSearcher
 
-__all__ = ["ShardReplica"]
+__all__ = ["ShardReplica", "EmbedderReplica", "Described"]
 
 
 class ShardReplica:
@@ -35,3 +44,37 @@ class ShardReplica:
 
     async def get(self, item_id: str, with_vector: bool) -> StoredItem:
         return await asyncio.to_thread(self.searcher.get, item_id, with_vector=with_vector)
+
+
+@dataclasses.dataclass(frozen=True)
+class Described:
+    """What an embedder replica says of the model it runs."""
+
+    model: ModelInfo
+    text_model: ModelInfo | None  # None without a text tower
+    no_text_reason: str
+
+
+class EmbedderReplica:
+    async def __init__(self, config: ServerConfig) -> None:  # type: ignore[misc]
+        """Serve awaits an async constructor: the model loads and warms up here."""
+        self._embedders = LocalEmbedders()
+        await self._embedders.load(config, Metrics.create(), OnnxEngine)
+
+    def describe(self) -> Described:
+        embedders = self._embedders
+        text = embedders.text.model if embedders.text else None
+        return Described(embedders.model, text, embedders.no_text_reason)
+
+    async def embed_images(self, images: list[bytes]) -> np.ndarray:
+        return await self._embedders.image.embed(images)
+
+    async def embed_texts(self, texts: list[str]) -> np.ndarray:
+        if self._embedders.text is None:
+            raise TextUnavailableError(self._embedders.no_text_reason)
+        return await self._embedders.text.embedder.embed(texts)
+
+    def check_health(self) -> None:
+        """Serve calls this periodically and replaces a replica whose engine keeps failing."""
+        if not self._embedders.image.healthy:
+            raise EngineError("the engine keeps failing")

@@ -5,7 +5,7 @@ every shard has a replica answering.
 `ClusterRepository` satisfies the `Repository` protocol through the deployments' handles, so
 the transport-free core and the gRPC front run on it unchanged. A call pins one version: its
 answer never mixes two. A replica that dies holding a call is asked again through another;
-a shard with no replica answering makes the call fail with `ShardUnavailableError`
+a shard with no replica answering makes the call fail with `ReplicaUnavailableError`
 (UNAVAILABLE), never with a partial answer.
 """
 
@@ -15,43 +15,34 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from lookalike.server.built_index import IndexManifest, check_model, read_manifest
+from lookalike.server.cluster.calls import ask, unavailable
 from lookalike.server.cluster.deployments import (
-    ShardPlacement,
     deploy_version,
     replicas_running,
     retire,
+    silent_apps,
 )
+from lookalike.server.cluster.settings import ClusterSettings
 from lookalike.server.engine import ModelIdentity
-from lookalike.server.errors import LookalikeError, ShardUnavailableError
+from lookalike.server.errors import LookalikeError
 from lookalike.server.index import IndexSettings
 from lookalike.server.items import SearchResult, StoredItem
 from lookalike.server.shard_search import Query, merge_matches
 from lookalike.server.sharded_repository import BuiltIndexRepository
 
-__all__ = ["ClusterRepository", "ClusterSettings", "HealthListener"]
+__all__ = ["ClusterRepository", "HealthListener"]
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 HealthListener = Callable[[str | None], None]  # None: every shard answers; else why not
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ClusterSettings:
-    address: str | None = None  # a Ray cluster; None: RAY_ADDRESS, else a local Ray
-    placement: ShardPlacement = dataclasses.field(default_factory=ShardPlacement)
-    shard_timeout_s: float = 10.0  # a shard that has not answered by then: UNAVAILABLE
-    watch_interval_s: float = 2.0  # how often replicas' health and CURRENT are looked at
-    retire_after_s: float = 60.0  # a replaced version's shards keep running this long
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,10 +57,10 @@ class _Deployed:
 class ClusterRepository(BuiltIndexRepository[_Deployed]):
     """The `Repository` of an index whose shards run as Serve deployments on a Ray cluster.
 
-    Opening it connects to the cluster and deploys the current version's shards (or finds
-    them running); while open it switches to each version `build-index` publishes, once that
+    Opening it deploys the current version's shards on the connected cluster (or finds them
+    running); while open it switches to each version `build-index` publishes, once that
     version's shards run, and retires the replaced shards `retire_after_s` later. Closing it
-    leaves the current shards running for other fronts, unless it started a local Ray.
+    leaves the current shards running for other fronts.
     """
 
     def __init__(
@@ -88,10 +79,10 @@ class ClusterRepository(BuiltIndexRepository[_Deployed]):
         self._retiring: list[tuple[float, list[str]]] = []  # (when, applications)
         self._refused_version: str | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._own_ray = False
 
     async def open(self) -> int:
-        manifest = await asyncio.to_thread(self._connect)
+        manifest = await asyncio.to_thread(read_manifest, self.index_dir)
+        check_model(manifest, self.identity, self.index_dir)
         self._served = await asyncio.to_thread(self._deploy, manifest)
         await self._look()
         self._watcher = asyncio.create_task(self._watch())
@@ -105,10 +96,6 @@ class ClusterRepository(BuiltIndexRepository[_Deployed]):
         for _, apps in self._retiring:  # nobody is left to use them
             await asyncio.to_thread(retire, apps)
         self._retiring, self._served = [], None
-        if self._own_ray:
-            import ray
-
-            ray.shutdown()
 
     # -- answering -------------------------------------------------------------------------
 
@@ -131,48 +118,14 @@ class ClusterRepository(BuiltIndexRepository[_Deployed]):
         return [self._running.get(app, 0) for app in served.apps]
 
     async def _ask(self, served: _Deployed, number: int, call: Callable[[Any], Any]) -> Any:
-        """One shard's answer. A replica that dies holding the call is asked again through
-        the handle (which then routes around it) while another replica runs."""
-        from ray.exceptions import RayActorError
-
-        app, timeout = served.apps[number], self._cluster.shard_timeout_s
+        """One shard's answer, or UNAVAILABLE at once while it has no replica running."""
+        app, handle = served.apps[number], served.handles[number]
+        what = f"shard {number} of index version {served.manifest.name}"
         if self._running.get(app, 0) == 0:
-            raise ShardUnavailableError(self._unanswered(served, number, "no replica running"))
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                remaining = max(0.0, deadline - time.monotonic())
-                return await asyncio.wait_for(_answer(call(served.handles[number])), remaining)
-            except TimeoutError:
-                why = f"no answer within {timeout:g}s"
-                raise ShardUnavailableError(self._unanswered(served, number, why)) from None
-            except RayActorError:
-                (running, words) = (await asyncio.to_thread(replicas_running, [app]))[app]
-                self._running[app] = running
-                if running == 0 or time.monotonic() >= deadline:
-                    why = f"its replica stopped ({words})"
-                    raise ShardUnavailableError(self._unanswered(served, number, why)) from None
-                log.warning("a replica of %s died holding a call; asking another", app)
-
-    @staticmethod
-    def _unanswered(served: _Deployed, number: int, why: str) -> str:
-        return (
-            f"shard {number} of index version {served.manifest.name} is not answering "
-            f"({why}); retry shortly"
-        )
+            raise unavailable(what, "no replica running")
+        return await ask(app, lambda: call(handle), self._cluster.shard_timeout_s, what)
 
     # -- watching: health, new versions, retirement ----------------------------------------
-
-    def _connect(self) -> IndexManifest:
-        import ray
-
-        manifest = read_manifest(self.index_dir)
-        check_model(manifest, self.identity, self.index_dir)
-        if not ray.is_initialized():
-            address = self._cluster.address or os.environ.get("RAY_ADDRESS")
-            ray.init(address=address, include_dashboard=False)
-            self._own_ray = not address
-        return manifest
 
     def _deploy(self, manifest: IndexManifest) -> _Deployed:
         from ray import serve
@@ -198,22 +151,11 @@ class ClusterRepository(BuiltIndexRepository[_Deployed]):
         apps = served.apps + [app for _, retiring in self._retiring for app in retiring]
         found = await asyncio.to_thread(replicas_running, apps)
         self._running = {app: running for app, (running, _) in found.items()}
-        silent = [
-            f"shard {number} ({found[app][1]})"
-            for number, app in enumerate(served.apps)
-            if found[app][0] == 0
-        ]
-        trouble = (
-            f"index version {served.manifest.name}: no replica answering for {', '.join(silent)}"
-            if silent
-            else None
-        )
+        labels = {app: f"shard {number}" for number, app in enumerate(served.apps)}
+        silent = silent_apps(found, labels)
+        trouble = f"index version {served.manifest.name}: {silent}" if silent else None
         if trouble != self._trouble:
             self._trouble = trouble
-            if trouble:
-                log.error("%s", trouble)
-            else:
-                log.info("every shard of version %s has a replica answering", served.manifest.name)
             if self._on_health_change is not None:
                 self._on_health_change(trouble)
 
@@ -254,13 +196,3 @@ class ClusterRepository(BuiltIndexRepository[_Deployed]):
         self._retiring = [(when, apps) for when, apps in self._retiring if when > now]
         for apps in due:
             await asyncio.to_thread(retire, apps)
-
-
-async def _answer(response: Awaitable[T]) -> T:
-    """A replica's answer; its own error as it raised it (Ray wraps it in a `RayTaskError`
-    that also subclasses it, with the replica's traceback in its message)."""
-    try:
-        return await response
-    except LookalikeError as error:
-        cause = getattr(error, "cause", None)
-        raise (cause if isinstance(cause, LookalikeError) else error) from None

@@ -6,6 +6,7 @@ as the one-process `--index` server does, keeps answering when a replica dies, s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,12 +25,13 @@ from ray.cluster_utils import Cluster
 from benchmarks import datasets
 from lookalike.server.built_index import publish, read_manifest
 from lookalike.server.cluster.build_index import BuildSettings, build_index
-from lookalike.server.cluster.deployments import ShardPlacement, shard_app_names
-from lookalike.server.cluster.serving import ClusterSettings
+from lookalike.server.cluster.deployments import shard_app_names
+from lookalike.server.cluster.settings import ClusterSettings, EmbedPlacement, ShardPlacement
 from lookalike.server.engine import ModelIdentity
 from lookalike.server.index import IndexSettings
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
+from tests.server.images import jpeg
 from tests.server.serving import config_for, running_server
 
 TINY = ModelIdentity("random-init:tiny", 16)
@@ -218,6 +220,41 @@ def test_shards_on_serve_answer_as_one_process_does_behind_tls_and_a_token(
             iter([reflection_pb2.ServerReflectionRequest(list_services="")])
         )
         assert SERVICE in {s.name for s in listing.list_services_response.service}
+
+
+def vectors_of(reply: pb.EmbedResponse) -> np.ndarray:
+    return np.array([list(v.values) for v in reply.embeddings], dtype=np.float32)
+
+
+def test_the_embedding_deployment_embeds_exactly_as_one_server_does(
+    index: Path, tiny_export: Path
+) -> None:
+    photos = [jpeg(120 + 10 * i, 90 + 7 * i, seed=i) for i in range(6)]
+    texts = pb.EmbedRequest(texts=["a dog on a beach", "two red cars"])
+    by_image = pb.SearchRequest(image=photos[2], k=5, filter={"parity": "0"})
+    with front(tiny_export, index) as local:
+        expected = vectors_of(local.Embed(pb.EmbedRequest(images=photos), timeout=30))
+        expected_texts = vectors_of(local.Embed(texts, timeout=30))
+        expected_search = answers(local.Search(by_image, timeout=30).matches)
+        expected_stats = local.Stats(pb.StatsRequest(), timeout=30)
+    settings = dataclasses.replace(on_ray(), embedding=EmbedPlacement(cpus=0.5))
+    with front(tiny_export, index, shards_on_ray=settings) as served:
+        one_call = vectors_of(served.Embed(pb.EmbedRequest(images=photos), timeout=30))
+        alone = [vectors_of(served.Embed(pb.EmbedRequest(images=[p]), timeout=30)) for p in photos]
+        np.testing.assert_array_equal(one_call, expected)
+        np.testing.assert_array_equal(np.vstack(alone), expected)  # batching changes nothing
+        np.testing.assert_array_equal(vectors_of(served.Embed(texts, timeout=30)), expected_texts)
+        assert answers(served.Search(by_image, timeout=30).matches) == expected_search
+        with pytest.raises(grpc.RpcError) as broken:  # refused in the replica, same status
+            served.Embed(pb.EmbedRequest(images=[b"not an image"]), timeout=30)
+        assert broken.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        stats = served.Stats(pb.StatsRequest(), timeout=30)
+    assert (stats.model_id, stats.precision, stats.dims, stats.text_enabled) == (
+        expected_stats.model_id,
+        expected_stats.precision,
+        expected_stats.dims,
+        True,
+    )
 
 
 def test_a_shard_that_loses_one_of_two_replicas_fails_no_request(
