@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -67,6 +67,29 @@ class ShardSearcher:
         return ShardAnswer(
             [ScoredItem(items[h.key], h.score) for h in hits if h.key in items], exact
         )
+
+    def search_many(
+        self, vectors: np.ndarray, ks: Sequence[int], queries: Sequence[Query]
+    ) -> list[ShardAnswer]:
+        """`search` for each row of `vectors` (queries that arrived together), in order: the
+        plain ones (no filter, floor or exclusion) in one index call per k over every core,
+        the others one by one. Same answers as one at a time."""
+        answers: dict[int, ShardAnswer] = {}
+        plain: dict[int, list[int]] = {}
+        for row, (k, query) in enumerate(zip(ks, queries, strict=True)):
+            if query == Query():
+                plain.setdefault(k, []).append(row)
+            else:
+                answers[row] = self.search(vectors[row], k, query)
+        for k, rows in plain.items():
+            with self._lock:
+                found = self.shard.index.search_batch(vectors[rows], k)
+                exact = self.shard.index.is_exact_for()
+                items = self.shard.table.by_keys([hit.key for hits in found for hit in hits])
+            for row, hits in zip(rows, found, strict=True):
+                scored = [ScoredItem(items[h.key], h.score) for h in hits if h.key in items]
+                answers[row] = ShardAnswer(scored, exact)
+        return [answers[row] for row in range(len(queries))]
 
     def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem:
         with self._lock:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from lookalike.server.built_index import IndexManifest
-from lookalike.server.cluster.replicas import EmbedderReplica, ShardReplica
 from lookalike.server.cluster.settings import EmbedPlacement, ShardPlacement
 from lookalike.server.config import ServerConfig
 from lookalike.server.index import IndexSettings
@@ -49,6 +48,8 @@ def deploy_version(
     """Run every shard of this version (those not running yet) on the connected Ray cluster
     and wait until each has its replicas; return the applications' names."""
     from ray import serve
+
+    from lookalike.server.cluster.replicas import ShardReplica
 
     names = shard_app_names(index_dir, manifest)
     running = serve.status().applications
@@ -94,6 +95,8 @@ def embedder_app_name(config: ServerConfig) -> str:
 def deploy_embedder(config: ServerConfig, placement: EmbedPlacement) -> str:
     """Run the embedding deployment (unless it runs) and wait for its replicas; its name."""
     from ray import serve
+
+    from lookalike.server.cluster.replicas import EmbedderReplica
 
     name = embedder_app_name(config)
     if name in serve.status().applications:

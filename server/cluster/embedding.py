@@ -19,7 +19,6 @@ import numpy as np
 from lookalike.server.batcher import BatcherStats
 from lookalike.server.cluster.calls import ask
 from lookalike.server.cluster.deployments import deploy_embedder, replicas_running, silent_apps
-from lookalike.server.cluster.replicas import Described
 from lookalike.server.cluster.settings import EmbedPlacement
 from lookalike.server.config import ServerConfig
 from lookalike.server.embedders import TextSide
@@ -123,7 +122,7 @@ class RemoteEmbedders:
 
         app = await asyncio.to_thread(deploy_embedder, self._config, self._placement)
         handle = serve.get_app_handle(app)
-        described: Described = await ask(
+        described = await ask(
             app, lambda: handle.describe.remote(), self._timeout_s, "the embedder"
         )
         settings = {"timeout_s": self._timeout_s}

@@ -1,4 +1,4 @@
-"""The classes Ray Serve deploys: what one replica holds and answers.
+"""The classes Ray Serve deploys: what one replica holds and answers (imported where Ray is).
 
 A shard replica opens one shard of one version of a built index (checked against the manifest,
 memory-mapped read-only: replicas on one node share the page cache) and answers for it alone
@@ -15,6 +15,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+from ray import serve
 
 from lookalike.server.built_index import open_shards, read_manifest
 from lookalike.server.config import ServerConfig
@@ -29,6 +30,8 @@ from lookalike.server.shard_search import Query, ShardAnswer, ShardSearcher
 
 __all__ = ["ShardReplica", "EmbedderReplica", "Described"]
 
+QUERY_BATCH = 64  # queries a shard replica answers in one index call at most
+
 
 class ShardReplica:
     def __init__(self, index_dir: str, version: str, number: int, search: IndexSettings) -> None:
@@ -39,8 +42,14 @@ class ShardReplica:
         (shard,) = open_shards(Path(index_dir), one, manifest.search_settings(search))
         self.searcher = ShardSearcher(shard)
 
-    async def search(self, vector: np.ndarray, k: int, query: Query) -> ShardAnswer:
-        return await asyncio.to_thread(self.searcher.search, vector, k, query)
+    # Ray's annotations of serve.batch know one argument, no method: ignored for that
+    @serve.batch(max_batch_size=QUERY_BATCH, batch_wait_timeout_s=0.0)  # type: ignore[arg-type]
+    async def search(  # type: ignore[misc]
+        self, vectors: list[np.ndarray], ks: list[int], queries: list[Query]
+    ) -> list[ShardAnswer]:
+        """Called with one query; Serve hands over those that arrived together at once (no
+        waiting for more), answered in one index call where they allow it."""
+        return await asyncio.to_thread(self.searcher.search_many, np.stack(vectors), ks, queries)
 
     async def get(self, item_id: str, with_vector: bool) -> StoredItem:
         return await asyncio.to_thread(self.searcher.get, item_id, with_vector=with_vector)

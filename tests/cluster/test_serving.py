@@ -23,12 +23,13 @@ from ray import serve
 from ray.cluster_utils import Cluster
 
 from benchmarks import datasets
-from lookalike.server.built_index import publish, read_manifest
+from lookalike.server.built_index import open_shards, publish, read_manifest
 from lookalike.server.cluster.build_index import BuildSettings, build_index
 from lookalike.server.cluster.deployments import shard_app_names
 from lookalike.server.cluster.settings import ClusterSettings, EmbedPlacement, ShardPlacement
 from lookalike.server.engine import ModelIdentity
 from lookalike.server.index import IndexSettings
+from lookalike.server.shard_search import Query, ShardSearcher
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from tests.server.images import jpeg
@@ -220,6 +221,24 @@ def test_shards_on_serve_answer_as_one_process_does_behind_tls_and_a_token(
             iter([reflection_pb2.ServerReflectionRequest(list_services="")])
         )
         assert SERVICE in {s.name for s in listing.list_services_response.service}
+
+
+def test_queries_that_arrive_together_get_the_answers_they_get_alone(index: Path) -> None:
+    manifest = read_manifest(index)
+    queries = datasets.unit_rows(12, 16, seed=11)
+    ks = [10, 10, 3, 10, 5, 10, 10, 3, 10, 10, 1, 10]
+    narrowed = {
+        2: Query({"parity": "1"}),
+        5: Query(min_score=0.2),
+        9: Query(exclude_id="item-0042"),
+    }
+    wants = [narrowed.get(row, Query()) for row in range(12)]
+    for shard in open_shards(index, manifest, manifest.search_settings(SEARCH)):
+        searcher = ShardSearcher(shard)
+        alone = [searcher.search(q, k, want) for q, k, want in zip(queries, ks, wants, strict=True)]
+        assert searcher.search_many(queries, ks, wants) == alone
+        assert all(len(answer.matches) == k for answer, k in zip(alone, ks, strict=True) if k < 5)
+        searcher.close()
 
 
 def vectors_of(reply: pb.EmbedResponse) -> np.ndarray:
