@@ -214,6 +214,7 @@ class LookalikeServer:
                 timeout_s=cluster.embed_timeout_s,
                 watch_interval_s=cluster.watch_interval_s,
                 on_health_change=lambda trouble: self._report("embedder", trouble),
+                metrics=self.metrics,
             )
             self._embedders = remote
             await remote.open()
@@ -234,6 +235,7 @@ class LookalikeServer:
                 identity,
                 config.index,
                 config.shards_on_ray,
+                metrics=self.metrics,
                 on_health_change=lambda trouble: self._report("shards", trouble),
             )
         if config.index_dir is not None:

@@ -1,7 +1,9 @@
 """Prometheus metrics, in a registry of their own (one per server, nothing global).
 
 Recorded where the decisions are made: the batcher counts what it admits, refuses and drops,
-the core follows the item count and times its stages with `Metrics.stage`.
+the core follows the item count and times its stages with `Metrics.stage`; a front serving on
+Ray times its calls to each Serve application and counts its replicas and their failures
+(Serve's own per-deployment metrics come from Ray's metrics export on each node).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ class Metrics:
     refused: Counter
     dropped: Counter
     index_items: Gauge
+    replica_call_seconds: Histogram
+    replica_failures: Counter
+    replicas_running: Gauge
 
     @classmethod
     def create(cls) -> Metrics:
@@ -89,6 +94,27 @@ class Metrics:
                 registry=registry,
             ),
             index_items=Gauge("lookalike_index_items", "Stored items", registry=registry),
+            replica_call_seconds=Histogram(
+                "lookalike_replica_call_seconds",
+                "Calls from this front to a Ray Serve application (a shard of the index, the "
+                "embedder), answered or not",
+                ["application"],
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            replica_failures=Counter(
+                "lookalike_replica_failures",
+                "Calls to a Ray Serve application whose replica died or none answered, by what "
+                "followed: asked_again (another replica) or unavailable (UNAVAILABLE)",
+                ["application", "outcome"],
+                registry=registry,
+            ),
+            replicas_running=Gauge(
+                "lookalike_replicas_running",
+                "Running replicas of each Ray Serve application this front calls, at its last look",
+                ["application"],
+                registry=registry,
+            ),
         )
 
     @contextlib.contextmanager

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
@@ -24,12 +25,33 @@ from lookalike.server.config import ServerConfig
 from lookalike.server.embedders import TextSide
 from lookalike.server.engine import ModelInfo
 from lookalike.server.errors import OverloadedError
+from lookalike.server.metrics import Metrics
 
-__all__ = ["RemoteEmbedder", "RemoteEmbedders"]
+__all__ = ["EmbedderDeployment", "RemoteEmbedder", "RemoteEmbedders"]
 
 log = logging.getLogger(__name__)
 
 Input = TypeVar("Input")
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbedderDeployment:
+    """The embedding application, called through its handle."""
+
+    app: str
+    handle: Any  # DeploymentHandle
+    timeout_s: float
+    metrics: Metrics
+
+    async def call(self, method: str, *args: Any) -> Any:
+        remote = getattr(self.handle, method).remote
+        return await ask(
+            self.app,
+            lambda: remote(*args),
+            timeout_s=self.timeout_s,
+            what="the embedder",
+            metrics=self.metrics,
+        )
 
 
 class RemoteEmbedder(Generic[Input]):
@@ -38,10 +60,10 @@ class RemoteEmbedder(Generic[Input]):
     does."""
 
     def __init__(
-        self, app: str, handle: Any, method: str, *, max_queue: int, timeout_s: float, kind: str
+        self, deployment: EmbedderDeployment, method: str, *, max_queue: int, kind: str
     ) -> None:
-        self._app, self._handle, self._method = app, handle, method
-        self._max_queue, self._timeout_s, self._kind = max_queue, timeout_s, kind
+        self._deployment, self._method = deployment, method
+        self._max_queue, self._kind = max_queue, kind
         self._pending = self._calls = self._inputs = 0
 
     def has_room(self, count: int) -> bool:
@@ -70,10 +92,7 @@ class RemoteEmbedder(Generic[Input]):
     async def _call(self, inputs: list[Input]) -> np.ndarray:
         """Embed admitted inputs through the deployment; they leave the count when answered."""
         try:
-            method = getattr(self._handle, self._method)
-            vectors = await ask(
-                self._app, lambda: method.remote(inputs), self._timeout_s, "the embedder"
-            )
+            vectors: np.ndarray = await self._deployment.call(self._method, inputs)
         finally:
             self._pending -= len(inputs)
         self._calls, self._inputs = self._calls + 1, self._inputs + len(inputs)
@@ -97,8 +116,10 @@ class RemoteEmbedders:
         timeout_s: float,
         watch_interval_s: float,
         on_health_change: Callable[[str | None], None],
+        metrics: Metrics,
     ) -> None:
         self._config, self._placement, self._timeout_s = config, placement, timeout_s
+        self._metrics = metrics
         self._watch_interval_s, self._on_health_change = watch_interval_s, on_health_change
         self._watcher: asyncio.Task[None] | None = None
         self._trouble: str | None = None
@@ -121,28 +142,20 @@ class RemoteEmbedders:
         from ray import serve
 
         app = await asyncio.to_thread(deploy_embedder, self._config, self._placement)
-        handle = serve.get_app_handle(app)
-        described = await ask(
-            app, lambda: handle.describe.remote(), self._timeout_s, "the embedder"
+        deployment = EmbedderDeployment(
+            app, serve.get_app_handle(app), self._timeout_s, self._metrics
         )
-        settings = {"timeout_s": self._timeout_s}
+        described = await deployment.call("describe")
         self._model, self.no_text_reason = described.model, described.no_text_reason
         self._image = RemoteEmbedder(
-            app,
-            handle,
-            "embed_images",
-            max_queue=self._config.batcher.max_queue,
-            kind="image",
-            **settings,
+            deployment, "embed_images", max_queue=self._config.batcher.max_queue, kind="image"
         )
         if described.text_model is not None:
             texts: RemoteEmbedder[str] = RemoteEmbedder(
-                app,
-                handle,
+                deployment,
                 "embed_texts",
                 max_queue=self._config.text_batcher.max_queue,
                 kind="text",
-                **settings,
             )
             self.text = TextSide(described.text_model, texts)
         self._watcher = asyncio.create_task(self._watch(app))
@@ -161,6 +174,7 @@ class RemoteEmbedders:
             except Exception:  # the cluster may be restarting: look again next time
                 log.exception("watching the embedder's replicas failed; trying again")
                 continue
+            self._metrics.replicas_running.labels(app).set(found[app][0])
             trouble = silent_apps(found, {app: "the embedder"})
             if trouble != self._trouble:
                 self._trouble = trouble

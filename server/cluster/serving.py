@@ -35,6 +35,7 @@ from lookalike.server.engine import ModelIdentity
 from lookalike.server.errors import LookalikeError
 from lookalike.server.index import IndexSettings
 from lookalike.server.items import SearchResult, StoredItem
+from lookalike.server.metrics import Metrics
 from lookalike.server.shard_search import Query, merge_matches
 from lookalike.server.sharded_repository import BuiltIndexRepository
 
@@ -70,10 +71,12 @@ class ClusterRepository(BuiltIndexRepository[_Deployed]):
         search: IndexSettings,
         cluster: ClusterSettings,
         *,
+        metrics: Metrics,
         on_health_change: HealthListener | None = None,
     ) -> None:
         super().__init__(index_dir, identity, search)
         self._cluster, self._on_health_change = cluster, on_health_change
+        self._metrics = metrics
         self._running: dict[str, int] = {}  # application -> replicas running, at the last look
         self._trouble: str | None = None
         self._retiring: list[tuple[float, list[str]]] = []  # (when, applications)
@@ -122,8 +125,15 @@ class ClusterRepository(BuiltIndexRepository[_Deployed]):
         app, handle = served.apps[number], served.handles[number]
         what = f"shard {number} of index version {served.manifest.name}"
         if self._running.get(app, 0) == 0:
+            self._metrics.replica_failures.labels(app, "unavailable").inc()
             raise unavailable(what, "no replica running")
-        return await ask(app, lambda: call(handle), self._cluster.shard_timeout_s, what)
+        return await ask(
+            app,
+            lambda: call(handle),
+            timeout_s=self._cluster.shard_timeout_s,
+            what=what,
+            metrics=self._metrics,
+        )
 
     # -- watching: health, new versions, retirement ----------------------------------------
 
@@ -151,6 +161,8 @@ class ClusterRepository(BuiltIndexRepository[_Deployed]):
         apps = served.apps + [app for _, retiring in self._retiring for app in retiring]
         found = await asyncio.to_thread(replicas_running, apps)
         self._running = {app: running for app, (running, _) in found.items()}
+        for app, running in self._running.items():
+            self._metrics.replicas_running.labels(app).set(running)
         labels = {app: f"shard {number}" for number, app in enumerate(served.apps)}
         silent = silent_apps(found, labels)
         trouble = f"index version {served.manifest.name}: {silent}" if silent else None
@@ -196,3 +208,5 @@ class ClusterRepository(BuiltIndexRepository[_Deployed]):
         self._retiring = [(when, apps) for when, apps in self._retiring if when > now]
         for apps in due:
             await asyncio.to_thread(retire, apps)
+            for app in apps:
+                self._metrics.replicas_running.remove(app)

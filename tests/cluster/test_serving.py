@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import pytest
 import ray
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 from ray import serve
 from ray.cluster_utils import Cluster
 
@@ -148,6 +151,22 @@ def wait_for(condition: Callable[[], bool], seconds: float = 60) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def metric_samples(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The front's Prometheus samples: (name, sorted labels) -> value."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def kill_a_replica(app: str) -> None:
@@ -298,19 +317,28 @@ def test_a_lone_replica_restarting_gives_unavailable_never_a_wrong_answer(
 ) -> None:
     requests = vector_searches(seed=8, count=10)
     expected = expected_answers(tiny_export, index, requests)
-    (app, *_) = shard_app_names(index, read_manifest(index))
-    config = config_for(tiny_export, None, index_dir=index, index=SEARCH, shards_on_ray=on_ray())
+    apps = shard_app_names(index, read_manifest(index))
+    port = free_port()
+    config = config_for(
+        tiny_export,
+        None,
+        index_dir=index,
+        index=SEARCH,
+        shards_on_ray=on_ray(),
+        metrics_port=port,
+    )
     with running_server(config) as server, grpc.insecure_channel(server.address) as channel:
         health = HealthLog(channel)
         served = pb_grpc.ImageSearchStub(channel)
         with Load(served, requests) as load:
             wait_for(lambda: len(load.outcomes) >= 30)
-            kill_a_replica(app)
+            kill_a_replica(apps[0])
             wait_for(lambda: NOT_SERVING in health.statuses)
             wait_for(lambda: health.statuses[-1] == SERVING)
             count = len(load.outcomes)
             wait_for(lambda: len(load.outcomes) >= count + 30)
         health.close()
+        samples = metric_samples(port)
     outcomes = [outcome for _, outcome in load.outcomes]
     assert grpc.StatusCode.UNAVAILABLE in outcomes
     for number, outcome in load.outcomes:
@@ -318,6 +346,12 @@ def test_a_lone_replica_restarting_gives_unavailable_never_a_wrong_answer(
     assert all(outcome == expected[n] for n, outcome in load.outcomes[-30:])  # back for good
     assert health.statuses[:2] == [SERVING, NOT_SERVING]
     assert health.statuses[-1] == SERVING
+    # the front's metrics per Serve application: calls, replicas, failures
+    failed = (("application", apps[0]), ("outcome", "unavailable"))
+    assert samples["lookalike_replica_failures_total", failed] >= 1
+    for app in apps:
+        assert samples["lookalike_replica_call_seconds_count", (("application", app),)] >= 30
+        assert samples["lookalike_replicas_running", (("application", app),)] == 1
 
 
 def test_a_new_version_is_switched_to_under_load_each_answer_from_one_version(
