@@ -212,6 +212,23 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("dataset", type=Path, help="a dataset directory made by `ingest`")
     load.add_argument("--data-dir", type=Path, required=True, help="the server's data directory")
 
+    cluster = commands.add_parser(
+        "cluster", help="run Lookalike on a Ray cluster", description="run Lookalike on Ray"
+    )
+    cluster_commands = cluster.add_subparsers(dest="cluster_command", required=True)
+    cluster_serve = cluster_commands.add_parser(
+        "serve",
+        help=CLUSTER_SERVE_HELP,
+        description=CLUSTER_SERVE_HELP,
+    )
+    cluster_serve.add_argument("index", type=Path, help="a built index (lookalike build-index)")
+    cluster_serve.add_argument(
+        "server_flags",
+        nargs=argparse.REMAINDER,
+        help="lookalike-server's flags: --model-dir M (required), --ray-address, "
+        "--shard-replicas, --embed-replicas, --embed-max-replicas, --port, --token, ...",
+    )
+
     stats = command("stats", "what the server runs and holds")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
     get = command("get", "one item's metadata")
@@ -555,6 +572,24 @@ def get_command(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+CLUSTER_SERVE_HELP = (
+    "serve a built index on Ray Serve: every shard and the embedder as Serve deployments, "
+    "behind this process's gRPC front (lookalike-server --index INDEX --shards-on-ray "
+    "--embed-on-ray, plus the flags given)"
+)
+
+
+def cluster_command(_: Client, args: argparse.Namespace) -> int:
+    """`cluster serve`: the server in this process, as its front (the client stays unused)."""
+    with _cluster_extra("cluster serve"):
+        import ray  # noqa: F401  (the extra, checked before the server starts)
+    from lookalike.server.app import main as serve
+
+    return serve(
+        ["--index", str(args.index), "--shards-on-ray", "--embed-on-ray", *args.server_flags]
+    )
+
+
 def delete_command(client: Client, args: argparse.Namespace) -> int:
     result = client.delete(args.ids)
     print(f"deleted {result.deleted}")
@@ -568,6 +603,7 @@ COMMANDS = {
     "ingest": ingest_command,
     "build-index": build_index_command,
     "import": import_command,
+    "cluster": cluster_command,
     "search": search_command,
     "stats": stats_command,
     "get": get_command,

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -391,3 +394,36 @@ def test_a_new_version_is_switched_to_under_load_each_answer_from_one_version(
     assert first_answer[1] == before[first_answer[0]]
     assert last_answer[1] == after[last_answer[0]]
     assert stats.items == COUNT
+
+
+def test_lookalike_cluster_serve_runs_the_front_over_shards_and_embedder(
+    cluster: Cluster, index: Path, tiny_export: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "lookalike.client.cli", "cluster", "serve", str(index)]
+    command += ["--model-dir", str(tiny_export), "--ray-address", cluster.address]
+    command += ["--port", str(port), "--embed-cpus", "0.5", "--watch-interval-s", "0.2"]
+    log = tmp_path / "front.log"
+    with log.open("w") as output:
+        front_process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            request = health_pb2.HealthCheckRequest(service=SERVICE)
+
+            def serving() -> bool:
+                assert front_process.poll() is None, log.read_text()
+                with contextlib.suppress(grpc.RpcError):
+                    return health.Check(request, timeout=5).status == SERVING
+                return False
+
+            wait_for(serving, seconds=120)
+            stub = pb_grpc.ImageSearchStub(channel)
+            (vector,) = stub.Embed(pb.EmbedRequest(images=[jpeg(80, 60)]), timeout=30).embeddings
+            found = stub.Search(pb.SearchRequest(vector=vector, k=3), timeout=30).matches
+            assert len(found) == 3
+            assert stub.Stats(pb.StatsRequest(), timeout=30).index_version == "v00001"
+    finally:
+        front_process.send_signal(signal.SIGTERM)
+        assert front_process.wait(60) == 0, log.read_text()
+    assert "embedding on Ray Serve" in log.read_text()
