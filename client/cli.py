@@ -215,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     cluster = commands.add_parser(
         "cluster", help="run Lookalike on a Ray cluster", description="run Lookalike on Ray"
     )
-    cluster_commands = cluster.add_subparsers(dest="cluster_command", required=True)
+    cluster_commands = cluster.add_subparsers(
+        dest="cluster_command", required=True, help="serve: a built index on Ray Serve"
+    )
     cluster_serve = cluster_commands.add_parser(
         "serve",
         help=CLUSTER_SERVE_HELP,

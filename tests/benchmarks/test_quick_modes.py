@@ -206,3 +206,18 @@ def test_revisions_benchmark_alternates_servers_of_two_revisions(
         result["current"]["images_per_s_mean"] / result["baseline"]["images_per_s_mean"]
     )
     assert document["settings"]["baseline_commit"] == document["settings"]["current_commit"]
+
+
+def test_cluster_benchmark_compares_shards_on_serve_with_one_process(
+    tiny_export: Path, tmp_path: Path
+) -> None:
+    result = run_benchmark("cluster", tmp_path, "--model-dir", str(tiny_export))["results"]
+    assert [run["shards"] for run in result["local"]] == [2]
+    assert [(run["shards"], run["replicas"]) for run in result["cluster"]] == [(2, 1), (2, 2)]
+    for run in result["local"] + result["cluster"]:
+        assert [load["in_flight"] for load in run["loads"]] == [1, 32]
+        for load in run["loads"]:
+            assert load["errors"] == 0
+            assert load["queries_per_s"] > 0
+            assert 0 < load["p50_ms"] <= load["p99_ms"]
+    assert set(result["hop_ms_by_shards"]) == {"2"}  # JSON keys
