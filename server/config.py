@@ -106,6 +106,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=placement.replicas,
         help="with --shards-on-ray: replicas per shard",
     )
+    flag(
+        "--shard-replicas-of",
+        metavar="SHARD=N[,SHARD=N]",
+        default="",
+        help="with --shards-on-ray: other replica counts for these shards (hot ones), e.g. 3=4",
+    )
     flag("--shard-cpus", type=float, default=placement.cpus, help="CPUs per shard replica")
     flag(
         "--shard-timeout-s",
@@ -214,7 +220,9 @@ def parse_config(
             shards_on_ray=ClusterSettings(
                 address=args.ray_address or None,
                 placement=ShardPlacement(
-                    replicas=int(args.shard_replicas), cpus=float(args.shard_cpus)
+                    replicas=int(args.shard_replicas),
+                    replicas_of=_replicas_of(args.shard_replicas_of),
+                    cpus=float(args.shard_cpus),
                 ),
                 embedding=EmbedPlacement(
                     replicas=int(args.embed_replicas),
@@ -274,3 +282,14 @@ def parse_config(
         )
     except ValueError as exc:
         parser.error(str(exc))
+
+
+def _replicas_of(listed: str) -> dict[int, int]:
+    """`--shard-replicas-of 3=4,7=2`: shard 3 gets 4 replicas, shard 7 gets 2."""
+    counts = {}
+    for pair in filter(None, (part.strip() for part in listed.split(","))):
+        shard, sep, count = pair.partition("=")
+        if not sep or not shard.strip().isdigit() or not count.strip().isdigit():
+            raise ValueError(f"--shard-replicas-of takes SHARD=N[,SHARD=N], got {pair!r}")
+        counts[int(shard)] = int(count)
+    return counts

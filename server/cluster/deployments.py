@@ -62,7 +62,9 @@ def deploy_version(
         if placement.reserve_memory:
             options["memory"] = float(entry.index.bytes + entry.table.bytes)
         application = deployment.options(
-            name="shard", num_replicas=placement.replicas, ray_actor_options=options
+            name="shard",
+            num_replicas=placement.replicas_for(entry.number),
+            ray_actor_options=options,
         ).bind(str(index_dir.resolve()), manifest.name, entry.number, search)
         targets.append(serve.RunTarget(application, name=name, route_prefix=None))
     if targets:

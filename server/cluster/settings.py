@@ -4,6 +4,7 @@ front watches them. Plain settings, importable without Ray."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 __all__ = ["ShardPlacement", "EmbedPlacement", "ClusterSettings"]
 
@@ -11,10 +12,14 @@ __all__ = ["ShardPlacement", "EmbedPlacement", "ClusterSettings"]
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ShardPlacement:
     replicas: int = 1  # per shard
+    replicas_of: Mapping[int, int] = dataclasses.field(default_factory=dict)  # shard -> its own
     cpus: float = 0.25  # per replica
     # Reserve the shard's size of Ray's `memory` resource per replica, so that Ray places
     # replicas only on nodes with room for their shard (shared page cache aside).
     reserve_memory: bool = True
+
+    def replicas_for(self, shard: int) -> int:
+        return self.replicas_of.get(shard, self.replicas)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

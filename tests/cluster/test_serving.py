@@ -50,9 +50,10 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 Answer = list[tuple[str, float]]
 
 
-def on_ray(replicas: int = 1) -> ClusterSettings:
-    """Quick to notice (tests wait on it), quick to retire a replaced version."""
-    placement = ShardPlacement(replicas=replicas)
+def on_ray(replicas_of: dict[int, int] | None = None) -> ClusterSettings:
+    """One replica per shard unless `replicas_of` says otherwise; quick to notice (tests wait
+    on it), quick to retire a replaced version."""
+    placement = ShardPlacement(replicas_of=replicas_of or {})
     return ClusterSettings(placement=placement, watch_interval_s=0.2, retire_after_s=1.0)
 
 
@@ -304,15 +305,15 @@ def test_a_shard_that_loses_one_of_two_replicas_fails_no_request(
     requests = vector_searches(seed=7, count=10)
     expected = expected_answers(tiny_export, index, requests)
     (app, *_) = shard_app_names(index, read_manifest(index))
-    with front(tiny_export, index, shards_on_ray=on_ray(replicas=2)) as served:
+    with front(tiny_export, index, shards_on_ray=on_ray(replicas_of={0: 2})) as served:
+        replicas = [s.replicas for s in served.Stats(pb.StatsRequest()).shards]
         with Load(served, requests) as load:
             wait_for(lambda: len(load.outcomes) >= 30)
             kill_a_replica(app)
             count = len(load.outcomes)
             wait_for(lambda: len(load.outcomes) >= count + 300)
-        replicas = {s.number: s.replicas for s in served.Stats(pb.StatsRequest()).shards}
     assert all(expected[number] == outcome for number, outcome in load.outcomes)
-    assert replicas[1] == replicas[2] == 2  # the untouched shards, seen by the front
+    assert replicas == [2, 1, 1]  # shard 0 alone got its own count
 
 
 def test_a_lone_replica_restarting_gives_unavailable_never_a_wrong_answer(

@@ -78,3 +78,54 @@ def test_help_shows_each_default(capsys: pytest.CaptureFixture[str]) -> None:
     for shown in ("(default: 50051)", "(default: 127.0.0.1)", "(default: 32)", "(default: fast)"):
         assert shown in text
     assert "(default: None)" not in text
+
+
+def test_cluster_flags_build_the_cluster_settings() -> None:
+    config = parse_config(
+        [
+            "--model-dir",
+            "m",
+            "--index",
+            "i",
+            "--shards-on-ray",
+            "--shard-replicas",
+            "2",
+            "--shard-replicas-of",
+            "0=3,4=1",
+            "--embed-on-ray",
+            "--embed-replicas",
+            "2",
+            "--embed-max-replicas",
+            "6",
+            "--embed-gpus",
+            "1",
+        ],
+        environ={"LOOKALIKE_RAY_ADDRESS": "ray://head:10001"},
+    )
+    cluster = config.shards_on_ray
+    assert cluster is not None
+    assert cluster.address == "ray://head:10001"
+    assert [cluster.placement.replicas_for(n) for n in range(5)] == [3, 2, 2, 2, 1]
+    assert cluster.embedding is not None
+    embedding = cluster.embedding
+    assert (embedding.replicas, embedding.max_replicas, embedding.gpus) == (2, 6, 1.0)
+    front_embeds = parse_config(["--model-dir", "m", "--index", "i", "--shards-on-ray"], environ={})
+    assert front_embeds.shards_on_ray is not None
+    assert front_embeds.shards_on_ray.embedding is None
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        ("--model-dir m --index i --shards-on-ray --shard-replicas-of 3", "SHARD=N"),
+        ("--model-dir m --index i --shards-on-ray --shard-replicas-of x=2", "SHARD=N"),
+        ("--model-dir m --index i --embed-on-ray", "--embed-on-ray goes with --shards-on-ray"),
+        ("--model-dir m --data-dir d --shards-on-ray", "--shards-on-ray serves the shards"),
+    ],
+)
+def test_cluster_flags_that_cannot_work_are_refused(
+    flags: str, words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse_config(flags.split(), environ={})
+    assert words in capsys.readouterr().err
