@@ -6,7 +6,6 @@ as the one-process `--index` server does, keeps answering when a replica dies, s
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import signal
 import socket
 import subprocess
@@ -32,7 +31,7 @@ from benchmarks import datasets
 from lookalike.server.built_index import open_shards, publish, read_manifest
 from lookalike.server.cluster.build_index import BuildSettings, build_index
 from lookalike.server.cluster.deployments import shard_app_names
-from lookalike.server.cluster.settings import ClusterSettings, EmbedPlacement, ShardPlacement
+from lookalike.server.cluster.settings import ClusterSettings, ShardPlacement
 from lookalike.server.engine import ModelIdentity
 from lookalike.server.index import IndexSettings
 from lookalike.server.shard_search import Query, ShardSearcher
@@ -268,37 +267,6 @@ def vectors_of(reply: pb.EmbedResponse) -> np.ndarray:
     return np.array([list(v.values) for v in reply.embeddings], dtype=np.float32)
 
 
-def test_the_embedding_deployment_embeds_exactly_as_one_server_does(
-    index: Path, tiny_export: Path
-) -> None:
-    photos = [jpeg(120 + 10 * i, 90 + 7 * i, seed=i) for i in range(6)]
-    texts = pb.EmbedRequest(texts=["a dog on a beach", "two red cars"])
-    by_image = pb.SearchRequest(image=photos[2], k=5, filter={"parity": "0"})
-    with front(tiny_export, index) as local:
-        expected = vectors_of(local.Embed(pb.EmbedRequest(images=photos), timeout=30))
-        expected_texts = vectors_of(local.Embed(texts, timeout=30))
-        expected_search = answers(local.Search(by_image, timeout=30).matches)
-        expected_stats = local.Stats(pb.StatsRequest(), timeout=30)
-    settings = dataclasses.replace(on_ray(), embedding=EmbedPlacement(cpus=0.5))
-    with front(tiny_export, index, shards_on_ray=settings) as served:
-        one_call = vectors_of(served.Embed(pb.EmbedRequest(images=photos), timeout=30))
-        alone = [vectors_of(served.Embed(pb.EmbedRequest(images=[p]), timeout=30)) for p in photos]
-        np.testing.assert_array_equal(one_call, expected)
-        np.testing.assert_array_equal(np.vstack(alone), expected)  # batching changes nothing
-        np.testing.assert_array_equal(vectors_of(served.Embed(texts, timeout=30)), expected_texts)
-        assert answers(served.Search(by_image, timeout=30).matches) == expected_search
-        with pytest.raises(grpc.RpcError) as broken:  # refused in the replica, same status
-            served.Embed(pb.EmbedRequest(images=[b"not an image"]), timeout=30)
-        assert broken.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        stats = served.Stats(pb.StatsRequest(), timeout=30)
-    assert (stats.model_id, stats.precision, stats.dims, stats.text_enabled) == (
-        expected_stats.model_id,
-        expected_stats.precision,
-        expected_stats.dims,
-        True,
-    )
-
-
 def test_a_shard_that_loses_one_of_two_replicas_fails_no_request(
     index: Path, tiny_export: Path
 ) -> None:
@@ -397,34 +365,65 @@ def test_a_new_version_is_switched_to_under_load_each_answer_from_one_version(
     assert stats.items == COUNT
 
 
-def test_lookalike_cluster_serve_runs_the_front_over_shards_and_embedder(
-    cluster: Cluster, index: Path, tiny_export: Path, tmp_path: Path
-) -> None:
+@contextlib.contextmanager
+def cluster_serve(
+    cluster: Cluster, index: Path, model: Path, log: Path
+) -> Iterator[pb_grpc.ImageSearchStub]:
+    """`lookalike cluster serve` as a user runs it (a process), once its health says SERVING;
+    stopped with SIGTERM, which must end it cleanly."""
     port = free_port()
     command = [sys.executable, "-m", "lookalike.client.cli", "cluster", "serve", str(index)]
-    command += ["--model-dir", str(tiny_export), "--ray-address", cluster.address]
+    command += ["--model-dir", str(model), "--ray-address", cluster.address]
     command += ["--port", str(port), "--embed-cpus", "0.5", "--watch-interval-s", "0.2"]
-    log = tmp_path / "front.log"
+    command += ["--exact-search-below", str(SEARCH.exact_search_below)]  # as `front` searches
     with log.open("w") as output:
-        front_process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
             request = health_pb2.HealthCheckRequest(service=SERVICE)
 
             def serving() -> bool:
-                assert front_process.poll() is None, log.read_text()
+                assert process.poll() is None, log.read_text()
                 with contextlib.suppress(grpc.RpcError):
                     return health.Check(request, timeout=5).status == SERVING
                 return False
 
             wait_for(serving, seconds=120)
-            stub = pb_grpc.ImageSearchStub(channel)
-            (vector,) = stub.Embed(pb.EmbedRequest(images=[jpeg(80, 60)]), timeout=30).embeddings
-            found = stub.Search(pb.SearchRequest(vector=vector, k=3), timeout=30).matches
-            assert len(found) == 3
-            assert stub.Stats(pb.StatsRequest(), timeout=30).index_version == "v00001"
+            yield pb_grpc.ImageSearchStub(channel)
     finally:
-        front_process.send_signal(signal.SIGTERM)
-        assert front_process.wait(60) == 0, log.read_text()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0, log.read_text()
+
+
+def test_lookalike_cluster_serve_embeds_and_answers_exactly_as_one_server_does(
+    cluster: Cluster, index: Path, tiny_export: Path, tmp_path: Path
+) -> None:
+    photos = [jpeg(120 + 10 * i, 90 + 7 * i, seed=i) for i in range(6)]
+    texts = pb.EmbedRequest(texts=["a dog on a beach", "two red cars"])
+    by_image = pb.SearchRequest(image=photos[2], k=5, filter={"parity": "0"})
+    with front(tiny_export, index) as local:
+        expected = vectors_of(local.Embed(pb.EmbedRequest(images=photos), timeout=30))
+        expected_texts = vectors_of(local.Embed(texts, timeout=30))
+        expected_search = answers(local.Search(by_image, timeout=30).matches)
+        expected_stats = local.Stats(pb.StatsRequest(), timeout=30)
+    log = tmp_path / "front.log"
+    with cluster_serve(cluster, index, tiny_export, log) as served:  # shards and embedder on Ray
+        one_call = vectors_of(served.Embed(pb.EmbedRequest(images=photos), timeout=30))
+        alone = [vectors_of(served.Embed(pb.EmbedRequest(images=[p]), timeout=30)) for p in photos]
+        np.testing.assert_array_equal(one_call, expected)
+        np.testing.assert_array_equal(np.vstack(alone), expected)  # batching changes nothing
+        np.testing.assert_array_equal(vectors_of(served.Embed(texts, timeout=30)), expected_texts)
+        assert answers(served.Search(by_image, timeout=30).matches) == expected_search
+        with pytest.raises(grpc.RpcError) as broken:  # refused in the replica, same status
+            served.Embed(pb.EmbedRequest(images=[b"not an image"]), timeout=30)
+        assert broken.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        stats = served.Stats(pb.StatsRequest(), timeout=30)
+    assert (stats.model_id, stats.precision, stats.dims, stats.text_enabled) == (
+        expected_stats.model_id,
+        expected_stats.precision,
+        expected_stats.dims,
+        True,
+    )
+    assert stats.index_version == "v00001"
     assert "embedding on Ray Serve" in log.read_text()
