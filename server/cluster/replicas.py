@@ -15,7 +15,6 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-from ray import serve
 
 from lookalike.server.built_index import open_shards, read_manifest
 from lookalike.server.config import ServerConfig
@@ -30,8 +29,6 @@ from lookalike.server.shard_search import Query, ShardAnswer, ShardSearcher
 
 __all__ = ["ShardReplica", "EmbedderReplica", "Described"]
 
-QUERY_BATCH = 64  # queries a shard replica answers in one index call at most
-
 
 class ShardReplica:
     def __init__(self, index_dir: str, version: str, number: int, search: IndexSettings) -> None:
@@ -42,14 +39,11 @@ class ShardReplica:
         (shard,) = open_shards(Path(index_dir), one, manifest.search_settings(search))
         self.searcher = ShardSearcher(shard)
 
-    # Ray's annotations of serve.batch know one argument, no method: ignored for that
-    @serve.batch(max_batch_size=QUERY_BATCH, batch_wait_timeout_s=0.0)  # type: ignore[arg-type]
-    async def search(  # type: ignore[misc]
-        self, vectors: list[np.ndarray], ks: list[int], queries: list[Query]
+    async def search_many(
+        self, vectors: np.ndarray, ks: list[int], queries: list[Query]
     ) -> list[ShardAnswer]:
-        """Called with one query; Serve hands over those that arrived together at once (no
-        waiting for more), answered in one index call where they allow it."""
-        return await asyncio.to_thread(self.searcher.search_many, np.stack(vectors), ks, queries)
+        """The queries a front sent together, answered in one index call where they allow."""
+        return await asyncio.to_thread(self.searcher.search_many, vectors, ks, queries)
 
     async def get(self, item_id: str, with_vector: bool) -> StoredItem:
         return await asyncio.to_thread(self.searcher.get, item_id, with_vector=with_vector)

@@ -16,13 +16,14 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from lookalike.server.built_index import IndexManifest, check_model, read_manifest
+from lookalike.server.cluster.batching import SendBatch, ShardQueue
 from lookalike.server.cluster.calls import ask, unavailable
 from lookalike.server.cluster.deployments import (
     deploy_version,
@@ -44,6 +45,10 @@ __all__ = ["ClusterRepository", "HealthListener"]
 log = logging.getLogger(__name__)
 
 HealthListener = Callable[[str | None], None]  # None: every shard answers; else why not
+T = TypeVar("T")
+# Calls a front keeps in flight to a shard per replica; queries arriving meanwhile wait and go
+# together in the next call (cluster.batching)
+CALLS_PER_REPLICA = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +58,7 @@ class _Deployed:
     manifest: IndexManifest
     apps: list[str]
     handles: list[Any]  # DeploymentHandle
+    queues: list[ShardQueue]  # searches bound for each shard, sent in batches
 
 
 class ClusterRepository(BuiltIndexRepository[_Deployed]):
@@ -104,35 +110,36 @@ class ClusterRepository(BuiltIndexRepository[_Deployed]):
 
     async def _get(self, served: _Deployed, item_id: str, with_vector: bool) -> StoredItem:
         number = self._shard_for(served, item_id)
-        return await self._ask(served, number, lambda h: h.get.remote(item_id, with_vector))
+        app, handle = self._answering(served, number)
+        return await self._ask(
+            app,
+            lambda: handle.get.remote(item_id, with_vector),
+            _shard_words(served.manifest, number),
+        )
 
     async def _search(
         self, served: _Deployed, vector: np.ndarray, k: int, query: Query
     ) -> SearchResult:
-        answers = await asyncio.gather(
-            *(
-                self._ask(served, number, lambda h: h.search.remote(vector, k, query))
-                for number in range(len(served.apps))
-            )
-        )
+        for number in range(len(served.apps)):
+            self._answering(served, number)
+        answers = await asyncio.gather(*(queue.search(vector, k, query) for queue in served.queues))
         return merge_matches(answers, k)
 
     def _replicas(self, served: _Deployed) -> list[int]:
         return [self._running.get(app, 0) for app in served.apps]
 
-    async def _ask(self, served: _Deployed, number: int, call: Callable[[Any], Any]) -> Any:
-        """One shard's answer, or UNAVAILABLE at once while it has no replica running."""
-        app, handle = served.apps[number], served.handles[number]
-        what = f"shard {number} of index version {served.manifest.name}"
+    def _answering(self, served: _Deployed, number: int) -> tuple[str, Any]:
+        """The shard's application and handle; UNAVAILABLE at once while the last look saw no
+        replica of it running."""
+        app = served.apps[number]
         if self._running.get(app, 0) == 0:
             self._metrics.replica_failures.labels(app, "unavailable").inc()
-            raise unavailable(what, "no replica running")
+            raise unavailable(_shard_words(served.manifest, number), "no replica running")
+        return app, served.handles[number]
+
+    async def _ask(self, app: str, call: Callable[[], Awaitable[T]], what: str) -> T:
         return await ask(
-            app,
-            lambda: call(handle),
-            timeout_s=self._cluster.shard_timeout_s,
-            what=what,
-            metrics=self._metrics,
+            app, call, timeout_s=self._cluster.shard_timeout_s, what=what, metrics=self._metrics
         )
 
     # -- watching: health, new versions, retirement ----------------------------------------
@@ -140,9 +147,28 @@ class ClusterRepository(BuiltIndexRepository[_Deployed]):
     def _deploy(self, manifest: IndexManifest) -> _Deployed:
         from ray import serve
 
-        settings = manifest.search_settings(self._search_settings)
-        apps = deploy_version(self.index_dir, manifest, settings, self._cluster.placement)
-        return _Deployed(manifest, apps, [serve.get_app_handle(app) for app in apps])
+        settings, placement = (
+            manifest.search_settings(self._search_settings),
+            self._cluster.placement,
+        )
+        apps = deploy_version(self.index_dir, manifest, settings, placement)
+        handles = [serve.get_app_handle(app) for app in apps]
+        queues = [
+            ShardQueue(
+                self._batch_sender(app, handle, _shard_words(manifest, n)),
+                in_flight=CALLS_PER_REPLICA * placement.replicas_for(n),
+            )
+            for n, (app, handle) in enumerate(zip(apps, handles, strict=True))
+        ]
+        return _Deployed(manifest, apps, handles, queues)
+
+    def _batch_sender(self, app: str, handle: Any, what: str) -> SendBatch:
+        async def send(vectors: np.ndarray, ks: list[int], queries: list[Query]) -> Any:
+            return await self._ask(
+                app, lambda: handle.search_many.remote(vectors, ks, queries), what
+            )
+
+        return send
 
     async def _watch(self) -> None:
         while True:
@@ -210,3 +236,7 @@ class ClusterRepository(BuiltIndexRepository[_Deployed]):
             await asyncio.to_thread(retire, apps)
             for app in apps:
                 self._metrics.replicas_running.remove(app)
+
+
+def _shard_words(manifest: IndexManifest, number: int) -> str:
+    return f"shard {number} of index version {manifest.name}"
