@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -211,6 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.add_argument("dataset", type=Path, help="a dataset directory made by `ingest`")
     load.add_argument("--data-dir", type=Path, required=True, help="the server's data directory")
+
+    versions = command("versions", "list a built index's versions, or make a kept one current")
+    versions.add_argument("index", type=Path, help="a built index (lookalike build-index)")
+    versions.add_argument(
+        "--current",
+        metavar="VERSION",
+        help="serve this version (e.g. v00002) from now on: a rollback, or forward again",
+    )
 
     cluster = commands.add_parser(
         "cluster", help="run Lookalike on a Ray cluster", description="run Lookalike on Ray"
@@ -514,6 +523,36 @@ def build_index_command(_: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def versions_command(_: Client, args: argparse.Namespace) -> int:
+    """Reads and writes the index directory; the client connection stays unused."""
+    from lookalike.server.built_index import (
+        BuiltIndexError,
+        list_versions,
+        make_current,
+        read_manifest,
+    )
+
+    try:
+        if args.current:
+            manifest = make_current(args.index, args.current)
+            print(
+                f"{args.index} now serves {manifest.name} ({manifest.items} items): fronts with "
+                "--shards-on-ray switch to it by themselves; restart --index servers"
+            )
+            return 0
+        current = read_manifest(args.index).name
+        for manifest in list_versions(args.index):
+            built = time.strftime("%Y-%m-%d %H:%M", time.localtime(manifest.created))
+            mark = "*" if manifest.name == current else " "
+            print(
+                f"{mark} {manifest.name}  {built}  {manifest.items} items  "
+                f"{len(manifest.shards)} shards  {manifest.settings.dtype}"
+            )
+    except BuiltIndexError as error:
+        raise CommandError(str(error), EXIT_BAD_INPUT) from error
+    return 0
+
+
 def import_command(_: Client, args: argparse.Namespace) -> int:
     with _cluster_extra("import"):
         from lookalike.server.cluster.dataset import DatasetError
@@ -605,6 +644,7 @@ COMMANDS = {
     "ingest": ingest_command,
     "build-index": build_index_command,
     "import": import_command,
+    "versions": versions_command,
     "cluster": cluster_command,
     "search": search_command,
     "stats": stats_command,

@@ -54,6 +54,8 @@ __all__ = [
     "open_shards",
     "FORMAT_VERSION",
     "DEFAULT_SETTINGS",
+    "list_versions",
+    "make_current",
 ]
 
 FORMAT_VERSION = 1
@@ -211,6 +213,26 @@ def check_model(manifest: IndexManifest, identity: ModelIdentity, directory: Pat
             f"{identity.describe()}: embeddings of different models cannot be mixed (serve "
             "the index with the model it was built with, or build into another --output)"
         )
+
+
+def list_versions(directory: Path) -> list[IndexManifest]:
+    """Every version the index keeps, oldest first."""
+    manifests = sorted((directory / VERSIONS_DIR).glob("v*.json"))
+    names = [path.stem for path in manifests if VERSION_NAME.fullmatch(path.stem)]
+    if not names:
+        raise BuiltIndexError(f"{directory} holds no built index (no versions)")
+    return [read_manifest(directory, name) for name in names]
+
+
+def make_current(directory: Path, version: str) -> IndexManifest:
+    """Serve a kept `version` again (a rollback, or forward again): its shard files are
+    checked, then CURRENT names it."""
+    manifest = read_manifest(directory, version)
+    for entry in manifest.shards:
+        entry.index.check(directory)
+        entry.table.check(directory)
+    write_atomically(directory / CURRENT_FILE, f"{manifest.name}\n".encode())
+    return manifest
 
 
 def publish(directory: Path, manifest: IndexManifest) -> None:

@@ -28,7 +28,9 @@ from ray import serve
 from ray.cluster_utils import Cluster
 
 from benchmarks import datasets
-from lookalike.server.built_index import open_shards, publish, read_manifest
+from lookalike.client.cli import EXIT_BAD_INPUT
+from lookalike.client.cli import main as lookalike
+from lookalike.server.built_index import open_shards, read_manifest
 from lookalike.server.cluster.build_index import BuildSettings, build_index
 from lookalike.server.cluster.deployments import shard_app_names
 from lookalike.server.cluster.settings import ClusterSettings, ShardPlacement
@@ -327,7 +329,7 @@ def test_a_lone_replica_restarting_gives_unavailable_never_a_wrong_answer(
 
 
 def test_a_new_version_is_switched_to_under_load_each_answer_from_one_version(
-    cluster: Cluster, tiny_export: Path, tmp_path: Path
+    cluster: Cluster, tiny_export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ids = [f"item-{i:04d}" for i in range(COUNT)]
     rows = datasets.unit_rows(COUNT, 16, seed=9)
@@ -341,21 +343,26 @@ def test_a_new_version_is_switched_to_under_load_each_answer_from_one_version(
     kept = ids[20:] + [f"new-{i:02d}" for i in range(20)]
     datasets.write_dataset(tmp_path / "dataset", TINY, kept, np.vstack([rows[20:], near]))
     build_index(BuildSettings(dataset=tmp_path / "dataset", output=index))
-    first, second = read_manifest(index, "v00001"), read_manifest(index, "v00002")
     requests = [pb.SearchRequest(vector=pb.Vector(values=q.tolist()), k=10) for q in queried]
     after = expected_answers(tiny_export, index, requests)
-    publish(index, first)  # serve version 1 first; publishing version 2 again switches
+    # back to version 1 (a rollback) to serve it first; then forward to 2 again, under load
+    assert lookalike(["versions", str(index), "--current", "v00001"]) == 0
+    assert "now serves v00001 (600 items)" in capsys.readouterr().out
+    assert lookalike(["versions", str(index)]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert [line[:8] for line in listing] == ["* v00001", "  v00002"]  # * marks the current
+    assert lookalike(["versions", str(index), "--current", "v00009"]) == EXIT_BAD_INPUT
     before = expected_answers(tiny_export, index, requests)
     assert all(b != a for b, a in zip(before, after, strict=True))
     with front(tiny_export, index, shards_on_ray=on_ray()) as served:
         with Load(served, requests) as load:
             wait_for(lambda: len(load.outcomes) >= 30)
-            publish(index, second)
+            assert lookalike(["versions", str(index), "--current", "v00002"]) == 0
             wait_for(lambda: served.Stats(pb.StatsRequest()).index_version == "v00002")
             count = len(load.outcomes)
             wait_for(lambda: len(load.outcomes) >= count + 30)
         stats = served.Stats(pb.StatsRequest())
-        retired = set(shard_app_names(index, first))
+        retired = set(shard_app_names(index, read_manifest(index, "v00001")))
         wait_for(lambda: not retired & set(serve.status().applications))
     for number, outcome in load.outcomes:
         assert outcome in (before[number], after[number])
