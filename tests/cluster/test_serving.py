@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from ray import serve
 from ray.cluster_utils import Cluster
 
 from benchmarks import datasets
+from benchmarks.common import free_port
 from lookalike.client.cli import EXIT_BAD_INPUT
 from lookalike.client.cli import main as lookalike
 from lookalike.server.built_index import open_shards, read_manifest
@@ -166,12 +166,6 @@ def metric_samples(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def kill_a_replica(app: str) -> None:
