@@ -1,6 +1,6 @@
 """A typed Python client for Lookalike, and the `lookalike` command line."""
 
-from lookalike.client.api import AddOutcome, Client, Deleted, Item, Match, NewItem, Stats
+from lookalike.client.api import AddOutcome, Client, Deleted, Item, Match, NewItem, Region, Stats
 from lookalike.client.errors import (
     InvalidRequestError,
     ItemNotFoundError,
@@ -15,6 +15,7 @@ __all__ = [
     "Match",
     "Item",
     "NewItem",
+    "Region",
     "AddOutcome",
     "Deleted",
     "Stats",

@@ -20,11 +20,53 @@ from lookalike.client.errors import from_rpc_error
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 
-__all__ = ["Client", "Match", "Item", "AddOutcome", "Deleted", "Stats", "NewItem", "ImageLike"]
+__all__ = [
+    "Client",
+    "Match",
+    "Item",
+    "Region",
+    "AddOutcome",
+    "Deleted",
+    "Stats",
+    "NewItem",
+    "ImageLike",
+    "REGION_POLICIES",
+]
 
 ImageLike = bytes | str | Path  # encoded bytes, or a path to read
 DEFAULT_TIMEOUT = 30.0
 RETRIED_METHODS = ("Embed", "Add", "Search", "Get", "Delete", "Stats")  # all idempotent
+REGION_POLICIES = {  # what `region_policy=` takes; None: the server's --regions
+    "none": pb.REGION_POLICY_NONE,
+    "grid": pb.REGION_POLICY_GRID,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Region:
+    """A box on an image, as fractions of its upright width and height (0 to 1)."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    label: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Region:
+        """From `x0,y0,x1,y1` (as the CLI's --box takes it)."""
+        parts = text.split(",")
+        if len(parts) != 4:
+            raise ValueError(f"a box is x0,y0,x1,y1 (fractions of the image), got {text!r}")
+        x0, y0, x1, y1 = (float(part) for part in parts)
+        return cls(x0, y0, x1, y1)
+
+    def _message(self) -> pb.Region:
+        return pb.Region(x0=self.x0, y0=self.y0, x1=self.x1, y1=self.y1, label=self.label)
+
+    @classmethod
+    def _of(cls, message: pb.Region) -> Region:
+        return cls(message.x0, message.y0, message.x1, message.y1, message.label)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +74,7 @@ class Match:
     id: str
     score: float
     metadata: dict[str, str]
+    region: Region | None = None  # the item's region that matched; None: its whole image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,16 +82,21 @@ class Item:
     id: str
     metadata: dict[str, str]
     vector: np.ndarray | None = None
+    regions: list[Region] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
 class NewItem:
-    """One item for `add_many`: an image (bytes or path) or a vector, with metadata."""
+    """One item for `add_many`: an image (bytes or path) or a vector, with metadata; an image
+    may bring regions to store as vectors of their own, and choose the server's region
+    policy ("none" or "grid"; None: the server's --regions)."""
 
     id: str
     image: ImageLike | None = None
     vector: Sequence[float] | np.ndarray | None = None
     metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    regions: Sequence[Region] = ()
+    region_policy: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +118,7 @@ class Deleted:
 @dataclasses.dataclass(frozen=True)
 class Stats:
     items: int
+    vectors: int  # whole images and regions
     dims: int
     model_id: str
     random_weights: bool
@@ -173,9 +222,12 @@ class Client:
         image: ImageLike | None = None,
         vector: Sequence[float] | np.ndarray | None = None,
         metadata: Mapping[str, str] | None = None,
+        regions: Sequence[Region] = (),
+        region_policy: str | None = None,
     ) -> bool:
         """Store (upsert) one item; durable on return. True when it replaced one."""
-        request = _add_request(NewItem(id, image, vector, metadata or {}))
+        item = NewItem(id, image, vector, metadata or {}, regions, region_policy)
+        request = _add_request(item)
         return self._call(self._stub.Add, request).replaced
 
     def add_many(
@@ -210,14 +262,18 @@ class Client:
         min_score: float | None = None,
         filter: Mapping[str, str] | None = None,
         exclude_self: bool = False,
+        box: Region | None = None,
     ) -> list[Match]:
-        """Best first. Give exactly one of image, vector, id (a stored item) or text (a
-        description, through CLIP's text tower)."""
+        """The k most similar items, best first. Give exactly one of image (with `box`: only
+        that part of it), vector, id (a stored item) or text (a description, through CLIP's
+        text tower)."""
         if sum(q is not None for q in (image, vector, id, text)) != 1:
             raise ValueError("give exactly one of image=, vector=, id= or text=")
         request = pb.SearchRequest(k=k, filter=dict(filter or {}), exclude_self=exclude_self)
         if min_score is not None:
             request.min_score = min_score
+        if box is not None:
+            request.box.CopyFrom(box._message())
         if image is not None:
             request.image = _read(image)
         elif vector is not None:
@@ -227,12 +283,16 @@ class Client:
         else:
             request.id = str(id)
         response = self._call(self._stub.Search, request)
-        return [Match(m.id, m.score, dict(m.metadata)) for m in response.matches]
+        return [
+            Match(m.id, m.score, dict(m.metadata), None if m.whole_image else Region._of(m.region))
+            for m in response.matches
+        ]
 
     def get(self, id: str, *, include_vector: bool = False) -> Item:
         response = self._call(self._stub.Get, pb.GetRequest(id=id, include_vector=include_vector))
         vector = np.array(response.vector.values, dtype=np.float32) if include_vector else None
-        return Item(response.id, dict(response.metadata), vector)
+        regions = [Region._of(region) for region in response.regions]
+        return Item(response.id, dict(response.metadata), vector, regions)
 
     def delete(self, ids: Sequence[str]) -> Deleted:
         response = self._call(self._stub.Delete, pb.DeleteRequest(ids=list(ids)))
@@ -243,6 +303,7 @@ class Client:
         index = r.index
         return Stats(
             items=r.items,
+            vectors=r.vectors,
             dims=r.dims,
             model_id=r.model_id,
             random_weights=r.random_weights,
@@ -284,7 +345,15 @@ def _read(image: ImageLike) -> bytes:
 
 
 def _add_request(item: NewItem) -> pb.AddRequest:
-    request = pb.AddRequest(id=item.id, metadata=dict(item.metadata))
+    request = pb.AddRequest(
+        id=item.id,
+        metadata=dict(item.metadata),
+        regions=[region._message() for region in item.regions],
+    )
+    if item.region_policy is not None:
+        if item.region_policy not in REGION_POLICIES:
+            raise ValueError(f"region_policy is one of {sorted(REGION_POLICIES)}")
+        request.region_policy = REGION_POLICIES[item.region_policy]
     if item.image is not None:
         request.image = _read(item.image)
     elif item.vector is not None:

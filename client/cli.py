@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lookalike.client.api import Client, Match, NewItem
+from lookalike.client.api import REGION_POLICIES, Client, Match, NewItem, Region
 from lookalike.client.errors import (
     InvalidRequestError,
     ItemNotFoundError,
@@ -25,7 +25,12 @@ from lookalike.client.errors import (
     UnauthenticatedError,
 )
 from lookalike.client.files import file_id, image_files
-from lookalike.client.report import SOURCE_PATH_KEY, render_html, source_file_bytes
+from lookalike.client.report import (
+    SOURCE_PATH_KEY,
+    describe_region,
+    render_html,
+    source_file_bytes,
+)
 from lookalike.server.built_index import DEFAULT_SETTINGS
 from lookalike.server.index import DTYPES
 
@@ -113,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="stored with every image (repeatable); searches can filter on it",
     )
     index.add_argument("--reindex", action="store_true", help="re-add files already indexed")
+    index.add_argument(
+        "--regions",
+        choices=sorted(REGION_POLICIES),
+        help="also store regions of each image as vectors of their own, for object search: "
+        "grid (13 boxes at two scales) or none (default: the server's --regions)",
+    )
 
     search = command("search", "the most similar indexed images, to an image or a text")
     query = search.add_mutually_exclusive_group(required=True)
@@ -132,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="only items whose metadata has this value (repeatable: all must match)",
     )
     search.add_argument("--min-score", type=float, help="only matches with at least this cosine")
+    search.add_argument(
+        "--box",
+        type=_box,
+        metavar="X0,Y0,X1,Y1",
+        help="with an image: search with this part of it (fractions of its width and height, "
+        "e.g. 0.5,0,1,0.5 for the top right quarter)",
+    )
     search.add_argument(
         "--json", action="store_true", help="print a JSON array on stdout and nothing else"
     )
@@ -329,7 +347,7 @@ def index_command(client: Client, args: argparse.Namespace) -> int:
     interrupted = False
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        items = (_new_item(path, directory, extra) for path in todo)
+        items = (_new_item(path, directory, extra, args.regions) for path in todo)
         for outcome in client.add_many(items):
             if outcome.ok:
                 stored += 1
@@ -362,9 +380,23 @@ def _indexed(client: Client, item_id: str) -> bool:
     return True
 
 
-def _new_item(path: Path, directory: Path, extra: dict[str, str]) -> NewItem:
+def _new_item(
+    path: Path, directory: Path, extra: dict[str, str], region_policy: str | None
+) -> NewItem:
     metadata = {**extra, SOURCE_PATH_KEY: str(path.resolve())}
-    return NewItem(file_id(path, directory), image=_read_file(path), metadata=metadata)
+    return NewItem(
+        file_id(path, directory),
+        image=_read_file(path),
+        metadata=metadata,
+        region_policy=region_policy,
+    )
+
+
+def _box(text: str) -> Region:
+    try:
+        return Region.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 # -- search ---------------------------------------------------------------------------------
@@ -372,6 +404,8 @@ def _new_item(path: Path, directory: Path, extra: dict[str, str]) -> NewItem:
 
 def search_command(client: Client, args: argparse.Namespace) -> int:
     filters = _pairs(args.filter, "--filter")
+    if args.box is not None and args.image is None:
+        raise CommandError("--box goes with a query image", EXIT_BAD_INPUT)
     query_image = _read_file(args.image) if args.image else None
     if args.vector:
         vector = _read_vector(args.vector)
@@ -391,7 +425,11 @@ def search_command(client: Client, args: argparse.Namespace) -> int:
     else:
         try:
             matches = client.search(
-                image=query_image, k=args.k, filter=filters, min_score=args.min_score
+                image=query_image,
+                k=args.k,
+                filter=filters,
+                min_score=args.min_score,
+                box=args.box,
             )
         except InvalidRequestError as error:  # say which file the server could not read
             raise CommandError(f"{args.image}: {error}", EXIT_BAD_INPUT) from error
@@ -405,15 +443,21 @@ def search_command(client: Client, args: argparse.Namespace) -> int:
             model=stats.model_id,
             random_weights=stats.random_weights,
             query_text=args.text,
+            query_box=args.box,
         )
         args.html.write_text(page, encoding="utf-8")
     if args.json:
-        print(json.dumps([{"id": m.id, "score": m.score, "metadata": m.metadata} for m in matches]))
+        print(json.dumps([_match_json(m) for m in matches]))
     else:
         _print_matches(matches, empty_index=not matches and client.stats().items == 0)
         if args.html:
             print(f"wrote {args.html}")
     return 0
+
+
+def _match_json(match: Match) -> dict[str, object]:
+    region = dataclasses.asdict(match.region) if match.region else None
+    return {"id": match.id, "score": match.score, "metadata": match.metadata, "region": region}
 
 
 def _read_vector(path: Path) -> np.ndarray:
@@ -439,11 +483,12 @@ def _print_matches(matches: Sequence[Match], *, empty_index: bool) -> None:
         print("no matches (try a lower --min-score or fewer --filter)")
         return
     width = max(len(m.id) for m in matches)
-    print(f"{'rank':>4}  {'score':>7}  {'id':<{width}}  metadata")
+    print(f"{'rank':>4}  {'score':>7}  {'id':<{width}}  {'matched by':<23}  metadata")
     for rank, match in enumerate(matches, 1):
         shown = {k: v for k, v in match.metadata.items() if k != SOURCE_PATH_KEY}
         metadata = " ".join(f"{k}={v}" for k, v in sorted(shown.items()))
-        print(f"{rank:>4}  {match.score:>7.4f}  {match.id:<{width}}  {metadata}")
+        where = describe_region(match.region)
+        print(f"{rank:>4}  {match.score:>7.4f}  {match.id:<{width}}  {where:<23}  {metadata}")
 
 
 # -- ingest ------------------------------------------------------------------------------------
@@ -578,7 +623,7 @@ def stats_command(client: Client, args: argparse.Namespace) -> int:
         return 0
     weights = "RANDOM WEIGHTS (results carry no meaning)" if stats.random_weights else "trained"
     print(f"server      {client.target} (lookalike {stats.version})")
-    print(f"items       {stats.items}")
+    print(f"items       {stats.items} ({stats.vectors} vectors: whole images and regions)")
     print(f"model       {stats.model_id}, {stats.dims}-d, {weights}")
     providers = ", ".join(stats.providers)
     print(f"engine      {stats.precision} on {providers}, preprocess {stats.preprocess_mode}")
@@ -605,11 +650,14 @@ def stats_command(client: Client, args: argparse.Namespace) -> int:
 def get_command(client: Client, args: argparse.Namespace) -> int:
     item = client.get(args.id)
     if args.json:
-        print(json.dumps({"id": item.id, "metadata": item.metadata}))
+        regions = [dataclasses.asdict(region) for region in item.regions]
+        print(json.dumps({"id": item.id, "metadata": item.metadata, "regions": regions}))
     else:
         print(item.id)
         for key, value in sorted(item.metadata.items()):
             print(f"  {key} = {value}")
+        for region in item.regions:
+            print(f"  region {describe_region(region)}")
     return 0
 
 

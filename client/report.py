@@ -1,7 +1,8 @@
 """One self-contained HTML page: the query and its matches, images inlined as thumbnails.
 
 The page needs nothing but itself (no scripts, fonts or files beside it), so it can be mailed
-or attached to a ticket and still show everything offline.
+or attached to a ticket and still show everything offline. A match found through one of its
+regions has that box drawn on its thumbnail, and a query box is drawn on the query's.
 """
 
 from __future__ import annotations
@@ -12,23 +13,43 @@ import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
-from lookalike.client.api import Match
+from lookalike.client.api import Match, Region
 from lookalike.client.files import SOURCE_PATH_KEY
 
-__all__ = ["SOURCE_PATH_KEY", "render_html", "source_file_bytes", "thumbnail_data_uri"]
+__all__ = [
+    "SOURCE_PATH_KEY",
+    "render_html",
+    "source_file_bytes",
+    "thumbnail_data_uri",
+    "describe_region",
+]
 
 THUMBNAIL_PX = 320
 QUERY_THUMBNAIL_PX = 480
+BOX_COLOUR = (255, 45, 85)  # stands out on most photographs
 
 
-def thumbnail_data_uri(data: bytes, size: int = THUMBNAIL_PX) -> str | None:
-    """A JPEG thumbnail as a data: URI, or None when the bytes are not a readable image."""
+def describe_region(region: Region | None) -> str:
+    """`whole image`, or `region 0.25,0.5-0.75,1 "label"`."""
+    if region is None:
+        return "whole image"
+    box = f"{region.x0:.3g},{region.y0:.3g}-{region.x1:.3g},{region.y1:.3g}"
+    return f"region {box}" + (f" {region.label!r}" if region.label else "")
+
+
+def thumbnail_data_uri(
+    data: bytes, size: int = THUMBNAIL_PX, box: Region | None = None
+) -> str | None:
+    """A JPEG thumbnail as a data: URI, `box` drawn on it; None when the bytes are not a
+    readable image."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             image = ImageOps.exif_transpose(image).convert("RGB")
             image.thumbnail((size, size))
+            if box is not None:
+                _draw(image, box)
             buffer = io.BytesIO()
             image.save(buffer, "JPEG", quality=85)
     except Exception:  # any unreadable file just shows without a picture
@@ -36,8 +57,17 @@ def thumbnail_data_uri(data: bytes, size: int = THUMBNAIL_PX) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _picture(data: bytes | None, alt: str, size: int = THUMBNAIL_PX) -> str:
-    uri = thumbnail_data_uri(data, size) if data else None
+def _draw(image: Image.Image, box: Region) -> None:
+    width, height = image.size
+    corners = (box.x0 * width, box.y0 * height, box.x1 * width - 1, box.y1 * height - 1)
+    line = max(2, round(min(width, height) / 80))
+    ImageDraw.Draw(image).rectangle(corners, outline=BOX_COLOUR, width=line)
+
+
+def _picture(
+    data: bytes | None, alt: str, size: int = THUMBNAIL_PX, box: Region | None = None
+) -> str:
+    uri = thumbnail_data_uri(data, size, box) if data else None
     if uri is None:
         return '<div class="picture missing">no image</div>'
     return f'<div class="picture"><img src="{uri}" alt="{html.escape(alt)}"></div>'
@@ -66,12 +96,14 @@ def _card(rank: int, match: Match) -> str:
     title = f' title="{html.escape(source)}"' if source else ""
     width = max(0.0, min(1.0, match.score)) * 100
     bar = f'<span class="bar" aria-hidden="true"><span style="width:{width:.1f}%"></span></span>'
+    where = html.escape(describe_region(match.region))
     return f"""<article class="card">
-{_picture(source_file_bytes(match.metadata), match.id)}
+{_picture(source_file_bytes(match.metadata), match.id, box=match.region)}
 <div class="about">
 <div class="rank">#{rank}</div>
 <div class="score"><span class="value">{match.score:.4f}</span>{bar}</div>
 <code class="id"{title}>{html.escape(match.id)}</code>
+<div class="region">matched by the {where}</div>
 {f"<dl>{metadata}</dl>" if metadata else ""}
 </div>
 </article>"""
@@ -85,8 +117,10 @@ def render_html(
     model: str = "",
     random_weights: bool = False,
     query_text: str | None = None,
+    query_box: Region | None = None,
 ) -> str:
-    """The page for one search; a query by text shows that text where the picture would be."""
+    """The page for one search; a query by text shows that text where the picture would be,
+    a query by part of an image shows the image with that box."""
     notice = (
         '<p class="notice" role="alert"><b>Random weights.</b> The server runs a model '
         "exported with random weights (for tests and benchmarks): these scores carry no "
@@ -106,7 +140,7 @@ def render_html(
 {
         _query_text(query_text)
         if query_text is not None
-        else _picture(query_image, query_label, QUERY_THUMBNAIL_PX)
+        else _picture(query_image, query_label, QUERY_THUMBNAIL_PX, query_box)
     }
 <div class="about">
 <p class="kicker">Lookalike search</p>
@@ -158,6 +192,7 @@ h1 code { font-size: inherit; }
 .bar { flex: 1; height: 6px; background: var(--line); border-radius: 3px; overflow: hidden; }
 .bar span { display: block; height: 100%; background: var(--accent); }
 .id { overflow-wrap: anywhere; }
+.region { font-size: 12.5px; color: var(--muted); overflow-wrap: anywhere; }
 dl { margin: 0; font-size: 12.5px; color: var(--muted); display: grid; gap: 2px; }
 dl div { display: flex; gap: 6px; min-width: 0; }
 dt { font-weight: 600; flex: none; }

@@ -175,6 +175,8 @@ class LookalikeServer:
             self.metrics,
             limits=config.request_limits,
             preprocess_mode=config.preprocess_mode.value,
+            image_limits=config.image_limits,
+            regions=config.regions,
             text=text,
             no_text_reason=embedders.no_text_reason,
             started=self._started,

@@ -36,7 +36,8 @@ from lookalike.export.manifest import sha256_file
 from lookalike.server.engine import ModelIdentity
 from lookalike.server.errors import DataDirError
 from lookalike.server.index import IndexSettings, SnapshotError, VectorIndex
-from lookalike.server.items import StoredItem
+from lookalike.server.items import StoredItem, VectorOwner
+from lookalike.server.regions import Region
 from lookalike.server.sql import in_chunks
 
 __all__ = [
@@ -295,17 +296,25 @@ class ShardTable:
 
     def get(self, item_id: str) -> StoredItem | None:
         row = self._db.execute("SELECT metadata FROM items WHERE id = ?", (item_id,)).fetchone()
-        return None if row is None else StoredItem(item_id, json.loads(row[0]))
+        if row is None:
+            return None
+        regions = self._db.execute(
+            "SELECT region FROM vectors WHERE id = ? AND region IS NOT NULL ORDER BY key",
+            (item_id,),
+        )
+        return StoredItem(
+            item_id, json.loads(row[0]), regions=tuple(Region.from_json(r) for (r,) in regions)
+        )
 
-    def by_keys(self, keys: Sequence[int]) -> dict[int, StoredItem]:
-        found: dict[int, StoredItem] = {}
+    def by_keys(self, keys: Sequence[int]) -> dict[int, VectorOwner]:
+        found: dict[int, VectorOwner] = {}
         for part, marks in in_chunks(keys):
             rows = self._db.execute(
-                "SELECT key, id, metadata FROM vectors JOIN items USING (id) "
+                "SELECT key, id, metadata, region FROM vectors JOIN items USING (id) "
                 f"WHERE key IN ({marks})",
                 part,
             )
-            found.update((int(k), StoredItem(i, json.loads(m))) for k, i, m in rows)
+            found.update((int(k), VectorOwner.from_row(i, m, r)) for k, i, m, r in rows)
         return found
 
     def keys_matching(self, pairs: Mapping[str, str]) -> np.ndarray:

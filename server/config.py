@@ -14,6 +14,7 @@ from lookalike.server.cluster.settings import ClusterSettings, EmbedPlacement, S
 from lookalike.server.index import DTYPES, IndexSettings
 from lookalike.server.onnx_engine import EngineSettings, Provider
 from lookalike.server.preprocess import ImageLimits, PreprocessMode
+from lookalike.server.regions import RegionPolicy
 from lookalike.server.requests import RequestLimits
 
 __all__ = ["ServerConfig", "parse_config", "ENV_PREFIX"]
@@ -41,6 +42,7 @@ class ServerConfig:
     index: IndexSettings = dataclasses.field(default_factory=IndexSettings)
     max_message_bytes: int = 64 * 2**20
     request_limits: RequestLimits = dataclasses.field(default_factory=RequestLimits)
+    regions: RegionPolicy = RegionPolicy.NONE  # what an added image without a policy gets
     snapshot_interval_s: float = 300.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -179,6 +181,19 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         action="store_true",
         help="do not load the text tower (saves its memory; text requests are then refused)",
     )
+    flag(
+        "--regions",
+        choices=[p.value for p in RegionPolicy],
+        default=defaults.regions.value,
+        help="regions the server cuts from each added image (an Add may choose otherwise): "
+        "none, or grid (13 boxes at two scales, stored as vectors besides the whole image)",
+    )
+    flag(
+        "--max-regions",
+        type=int,
+        default=requests.max_regions_per_item,
+        help="regions per item, given and server-made together",
+    )
     flag("--max-text-bytes", type=int, default=requests.max_text_bytes, help="UTF-8, per text")
     flag("--text-max-batch", type=int, default=text_batcher.max_batch, help="texts per batch")
     flag("--text-max-queue", type=int, default=text_batcher.max_queue, help="queued texts")
@@ -271,7 +286,9 @@ def parse_config(
             request_limits=RequestLimits(
                 max_images_per_request=int(args.max_images_per_request),
                 max_text_bytes=int(args.max_text_bytes),
+                max_regions_per_item=int(args.max_regions),
             ),
+            regions=RegionPolicy(args.regions),
             snapshot_interval_s=float(args.snapshot_interval_s),
             tls_cert=Path(args.tls_cert) if args.tls_cert else None,
             tls_key=Path(args.tls_key) if args.tls_key else None,

@@ -1,6 +1,10 @@
 """The application: embed, add, search (by image, vector, stored item or text), get, delete and
 stats, with no transport.
 
+An added image may carry regions (given boxes, and/or the server's region policy): each is
+cropped from the decoded image and embedded in the same queue as the whole image, and the item
+is stored with all its vectors at once.
+
 Plain dataclasses in and out (`requests` for what comes in); failures are `LookalikeError`s.
 The gRPC service, a Ray deployment or a test calls it alike. It validates a whole request
 before any image is decoded, groups bulk adds into durable commits, and pushes back on a bulk
@@ -24,6 +28,7 @@ from lookalike.server.engine import ModelInfo
 from lookalike.server.errors import InvalidArgumentError, LookalikeError, TextUnavailableError
 from lookalike.server.items import (
     EmbeddedItem,
+    RegionVector,
     Repository,
     RepositoryStats,
     SearchResult,
@@ -31,6 +36,8 @@ from lookalike.server.items import (
     WriteOutcome,
 )
 from lookalike.server.metrics import Metrics
+from lookalike.server.preprocess import Crop, ImageInput, ImageLimits, SourceImage, upright_size
+from lookalike.server.regions import Region, RegionPolicy, check_regions, fitting, policy_regions
 from lookalike.server.requests import (
     AddItem,
     RequestLimits,
@@ -104,18 +111,22 @@ class Core:
     def __init__(
         self,
         model: ModelInfo,
-        embedder: Embedder[bytes],
+        embedder: Embedder[ImageInput],
         repository: Repository,
         metrics: Metrics,
         *,
         limits: RequestLimits,
         preprocess_mode: str,
+        image_limits: ImageLimits | None = None,
+        regions: RegionPolicy = RegionPolicy.NONE,
         text: TextSide | None = None,
         no_text_reason: str = "this server has no text tower",
         started: float | None = None,  # time.monotonic() when the server started
     ) -> None:
-        """`no_text_reason` is what a text request is told when `text` is None."""
+        """`no_text_reason` is what a text request is told when `text` is None; `regions` is
+        the region policy of an added image that names none."""
         self._text, self._no_text_reason = text, no_text_reason
+        self._image_limits, self._region_policy = image_limits or ImageLimits(), regions
         self.model, self._embedder, self._repository = model, embedder, repository
         self._metrics, self._limits, self._preprocess_mode = metrics, limits, preprocess_mode
         self._started = time.monotonic() if started is None else started
@@ -131,8 +142,7 @@ class Core:
         return Embedded(await self._text_side().embedder.embed(texts), self.model.model_id)
 
     async def add(self, item: AddItem) -> WriteOutcome:
-        vector = await self._start(item)
-        (written,) = await self._store([EmbeddedItem(item.id, vector, dict(item.metadata))])
+        (written,) = await self._store([await self._start(item).embedded()])
         return written
 
     async def add_many(self, items: AsyncIterable[AddItem]) -> AsyncIterator[AddGroup]:
@@ -145,7 +155,8 @@ class Core:
             index = 0
             async for item in items:
                 # admission is synchronous (`_start`), so the room seen here is still there
-                while pending and item.image is not None and not self._embedder.has_room(1):
+                rows = self._rows_at_most(item)
+                while pending and rows and not self._embedder.has_room(rows):
                     yield await self._commit_group(pending, totals)
                 try:
                     pending.append(_Pending(index, item, self._start(item)))
@@ -158,8 +169,8 @@ class Core:
                 yield await self._commit_group(pending, totals)
         finally:  # the caller went away: nothing more of its stream is embedded
             for entry in pending:
-                if isinstance(entry.vector, asyncio.Future):
-                    entry.vector.cancel()
+                if isinstance(entry.started, _Started):
+                    entry.started.vectors.cancel()
 
     async def search(self, query: SearchQuery) -> SearchResult:
         query.check(self._limits)
@@ -223,24 +234,49 @@ class Core:
             (vector,) = await self._text_side().embedder.embed([query.text])
             return vector
         assert query.image is not None  # check() saw exactly one query
-        (vector,) = await self._embedder.embed([query.image])
+        image: ImageInput = query.image
+        if query.box is not None:
+            image = Crop(SourceImage(query.image), query.box)
+        (vector,) = await self._embedder.embed([image])
         return vector
 
-    def _start(self, item: AddItem) -> asyncio.Future[np.ndarray]:
-        """Check the whole item, then start embedding its image (or take its vector): a future
-        of its unit vector. Raises at once if the item is malformed or the queue is full."""
+    def _made_regions(self, item: AddItem) -> tuple[Region, ...]:
+        """The regions the item's policy (or the server's) makes, before fitting its image."""
+        return policy_regions(item.region_policy or self._region_policy)
+
+    def _rows_at_most(self, item: AddItem) -> int:
+        """How many inputs the item may put in the image queue (0: it brings its vector)."""
+        if item.image is None:
+            return 0
+        return 1 + len(item.regions) + len(self._made_regions(item))
+
+    def _start(self, item: AddItem) -> _Started:
+        """Check the whole item, then start embedding its image and regions (or take its
+        vector). Raises at once if the item is malformed or the queue is full."""
         check_id(item.id)
         check_metadata(item.metadata, "metadata")
         if item.image is None and item.vector is None:
             raise InvalidArgumentError(f"item {item.id!r} has no content: set `image` or `vector`")
         if item.image is not None and item.vector is not None:
             raise InvalidArgumentError(f"item {item.id!r} has an image and a vector: set one")
-        if item.image is not None:
-            (future,) = self._embedder.submit([item.image])
-            return future
-        future = asyncio.get_running_loop().create_future()
-        future.set_result(unit_vector(item.vector, self.model.dims))  # type: ignore[arg-type]
-        return future
+        limit = self._limits.max_regions_per_item
+        check_regions(item.regions, limit)
+        if item.image is None:
+            if item.regions:
+                raise InvalidArgumentError(
+                    f"item {item.id!r} has regions but no image to cut them from: send `image`"
+                )
+            future = asyncio.get_running_loop().create_future()
+            future.set_result([unit_vector(item.vector, self.model.dims)])  # type: ignore[arg-type]
+            return _Started(item, (), future)
+        made = self._made_regions(item)
+        regions: tuple[Region, ...] = ()
+        if item.regions or made:
+            size = upright_size(item.image, self._image_limits)
+            regions = fitting(item.regions, made, size)[:limit]
+        source = SourceImage(item.image)
+        inputs: list[ImageInput] = [item.image, *(Crop(source, region) for region in regions)]
+        return _Started(item, regions, asyncio.gather(*self._embedder.submit(inputs)))
 
     async def _store(self, items: list[EmbeddedItem]) -> list[WriteOutcome]:
         with self._metrics.stage("commit"):
@@ -256,13 +292,13 @@ class Core:
         failures: list[AddResult] = []
         for entry in group:
             try:
-                if isinstance(entry.vector, LookalikeError):
-                    raise entry.vector
-                vector = await entry.vector
+                if isinstance(entry.started, LookalikeError):
+                    raise entry.started
+                embedded = await entry.started.embedded()
             except LookalikeError as exc:
                 failures.append(AddResult(entry.index, entry.item.id, error=exc))
                 continue
-            ready.append((entry, EmbeddedItem(entry.item.id, vector, dict(entry.item.metadata))))
+            ready.append((entry, embedded))
         written = await self._store([item for _, item in ready]) if ready else []
         stored = [
             AddResult(entry.index, entry.item.id, replaced=outcome.replaced)
@@ -275,12 +311,26 @@ class Core:
 
 
 @dataclasses.dataclass(frozen=True)
+class _Started:
+    """An admitted item whose vectors are on their way."""
+
+    item: AddItem
+    regions: tuple[Region, ...]  # given and made, fitted to its image, in storing order
+    vectors: asyncio.Future[list[np.ndarray]]  # the whole image's, then each region's
+
+    async def embedded(self) -> EmbeddedItem:
+        whole, *parts = await self.vectors
+        regions = tuple(map(RegionVector, self.regions, parts))
+        return EmbeddedItem(self.item.id, whole, dict(self.item.metadata), regions)
+
+
+@dataclasses.dataclass(frozen=True)
 class _Pending:
     """An item of a bulk add between admission and commit."""
 
     index: int
     item: AddItem
-    vector: asyncio.Future[np.ndarray] | LookalikeError  # on its way, or why it was refused
+    started: _Started | LookalikeError  # on its way, or why it was refused
 
 
 def _version() -> str:

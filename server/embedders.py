@@ -22,7 +22,7 @@ from lookalike.server.config import ServerConfig
 from lookalike.server.engine import Engine, ModelInfo
 from lookalike.server.metrics import Metrics
 from lookalike.server.onnx_engine import EngineSettings, read_manifest
-from lookalike.server.preprocess import Preprocessor
+from lookalike.server.preprocess import ImageInput, Preprocessor
 from lookalike.server.tokenizer import TextTokenizer
 
 __all__ = ["Embedder", "TextSide", "LocalEmbedders", "EngineFactory"]
@@ -63,7 +63,7 @@ class LocalEmbedders:
 
     def __init__(self) -> None:
         self.engine: Engine | None = None
-        self._image: Batcher[bytes] | None = None
+        self._image: Batcher[ImageInput] | None = None
         self.text: TextSide | None = None
         self.no_text_reason = "this server has no text tower"
         self._text_engine: Engine | None = None
@@ -75,7 +75,7 @@ class LocalEmbedders:
         return self.engine.info
 
     @property
-    def image(self) -> Batcher[bytes]:
+    def image(self) -> Batcher[ImageInput]:
         assert self._image is not None, "not loaded"
         return self._image
 

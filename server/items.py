@@ -8,15 +8,19 @@ several machines) satisfies the same `Repository` protocol without the core chan
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
 
 from lookalike.server.index import IndexSettings
+from lookalike.server.regions import Region
 
 __all__ = [
     "EmbeddedItem",
+    "RegionVector",
+    "VectorOwner",
     "StoredItem",
     "ScoredItem",
     "SearchResult",
@@ -28,27 +32,53 @@ __all__ = [
 
 
 @dataclasses.dataclass(frozen=True)
+class RegionVector:
+    region: Region
+    vector: np.ndarray  # float32[D], unit norm
+
+
+@dataclasses.dataclass(frozen=True)
 class EmbeddedItem:
-    """An item ready to store: its id, its unit vector and its metadata."""
+    """An item ready to store: its id, its whole image's unit vector, its metadata, and the
+    vectors of its regions."""
 
     id: str
     vector: np.ndarray  # float32[D], unit norm
     metadata: Mapping[str, str]
+    regions: tuple[RegionVector, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
 class StoredItem:
-    """A stored item; `vector` only when asked for."""
+    """A stored item; `vector` (the whole image's) only when asked for."""
 
     id: str
     metadata: dict[str, str]
     vector: np.ndarray | None = None
+    regions: tuple[Region, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class VectorOwner:
+    """Whose a stored vector is: an item's whole image (`region` None), or one of its regions."""
+
+    item: StoredItem
+    region: Region | None
+
+    @classmethod
+    def from_row(cls, item_id: str, metadata: str, region: str | None) -> VectorOwner:
+        """From a table row: the item's id, its metadata JSON, the region JSON or NULL."""
+        return cls(
+            StoredItem(item_id, json.loads(metadata)),
+            Region.from_json(region) if region is not None else None,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
 class ScoredItem:
     item: StoredItem
-    score: float  # cosine similarity to the query
+    score: float  # cosine similarity to the query, of the item's best vector
+    region: Region | None = None  # the region that scored it; None: the whole image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +107,7 @@ class ShardStats:
 class RepositoryStats:
     items: int
     index: IndexSettings
+    vectors: int  # the items' whole images and regions
     index_version: str = ""  # a built index's version; "" for a data directory
     shards: tuple[ShardStats, ...] = ()
 

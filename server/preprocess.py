@@ -10,6 +10,9 @@ Two modes:
   only the center-crop region, once, with a reducing gap; it stays uint8 until the final
   normalisation.
 
+A region of an image (`Crop`) is cut from the fully decoded image, which every region of that
+image shares (`SourceImage` decodes once), and preprocessed like a whole image in `exact` mode.
+
 Both modes apply the EXIF orientation, so a phone photo is seen upright. That, and reading
 16-bit images as 8-bit by their high byte (the reference clips them), are the intended
 differences from `CLIPImageProcessor`.
@@ -21,19 +24,26 @@ import dataclasses
 import enum
 import io
 import math
+import threading
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lookalike.export.manifest import PreprocessSpec
 from lookalike.server.errors import ImageTooLargeError, InvalidImageError
+from lookalike.server.regions import Region, check_fits
 
 __all__ = [
     "ImageLimits",
     "PreprocessMode",
     "Preprocessor",
+    "SourceImage",
+    "Crop",
+    "ImageInput",
     "decode",
+    "upright_size",
 ]
 
 
@@ -60,6 +70,38 @@ RESAMPLE = {
 }
 REDUCING_GAP = 3.0  # Pillow: first reduce by an integer factor, then resample the last <=3x
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+EXIF_ORIENTATION = 0x0112
+TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # rotated a quarter turn: width and height swap
+
+
+class SourceImage:
+    """One image's bytes, decoded once for all the regions cut from it (by whichever
+    preprocessing thread gets there first). Pickles as its bytes alone."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self._decoded: Image.Image | None = None
+        self._lock = threading.Lock()
+
+    def decoded(self, decoder: Callable[[bytes], Image.Image]) -> Image.Image:
+        with self._lock:
+            if self._decoded is None:
+                self._decoded = decoder(self.data)
+            return self._decoded
+
+    def __reduce__(self) -> tuple[type[SourceImage], tuple[bytes]]:
+        return SourceImage, (self.data,)
+
+
+@dataclasses.dataclass(frozen=True)
+class Crop:
+    """A region of an image, to embed on its own."""
+
+    source: SourceImage
+    region: Region
+
+
+ImageInput = bytes | Crop  # what the image queue embeds: a whole image, or a region of one
 
 
 def decode(data: bytes, limits: ImageLimits, *, draft_short_edge: int | None = None) -> Image.Image:
@@ -68,6 +110,32 @@ def decode(data: bytes, limits: ImageLimits, *, draft_short_edge: int | None = N
     With `draft_short_edge`, JPEGs are decoded at the smallest DCT scale whose short edge is
     still at least that many pixels.
     """
+    image = _open(data, limits)
+    width, height = image.size
+    if draft_short_edge is not None and image.format == "JPEG":
+        scale = draft_short_edge / min(width, height)
+        image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidImageError(f"corrupt or truncated {image.format} image: {exc}") from exc
+    return _to_rgb(_upright(image))
+
+
+def upright_size(data: bytes, limits: ImageLimits) -> tuple[int, int]:
+    """(width, height) as the image is seen upright, from its header alone (no pixels
+    decoded); the same errors as `decode` for what is not an image or too large."""
+    image = _open(data, limits)
+    width, height = image.size
+    try:
+        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError):
+        orientation = 1
+    return (height, width) if orientation in TRANSPOSING_ORIENTATIONS else (width, height)
+
+
+def _open(data: bytes, limits: ImageLimits) -> Image.Image:
+    """Read the header; refuse non-images and oversized images before any pixel is decoded."""
     if not data:
         raise InvalidImageError("empty image: zero bytes")
     try:
@@ -80,16 +148,8 @@ def decode(data: bytes, limits: ImageLimits, *, draft_short_edge: int | None = N
         raise InvalidImageError("not an image Pillow can read (JPEG, PNG, WebP, GIF, ...)") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # e.g. a JPEG cut inside its header
         raise InvalidImageError(f"corrupt or truncated image: {exc}") from exc
-    width, height = image.size
-    _check_limits(width, height, limits)
-    if draft_short_edge is not None and image.format == "JPEG":
-        scale = draft_short_edge / min(width, height)
-        image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
-    try:
-        image.load()
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InvalidImageError(f"corrupt or truncated {image.format} image: {exc}") from exc
-    return _to_rgb(_upright(image))
+    _check_limits(*image.size, limits)
+    return image
 
 
 def _check_limits(width: int, height: int, limits: ImageLimits) -> None:
@@ -182,10 +242,20 @@ class Preprocessor:
         self._normalize = _Normalizer.for_spec(spec)
         self._resample = RESAMPLE[spec.resample]
 
-    def __call__(self, data: bytes) -> np.ndarray:
+    def __call__(self, data: ImageInput) -> np.ndarray:
+        if isinstance(data, Crop):
+            return self.crop(data)
         if self.mode is PreprocessMode.FAST:
             return self.fast(data)
         return self.exact(decode(data, self.limits))
+
+    def crop(self, crop: Crop) -> np.ndarray:
+        """The region cut from the fully decoded image, then as `exact` (every pixel counts in
+        a small region: no draft decoding). InvalidImageError if it is under the minimum
+        size on this image."""
+        image = crop.source.decoded(lambda data: decode(data, self.limits))
+        check_fits(crop.region, image.size, "the box")
+        return self.exact(image.crop(crop.region.pixels(*image.size)))
 
     def exact(self, image: Image.Image) -> np.ndarray:
         """`CLIPImageProcessor` on an RGB image: resize, crop, rescale, normalise."""

@@ -23,7 +23,6 @@ from lookalike.server.index import IndexSettings, SnapshotError, VectorIndex
 from lookalike.server.items import (
     EmbeddedItem,
     RepositoryStats,
-    ScoredItem,
     SearchResult,
     StoredItem,
     WriteOutcome,
@@ -50,7 +49,7 @@ class LocalRepository:
         self._store: ItemStore | None = None
         self._index: VectorIndex | None = None
         self._dirty = False  # the index has changed since its last snapshot
-        self._items = 0
+        self._items = self._vectors = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -70,7 +69,7 @@ class LocalRepository:
             index = VectorIndex(self.identity.dims, self.settings)
         self._store, self._index = store, index
         self._catch_up()
-        self._items = store.count()
+        self._items, self._vectors = store.count(), store.vector_count()
         return self._items
 
     def _catch_up(self) -> None:
@@ -115,7 +114,7 @@ class LocalRepository:
         return self._items
 
     async def stats(self) -> RepositoryStats:
-        return RepositoryStats(items=self._items, index=self.settings)
+        return RepositoryStats(items=self._items, index=self.settings, vectors=self._vectors)
 
     async def upsert(self, items: Sequence[EmbeddedItem]) -> list[WriteOutcome]:
         return await self._run(lambda: self._upsert(items))
@@ -124,9 +123,9 @@ class LocalRepository:
         store, index = self._ready()
         written = store.upsert(items)  # durable from here on
         index.remove(written.removed_keys)
-        if len(written.keys):
-            index.add(written.keys, np.stack([items[p].vector for p in written.positions]))
+        index.add(written.keys, written.vectors)
         self._items += written.new_items
+        self._vectors += len(written.keys) - len(written.removed_keys)
         self._dirty = True
         return [
             WriteOutcome(item.id, replaced)
@@ -140,6 +139,7 @@ class LocalRepository:
             keys = [key for item_keys in removed.values() for key in item_keys]
             index.remove(np.asarray(keys, dtype=np.uint64))
             self._items -= len(removed)
+            self._vectors -= len(keys)
             self._dirty = self._dirty or bool(removed)
             return list(removed)
 
@@ -191,16 +191,16 @@ class LocalRepository:
         exclude_id: str | None,
     ) -> SearchResult:
         store, index = self._ready()
-        excluded = store.keys_of(exclude_id) if exclude_id is not None else []
-        hits, exact = nearest(
-            index, store, query, k, filter_pairs=filter_pairs, excluded=set(excluded)
+        matches, exact = nearest(
+            index,
+            store,
+            query,
+            k,
+            filter_pairs=filter_pairs,
+            min_score=min_score,
+            exclude_id=exclude_id,
         )
-        if min_score is not None:
-            hits = [h for h in hits if h.score >= min_score]
-        items = store.by_keys([h.key for h in hits])
-        return SearchResult(
-            [ScoredItem(items[h.key], h.score) for h in hits if h.key in items], exact
-        )
+        return SearchResult(matches, exact)
 
     # -- plumbing --------------------------------------------------------------------------
 

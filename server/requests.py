@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from lookalike.server.errors import InvalidArgumentError, LimitExceededError, TextTooLongError
+from lookalike.server.regions import Region, RegionPolicy, check_regions
 
 __all__ = [
     "AddItem",
@@ -39,16 +40,27 @@ Values = Sequence[float] | np.ndarray
 class RequestLimits:
     max_images_per_request: int = 256  # images, or texts, in one Embed request
     max_text_bytes: int = 2048  # UTF-8 bytes per text, checked before tokenising
+    max_regions_per_item: int = 64  # given and server-made together
+
+    def __post_init__(self) -> None:
+        for name in ("max_images_per_request", "max_text_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be at least 1")
+        if self.max_regions_per_item < 0:
+            raise ValueError("max-regions must not be negative")
 
 
 @dataclasses.dataclass(frozen=True)
 class AddItem:
-    """An item to store: its content is an image to embed, or a vector already made."""
+    """An item to store: its content is an image to embed, or a vector already made. An image
+    may come with regions to embed as well, and a region policy (None: the server's)."""
 
     id: str
     image: bytes | None = None
     vector: Values | None = None
     metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    regions: Sequence[Region] = ()
+    region_policy: RegionPolicy | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -64,6 +76,7 @@ class SearchQuery:
     min_score: float | None = None  # cosine similarity, -1 to 1
     filter: Mapping[str, str] = dataclasses.field(default_factory=dict)  # every pair must hold
     exclude_self: bool = False  # with `item_id`: leave that item out of the matches
+    box: Region | None = None  # with `image`: search with this part of it
 
     def check(self, limits: RequestLimits) -> None:
         """Everything but a vector's length and an image's bytes (the core and the decoder
@@ -80,6 +93,10 @@ class SearchQuery:
             check_id(self.item_id)
         if self.text is not None:
             check_texts([self.text], limits)
+        if self.box is not None:
+            if self.image is None:
+                raise InvalidArgumentError("a box goes with a query by image: set `image`")
+            check_regions([self.box], 1, what="the box")
 
 
 def check_id(item_id: str) -> None:

@@ -1,59 +1,99 @@
-"""Nearest vectors in one index, under a metadata filter: shared by every repository.
+"""The nearest items to a query in one index, under a metadata filter: shared by every
+repository.
 
-A repository pairs a `VectorIndex` with a table that knows which vector keys a filter allows
-(the local SQLite store, or a built index's shard table). Small allowed sets are searched
-exactly; large ones through HNSW, asking for more until enough allowed keys come back.
+A repository pairs a `VectorIndex` with a table that knows which item owns each vector key and
+which keys a filter allows (the local SQLite store, or a built index's shard table). Matches are
+items, not vectors: an item owning several vectors (its whole image and its regions) is matched
+once, by its best vector. Small allowed sets are searched exactly, large ones through HNSW;
+either way the search asks for more vectors until it has `count` distinct items, or has seen
+every candidate, or the scores fall under `min_score`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
 
 from lookalike.server.index import Hit, VectorIndex
+from lookalike.server.items import ScoredItem, VectorOwner
 
-__all__ = ["KeyFilter", "nearest", "OVERSAMPLING"]
+__all__ = ["VectorTable", "nearest", "best_per_item", "OVERSAMPLING"]
 
-OVERSAMPLING = 4  # filtered HNSW search asks for this many times k, then widens
+OVERSAMPLING = 4  # a filtered HNSW search asks for this many times k, then widens as much again
 
 
-class KeyFilter(Protocol):
+class VectorTable(Protocol):
     def keys_matching(self, pairs: Mapping[str, str]) -> np.ndarray:
         """Vector keys of the items whose metadata holds every pair."""
+        ...
+
+    def by_keys(self, keys: Sequence[int]) -> dict[int, VectorOwner]:
+        """Whose each of these vector keys is."""
         ...
 
 
 def nearest(
     index: VectorIndex,
-    table: KeyFilter,
+    table: VectorTable,
     query: np.ndarray,
     count: int,
     *,
     filter_pairs: Mapping[str, str] | None = None,
-    excluded: Collection[int] = (),
-) -> tuple[list[Hit], bool]:
-    """Up to `count` hits best first, none of them `excluded`, each allowed by the filter;
-    and whether the search was exhaustive."""
-    wanted = count + len(excluded)
+    min_score: float | None = None,
+    exclude_id: str | None = None,
+) -> tuple[list[ScoredItem], bool]:
+    """Up to `count` items best first, each allowed by the filter, none of them `exclude_id`,
+    none under `min_score`; and whether the search was exhaustive."""
+    search: Callable[[int], list[Hit]]
+    wanted = count + (exclude_id is not None)
     if filter_pairs:
         allowed = table.keys_matching(filter_pairs)
-        if index.is_exact_for(len(allowed)):
-            hits, exact = index.search_among(query, allowed, wanted), True
+        exact, candidates = index.is_exact_for(len(allowed)), len(allowed)
+        if exact:
+            asked = wanted
+
+            def search(n: int) -> list[Hit]:
+                return index.search_among(query, allowed, n)
+
         else:
-            hits, exact = _filtered(index, query, wanted, set(allowed.tolist()))
+            allowed_set, asked = set(allowed.tolist()), wanted * OVERSAMPLING
+            candidates = len(index)  # what the unfiltered search below goes through
+
+            def search(n: int) -> list[Hit]:
+                return [hit for hit in index.search(query, n) if hit.key in allowed_set]
+
     else:
-        hits, exact = index.search(query, wanted), index.is_exact_for()
-    return [hit for hit in hits if hit.key not in excluded][:count], exact
+        exact, candidates, asked = index.is_exact_for(), len(index), wanted
 
+        def search(n: int) -> list[Hit]:
+            return index.search(query, n)
 
-def _filtered(
-    index: VectorIndex, query: np.ndarray, wanted: int, allowed: set[int]
-) -> tuple[list[Hit], bool]:
-    count = wanted * OVERSAMPLING
     while True:
-        hits = [hit for hit in index.search(query, count) if hit.key in allowed]
-        if len(hits) >= wanted or count >= len(index):
-            return hits[:wanted], index.is_exact_for()
-        count *= OVERSAMPLING
+        hits = search(asked)
+        matches = best_per_item(hits, table, exclude_id=exclude_id, min_score=min_score)
+        floor_reached = min_score is not None and bool(hits) and hits[-1].score < min_score
+        if len(matches) >= count or asked >= candidates or floor_reached:
+            return matches[:count], exact
+        asked *= OVERSAMPLING
+
+
+def best_per_item(
+    hits: Sequence[Hit],
+    table: VectorTable,
+    *,
+    exclude_id: str | None = None,
+    min_score: float | None = None,
+) -> list[ScoredItem]:
+    """Hits (best first) to items, each once with its best vector's score and region."""
+    owners = table.by_keys([hit.key for hit in hits])
+    matches: dict[str, ScoredItem] = {}
+    for hit in hits:
+        owner = owners.get(hit.key)
+        if owner is None or owner.item.id in matches or owner.item.id == exclude_id:
+            continue
+        if min_score is not None and hit.score < min_score:
+            break
+        matches[owner.item.id] = ScoredItem(owner.item, hit.score, owner.region)
+    return list(matches.values())

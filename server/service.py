@@ -19,8 +19,9 @@ import grpc
 
 from lookalike.server.core import AddGroup, Core
 from lookalike.server.errors import InvalidArgumentError, LookalikeError, NotReadyError
-from lookalike.server.items import SearchResult
+from lookalike.server.items import ScoredItem, SearchResult
 from lookalike.server.metrics import Metrics
+from lookalike.server.regions import Region, RegionPolicy
 from lookalike.server.requests import AddItem, SearchQuery
 from lookalike.server.status import error_metadata, grpc_status
 from lookalike.v1 import lookalike_pb2 as pb
@@ -142,6 +143,7 @@ class ImageSearchService(pb_grpc.ImageSearchServicer):
             min_score=request.min_score if request.HasField("min_score") else None,
             filter=dict(request.filter),
             exclude_self=request.exclude_self,
+            box=_region(request.box) if request.HasField("box") else None,
         )
         return _search_response(await self._ready_core.search(query))
 
@@ -150,7 +152,9 @@ class ImageSearchService(pb_grpc.ImageSearchServicer):
         self, request: pb.GetRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetResponse:
         item = await self._ready_core.get(request.id, with_vector=request.include_vector)
-        response = pb.GetResponse(id=item.id, metadata=item.metadata)
+        response = pb.GetResponse(
+            id=item.id, metadata=item.metadata, regions=[_region_message(r) for r in item.regions]
+        )
         if item.vector is not None:
             response.vector.values.extend(item.vector.tolist())
         return response
@@ -194,6 +198,7 @@ class ImageSearchService(pb_grpc.ImageSearchServicer):
             text_precision=text.precision.value if text else "",
             text_queue_depth=stats.text_batcher.queue_depth if stats.text_batcher else 0,
             index_version=repository.index_version,
+            vectors=repository.vectors,
             shards=[
                 pb.ShardStats(
                     number=s.number, items=s.items, vectors=s.vectors, replicas=s.replicas
@@ -210,7 +215,30 @@ def _add_item(request: pb.AddRequest) -> AddItem:
         image=request.image if content == "image" else None,
         vector=request.vector.values if content == "vector" else None,
         metadata=dict(request.metadata),
+        regions=[_region(region) for region in request.regions],
+        region_policy=_policy(request.region_policy),
     )
+
+
+_POLICIES: dict[int, RegionPolicy | None] = {
+    pb.REGION_POLICY_UNSPECIFIED: None,
+    pb.REGION_POLICY_NONE: RegionPolicy.NONE,
+    pb.REGION_POLICY_GRID: RegionPolicy.GRID,
+}
+
+
+def _policy(value: int) -> RegionPolicy | None:
+    if value not in _POLICIES:
+        raise InvalidArgumentError(f"unknown region_policy {value}; see RegionPolicy")
+    return _POLICIES[value]
+
+
+def _region(message: pb.Region) -> Region:
+    return Region(message.x0, message.y0, message.x1, message.y1, message.label)
+
+
+def _region_message(region: Region) -> pb.Region:
+    return pb.Region(x0=region.x0, y0=region.y0, x1=region.x1, y1=region.y1, label=region.label)
 
 
 def _add_stream_response(group: AddGroup) -> pb.AddStreamResponse:
@@ -224,9 +252,16 @@ def _add_stream_response(group: AddGroup) -> pb.AddStreamResponse:
 
 
 def _search_response(result: SearchResult) -> pb.SearchResponse:
-    return pb.SearchResponse(
-        matches=[
-            pb.Match(id=m.item.id, score=m.score, metadata=m.item.metadata) for m in result.matches
-        ],
-        exact=result.exact,
+    return pb.SearchResponse(matches=[_match(m) for m in result.matches], exact=result.exact)
+
+
+def _match(match: ScoredItem) -> pb.Match:
+    message = pb.Match(
+        id=match.item.id,
+        score=match.score,
+        metadata=match.item.metadata,
+        whole_image=match.region is None,
     )
+    if match.region is not None:
+        message.region.CopyFrom(_region_message(match.region))
+    return message

@@ -18,7 +18,7 @@ import numpy as np
 from lookalike.server.built_index import OpenShard
 from lookalike.server.errors import NotFoundError
 from lookalike.server.items import ScoredItem, SearchResult, StoredItem
-from lookalike.server.search import nearest
+from lookalike.server.search import best_per_item, nearest
 
 __all__ = ["ShardSearcher", "ShardAnswer", "Query", "merge_matches"]
 
@@ -51,29 +51,24 @@ class ShardSearcher:
         """This shard's k best items whose metadata holds the filter (none of them
         `exclude_id`, when this shard holds it)."""
         with self._lock:
-            table = self.shard.table
-            excluded = set(table.keys_of(query.exclude_id)) if query.exclude_id else set()
-            hits, exact = nearest(
+            matches, exact = nearest(
                 self.shard.index,
-                table,
+                self.shard.table,
                 vector,
                 k,
                 filter_pairs=query.filter_pairs,
-                excluded=excluded,
+                min_score=query.min_score,
+                exclude_id=query.exclude_id,
             )
-            if query.min_score is not None:
-                hits = [hit for hit in hits if hit.score >= query.min_score]
-            items = table.by_keys([hit.key for hit in hits])
-        return ShardAnswer(
-            [ScoredItem(items[h.key], h.score) for h in hits if h.key in items], exact
-        )
+        return ShardAnswer(matches, exact)
 
     def search_many(
         self, vectors: np.ndarray, ks: Sequence[int], queries: Sequence[Query]
     ) -> list[ShardAnswer]:
         """`search` for each row of `vectors` (queries that arrived together), in order: the
         plain ones (no filter, floor or exclusion) in one index call per k over every core,
-        the others one by one. Same answers as one at a time."""
+        the others one by one, and so are those whose k vectors were not k distinct items.
+        Same answers as one at a time."""
         answers: dict[int, ShardAnswer] = {}
         plain: dict[int, list[int]] = {}
         for row, (k, query) in enumerate(zip(ks, queries, strict=True)):
@@ -81,14 +76,15 @@ class ShardSearcher:
                 plain.setdefault(k, []).append(row)
             else:
                 answers[row] = self.search(vectors[row], k, query)
+        index = self.shard.index
         for k, rows in plain.items():
             with self._lock:
-                found = self.shard.index.search_batch(vectors[rows], k)
-                exact = self.shard.index.is_exact_for()
-                items = self.shard.table.by_keys([hit.key for hits in found for hit in hits])
-            for row, hits in zip(rows, found, strict=True):
-                scored = [ScoredItem(items[h.key], h.score) for h in hits if h.key in items]
-                answers[row] = ShardAnswer(scored, exact)
+                found = index.search_batch(vectors[rows], k)
+                exact = index.is_exact_for()
+                matches = [best_per_item(hits, self.shard.table) for hits in found]
+            for row, items in zip(rows, matches, strict=True):
+                short = len(items) < k and k < len(index)  # vectors of the same items
+                answers[row] = self.search(vectors[row], k) if short else ShardAnswer(items, exact)
         return [answers[row] for row in range(len(queries))]
 
     def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem:
@@ -100,7 +96,7 @@ class ShardSearcher:
                 return item
             keys = self.shard.table.keys_of(item_id)
         vector = self.shard.index.vectors(np.array(keys[:1], dtype=np.uint64))[0]
-        return StoredItem(item.id, item.metadata, vector / np.linalg.norm(vector))
+        return dataclasses.replace(item, vector=vector / np.linalg.norm(vector))
 
 
 def merge_matches(answers: Iterable[ShardAnswer], k: int) -> SearchResult:

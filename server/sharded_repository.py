@@ -88,6 +88,7 @@ class BuiltIndexRepository(Generic[Served]):
         return RepositoryStats(
             items=manifest.items,
             index=manifest.search_settings(self._search_settings),
+            vectors=manifest.vectors,
             index_version=manifest.name,
             shards=tuple(
                 ShardStats(e.number, e.items, e.vectors, replicas[e.number])

@@ -1,7 +1,8 @@
 """The items' source of truth: SQLite in WAL mode, every commit fsynced (synchronous=FULL).
 
-An item (id, metadata) owns vectors; each vector has an integer key, the USearch key. Today an
-item owns one vector; items with several (regions) need no new layout. Keys only ever grow
+An item (id, metadata) owns vectors; each vector has an integer key, the USearch key: its whole
+image's (region NULL) and one per region (region: its box and label as JSON). An item and all
+its vectors are written, replaced and deleted in one transaction. Keys only ever grow
 (AUTOINCREMENT), so a key in an old index snapshot never names a different vector.
 The layout carries a schema version (`PRAGMA user_version`); opening an older database
 migrates it in one transaction, a newer one is refused.
@@ -21,14 +22,15 @@ import numpy as np
 
 from lookalike.server.engine import ModelIdentity
 from lookalike.server.errors import DataDirError, StorageError, StorageFullError
-from lookalike.server.items import EmbeddedItem, StoredItem
+from lookalike.server.items import EmbeddedItem, StoredItem, VectorOwner
+from lookalike.server.regions import Region
 from lookalike.server.sql import MAX_PARAMETERS, in_chunks
 
 __all__ = ["ItemStore", "Upserted", "SCHEMA_VERSION"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 ITEM_TABLES_V2 = """
 CREATE TABLE items (
     item INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -49,7 +51,8 @@ CREATE TABLE metadata (
 ) WITHOUT ROWID;
 CREATE INDEX metadata_by_item ON metadata(item);
 """
-SCHEMA = "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);" + ITEM_TABLES_V2
+# A new database is made at version 2, then migrated forward like an old one.
+SCHEMA_V2 = "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);" + ITEM_TABLES_V2
 # Version 1 (before versioning, user_version 0): `items(key, id, vector, metadata)`, one vector
 # per item, keyed by the vector key; `metadata(name, value, key)`.
 MIGRATE_1_TO_2 = (
@@ -74,7 +77,9 @@ DROP TABLE metadata_v1;
 DROP TABLE items_v1;
 """
 )
-MIGRATIONS: dict[int, str] = {1: MIGRATE_1_TO_2}  # from version N to N + 1
+# Version 3: regions. Existing vectors are whole images (NULL).
+MIGRATE_2_TO_3 = "ALTER TABLE vectors ADD COLUMN region TEXT"
+MIGRATIONS: dict[int, str] = {1: MIGRATE_1_TO_2, 2: MIGRATE_2_TO_3}  # from version N to N + 1
 IDENTITY_SETTING = "model_identity"
 SQLITE_FULL = 13  # the result code of a write to a full disk
 
@@ -84,7 +89,7 @@ class Upserted:
     """What one bulk write did, for the index to follow."""
 
     keys: np.ndarray  # uint64: the vectors written
-    positions: list[int]  # for each key, the position of the item its vector came from
+    vectors: np.ndarray  # float32[len(keys), D], in the order of `keys`
     removed_keys: np.ndarray  # uint64: the vectors of the items replaced
     replaced: list[bool]  # per item: an item with its id was stored before (or earlier in it)
     new_items: int  # how many more items are stored now
@@ -129,8 +134,9 @@ class ItemStore:
         # DDL is transactional in SQLite: a crash leaves the old version or the new, never a mix
         with self._transaction():
             if version == 0:
-                self._execute_script(SCHEMA)
-            for step in range(version or SCHEMA_VERSION, SCHEMA_VERSION):
+                self._execute_script(SCHEMA_V2)
+                version = 2
+            for step in range(version, SCHEMA_VERSION):
                 log.info("migrating %s from schema version %d to %d", self.path, step, step + 1)
                 self._execute_script(MIGRATIONS[step])
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -163,6 +169,9 @@ class ItemStore:
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0])
 
+    def vector_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0])
+
     def upsert(self, items: Sequence[EmbeddedItem]) -> Upserted:
         """Store all items in one durable transaction (group commit); a later item with the same
         id replaces an earlier one. Bulk statements throughout, so that a bulk import stores
@@ -178,11 +187,17 @@ class ItemStore:
                 "INSERT INTO items (item, id, metadata) VALUES (?, ?, ?)",
                 [(row, item.id, json.dumps(item.metadata)) for row, item in rows],
             )
+            owned = [  # (item row, vector, region JSON or None): each whole image, then regions
+                (row, vector, region)
+                for row, item in rows
+                for vector, region in [(item.vector, None)]
+                + [(r.vector, r.region.to_json()) for r in item.regions]
+            ]
             self._db.executemany(
-                "INSERT INTO vectors (key, item, vector) VALUES (?, ?, ?)",
+                "INSERT INTO vectors (key, item, vector, region) VALUES (?, ?, ?, ?)",
                 [
-                    (first_key + n, row, item.vector.astype(np.float32).tobytes())
-                    for n, (row, item) in enumerate(rows)
+                    (first_key + n, row, vector.astype(np.float32).tobytes(), region)
+                    for n, (row, vector, region) in enumerate(owned)
                 ],
             )
             self._db.executemany(
@@ -195,8 +210,10 @@ class ItemStore:
             replaced.append(item.id in before or item.id in seen)
             seen.add(item.id)
         return Upserted(
-            keys=np.arange(first_key, first_key + len(kept), dtype=np.uint64),
-            positions=kept,
+            keys=np.arange(first_key, first_key + len(owned), dtype=np.uint64),
+            vectors=np.stack([vector for _, vector, _ in owned]).astype(np.float32)
+            if owned
+            else np.zeros((0, 0), np.float32),
             removed_keys=np.array([k for keys in before.values() for k in keys], np.uint64),
             replaced=replaced,
             new_items=len(kept) - len(before),
@@ -251,25 +268,34 @@ class ItemStore:
 
     def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem | None:
         row = self._db.execute(
-            "SELECT id, metadata, (SELECT vector FROM vectors WHERE vectors.item = items.item "
-            "ORDER BY key LIMIT 1) FROM items WHERE id = ?",
-            (item_id,),
+            "SELECT item, metadata FROM items WHERE id = ?", (item_id,)
         ).fetchone()
         if row is None:
             return None
-        item_id, metadata, vector = row
+        item, metadata = row
+        vector = None
+        if with_vector:
+            (blob,) = self._db.execute(
+                "SELECT vector FROM vectors WHERE item = ? AND region IS NULL", (item,)
+            ).fetchone()
+            vector = np.frombuffer(blob, np.float32).copy()
+        regions = self._db.execute(
+            "SELECT region FROM vectors WHERE item = ? AND region IS NOT NULL ORDER BY key",
+            (item,),
+        )
         return StoredItem(
             item_id,
             json.loads(metadata),
-            np.frombuffer(vector, np.float32).copy() if with_vector else None,
+            vector,
+            tuple(Region.from_json(region) for (region,) in regions),
         )
 
-    def by_keys(self, keys: Sequence[int]) -> dict[int, StoredItem]:
-        """The items owning these vector keys, by key."""
-        found: dict[int, StoredItem] = {}
-        columns = "key, id, metadata FROM vectors JOIN items USING (item)"
+    def by_keys(self, keys: Sequence[int]) -> dict[int, VectorOwner]:
+        """Whose each of these vector keys is, by key."""
+        found: dict[int, VectorOwner] = {}
+        columns = "key, id, metadata, region FROM vectors JOIN items USING (item)"
         for rows in self._rows_by_key(columns, keys, chunk=MAX_PARAMETERS):
-            found.update((int(key), StoredItem(i, json.loads(m))) for key, i, m in rows)
+            found.update((int(key), VectorOwner.from_row(i, m, r)) for key, i, m, r in rows)
         return found
 
     def keys_matching(self, pairs: Mapping[str, str]) -> np.ndarray:

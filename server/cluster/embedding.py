@@ -26,6 +26,7 @@ from lookalike.server.embedders import TextSide
 from lookalike.server.engine import ModelInfo
 from lookalike.server.errors import OverloadedError
 from lookalike.server.metrics import Metrics
+from lookalike.server.preprocess import ImageInput
 
 __all__ = ["EmbedderDeployment", "RemoteEmbedder", "RemoteEmbedders"]
 
@@ -123,7 +124,7 @@ class RemoteEmbedders:
         self._watch_interval_s, self._on_health_change = watch_interval_s, on_health_change
         self._watcher: asyncio.Task[None] | None = None
         self._trouble: str | None = None
-        self._image: RemoteEmbedder[bytes] | None = None
+        self._image: RemoteEmbedder[ImageInput] | None = None
         self._model: ModelInfo | None = None
         self.text: TextSide | None = None
         self.no_text_reason = ""
@@ -134,7 +135,7 @@ class RemoteEmbedders:
         return self._model
 
     @property
-    def image(self) -> RemoteEmbedder[bytes]:
+    def image(self) -> RemoteEmbedder[ImageInput]:
         assert self._image is not None, "not open"
         return self._image
 

@@ -25,6 +25,7 @@ from lookalike.server.index import IndexSettings
 from lookalike.server.items import StoredItem
 from lookalike.server.metrics import Metrics
 from lookalike.server.onnx_engine import OnnxEngine
+from lookalike.server.preprocess import ImageInput
 from lookalike.server.shard_search import Query, ShardAnswer, ShardSearcher
 
 __all__ = ["ShardReplica", "EmbedderReplica", "Described"]
@@ -69,7 +70,7 @@ class EmbedderReplica:
         text = embedders.text.model if embedders.text else None
         return Described(embedders.model, text, embedders.no_text_reason)
 
-    async def embed_images(self, images: list[bytes]) -> np.ndarray:
+    async def embed_images(self, images: list[ImageInput]) -> np.ndarray:
         return await self._embedders.image.embed(images)
 
     async def embed_texts(self, texts: list[str]) -> np.ndarray:

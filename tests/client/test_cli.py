@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from lookalike.client import Client
 from lookalike.client.cli import (
@@ -26,6 +29,8 @@ from lookalike.client.cli import (
     build_parser,
     main,
 )
+from lookalike.client.report import BOX_COLOUR
+from lookalike.server.regions import GRID, grid_regions
 from tests.server.images import natural
 from tests.server.serving import config_for, running_server
 
@@ -78,7 +83,8 @@ def test_index_search_stats_get_delete(
     code, out, _ = run(capsys, server_address, "search", str(folder / "photo-2.jpg"), "-k", "2")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["rank", "score", "id", "metadata"]
+    assert lines[0].split() == ["rank", "score", "id", "matched", "by", "metadata"]
+    assert lines[1].split()[3:5] == ["whole", "image"]
     assert {lines[1].split()[2], lines[2].split()[2]} == {"photo-2.jpg", "copy-of-photo-2.jpg"}
 
     page = tmp_path / "results.html"
@@ -119,6 +125,50 @@ def test_index_search_stats_get_delete(
     assert "photo-1.jpg" in err
 
 
+def test_regions_are_indexed_searched_by_box_and_drawn_on_the_page(
+    server_address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    for i in range(3):
+        natural(240, 180, seed=40 + i).save(folder / f"scene-{i}.png")
+    code, out, _ = run(
+        capsys, server_address, "index", str(folder), "--regions", "grid", "-m", "set=scenes"
+    )
+    assert code == 0, out
+    code, out, _ = run(capsys, server_address, "get", "scene-1.png", "--json")
+    regions = json.loads(out)["regions"]
+    assert len(regions) == len(grid_regions(GRID))
+    assert regions[0] == {"x0": 0.0, "y0": 0.0, "x1": 0.5, "y1": 0.5, "label": ""}
+
+    query, page = str(folder / "scene-1.png"), tmp_path / "boxed.html"
+    arguments = ["search", query, "--box", "0,0,0.5,0.5", "-k", "2", "-f", "set=scenes"]
+    code, out, _ = run(capsys, server_address, *arguments, "--json")
+    best = json.loads(out)[0]
+    assert best["id"] == "scene-1.png"
+    assert best["score"] == pytest.approx(1.0, abs=1e-4)
+    assert best["region"] == {"x0": 0.0, "y0": 0.0, "x1": 0.5, "y1": 0.5, "label": ""}
+    code, out, _ = run(capsys, server_address, *arguments, "--html", str(page))
+    assert "region 0,0-0.5,0.5" in out.splitlines()[1]
+    html = page.read_text()
+    assert "matched by the region 0,0-0.5,0.5" in html
+    # the box is drawn on the query's thumbnail and on the first match's
+    query_thumb, first_match = (
+        Image.open(io.BytesIO(base64.b64decode(uri))).convert("RGB")
+        for uri in re.findall(r"data:image/jpeg;base64,([^\"]+)", html)[:2]
+    )
+    for thumbnail in (query_thumb, first_match):
+        on_box = np.asarray(thumbnail.getpixel((thumbnail.width // 4, 1)), dtype=int)
+        assert np.abs(on_box - BOX_COLOUR).max() < 60, on_box  # the box's top edge
+    with pytest.raises(SystemExit) as exit_info:
+        run(capsys, server_address, "search", query, "--box", "0,0,1")
+    assert exit_info.value.code == 2
+    assert "x0,y0,x1,y1" in capsys.readouterr().err
+    # the other tests of this module search the whole collection by whole images
+    code, out, _ = run(capsys, server_address, "delete", *(f"scene-{i}.png" for i in range(3)))
+    assert "deleted 3" in out
+
+
 def test_search_by_text_prints_the_table_json_and_a_page_with_the_text(
     server_address: str, folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -140,7 +190,7 @@ def test_search_by_text_prints_the_table_json_and_a_page_with_the_text(
         capsys, server_address, "search", "-t", query, "-k", "3", "--html", str(page)
     )
     assert code == 0
-    assert out.splitlines()[0].split() == ["rank", "score", "id", "metadata"]
+    assert out.splitlines()[0].split() == ["rank", "score", "id", "matched", "by", "metadata"]
     html = page.read_text()
     assert '<blockquote class="query-text">a small &lt;b&gt;red&lt;/b&gt; boat, at dawn' in html
     assert html.count("<article") == 3

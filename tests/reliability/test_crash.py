@@ -1,4 +1,5 @@
-"""kill -9 during a bulk AddStream loses no acknowledged item and exposes no partial one."""
+"""kill -9 during a bulk AddStream loses no acknowledged item and exposes no partial one: no
+item without all its regions, no vector without its item."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import grpc
 import numpy as np
 import pytest
 
+from lookalike.server.regions import GRID, grid_regions
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from tests.reliability.process import ServerProcess
@@ -21,6 +23,19 @@ from tests.server.images import jpeg
 
 TRIALS, SOAK_TRIALS = 20, 200
 ITEMS = 300
+BOX = pb.Region(x0=0.2, y0=0.1, x1=0.7, y1=0.9, label="part")
+
+
+def regions_sent(request: pb.AddRequest) -> list[tuple[float, ...]]:
+    """The boxes an item is stored with: its given one, then the grid's if it asked for it."""
+    regions = list(request.regions)
+    if request.region_policy == pb.REGION_POLICY_GRID:
+        regions += [pb.Region(x0=r.x0, y0=r.y0, x1=r.x1, y1=r.y1) for r in grid_regions(GRID)]
+    return [boxed(r) for r in regions]
+
+
+def boxed(region: pb.Region) -> tuple[float, ...]:
+    return (round(region.x0, 4), round(region.y0, 4), round(region.x1, 4), round(region.y1, 4))
 
 
 def items(seed: int) -> list[pb.AddRequest]:
@@ -28,9 +43,16 @@ def items(seed: int) -> list[pb.AddRequest]:
     requests = []
     for i in range(ITEMS):
         metadata = {"n": str(i), "seed": str(seed)}
-        if i % 25 == 0:  # some real images too
+        if i % 25 == 0:  # some real images too, with a region, half of them with a grid too
+            policy = pb.REGION_POLICY_GRID if i % 50 == 0 else pb.REGION_POLICY_NONE
             requests.append(
-                pb.AddRequest(id=f"t{seed}-{i}", image=jpeg(80, 60, seed=i), metadata=metadata)
+                pb.AddRequest(
+                    id=f"t{seed}-{i}",
+                    image=jpeg(80, 60, seed=i),
+                    metadata=metadata,
+                    regions=[BOX],
+                    region_policy=policy,
+                )
             )
         else:
             vector = rng.normal(size=16)
@@ -102,13 +124,15 @@ def test_sigkill_during_add_stream_loses_no_acknowledged_item(
             stub = pb_grpc.ImageSearchStub(channel)
             stored = stub.Stats(pb.StatsRequest()).items
             assert stored >= len(acknowledged)
-            present = set()
+            present, vectors = set(), 0
             for item_id, request in sent.items():
                 got = stored_item(stub, item_id)
                 if got is None:
                     continue
                 present.add(item_id)
                 assert dict(got.metadata) == dict(request.metadata)  # never a partial item
+                assert [boxed(r) for r in got.regions] == regions_sent(request)
+                vectors += 1 + len(got.regions)
                 if request.HasField("vector"):
                     expected = np.asarray(request.vector.values)
                     expected /= np.linalg.norm(expected)
@@ -117,6 +141,7 @@ def test_sigkill_during_add_stream_loses_no_acknowledged_item(
                 assert top.id == item_id  # and searchable
             assert acknowledged <= present
             assert len(present) == stored
+            assert stub.Stats(pb.StatsRequest()).vectors == vectors  # no orphan vector
             report.kills += 1
             report.items_verified += len(present)
     finally:

@@ -11,7 +11,8 @@ import pytest
 
 from lookalike.server.engine import ModelIdentity
 from lookalike.server.errors import DataDirError
-from lookalike.server.items import EmbeddedItem
+from lookalike.server.items import EmbeddedItem, RegionVector
+from lookalike.server.regions import Region
 from lookalike.server.store import SCHEMA_VERSION, ItemStore
 from tests.server.fakes import DIMS, unit_vectors
 
@@ -103,7 +104,7 @@ def test_later_duplicates_in_one_commit_win(store: ItemStore) -> None:
     written = store.upsert([first, EmbeddedItem("item-0", second.vector, {"v": "2"})])
     assert written.replaced == [False, True]
     assert written.new_items == 1
-    assert written.positions == [1]
+    np.testing.assert_array_equal(written.vectors, second.vector[None, :])
     assert len(written.keys) == 1
     assert store.all_keys().tolist() == written.keys.tolist()
     assert store.count() == 1
@@ -178,3 +179,71 @@ def test_another_models_database_is_refused(tmp_path: Path) -> None:
     ItemStore(path, IDENTITY).close()
     with pytest.raises(DataDirError, match="cannot be mixed"):
         ItemStore(path, ModelIdentity("hub:other", DIMS))
+
+
+# The layout of the releases before regions (schema version 2), verbatim.
+SCHEMA_V2 = """
+CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE items (
+    item INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    metadata TEXT NOT NULL
+);
+CREATE TABLE vectors (
+    key INTEGER PRIMARY KEY AUTOINCREMENT,
+    item INTEGER NOT NULL REFERENCES items(item) ON DELETE CASCADE,
+    vector BLOB NOT NULL
+);
+CREATE INDEX vectors_by_item ON vectors(item);
+CREATE TABLE metadata (
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    item INTEGER NOT NULL REFERENCES items(item) ON DELETE CASCADE,
+    PRIMARY KEY (name, value, item)
+) WITHOUT ROWID;
+CREATE INDEX metadata_by_item ON metadata(item);
+PRAGMA user_version = 2;
+"""
+
+
+def test_a_database_made_before_regions_is_migrated_and_takes_regions(tmp_path: Path) -> None:
+    path = tmp_path / "items.sqlite3"
+    original = items(3)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(SCHEMA_V2)
+    db.execute(
+        "INSERT INTO settings VALUES ('model_identity', ?)",
+        (json.dumps({"source": IDENTITY.source, "dims": IDENTITY.dims}),),
+    )
+    for row, item in enumerate(original, start=1):
+        db.execute("INSERT INTO items VALUES (?, ?, ?)", (row, item.id, json.dumps(item.metadata)))
+        db.execute("INSERT INTO vectors VALUES (?, ?, ?)", (row, row, item.vector.tobytes()))
+        for name, value in item.metadata.items():
+            db.execute("INSERT INTO metadata VALUES (?, ?, ?)", (name, value, row))
+    db.close()
+
+    store = ItemStore(path, IDENTITY)
+    try:
+        assert store.schema_version == SCHEMA_VERSION
+        stored = store.get("item-1", with_vector=True)
+        assert stored is not None
+        assert stored.regions == ()
+        np.testing.assert_array_equal(stored.vector, original[1].vector)
+        assert all(owner.region is None for owner in store.by_keys([1, 2, 3]).values())
+
+        whole, part = unit_vectors(2, seed=9)
+        box = Region(0.1, 0.2, 0.6, 0.9, "thing")
+        written = store.upsert([EmbeddedItem("item-1", whole, {}, (RegionVector(box, part),))])
+        assert written.removed_keys.tolist() == [2]
+        assert written.keys.tolist() == [4, 5]  # whole image first, then its region
+        np.testing.assert_array_equal(written.vectors, np.stack([whole, part]))
+        owners = store.by_keys([4, 5])
+        assert (owners[4].item.id, owners[4].region) == ("item-1", None)
+        assert (owners[5].item.id, owners[5].region) == ("item-1", box)
+        assert store.get("item-1").regions == (box,)  # type: ignore[union-attr]
+        np.testing.assert_array_equal(store.get("item-1", with_vector=True).vector, whole)  # type: ignore[union-attr]
+        assert store.keys_matching({"parity": "even"}).tolist() == [1, 3]
+        assert store.delete(["item-1"]) == {"item-1": [4, 5]}
+        assert store.vector_count() == 2
+    finally:
+        store.close()
