@@ -29,6 +29,7 @@ __all__ = [
     "Deleted",
     "Stats",
     "NewItem",
+    "NeighboursPage",
     "ImageLike",
     "REGION_POLICIES",
 ]
@@ -107,6 +108,15 @@ class AddOutcome:
     error: str = ""
     code: grpc.StatusCode = grpc.StatusCode.OK
     replaced: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class NeighboursPage:
+    """A page of a neighbours scan: items with their close neighbours, and the progress."""
+
+    neighbours: dict[str, list[tuple[str, float]]]  # id -> [(other id, score)], best first
+    scanned: int
+    total: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,6 +297,27 @@ class Client:
             Match(m.id, m.score, dict(m.metadata), None if m.whole_image else Region._of(m.region))
             for m in response.matches
         ]
+
+    def neighbours(
+        self,
+        min_score: float,
+        *,
+        k: int = 10,
+        filter: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[NeighboursPage]:
+        """Scan the collection: each item with up to k other items whose whole image scores at
+        least `min_score` against its own (near-duplicate candidates), page by page."""
+        request = pb.NeighboursRequest(min_score=min_score, k=k, filter=dict(filter or {}))
+        try:
+            for page in self._stub.Neighbours(request, timeout=timeout, metadata=self._metadata):
+                yield NeighboursPage(
+                    {i.id: [(n.id, n.score) for n in i.neighbours] for i in page.items},
+                    page.scanned,
+                    page.total,
+                )
+        except grpc.RpcError as error:
+            raise from_rpc_error(error, self.target) from None
 
     def get(self, id: str, *, include_vector: bool = False) -> Item:
         response = self._call(self._stub.Get, pb.GetRequest(id=id, include_vector=include_vector))

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lookalike.client.api import REGION_POLICIES, Client, Match, NewItem, Region
+from lookalike.client.duplicates import Pair, calibrate, calibration_report, group_pairs
 from lookalike.client.errors import (
     InvalidRequestError,
     ItemNotFoundError,
@@ -28,6 +29,7 @@ from lookalike.client.files import file_id, image_files
 from lookalike.client.report import (
     SOURCE_PATH_KEY,
     describe_region,
+    render_groups_html,
     render_html,
     source_file_bytes,
 )
@@ -46,6 +48,7 @@ EXIT_CODES_HELP = """exit codes:
   5  unknown id       6  bad input or file     7  index: some files failed (listed)
   130  interrupted (Ctrl-C)    141  the reader of stdout went away (e.g. | head)"""
 DEFAULT_SERVER = "127.0.0.1:50051"
+EMBED_CHUNK = 32  # images per Embed call while calibrating
 
 
 class CommandError(Exception):
@@ -122,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--regions",
         choices=sorted(REGION_POLICIES),
         help="also store regions of each image as vectors of their own, for object search: "
-        "grid (13 boxes at two scales) or none (default: the server's --regions)",
+        "grid (9 overlapping boxes of half the width and height) or none (default: the "
+        "server's --regions)",
     )
 
     search = command("search", "the most similar indexed images, to an image or a text")
@@ -134,14 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--id", help="query by a stored item's id (itself excluded)")
     query.add_argument("--vector", type=Path, help="query by an embedding saved with numpy.save")
     search.add_argument("-k", type=int, default=10, help="how many matches (default: 10)")
-    search.add_argument(
-        "--filter",
-        "-f",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="only items whose metadata has this value (repeatable: all must match)",
-    )
+    _filter_option(search)
     search.add_argument("--min-score", type=float, help="only matches with at least this cosine")
     search.add_argument(
         "--box",
@@ -258,6 +255,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--shard-replicas, --embed-replicas, --embed-max-replicas, --port, --token, ...",
     )
 
+    duplicates = command(
+        "duplicates",
+        "groups of near-duplicate items in the collection (each item's neighbours above "
+        "--threshold, grouped transitively); or --calibrate a threshold on your own images",
+    )
+    duplicates.add_argument(
+        "--threshold", type=float, help="the lowest cosine of a pair (find one with --calibrate)"
+    )
+    duplicates.add_argument("-k", type=int, default=10, help="neighbours looked at per item")
+    _filter_option(duplicates)
+    duplicates.add_argument("--json", action="store_true", help="print one JSON object")
+    duplicates.add_argument("--html", type=Path, help="also write a page showing each group")
+    duplicates.add_argument(
+        "--calibrate",
+        type=Path,
+        metavar="FOLDER",
+        help="instead: make transformed copies of a sample of FOLDER's images, embed them "
+        "through the server, print precision and recall per threshold, recommend one",
+    )
+    duplicates.add_argument(
+        "--precision",
+        type=float,
+        default=0.99,
+        help="with --calibrate: the precision the recommended threshold must reach",
+    )
+    duplicates.add_argument(
+        "--sample", type=int, default=100, help="with --calibrate: most images used"
+    )
+
     stats = command("stats", "what the server runs and holds")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
     get = command("get", "one item's metadata")
@@ -266,6 +292,17 @@ def build_parser() -> argparse.ArgumentParser:
     delete = command("delete", "remove items")
     delete.add_argument("ids", nargs="+", metavar="ID", help="ids of the items to remove")
     return parser
+
+
+def _filter_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--filter",
+        "-f",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only items whose metadata has this value (repeatable: all must match)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -616,6 +653,80 @@ def import_command(_: Client, args: argparse.Namespace) -> int:
 # -- stats, get, delete ---------------------------------------------------------------------------
 
 
+def duplicates_command(client: Client, args: argparse.Namespace) -> int:
+    if args.calibrate is not None:
+        return _calibrate(client, args)
+    if args.threshold is None:
+        raise CommandError(
+            "give --threshold T (the lowest cosine of a pair; it depends on the model: "
+            "find one with --calibrate FOLDER)",
+            EXIT_BAD_INPUT,
+        )
+    filters = _pairs(args.filter, "--filter")
+    pairs, scanned = [], 0
+    progress = IndexProgress(unit="item", desc="scanning", file=sys.stderr, disable=None)
+    try:
+        for page in client.neighbours(args.threshold, k=args.k, filter=filters):
+            progress.total = page.total
+            progress.update(page.scanned - scanned)
+            scanned = page.scanned
+            pairs += [Pair(a, b, s) for a, near in page.neighbours.items() for b, s in near]
+    finally:
+        progress.close()
+    groups = group_pairs(pairs)
+    if args.html:
+        stats = client.stats()
+        pictures = {i: source_file_bytes(client.get(i).metadata) for g in groups for i in g.ids}
+        args.html.write_text(
+            render_groups_html(groups, pictures, args.threshold, stats.model_id, scanned),
+            encoding="utf-8",
+        )
+    if args.json:
+        document = {"threshold": args.threshold, "scanned": scanned, "groups": groups}
+        print(json.dumps(document, default=dataclasses.asdict))
+        return 0
+    for number, group in enumerate(groups, 1):
+        links = f"{group.lowest_link:.4f}-{group.pairs[0].score:.4f}"
+        print(f"group {number}: {len(group.ids)} items, links {links}")
+        for item_id in group.ids:
+            print(f"  {item_id}")
+    in_groups = sum(len(group.ids) for group in groups)
+    print(
+        f"{len(groups)} groups, {in_groups} items in them, of {scanned} scanned "
+        f"(threshold {args.threshold:g})"
+    )
+    if args.html:
+        print(f"wrote {args.html}")
+    return 0
+
+
+def _calibrate(client: Client, args: argparse.Namespace) -> int:
+    folder = args.calibrate
+    if not folder.is_dir():
+        raise CommandError(f"{folder} is not a directory", EXIT_BAD_INPUT)
+    files = image_files(folder, recursive=True)
+    if len(files) > args.sample:
+        chosen = np.random.default_rng(0).choice(len(files), args.sample, replace=False)
+        files = [files[i] for i in sorted(chosen)]
+    if len(files) < 2:
+        raise CommandError(f"{folder} has {len(files)} image files; at least 2", EXIT_BAD_INPUT)
+    stats = client.stats()
+
+    def embed(images: Sequence[bytes]) -> np.ndarray:
+        chunks = [images[i : i + EMBED_CHUNK] for i in range(0, len(images), EMBED_CHUNK)]
+        return np.concatenate([client.embed(chunk) for chunk in chunks])
+
+    try:
+        calibration = calibrate([_read_file(path) for path in files], embed)
+    except InvalidRequestError as error:
+        raise CommandError(f"an image of {folder} was refused: {error}", EXIT_BAD_INPUT) from error
+    if args.json:
+        print(json.dumps(dataclasses.asdict(calibration)))
+        return 0
+    print(calibration_report(calibration, args.precision, stats.model_id, stats.random_weights))
+    return 0
+
+
 def stats_command(client: Client, args: argparse.Namespace) -> int:
     stats = client.stats()
     if args.json:
@@ -695,6 +806,7 @@ COMMANDS = {
     "versions": versions_command,
     "cluster": cluster_command,
     "search": search_command,
+    "duplicates": duplicates_command,
     "stats": stats_command,
     "get": get_command,
     "delete": delete_command,

@@ -16,6 +16,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageOps
 
 from lookalike.client.api import Match, Region
+from lookalike.client.duplicates import DuplicateGroup
 from lookalike.client.files import SOURCE_PATH_KEY
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "source_file_bytes",
     "thumbnail_data_uri",
     "describe_region",
+    "render_groups_html",
 ]
 
 THUMBNAIL_PX = 320
@@ -154,6 +156,49 @@ def render_html(
 """
 
 
+def render_groups_html(
+    groups: Sequence[DuplicateGroup],
+    pictures: Mapping[str, bytes | None],
+    threshold: float,
+    model: str,
+    scanned: int,
+) -> str:
+    """One page of near-duplicate groups: each group a row of thumbnails with its ids and the
+    scores that link them."""
+    sections = []
+    for number, group in enumerate(groups, 1):
+        cards = "".join(
+            f'<figure class="card">{_picture(pictures.get(item_id), item_id)}'
+            f'<figcaption><code class="id">{html.escape(item_id)}</code></figcaption></figure>'
+            for item_id in group.ids
+        )
+        links = ", ".join(
+            f"{html.escape(p.a)} ~ {html.escape(p.b)} {p.score:.4f}" for p in group.pairs[:20]
+        )
+        sections.append(
+            f'<section class="group"><h2>Group {number}: {len(group.ids)} items</h2>'
+            f'<p class="summary">{links}</p><div class="grid">{cards}</div></section>'
+        )
+    in_groups = sum(len(group.ids) for group in groups)
+    summary = (
+        f"{len(groups)} groups, {in_groups} items in them, of {scanned} scanned · threshold "
+        f"{threshold:g} · model <code>{html.escape(model)}</code>"
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Lookalike: near-duplicates</title>
+<style>{STYLE}</style></head><body>
+<header><div class="about">
+<p class="kicker">Lookalike near-duplicates</p>
+<h1>{len(groups)} groups</h1>
+<p class="summary">{summary}</p>
+</div></header>
+<main>{"".join(sections) or '<p class="empty">No near-duplicates above the threshold.</p>'}</main>
+</body></html>
+"""
+
+
 STYLE = """
 :root { --ink: #1d2330; --muted: #5d6675; --line: #e3e6ec; --accent: #3866d6; --bg: #f6f7f9; }
 * { box-sizing: border-box; }
@@ -198,6 +243,11 @@ dl div { display: flex; gap: 6px; min-width: 0; }
 dt { font-weight: 600; flex: none; }
 dd { margin: 0; min-width: 0; overflow-wrap: anywhere; }
 .empty { color: var(--muted); }
+.group { max-width: 1600px; margin: 0 auto 24px; }
+.group h2 { font-size: 17px; margin: 0 0 4px; }
+.group .summary { font-size: 12.5px; margin-bottom: 10px; }
+figure.card { margin: 0; }
+figcaption { padding: 8px 10px; }
 @media (max-width: 600px) {
   .grid { grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 10px; }
   header .picture { flex-basis: 100%; width: 100%; }

@@ -186,7 +186,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         choices=[p.value for p in RegionPolicy],
         default=defaults.regions.value,
         help="regions the server cuts from each added image (an Add may choose otherwise): "
-        "none, or grid (13 boxes at two scales, stored as vectors besides the whole image)",
+        "none, or grid (9 overlapping boxes of half the image's width and height, stored as "
+        "vectors besides the whole image)",
     )
     flag(
         "--max-regions",

@@ -28,6 +28,7 @@ from lookalike.server.engine import ModelInfo
 from lookalike.server.errors import InvalidArgumentError, LookalikeError, TextUnavailableError
 from lookalike.server.items import (
     EmbeddedItem,
+    ItemNeighbours,
     RegionVector,
     Repository,
     RepositoryStats,
@@ -40,6 +41,7 @@ from lookalike.server.preprocess import Crop, ImageInput, ImageLimits, SourceIma
 from lookalike.server.regions import Region, RegionPolicy, check_regions, fitting, policy_regions
 from lookalike.server.requests import (
     AddItem,
+    NeighboursQuery,
     RequestLimits,
     SearchQuery,
     check_id,
@@ -55,12 +57,14 @@ __all__ = [
     "AddResult",
     "AddGroup",
     "Deleted",
+    "NeighboursProgress",
     "ServerStats",
     "COMMIT_GROUP",
     "STREAM_WINDOW",
 ]
 
 COMMIT_GROUP = 64  # items per durable commit in a bulk add
+NEIGHBOUR_PAGE = 256  # items per data-thread trip of a Neighbours scan (writes go between)
 STREAM_WINDOW = 2 * COMMIT_GROUP  # one group embeds while the one before it commits
 
 
@@ -87,6 +91,15 @@ class AddGroup:
     results: list[AddResult]
     stored: int
     failed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class NeighboursProgress:
+    """One page of a Neighbours scan, and how far the scan has got."""
+
+    items: list[ItemNeighbours]
+    scanned: int
+    total: int  # items when the scan started
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +202,24 @@ class Core:
             return await self._repository.search(
                 vector, k, filter_pairs=filter_pairs, min_score=min_score
             )
+
+    async def neighbours(self, query: NeighboursQuery) -> AsyncIterator[NeighboursProgress]:
+        """Scan every item (those the filter allows) for its near neighbours, a page at a
+        time; the first page is checked before anything is scanned."""
+        query.check()
+        total, scanned = self._repository.item_count, 0
+        after: int | None = 0
+        while after is not None:
+            with self._metrics.stage("search"):
+                page = await self._repository.neighbours(
+                    after,
+                    NEIGHBOUR_PAGE,
+                    k=query.k,
+                    min_score=query.min_score,
+                    filter_pairs=dict(query.filter),
+                )
+            scanned, after = scanned + page.scanned, page.cursor
+            yield NeighboursProgress(page.items, scanned, max(total, scanned))
 
     async def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem:
         check_id(item_id)

@@ -8,6 +8,7 @@ __all__ = [
     "InvalidImageError",
     "NotFoundError",
     "LimitExceededError",
+    "UnsupportedError",
     "ImageTooLargeError",
     "TextTooLongError",
     "TextUnavailableError",
@@ -58,6 +59,10 @@ class TextUnavailableError(LookalikeError):
 
 class ReadOnlyError(LookalikeError):
     """A write to a server that serves a built index (read-only: `build-index` makes versions)."""
+
+
+class UnsupportedError(LookalikeError):
+    """An operation this kind of server does not offer (e.g. Neighbours on a built index)."""
 
 
 class OverloadedError(LookalikeError):

@@ -26,6 +26,8 @@ __all__ = [
     "SearchResult",
     "WriteOutcome",
     "RepositoryStats",
+    "ItemNeighbours",
+    "NeighbourPage",
     "ShardStats",
     "Repository",
 ]
@@ -91,6 +93,22 @@ class SearchResult:
 class WriteOutcome:
     id: str
     replaced: bool  # an item with this id was stored before and is now replaced
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemNeighbours:
+    """An item and the other items whose whole image scores at least the threshold against
+    its whole image, best first."""
+
+    id: str
+    neighbours: list[tuple[str, float]]  # (id, score)
+
+
+@dataclasses.dataclass(frozen=True)
+class NeighbourPage:
+    items: list[ItemNeighbours]  # those of the page with at least one neighbour
+    scanned: int  # items looked at in this page
+    cursor: int | None  # where the next page starts; None: the scan is done
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +178,20 @@ class Repository(Protocol):
         exclude_self: bool = True,
     ) -> SearchResult:
         """Like `search`, from the stored item's vector; NotFoundError if there is none."""
+        ...
+
+    async def neighbours(
+        self,
+        after: int,
+        count: int,
+        *,
+        k: int,
+        min_score: float,
+        filter_pairs: Mapping[str, str] | None = None,
+    ) -> NeighbourPage:
+        """The next `count` items after the cursor `after` (0: from the start), each with up
+        to `k` other items scoring at least `min_score`, whole image against whole image;
+        UnsupportedError where the repository cannot scan its items."""
         ...
 
     async def stats(self) -> RepositoryStats: ...

@@ -18,6 +18,7 @@ from lookalike.server.regions import Region, RegionPolicy, check_regions
 __all__ = [
     "AddItem",
     "SearchQuery",
+    "NeighboursQuery",
     "RequestLimits",
     "MAX_K",
     "check_id",
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 MAX_K = 1000
+MAX_NEIGHBOURS = 100
 MAX_ID_BYTES = 1024
 MAX_METADATA_PAIRS = 64
 MAX_METADATA_KEY_BYTES = 256
@@ -97,6 +99,22 @@ class SearchQuery:
             if self.image is None:
                 raise InvalidArgumentError("a box goes with a query by image: set `image`")
             check_regions([self.box], 1, what="the box")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NeighboursQuery:
+    """Every item with the other items scoring at least `min_score` against it (up to `k`)."""
+
+    min_score: float
+    k: int = 10
+    filter: Mapping[str, str] = dataclasses.field(default_factory=dict)  # both sides of a pair
+
+    def check(self) -> None:
+        if not 1 <= self.k <= MAX_NEIGHBOURS:
+            raise InvalidArgumentError(f"k must be between 1 and {MAX_NEIGHBOURS}, got {self.k}")
+        if not -1.0 <= self.min_score <= 1.0:
+            raise InvalidArgumentError(f"min_score must be between -1 and 1, got {self.min_score}")
+        check_metadata(self.filter, "filter")
 
 
 def check_id(item_id: str) -> None:

@@ -22,7 +22,7 @@ from lookalike.server.errors import InvalidArgumentError, LookalikeError, NotRea
 from lookalike.server.items import ScoredItem, SearchResult
 from lookalike.server.metrics import Metrics
 from lookalike.server.regions import Region, RegionPolicy
-from lookalike.server.requests import AddItem, SearchQuery
+from lookalike.server.requests import AddItem, NeighboursQuery, SearchQuery
 from lookalike.server.status import error_metadata, grpc_status
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
@@ -165,6 +165,26 @@ class ImageSearchService(pb_grpc.ImageSearchServicer):
     ) -> pb.DeleteResponse:
         deleted = await self._ready_core.delete(list(request.ids))
         return pb.DeleteResponse(deleted=deleted.deleted, missing=deleted.missing)
+
+    async def Neighbours(
+        self, request: pb.NeighboursRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.NeighboursResponse]:
+        async with _served(self, "Neighbours", context):
+            query = NeighboursQuery(
+                min_score=request.min_score, k=request.k or 10, filter=dict(request.filter)
+            )
+            async for page in self._ready_core.neighbours(query):
+                yield pb.NeighboursResponse(
+                    items=[
+                        pb.ItemNeighbours(
+                            id=item.id,
+                            neighbours=[pb.Neighbour(id=i, score=s) for i, s in item.neighbours],
+                        )
+                        for item in page.items
+                    ],
+                    scanned=page.scanned,
+                    total=page.total,
+                )
 
     @_rpc
     async def Stats(

@@ -29,10 +29,11 @@ from lookalike.server.built_index import (
     shard_of,
 )
 from lookalike.server.engine import ModelIdentity
-from lookalike.server.errors import ReadOnlyError
+from lookalike.server.errors import ReadOnlyError, UnsupportedError
 from lookalike.server.index import IndexSettings
 from lookalike.server.items import (
     EmbeddedItem,
+    NeighbourPage,
     RepositoryStats,
     SearchResult,
     ShardStats,
@@ -104,6 +105,21 @@ class BuiltIndexRepository(Generic[Served]):
 
     async def save_snapshot(self) -> bool:
         return False  # nothing changes while serving
+
+    async def neighbours(
+        self,
+        after: int,
+        count: int,
+        *,
+        k: int,
+        min_score: float,
+        filter_pairs: Mapping[str, str] | None = None,
+    ) -> NeighbourPage:
+        raise UnsupportedError(
+            "Neighbours (near-duplicates) scans a --data-dir server's items; a built index "
+            "does not offer it yet: run it on a server with the collection in a --data-dir "
+            "(lookalike import loads a dataset into one)"
+        )
 
     async def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem:
         return await self._get(self._pin(), item_id, with_vector)

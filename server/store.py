@@ -300,12 +300,25 @@ class ItemStore:
 
     def keys_matching(self, pairs: Mapping[str, str]) -> np.ndarray:
         """Vector keys of the items whose metadata holds every pair."""
-        items = " INTERSECT ".join(
-            "SELECT item FROM metadata WHERE name = ? AND value = ?" for _ in pairs
-        )
-        parameters = [part for pair in pairs.items() for part in pair]
+        items, parameters = _items_matching(pairs)
         query = f"SELECT key FROM vectors WHERE item IN ({items})"
         return np.fromiter((row[0] for row in self._db.execute(query, parameters)), np.uint64)
+
+    def whole_images_after(
+        self, after: int, count: int, pairs: Mapping[str, str] | None = None
+    ) -> list[tuple[int, str, np.ndarray]]:
+        """Up to `count` items past the item row `after`, in row order, whose metadata holds
+        every pair: (row, id, the whole image's vector)."""
+        condition, parameters = "", list[str]()
+        if pairs:
+            items, parameters = _items_matching(pairs)
+            condition = f" AND item IN ({items})"
+        rows = self._db.execute(
+            "SELECT item, id, vector FROM items JOIN vectors USING (item) "
+            f"WHERE item > ? AND region IS NULL{condition} ORDER BY item LIMIT ?",
+            [after, *parameters, count],
+        )
+        return [(int(row), i, np.frombuffer(vector, np.float32)) for row, i, vector in rows]
 
     def all_keys(self) -> np.ndarray:
         rows = self._db.execute("SELECT key FROM vectors")
@@ -332,6 +345,14 @@ class ItemStore:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
+
+
+def _items_matching(pairs: Mapping[str, str]) -> tuple[str, list[str]]:
+    """A subquery of the item rows whose metadata holds every pair, and its parameters."""
+    query = " INTERSECT ".join(
+        "SELECT item FROM metadata WHERE name = ? AND value = ?" for _ in pairs
+    )
+    return query, [part for pair in pairs.items() for part in pair]
 
 
 class _Transaction:

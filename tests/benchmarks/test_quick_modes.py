@@ -221,3 +221,33 @@ def test_cluster_benchmark_compares_shards_on_serve_with_one_process(
             assert load["queries_per_s"] > 0
             assert 0 < load["p50_ms"] <= load["p99_ms"]
     assert set(result["hop_ms_by_shards"]) == {"2"}  # JSON keys
+
+
+def test_regions_benchmark_compares_policies_on_pasted_objects(
+    tiny_export: Path, tmp_path: Path
+) -> None:
+    document = run_benchmark("regions", tmp_path, "--model-dir", str(tiny_export))
+    runs = {run["policy"]: run for run in document["results"]["runs"]}
+    assert set(runs) >= {"whole image", "3x3 halves", "server grid", "true box"}
+    assert runs["whole image"]["vectors_per_item"] == 1
+    # the server's grid cuts the same boxes as the client-given 3x3 halves
+    assert runs["server grid"]["vectors_per_item"] == runs["3x3 halves"]["vectors_per_item"] == 10
+    assert runs["whole image"]["found_through_a_region"] == 0
+    assert runs["true box"]["vectors_per_item"] == 1.5  # half the scenes hold an object
+    assert all(0 <= run["recall_at_10"] <= 1 for run in runs.values())
+    assert document["settings"]["random_weights"] is True
+
+
+def test_duplicates_benchmark_measures_grouping_and_scan_time(
+    tiny_export: Path, tmp_path: Path
+) -> None:
+    document = run_benchmark("duplicates", tmp_path, "--model-dir", str(tiny_export))
+    found, (scan,) = document["results"]["quality"], document["results"]["scan"]
+    assert found["true_pairs"] == 10 * 21  # 10 photos, each with 6 copies: 7 choose 2 pairs
+    for kind in ("pairs_found", "pairs_grouped"):
+        assert 0 <= found[kind]["precision"] <= 1
+        assert 0 < found[kind]["recall"] <= 1
+    assert found["pairs_grouped"]["pairs"] >= found["pairs_found"]["pairs"]
+    assert scan["items"] == 2000
+    assert scan["scan_s"] > 0
+    assert scan["all_pairs_numpy_s"] > 0

@@ -121,6 +121,10 @@ def test_a_built_index_answers_like_an_exact_search_over_its_vectors(
             stub.Delete(pb.DeleteRequest(ids=[ids[0]]), timeout=30)
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "build-index" in refused.value.details()
+        with pytest.raises(grpc.RpcError) as unsupported:
+            list(stub.Neighbours(pb.NeighboursRequest(min_score=0.9), timeout=30))
+        assert unsupported.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert "--data-dir" in unsupported.value.details()
         with pytest.raises(grpc.RpcError) as missing:
             stub.Get(pb.GetRequest(id="nobody"), timeout=30)
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND

@@ -403,10 +403,13 @@ def test_lookalike_cluster_serve_embeds_and_answers_exactly_as_one_server_does(
     photos = [jpeg(120 + 10 * i, 90 + 7 * i, seed=i) for i in range(6)]
     texts = pb.EmbedRequest(texts=["a dog on a beach", "two red cars"])
     by_image = pb.SearchRequest(image=photos[2], k=5, filter={"parity": "0"})
+    box = pb.Region(x0=0.2, y0=0.1, x1=0.9, y1=0.8)  # a part of the query, cut on the replica
+    by_part = pb.SearchRequest(image=photos[5], box=box, k=5)
     with front(tiny_export, index) as local:
         expected = vectors_of(local.Embed(pb.EmbedRequest(images=photos), timeout=30))
         expected_texts = vectors_of(local.Embed(texts, timeout=30))
         expected_search = answers(local.Search(by_image, timeout=30).matches)
+        expected_part = answers(local.Search(by_part, timeout=30).matches)
         expected_stats = local.Stats(pb.StatsRequest(), timeout=30)
     log = tmp_path / "front.log"
     with cluster_serve(cluster, index, tiny_export, log) as served:  # shards and embedder on Ray
@@ -416,6 +419,9 @@ def test_lookalike_cluster_serve_embeds_and_answers_exactly_as_one_server_does(
         np.testing.assert_array_equal(np.vstack(alone), expected)  # batching changes nothing
         np.testing.assert_array_equal(vectors_of(served.Embed(texts, timeout=30)), expected_texts)
         assert answers(served.Search(by_image, timeout=30).matches) == expected_search
+        assert answers(served.Search(by_part, timeout=30).matches) == expected_part
+        whole = served.Search(pb.SearchRequest(image=photos[5], k=5), timeout=30).matches
+        assert answers(whole) != expected_part  # the box made another query
         with pytest.raises(grpc.RpcError) as broken:  # refused in the replica, same status
             served.Embed(pb.EmbedRequest(images=[b"not an image"]), timeout=30)
         assert broken.value.code() == grpc.StatusCode.INVALID_ARGUMENT

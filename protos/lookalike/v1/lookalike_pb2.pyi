@@ -206,6 +206,49 @@ class DeleteResponse(_message.Message):
     missing: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, deleted: _Optional[int] = ..., missing: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class NeighboursRequest(_message.Message):
+    __slots__ = ("min_score", "k", "filter")
+    class FilterEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    min_score: float
+    k: int
+    filter: _containers.ScalarMap[str, str]
+    def __init__(self, min_score: _Optional[float] = ..., k: _Optional[int] = ..., filter: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class NeighboursResponse(_message.Message):
+    __slots__ = ("items", "scanned", "total")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    SCANNED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ItemNeighbours]
+    scanned: int
+    total: int
+    def __init__(self, items: _Optional[_Iterable[_Union[ItemNeighbours, _Mapping]]] = ..., scanned: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
+
+class ItemNeighbours(_message.Message):
+    __slots__ = ("id", "neighbours")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NEIGHBOURS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    neighbours: _containers.RepeatedCompositeFieldContainer[Neighbour]
+    def __init__(self, id: _Optional[str] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ...) -> None: ...
+
+class Neighbour(_message.Message):
+    __slots__ = ("id", "score")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    score: float
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+
 class StatsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

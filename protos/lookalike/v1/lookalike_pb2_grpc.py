@@ -70,6 +70,11 @@ class ImageSearchStub:
                 request_serializer=lookalike_dot_v1_dot_lookalike__pb2.StatsRequest.SerializeToString,
                 response_deserializer=lookalike_dot_v1_dot_lookalike__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.Neighbours = channel.unary_stream(
+                '/lookalike.v1.ImageSearch/Neighbours',
+                request_serializer=lookalike_dot_v1_dot_lookalike__pb2.NeighboursRequest.SerializeToString,
+                response_deserializer=lookalike_dot_v1_dot_lookalike__pb2.NeighboursResponse.FromString,
+                _registered_method=True)
 
 
 class ImageSearchServicer:
@@ -128,6 +133,17 @@ class ImageSearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Neighbours(self, request, context):
+        """Near-duplicate candidates: each stored item (whole image) with the other items whose whole
+        image scores at least `min_score` against it, streamed in pages with the scan's progress.
+        One index search per item, run in batches: time linear in the collection. Group the
+        pairs transitively on the client (`lookalike duplicates` does). A server that serves a
+        built index (--index) answers UNIMPLEMENTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImageSearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -165,6 +181,11 @@ def add_ImageSearchServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=lookalike_dot_v1_dot_lookalike__pb2.StatsRequest.FromString,
                     response_serializer=lookalike_dot_v1_dot_lookalike__pb2.StatsResponse.SerializeToString,
+            ),
+            'Neighbours': grpc.unary_stream_rpc_method_handler(
+                    servicer.Neighbours,
+                    request_deserializer=lookalike_dot_v1_dot_lookalike__pb2.NeighboursRequest.FromString,
+                    response_serializer=lookalike_dot_v1_dot_lookalike__pb2.NeighboursResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -357,6 +378,33 @@ class ImageSearch:
             '/lookalike.v1.ImageSearch/Stats',
             lookalike_dot_v1_dot_lookalike__pb2.StatsRequest.SerializeToString,
             lookalike_dot_v1_dot_lookalike__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Neighbours(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lookalike.v1.ImageSearch/Neighbours',
+            lookalike_dot_v1_dot_lookalike__pb2.NeighboursRequest.SerializeToString,
+            lookalike_dot_v1_dot_lookalike__pb2.NeighboursResponse.FromString,
             options,
             channel_credentials,
             insecure,
