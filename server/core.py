@@ -205,7 +205,7 @@ class Core:
 
     async def neighbours(self, query: NeighboursQuery) -> AsyncIterator[NeighboursProgress]:
         """Scan every item (those the filter allows) for its near neighbours, a page at a
-        time; the first page is checked before anything is scanned."""
+        time (other calls run between pages); the query is checked before the first page."""
         query.check()
         total, scanned = self._repository.item_count, 0
         after: int | None = 0

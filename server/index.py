@@ -85,9 +85,14 @@ class VectorIndex:
     def keys(self) -> np.ndarray:
         return np.asarray(self._index.keys, dtype=np.uint64)
 
-    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+    def add(self, keys: np.ndarray, vectors: np.ndarray, *, threads: int = 0) -> None:
+        """`threads=0` inserts on every core; `threads=1` builds the same graph, byte for
+        byte, from the same adds in the same order (several threads race to link neighbours,
+        so each build differs, and so does its recall)."""
         if len(keys):
-            self._index.add(keys.astype(np.uint64), vectors.astype(np.float32, copy=False))
+            self._index.add(
+                keys.astype(np.uint64), vectors.astype(np.float32, copy=False), threads=threads
+            )
 
     def remove(self, keys: np.ndarray) -> None:
         if len(keys):

@@ -320,8 +320,11 @@ def _write_shard(
     try:
         index.remove(table.remove(removes))
         if rows is not None and rows.num_rows:
+            # the same rows in the same order, on one thread: the same shard, byte for byte,
+            # whichever order the shuffle delivered them in (and the task holds one CPU)
+            rows = rows.sort_by("id")
             keys = [shard_key(number, next_key + n) for n in range(rows.num_rows)]
-            index.add(np.array(keys, np.uint64), unit_vectors(rows, job.dims))
+            index.add(np.array(keys, np.uint64), unit_vectors(rows, job.dims), threads=1)
             ids, sources = rows.column("id").to_pylist(), rows.column("source").to_pylist()
             metadata = [
                 json.dumps(item_metadata(m, s))

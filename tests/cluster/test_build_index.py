@@ -91,6 +91,12 @@ def test_a_built_index_answers_like_an_exact_search_over_its_vectors(
     assert [shard.items for shard in manifest.shards] == [
         sum(shard_of(i, SHARDS) == n for i in ids) for n in range(SHARDS)
     ]
+    # built again from the same dataset: the same shards, byte for byte (so the same answers)
+    build_index(BuildSettings(dataset=dataset, output=tmp_path / "again", shards=SHARDS))
+    again = read_manifest(tmp_path / "again")
+    assert [(s.index.sha256, s.table.sha256) for s in again.shards] == [
+        (s.index.sha256, s.table.sha256) for s in manifest.shards
+    ]
     probes = range(0, SYNTHETIC, 30)
     # exact_search_below=0: every shard searches its HNSW graph, as a large one would
     with serving(tiny_export, index_dir=index, index=IndexSettings(exact_search_below=0)) as stub:
