@@ -9,3 +9,7 @@ owns their lifecycle; `config` builds the settings once.
 
 Needs no torch: install `lookalike[cpu]` or `lookalike[gpu]`.
 """
+
+from lookalike.server.native import share_system_libstdcxx
+
+share_system_libstdcxx()  # before any submodule imports USearch (see `native`)

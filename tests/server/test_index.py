@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -34,3 +37,13 @@ def test_an_empty_index_answers_every_query_with_nothing() -> None:
     index = VectorIndex(DIMS, IndexSettings())
     assert index.search(unit_rows(1, seed=3)[0], 5) == []
     assert index.search_batch(unit_rows(3, seed=3), 5) == [[], [], []]
+
+
+def test_onnx_runtime_imports_after_the_index_module() -> None:
+    """USearch's static libstdc++ once made a later `import onnxruntime` crash (SIGSEGV); the
+    index module shares the system's first. In a fresh interpreter: USearch, then the runtime."""
+    code = "import lookalike.server.index\nimport onnxruntime\nprint(onnxruntime.__version__)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
