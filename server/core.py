@@ -143,7 +143,7 @@ class Core:
         self.model, self._embedder, self._repository = model, embedder, repository
         self._metrics, self._limits, self._preprocess_mode = metrics, limits, preprocess_mode
         self._started = time.monotonic() if started is None else started
-        self._metrics.index_items.set(repository.item_count)
+        self._count_stored()
 
     async def embed(self, images: Sequence[bytes]) -> Embedded:
         check_image_count(len(images), self._limits)
@@ -232,13 +232,13 @@ class Core:
             check_id(item_id)
         with self._metrics.stage("commit"):
             removed = set(await self._repository.delete(ids))
-        self._metrics.index_items.set(self._repository.item_count)
+        self._count_stored()
         missing = [i for i in dict.fromkeys(ids) if i not in removed]
         return Deleted(deleted=len(removed), missing=missing)
 
     async def stats(self) -> ServerStats:
         repository = await self._repository.stats()
-        self._metrics.index_items.set(repository.items)
+        self._count_stored()
         return ServerStats(
             repository=repository,
             model=self.model,
@@ -251,6 +251,10 @@ class Core:
         )
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _count_stored(self) -> None:
+        self._metrics.index_items.set(self._repository.item_count)
+        self._metrics.index_vectors.set(self._repository.vector_count)
 
     def _text_side(self) -> TextSide:
         if self._text is None:
@@ -312,7 +316,7 @@ class Core:
     async def _store(self, items: list[EmbeddedItem]) -> list[WriteOutcome]:
         with self._metrics.stage("commit"):
             written = await self._repository.upsert(items)
-        self._metrics.index_items.set(self._repository.item_count)
+        self._count_stored()
         return written
 
     async def _commit_group(

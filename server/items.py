@@ -144,6 +144,11 @@ class Repository(Protocol):
         """Items stored, as of the last completed write."""
         ...
 
+    @property
+    def vector_count(self) -> int:
+        """Vectors stored (whole images and regions), as of the last completed write."""
+        ...
+
     async def upsert(self, items: Sequence[EmbeddedItem]) -> list[WriteOutcome]:
         """Store all items as one durable commit; a later item with the same id wins."""
         ...

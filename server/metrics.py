@@ -33,6 +33,7 @@ class Metrics:
     refused: Counter
     dropped: Counter
     index_items: Gauge
+    index_vectors: Gauge
     replica_call_seconds: Histogram
     replica_failures: Counter
     replicas_running: Gauge
@@ -94,6 +95,11 @@ class Metrics:
                 registry=registry,
             ),
             index_items=Gauge("lookalike_index_items", "Stored items", registry=registry),
+            index_vectors=Gauge(
+                "lookalike_index_vectors",
+                "Stored vectors: each item's whole image and its regions",
+                registry=registry,
+            ),
             replica_call_seconds=Histogram(
                 "lookalike_replica_call_seconds",
                 "Calls from this front to a Ray Serve application (a shard of the index, the "

@@ -115,6 +115,10 @@ class LocalRepository:
     def item_count(self) -> int:
         return self._items
 
+    @property
+    def vector_count(self) -> int:
+        return self._vectors
+
     async def stats(self) -> RepositoryStats:
         return RepositoryStats(items=self._items, index=self.settings, vectors=self._vectors)
 

@@ -83,6 +83,10 @@ class BuiltIndexRepository(Generic[Served]):
     def item_count(self) -> int:
         return self._served.manifest.items if self._served else 0
 
+    @property
+    def vector_count(self) -> int:
+        return self._served.manifest.vectors if self._served else 0
+
     async def stats(self) -> RepositoryStats:
         served = self._pin()
         manifest, replicas = served.manifest, self._replicas(served)

@@ -21,6 +21,7 @@ from lookalike.server.engine import ModelInfo
 from lookalike.server.errors import InvalidImageError
 from lookalike.server.index import IndexSettings
 from lookalike.server.metrics import Metrics
+from lookalike.server.preprocess import Crop, ImageInput
 from lookalike.server.repository import LocalRepository
 from lookalike.server.requests import RequestLimits
 
@@ -64,8 +65,10 @@ class FakeEngine:
         self.preprocessed = 0
         self.batch_sizes: list[int] = []
 
-    def preprocess(self, data: bytes) -> np.ndarray:
+    def preprocess(self, data: ImageInput) -> np.ndarray:
         self.preprocessed += 1
+        if isinstance(data, Crop):  # a region: its own vector, from the image and the box
+            data = data.source.data + data.region.to_json().encode()
         if data.startswith(b"bad"):
             raise InvalidImageError("not an image the fake model can read")
         return image_vector(data, self.info.dims)

@@ -20,8 +20,10 @@ from lookalike.server.errors import (
     OverloadedError,
 )
 from lookalike.server.metrics import Metrics
+from lookalike.server.regions import Region
 from lookalike.server.requests import AddItem, SearchQuery
 from tests.server.fakes import DIMS, TIMEOUT, FakeEngine, image_vector, open_core, unit_vectors
+from tests.server.images import jpeg
 
 
 def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
@@ -212,11 +214,16 @@ def test_metrics_record_admissions_refusals_drops_and_the_item_count(tmp_path: P
             for i in range(3):
                 await core.add(AddItem(f"item-{i}", vector=unit_vectors(1, seed=i)[0]))
             assert sample(metrics, "lookalike_index_items") == 3
-            await core.delete(["item-1"])
+            region = Region(0.0, 0.0, 0.5, 0.5)
+            await core.add(AddItem("scene", image=jpeg(128, 128), regions=[region]))
+            assert sample(metrics, "lookalike_index_items") == 4
+            assert sample(metrics, "lookalike_index_vectors") == 5  # its whole image + region
+            await core.delete(["item-1", "scene"])
             assert sample(metrics, "lookalike_index_items") == 2
+            assert sample(metrics, "lookalike_index_vectors") == 2
 
     run(body())
-    assert sample(metrics, "lookalike_admitted_inputs_total") == 3
+    assert sample(metrics, "lookalike_admitted_inputs_total") == 3 + 2  # "scene" and its region
 
 
 def test_delete_reports_the_missing_once_each_in_order(tmp_path: Path) -> None:
