@@ -52,18 +52,13 @@ from lookalike.client.duplicates import (
 
 TARGET_PRECISION = 0.99
 TILES = 4  # each photo cut into TILES x TILES distinct images
-EMBED_CHUNK = 32
 
 
 def quality(client: Client) -> dict:
     photos = [image for _, image in sample_photos()]
     calibration_photos, test_photos = photos[::2], photos[1::2]
 
-    def embed(images):
-        chunks = [images[i : i + EMBED_CHUNK] for i in range(0, len(images), EMBED_CHUNK)]
-        return np.concatenate([client.embed(chunk) for chunk in chunks])
-
-    calibration = calibrate([jpeg_bytes(p) for p in calibration_photos], embed)
+    calibration = calibrate([jpeg_bytes(p) for p in calibration_photos], client.embed)
     chosen = calibration.recommend(TARGET_PRECISION) or max(
         calibration.rows, key=lambda row: row.precision
     )

@@ -48,7 +48,6 @@ EXIT_CODES_HELP = """exit codes:
   5  unknown id       6  bad input or file     7  index: some files failed (listed)
   130  interrupted (Ctrl-C)    141  the reader of stdout went away (e.g. | head)"""
 DEFAULT_SERVER = "127.0.0.1:50051"
-EMBED_CHUNK = 32  # images per Embed call while calibrating
 
 
 class CommandError(Exception):
@@ -711,13 +710,8 @@ def _calibrate(client: Client, args: argparse.Namespace) -> int:
     if len(files) < 2:
         raise CommandError(f"{folder} has {len(files)} image files; at least 2", EXIT_BAD_INPUT)
     stats = client.stats()
-
-    def embed(images: Sequence[bytes]) -> np.ndarray:
-        chunks = [images[i : i + EMBED_CHUNK] for i in range(0, len(images), EMBED_CHUNK)]
-        return np.concatenate([client.embed(chunk) for chunk in chunks])
-
     try:
-        calibration = calibrate([_read_file(path) for path in files], embed)
+        calibration = calibrate([_read_file(path) for path in files], client.embed)
     except InvalidRequestError as error:
         raise CommandError(f"an image of {folder} was refused: {error}", EXIT_BAD_INPUT) from error
     if args.json:

@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 TRANSFORMS = ("resize", "crop", "recompress", "flip", "rotate", "colour")
+EMBED_CHUNK = 32  # images per call to `embed` (a server refuses more than its per-request limit)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,12 +126,18 @@ def calibrate(
     *,
     thresholds: Sequence[float] | None = None,
 ) -> Calibration:
-    """Embed `images` and their transformed copies with `embed` (unit rows); score every copy
-    against its original (a true pair) and against the nearest other original (the strongest
-    false pair); precision and recall of each threshold over those pairs."""
+    """Embed `images` and their transformed copies with `embed` (unit rows; e.g.
+    `Client.embed`, called with EMBED_CHUNK images at a time); score every copy against its
+    original (a true pair) and against the nearest other original (the strongest false
+    pair); precision and recall of each threshold over those pairs."""
     if len(images) < 2:
         raise ValueError("calibration needs at least 2 images (copies are told from others)")
-    originals = embed(list(images))
+
+    def embedded(batch: Sequence[bytes]) -> np.ndarray:
+        chunks = [batch[i : i + EMBED_CHUNK] for i in range(0, len(batch), EMBED_CHUNK)]
+        return np.concatenate([embed(chunk) for chunk in chunks])
+
+    originals = embedded(list(images))
     copy_bytes, owners, kinds = [], [], []
     for number, data in enumerate(images):
         with Image.open(io.BytesIO(data)) as image:
@@ -141,7 +148,7 @@ def calibrate(
             copy_bytes.append(buffer.getvalue())
             owners.append(number)
             kinds.append(kind)
-    scores = embed(copy_bytes) @ originals.T  # [copies, originals]
+    scores = embedded(copy_bytes) @ originals.T  # [copies, originals]
     rows = np.arange(len(owners))
     true = scores[rows, owners]
     scores[rows, owners] = -np.inf

@@ -208,19 +208,17 @@ class LocalRepository:
         filter_pairs: Mapping[str, str] | None,
     ) -> NeighbourPage:
         """One index call for the page's items (over every core); only the hits at or above
-        `min_score` are looked up, so a scan for near-duplicates reads little besides them."""
+        `min_score` are looked up (the filter is checked on their owners' metadata), so a scan
+        for near-duplicates reads little besides them."""
         store, index = self._ready()
         rows = store.whole_images_after(after, count, filter_pairs)
         if not rows:
             return NeighbourPage([], 0, None)
         vectors_per_item = -(-self._vectors // max(1, self._items))  # regions take places too
         found = index.search_batch(np.stack([v for _, _, v in rows]), (k + 1) * vectors_per_item)
-        allowed = set(store.keys_matching(filter_pairs).tolist()) if filter_pairs else None
-        close = [
-            [h for h in hits if h.score >= min_score and (allowed is None or h.key in allowed)]
-            for hits in found
-        ]
+        close = [[hit for hit in hits if hit.score >= min_score] for hits in found]
         owners = store.by_keys([hit.key for hits in close for hit in hits])
+        wanted = dict(filter_pairs or {})
         items = []
         for (_, item_id, _), hits in zip(rows, close, strict=True):
             neighbours: dict[str, float] = {}
@@ -228,7 +226,8 @@ class LocalRepository:
                 owner = owners.get(hit.key)
                 if owner is None or owner.region is not None or owner.item.id == item_id:
                     continue  # a region, or itself: near-duplicates are whole images
-                neighbours.setdefault(owner.item.id, hit.score)
+                if wanted.items() <= owner.item.metadata.items():
+                    neighbours.setdefault(owner.item.id, hit.score)
             if neighbours:
                 items.append(ItemNeighbours(item_id, list(neighbours.items())[:k]))
         last = len(rows) < count  # a short page ends the scan

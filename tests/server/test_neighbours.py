@@ -97,6 +97,23 @@ def test_every_pair_above_the_threshold_is_found_page_by_page(
     assert odd == {item: near for item, near in copies.items() if item.startswith("v3")}
 
 
+def test_a_filter_holds_on_both_sides_of_a_pair(stub: pb_grpc.ImageSearchStub) -> None:
+    dims = stub.Stats(pb.StatsRequest(), timeout=30).dims
+    base = np.random.default_rng(99).normal(size=dims)
+    near = {"w": base, "w-copy": base * 1.001, "w-twin": base * 0.999}
+    sides = {"w": "x", "w-copy": "x", "w-twin": "y"}
+    for item_id, vector in near.items():
+        request = pb.AddRequest(
+            id=item_id, vector=pb.Vector(values=vector), metadata={"side": sides[item_id]}
+        )
+        stub.Add(request, timeout=30)
+    found, _ = scan(stub, min_score=THRESHOLD, filter={"side": "x"})
+    assert found == {"w": {"w-copy"}, "w-copy": {"w"}}  # the twin is on the other side
+    unfiltered, _ = scan(stub, min_score=THRESHOLD)
+    assert unfiltered["w-twin"] == {"w", "w-copy"}
+    stub.Delete(pb.DeleteRequest(ids=list(near)), timeout=30)
+
+
 def test_a_region_never_makes_a_pair(stub: pb_grpc.ImageSearchStub) -> None:
     """An image's region and another image showing just that part are one vector apart: a
     search by image finds one from the other, the near-duplicate scan does not pair them."""
