@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -255,3 +257,43 @@ def test_a_stream_stores_each_item_with_its_regions_and_fails_bad_ones_alone(
     stored = stub.Get(pb.GetRequest(id="stream-4"), timeout=30)
     assert boxes(stored.regions) == boxes([BOX])
     assert stub.Search(pb.SearchRequest(id="stream-4", k=1), timeout=30).matches[0].id == "stream-4"
+
+
+def test_a_data_dir_made_before_regions_is_served_after_a_restart(
+    tiny_export: Path, tmp_path: Path
+) -> None:
+    """A data directory as the releases before regions left it (schema 2: no region column),
+    opened by a restarted server: its items answer as before and new items take regions."""
+    config = config_for(tiny_export, tmp_path / "data", preprocess_mode=PreprocessMode.EXACT)
+    images = {f"old-{n}": photo(40 + n) for n in range(3)}
+    with running_server(config) as server, grpc.insecure_channel(server.address) as channel:
+        old = pb_grpc.ImageSearchStub(channel)
+        for item_id, image in images.items():
+            add(old, item_id, image, metadata={"era": "before"})
+        expected = old.Search(pb.SearchRequest(id="old-0", k=3), timeout=30)
+    database = sqlite3.connect(tmp_path / "data" / "items.sqlite3", isolation_level=None)
+    database.execute("ALTER TABLE vectors DROP COLUMN region")  # what schema 3 added
+    database.execute("PRAGMA user_version = 2")
+    database.close()
+
+    with running_server(config) as server, grpc.insecure_channel(server.address) as channel:
+        restarted = pb_grpc.ImageSearchStub(channel)
+        found = restarted.Search(pb.SearchRequest(id="old-0", k=3), timeout=30)
+        assert [(m.id, m.score, m.whole_image) for m in found.matches] == [
+            (m.id, m.score, True) for m in expected.matches
+        ]
+        stored = restarted.Get(pb.GetRequest(id="old-1"), timeout=30)
+        assert (dict(stored.metadata), list(stored.regions)) == ({"era": "before"}, [])
+        add(restarted, "new", photo(50), regions=[BOX])
+        stats = restarted.Stats(pb.StatsRequest(), timeout=30)
+        assert (stats.items, stats.vectors) == (4, 5)
+        part = embed(restarted, crop(photo(50), BOX))
+        (match,) = restarted.Search(
+            pb.SearchRequest(vector=pb.Vector(values=part), k=1), timeout=30
+        ).matches
+        assert (match.id, match.whole_image, boxes([match.region])) == ("new", False, boxes([BOX]))
+    with contextlib.closing(sqlite3.connect(tmp_path / "data" / "items.sqlite3")) as database:
+        columns = {
+            name for (name,) in database.execute("SELECT name FROM pragma_table_info('vectors')")
+        }
+    assert "region" in columns
