@@ -41,6 +41,7 @@ from lookalike.server.regions import Region
 from lookalike.server.sql import in_chunks
 
 __all__ = [
+    "KEY_BITS",
     "BuiltIndexError",
     "ShardFile",
     "ShardEntry",
@@ -318,12 +319,31 @@ class ShardTable:
         return found
 
     def keys_matching(self, pairs: Mapping[str, str]) -> np.ndarray:
-        ids = " INTERSECT ".join(
-            "SELECT id FROM metadata WHERE name = ? AND value = ?" for _ in pairs
-        )
-        parameters = [part for pair in pairs.items() for part in pair]
+        ids, parameters = _ids_matching(pairs)
         rows = self._db.execute(f"SELECT key FROM vectors WHERE id IN ({ids})", parameters)
         return np.fromiter((r[0] for r in rows), np.uint64)
+
+    def whole_images_from(
+        self, first_key: int, count: int, pairs: Mapping[str, str] | None = None
+    ) -> list[tuple[int, str]]:
+        """Up to `count` (key, id) of whole-image vectors from `first_key` on, in key order,
+        of the items whose metadata holds every pair."""
+        condition, parameters = "", list[str]()
+        if pairs:
+            ids, parameters = _ids_matching(pairs)
+            condition = f" AND id IN ({ids})"
+        rows = self._db.execute(
+            f"SELECT key, id FROM vectors WHERE key >= ? AND region IS NULL{condition} "
+            "ORDER BY key LIMIT ?",
+            [first_key, *parameters, count],
+        )
+        return [(int(key), item_id) for key, item_id in rows]
+
+
+def _ids_matching(pairs: Mapping[str, str]) -> tuple[str, list[str]]:
+    """A subquery of the ids whose metadata holds every pair, and its parameters."""
+    ids = " INTERSECT ".join("SELECT id FROM metadata WHERE name = ? AND value = ?" for _ in pairs)
+    return ids, [part for pair in pairs.items() for part in pair]
 
 
 @dataclasses.dataclass

@@ -208,17 +208,17 @@ class Core:
         time (other calls run between pages); the query is checked before the first page."""
         query.check()
         total, scanned = self._repository.item_count, 0
-        after: int | None = 0
-        while after is not None:
+        cursor: int | None = 0
+        while cursor is not None:
             with self._metrics.stage("search"):
                 page = await self._repository.neighbours(
-                    after,
+                    cursor,
                     NEIGHBOUR_PAGE,
                     k=query.k,
                     min_score=query.min_score,
                     filter_pairs=dict(query.filter),
                 )
-            scanned, after = scanned + page.scanned, page.cursor
+            scanned, cursor = scanned + page.scanned, page.cursor
             yield NeighboursProgress(page.items, scanned, max(total, scanned))
 
     async def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem:

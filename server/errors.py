@@ -8,7 +8,6 @@ __all__ = [
     "InvalidImageError",
     "NotFoundError",
     "LimitExceededError",
-    "UnsupportedError",
     "ImageTooLargeError",
     "TextTooLongError",
     "TextUnavailableError",
@@ -59,10 +58,6 @@ class TextUnavailableError(LookalikeError):
 
 class ReadOnlyError(LookalikeError):
     """A write to a server that serves a built index (read-only: `build-index` makes versions)."""
-
-
-class UnsupportedError(LookalikeError):
-    """An operation this kind of server does not offer (e.g. Neighbours on a built index)."""
 
 
 class OverloadedError(LookalikeError):

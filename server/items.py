@@ -187,16 +187,16 @@ class Repository(Protocol):
 
     async def neighbours(
         self,
-        after: int,
+        cursor: int,
         count: int,
         *,
         k: int,
         min_score: float,
         filter_pairs: Mapping[str, str] | None = None,
     ) -> NeighbourPage:
-        """The next `count` items after the cursor `after` (0: from the start), each with up
-        to `k` other items scoring at least `min_score`, whole image against whole image;
-        UnsupportedError where the repository cannot scan its items."""
+        """The next `count` items from `cursor` (0: the start; then the previous page's),
+        those the filter allows, each with up to `k` other items the filter allows scoring at
+        least `min_score`, whole image against whole image."""
         ...
 
     async def stats(self) -> RepositoryStats: ...

@@ -190,14 +190,14 @@ class LocalRepository:
 
     async def neighbours(
         self,
-        after: int,
+        cursor: int,
         count: int,
         *,
         k: int,
         min_score: float,
         filter_pairs: Mapping[str, str] | None = None,
     ) -> NeighbourPage:
-        return await self._run(lambda: self._neighbours(after, count, k, min_score, filter_pairs))
+        return await self._run(lambda: self._neighbours(cursor, count, k, min_score, filter_pairs))
 
     def _neighbours(
         self,
@@ -207,9 +207,10 @@ class LocalRepository:
         min_score: float,
         filter_pairs: Mapping[str, str] | None,
     ) -> NeighbourPage:
-        """One index call for the page's items (over every core); only the hits at or above
-        `min_score` are looked up (the filter is checked on their owners' metadata), so a scan
-        for near-duplicates reads little besides them."""
+        """The items past the item row `after` (the previous page's last). One index call for
+        the page's items (over every core); only the hits at or above `min_score` are looked
+        up (the filter is checked on their owners' metadata), so a scan for near-duplicates
+        reads little besides them."""
         store, index = self._ready()
         rows = store.whole_images_after(after, count, filter_pairs)
         if not rows:

@@ -20,7 +20,7 @@ from lookalike.server.errors import NotFoundError
 from lookalike.server.items import ScoredItem, SearchResult, StoredItem
 from lookalike.server.search import best_per_item, nearest
 
-__all__ = ["ShardSearcher", "ShardAnswer", "Query", "merge_matches"]
+__all__ = ["ShardSearcher", "ShardAnswer", "ShardItems", "Query", "merge_matches"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +36,15 @@ class Query:
 class ShardAnswer:
     matches: list[ScoredItem]  # best first
     exact: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardItems:
+    """Some of a shard's items in key order: their whole images' keys and vectors."""
+
+    keys: list[int]
+    ids: list[str]
+    vectors: np.ndarray  # float32[len(keys), dims], unit length
 
 
 class ShardSearcher:
@@ -86,6 +95,20 @@ class ShardSearcher:
                 short = len(items) < k and k < len(index)  # vectors of the same items
                 answers[row] = self.search(vectors[row], k) if short else ShardAnswer(items, exact)
         return [answers[row] for row in range(len(queries))]
+
+    def whole_images_from(
+        self, first_key: int, count: int, filter_pairs: Mapping[str, str]
+    ) -> ShardItems:
+        """Up to `count` of this shard's items from the vector key `first_key` on, those the
+        filter allows, with their whole images' vectors (a scan over the shard's items)."""
+        with self._lock:
+            rows = self.shard.table.whole_images_from(first_key, count, filter_pairs)
+        keys = [key for key, _ in rows]
+        if not keys:
+            return ShardItems([], [], np.empty((0, self.shard.index.dims), dtype=np.float32))
+        vectors = self.shard.index.vectors(np.array(keys, dtype=np.uint64))
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        return ShardItems(keys, [item_id for _, item_id in rows], vectors)
 
     def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem:
         with self._lock:

@@ -22,17 +22,20 @@ from typing import Generic, Protocol, TypeVar
 import numpy as np
 
 from lookalike.server.built_index import (
+    KEY_BITS,
     IndexManifest,
     check_model,
     open_shards,
     read_manifest,
+    shard_key,
     shard_of,
 )
 from lookalike.server.engine import ModelIdentity
-from lookalike.server.errors import ReadOnlyError, UnsupportedError
+from lookalike.server.errors import ReadOnlyError
 from lookalike.server.index import IndexSettings
 from lookalike.server.items import (
     EmbeddedItem,
+    ItemNeighbours,
     NeighbourPage,
     RepositoryStats,
     SearchResult,
@@ -40,7 +43,13 @@ from lookalike.server.items import (
     StoredItem,
     WriteOutcome,
 )
-from lookalike.server.shard_search import Query, ShardAnswer, ShardSearcher, merge_matches
+from lookalike.server.shard_search import (
+    Query,
+    ShardAnswer,
+    ShardItems,
+    ShardSearcher,
+    merge_matches,
+)
 
 __all__ = ["BuiltIndexRepository", "ServedVersion", "ShardedRepository", "READ_ONLY"]
 
@@ -112,18 +121,42 @@ class BuiltIndexRepository(Generic[Served]):
 
     async def neighbours(
         self,
-        after: int,
+        cursor: int,
         count: int,
         *,
         k: int,
         min_score: float,
         filter_pairs: Mapping[str, str] | None = None,
     ) -> NeighbourPage:
-        raise UnsupportedError(
-            "Neighbours (near-duplicates) scans a --data-dir server's items; a built index "
-            "does not offer it yet: run it on a server with the collection in a --data-dir "
-            "(lookalike import loads a dataset into one)"
-        )
+        """A page of one shard's items, each searched against every shard; the cursor is the
+        vector key the page starts at (the shard's number sits above its own key numbers), so
+        a scan walks the shards one after the other. A built index holds whole images only."""
+        served = self._pin()
+        shards, shard = len(served.manifest.shards), cursor >> KEY_BITS
+        if shard >= shards:  # a version with fewer shards was switched to mid-scan
+            return NeighbourPage([], 0, None)
+        wanted = dict(filter_pairs or {})
+        page = await self._whole_images(served, shard, cursor, count, wanted)
+        following: int | None = None
+        if len(page.keys) == count:
+            following = page.keys[-1] + 1
+        elif shard + 1 < shards:
+            following = shard_key(shard + 1, 0)
+        if not page.keys:
+            return NeighbourPage([], 0, following)
+        results = await self._search_batch(served, page.vectors, k + 1)  # the item itself too
+        items = []
+        for item_id, result in zip(page.ids, results, strict=True):
+            close = [
+                (match.item.id, match.score)
+                for match in result.matches
+                if match.item.id != item_id
+                and match.score >= min_score
+                and wanted.items() <= match.item.metadata.items()
+            ]
+            if close:
+                items.append(ItemNeighbours(item_id, close[:k]))
+        return NeighbourPage(items, len(page.keys), following)
 
     async def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem:
         return await self._get(self._pin(), item_id, with_vector)
@@ -171,6 +204,25 @@ class BuiltIndexRepository(Generic[Served]):
     def _replicas(self, served: Served) -> list[int]:
         """How many replicas answer for each shard now."""
         raise NotImplementedError
+
+    async def _whole_images(
+        self,
+        served: Served,
+        shard: int,
+        first_key: int,
+        count: int,
+        filter_pairs: Mapping[str, str],
+    ) -> ShardItems:
+        """`ShardSearcher.whole_images_from` on that shard."""
+        raise NotImplementedError
+
+    async def _search_batch(
+        self, served: Served, vectors: np.ndarray, k: int
+    ) -> list[SearchResult]:
+        """`_search` for each row (no filter); one at a time unless a subclass batches."""
+        return list(
+            await asyncio.gather(*(self._search(served, vector, k, Query()) for vector in vectors))
+        )
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -238,6 +290,29 @@ class ShardedRepository(BuiltIndexRepository[_LocalShards]):
 
         answers = await asyncio.gather(*(self._run(on(s)) for s in served.searchers))
         return merge_matches(answers, k)
+
+    async def _whole_images(
+        self,
+        served: _LocalShards,
+        shard: int,
+        first_key: int,
+        count: int,
+        filter_pairs: Mapping[str, str],
+    ) -> ShardItems:
+        searcher = served.searchers[shard]
+        return await self._run(lambda: searcher.whole_images_from(first_key, count, filter_pairs))
+
+    async def _search_batch(
+        self, served: _LocalShards, vectors: np.ndarray, k: int
+    ) -> list[SearchResult]:
+        """One index call per shard for every row (over every core)."""
+        ks, queries = [k] * len(vectors), [Query()] * len(vectors)
+
+        def on(searcher: ShardSearcher) -> Callable[[], list[ShardAnswer]]:
+            return lambda: searcher.search_many(vectors, ks, queries)
+
+        per_shard = await asyncio.gather(*(self._run(on(s)) for s in served.searchers))
+        return [merge_matches(answers, k) for answers in zip(*per_shard, strict=True)]
 
     def _replicas(self, served: _LocalShards) -> list[int]:
         return [1] * len(served.searchers)

@@ -26,7 +26,6 @@ from lookalike.server.errors import (
     StorageFullError,
     TextTooLongError,
     TextUnavailableError,
-    UnsupportedError,
 )
 
 __all__ = ["GRPC_CODES", "ERROR_KIND_KEY", "grpc_status", "error_metadata"]
@@ -50,7 +49,6 @@ GRPC_CODES: dict[type[LookalikeError], grpc.StatusCode] = {
     DataDirError: grpc.StatusCode.FAILED_PRECONDITION,
     TextUnavailableError: grpc.StatusCode.FAILED_PRECONDITION,
     ReadOnlyError: grpc.StatusCode.FAILED_PRECONDITION,
-    UnsupportedError: grpc.StatusCode.UNIMPLEMENTED,
 }
 
 

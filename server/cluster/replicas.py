@@ -26,7 +26,7 @@ from lookalike.server.items import StoredItem
 from lookalike.server.metrics import Metrics
 from lookalike.server.onnx_engine import OnnxEngine
 from lookalike.server.preprocess import ImageInput
-from lookalike.server.shard_search import Query, ShardAnswer, ShardSearcher
+from lookalike.server.shard_search import Query, ShardAnswer, ShardItems, ShardSearcher
 
 __all__ = ["ShardReplica", "EmbedderReplica", "Described"]
 
@@ -48,6 +48,14 @@ class ShardReplica:
 
     async def get(self, item_id: str, with_vector: bool) -> StoredItem:
         return await asyncio.to_thread(self.searcher.get, item_id, with_vector=with_vector)
+
+    async def whole_images_from(
+        self, first_key: int, count: int, filter_pairs: dict[str, str]
+    ) -> ShardItems:
+        """A page of this shard's items for a Neighbours scan."""
+        return await asyncio.to_thread(
+            self.searcher.whole_images_from, first_key, count, filter_pairs
+        )
 
 
 @dataclasses.dataclass(frozen=True)

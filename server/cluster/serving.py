@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,7 +37,7 @@ from lookalike.server.errors import LookalikeError
 from lookalike.server.index import IndexSettings
 from lookalike.server.items import SearchResult, StoredItem
 from lookalike.server.metrics import Metrics
-from lookalike.server.shard_search import Query, merge_matches
+from lookalike.server.shard_search import Query, ShardItems, merge_matches
 from lookalike.server.sharded_repository import BuiltIndexRepository
 
 __all__ = ["ClusterRepository", "HealthListener"]
@@ -124,6 +124,22 @@ class ClusterRepository(BuiltIndexRepository[_Deployed]):
             self._answering(served, number)
         answers = await asyncio.gather(*(queue.search(vector, k, query) for queue in served.queues))
         return merge_matches(answers, k)
+
+    async def _whole_images(
+        self,
+        served: _Deployed,
+        shard: int,
+        first_key: int,
+        count: int,
+        filter_pairs: Mapping[str, str],
+    ) -> ShardItems:
+        app, handle = self._answering(served, shard)
+        wanted = dict(filter_pairs)
+        return await self._ask(
+            app,
+            lambda: handle.whole_images_from.remote(first_key, count, wanted),
+            _shard_words(served.manifest, shard),
+        )
 
     def _replicas(self, served: _Deployed) -> list[int]:
         return [self._running.get(app, 0) for app in served.apps]

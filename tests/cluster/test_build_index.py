@@ -24,6 +24,7 @@ from lookalike.server.built_index import (
 from lookalike.server.cluster.build_index import BuildSettings, build_index
 from lookalike.server.cluster.importer import import_dataset
 from lookalike.server.cluster.ingest import IngestSettings, ingest
+from lookalike.server.core import NEIGHBOUR_PAGE
 from lookalike.server.engine import ModelIdentity
 from lookalike.server.index import IndexSettings
 from lookalike.v1 import lookalike_pb2 as pb
@@ -127,13 +128,73 @@ def test_a_built_index_answers_like_an_exact_search_over_its_vectors(
             stub.Delete(pb.DeleteRequest(ids=[ids[0]]), timeout=30)
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "build-index" in refused.value.details()
-        with pytest.raises(grpc.RpcError) as unsupported:
-            list(stub.Neighbours(pb.NeighboursRequest(min_score=0.9), timeout=30))
-        assert unsupported.value.code() == grpc.StatusCode.UNIMPLEMENTED
-        assert "--data-dir" in unsupported.value.details()
         with pytest.raises(grpc.RpcError) as missing:
             stub.Get(pb.GetRequest(id="nobody"), timeout=30)
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def neighbours(
+    stub: pb_grpc.ImageSearchStub, **fields: object
+) -> tuple[dict[str, dict[str, float]], list[pb.NeighboursResponse]]:
+    """Each item with neighbours: {neighbour: score}; and the pages as they came."""
+    pages = list(stub.Neighbours(pb.NeighboursRequest(**fields), timeout=120))  # type: ignore[arg-type]
+    found = {
+        item.id: {n.id: round(n.score, 4) for n in item.neighbours}
+        for page in pages
+        for item in page.items
+    }
+    return found, pages
+
+
+def test_neighbours_on_a_built_index_scan_every_shard_as_a_data_dir_server_does(
+    cluster: Cluster, tiny_export: Path, tmp_path: Path
+) -> None:
+    """Near copies among random vectors, built into shards of more than a page each: the
+    scan finds exactly the copies (every-pair numpy agrees), page by page over every shard,
+    and answers as a --data-dir server holding the same dataset."""
+    rng = np.random.default_rng(11)
+    originals = unit_rows(900, seed=12)
+    copied = rng.choice(900, size=40, replace=False)
+    copies = originals[copied] + 0.01 * unit_rows(40, seed=13)
+    vectors = np.vstack([originals, copies / np.linalg.norm(copies, axis=1, keepdims=True)])
+    ids = [f"item-{i:04d}" for i in range(900)] + [f"copy-of-{n:04d}" for n in copied]
+    write_dataset(tmp_path / "dataset", ids, vectors)
+    build_index(
+        BuildSettings(dataset=tmp_path / "dataset", output=tmp_path / "index", shards=SHARDS)
+    )
+    manifest = read_manifest(tmp_path / "index")
+    assert min(shard.items for shard in manifest.shards) > NEIGHBOUR_PAGE  # pages in a shard
+    scores = vectors @ vectors.T
+    np.fill_diagonal(scores, -1)
+    every_pair = {
+        ids[a]: {ids[b] for b in np.flatnonzero(row >= 0.99)} for a, row in enumerate(scores)
+    }
+    expected = {item: close for item, close in every_pair.items() if close}
+    assert len(expected) == 80  # each copy and its original, nothing else that close
+
+    with serving(tiny_export, index_dir=tmp_path / "index") as built:
+        found, pages = neighbours(built, min_score=0.99, k=3)
+        even, _ = neighbours(built, min_score=0.99, k=3, filter={"parity": "0"})
+    assert {item: set(close) for item, close in found.items()} == expected
+    assert len(pages) == 2 * len(manifest.shards)  # two pages per shard
+    assert [page.total for page in pages] == [len(ids)] * len(pages)
+    assert pages[-1].scanned == len(ids)
+    parity = {item: str(row % 2) for row, item in enumerate(ids)}  # the dataset's metadata
+    assert {item: set(close) for item, close in even.items()} == {
+        item: {c for c in close if parity[c] == "0"}
+        for item, close in expected.items()
+        if parity[item] == "0" and any(parity[c] == "0" for c in close)
+    }
+
+    import_dataset(tmp_path / "dataset", tmp_path / "data")
+    with serving(tiny_export, data_dir=tmp_path / "data") as one_store:
+        in_store, _ = neighbours(one_store, min_score=0.99, k=3)
+    assert in_store.keys() == found.keys()
+    for item, close in found.items():  # bf16 shards against the store's f32: scores near
+        assert in_store[item].keys() == close.keys()
+        np.testing.assert_allclose(
+            [in_store[item][n] for n in close], list(close.values()), atol=5e-3
+        )
 
 
 def test_a_new_version_shares_the_shards_it_does_not_change(

@@ -90,6 +90,14 @@ def answers(matches: Any) -> Answer:
     return [(m.id, round(m.score, 5)) for m in matches]
 
 
+def neighbour_pages(pages: Any) -> list[tuple[list[tuple[str, Answer]], int]]:
+    """A Neighbours scan as it came: each page's items with their neighbours, and its count."""
+    return [
+        ([(item.id, answers(item.neighbours)) for item in page.items], page.scanned)
+        for page in pages
+    ]
+
+
 def vector_searches(seed: int, count: int = 20) -> list[pb.SearchRequest]:
     queries = datasets.unit_rows(count, 16, seed=seed)
     return [pb.SearchRequest(vector=pb.Vector(values=q.tolist()), k=10) for q in queries]
@@ -187,10 +195,14 @@ def test_shards_on_serve_answer_as_one_process_does_behind_tls_and_a_token(
         for f in ({}, {"parity": "1"})
     ]
     requests.append(pb.SearchRequest(id="item-0042", k=5, exclude_self=True))
+    close = pb.NeighboursRequest(min_score=0.8, k=4)  # random vectors: a few dozen pairs
     with front(tiny_export, index) as local:
         expected = [answers(local.Search(r, timeout=30).matches) for r in requests]
         item = local.Get(pb.GetRequest(id="item-0042", include_vector=True), timeout=30)
+        pairs = neighbour_pages(local.Neighbours(close, timeout=60))
     assert all(len(e) == k for e, k in zip(expected, [10, 10] * 20 + [5], strict=True))
+    assert len(pairs) == SHARDS  # a page per shard
+    assert sum(len(items) for items, _ in pairs) >= 10
     cert, key = certificate
     config = config_for(
         tiny_export,
@@ -211,6 +223,7 @@ def test_shards_on_serve_answer_as_one_process_does_behind_tls_and_a_token(
         served = pb_grpc.ImageSearchStub(channel)
         got = [answers(served.Search(r, timeout=30, metadata=token).matches) for r in requests]
         assert got == expected
+        assert neighbour_pages(served.Neighbours(close, timeout=60, metadata=token)) == pairs
         stored = served.Get(pb.GetRequest(id="item-0042", include_vector=True), metadata=token)
         assert stored.metadata == item.metadata
         np.testing.assert_array_equal(stored.vector.values, item.vector.values)

@@ -138,7 +138,8 @@ class ImageSearchServicer:
         image scores at least `min_score` against it, streamed in pages with the scan's progress.
         One index search per item, run in batches: time linear in the collection. Group the
         pairs transitively on the client (`lookalike duplicates` does). A server that serves a
-        built index (--index) answers UNIMPLEMENTED.
+        built index (--index) scans its shards one after the other, each item searched against
+        every shard.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
