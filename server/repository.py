@@ -19,7 +19,7 @@ import numpy as np
 
 from lookalike.server.engine import ModelIdentity
 from lookalike.server.errors import NotFoundError
-from lookalike.server.index import IndexSettings, SnapshotError, VectorIndex
+from lookalike.server.index import Hit, IndexSettings, SnapshotError, VectorIndex
 from lookalike.server.items import (
     EmbeddedItem,
     ItemNeighbours,
@@ -27,9 +27,10 @@ from lookalike.server.items import (
     RepositoryStats,
     SearchResult,
     StoredItem,
+    VectorOwner,
     WriteOutcome,
 )
-from lookalike.server.search import nearest
+from lookalike.server.search import OVERSAMPLING, nearest
 from lookalike.server.store import ItemStore
 
 __all__ = ["LocalRepository"]
@@ -216,21 +217,26 @@ class LocalRepository:
         if not rows:
             return NeighbourPage([], 0, None)
         vectors_per_item = -(-self._vectors // max(1, self._items))  # regions take places too
-        found = index.search_batch(np.stack([v for _, _, v in rows]), (k + 1) * vectors_per_item)
+        window = (k + 1) * vectors_per_item
+        found = index.search_batch(np.stack([v for _, _, v in rows]), window)
         close = [[hit for hit in hits if hit.score >= min_score] for hits in found]
         owners = store.by_keys([hit.key for hits in close for hit in hits])
         wanted = dict(filter_pairs or {})
         items = []
-        for (_, item_id, _), hits in zip(rows, close, strict=True):
-            neighbours: dict[str, float] = {}
-            for hit in hits:
-                owner = owners.get(hit.key)
-                if owner is None or owner.region is not None or owner.item.id == item_id:
-                    continue  # a region, or itself: near-duplicates are whole images
-                if wanted.items() <= owner.item.metadata.items():
-                    neighbours.setdefault(owner.item.id, hit.score)
+        for (_, item_id, vector), hits, near in zip(rows, found, close, strict=True):
+            neighbours = _whole_image_neighbours(item_id, near, owners, wanted)
+            size = window
+            while len(neighbours) < k and len(hits) == size and hits[-1].score >= min_score:
+                # every hit scored above the threshold, but regions, the filter or the item
+                # itself took places: look further
+                size *= OVERSAMPLING
+                hits = index.search(vector, size)
+                near = [hit for hit in hits if hit.score >= min_score]
+                neighbours = _whole_image_neighbours(
+                    item_id, near, store.by_keys([hit.key for hit in near]), wanted
+                )
             if neighbours:
-                items.append(ItemNeighbours(item_id, list(neighbours.items())[:k]))
+                items.append(ItemNeighbours(item_id, neighbours[:k]))
         last = len(rows) < count  # a short page ends the scan
         return NeighbourPage(items, len(rows), None if last else rows[-1][0])
 
@@ -263,3 +269,18 @@ class LocalRepository:
 
     async def _run(self, function: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, function)
+
+
+def _whole_image_neighbours(
+    item_id: str, hits: list[Hit], owners: Mapping[int, VectorOwner], wanted: Mapping[str, str]
+) -> list[tuple[str, float]]:
+    """The other items among `hits` (best first) matched by their whole image, each once, whose
+    metadata holds every wanted pair: near-duplicates are whole images."""
+    found: dict[str, float] = {}
+    for hit in hits:
+        owner = owners.get(hit.key)
+        if owner is None or owner.region is not None or owner.item.id == item_id:
+            continue
+        if wanted.items() <= owner.item.metadata.items():
+            found.setdefault(owner.item.id, hit.score)
+    return list(found.items())

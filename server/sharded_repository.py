@@ -43,6 +43,7 @@ from lookalike.server.items import (
     StoredItem,
     WriteOutcome,
 )
+from lookalike.server.search import OVERSAMPLING
 from lookalike.server.shard_search import (
     Query,
     ShardAnswer,
@@ -146,14 +147,15 @@ class BuiltIndexRepository(Generic[Served]):
             return NeighbourPage([], 0, following)
         results = await self._search_batch(served, page.vectors, k + 1)  # the item itself too
         items = []
-        for item_id, result in zip(page.ids, results, strict=True):
-            close = [
-                (match.item.id, match.score)
-                for match in result.matches
-                if match.item.id != item_id
-                and match.score >= min_score
-                and wanted.items() <= match.item.metadata.items()
-            ]
+        for item_id, vector, result in zip(page.ids, page.vectors, results, strict=True):
+            close = _neighbours_in(item_id, result, min_score, wanted)
+            size = k + 1
+            matches = result.matches
+            while len(close) < k and len(matches) == size and matches[-1].score >= min_score:
+                # every match scored above the threshold, but the filter took places
+                size *= OVERSAMPLING
+                result = await self._search(served, vector, size, Query())
+                matches, close = result.matches, _neighbours_in(item_id, result, min_score, wanted)
             if close:
                 items.append(ItemNeighbours(item_id, close[:k]))
         return NeighbourPage(items, len(page.keys), following)
@@ -319,3 +321,17 @@ class ShardedRepository(BuiltIndexRepository[_LocalShards]):
 
     async def _run(self, work: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, work)
+
+
+def _neighbours_in(
+    item_id: str, result: SearchResult, min_score: float, wanted: Mapping[str, str]
+) -> list[tuple[str, float]]:
+    """The other items of `result` at or above `min_score` whose metadata holds every wanted
+    pair, best first."""
+    return [
+        (match.item.id, match.score)
+        for match in result.matches
+        if match.item.id != item_id
+        and match.score >= min_score
+        and wanted.items() <= match.item.metadata.items()
+    ]

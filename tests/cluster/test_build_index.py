@@ -151,13 +151,21 @@ def test_neighbours_on_a_built_index_scan_every_shard_as_a_data_dir_server_does(
 ) -> None:
     """Near copies among random vectors, built into shards of more than a page each: the
     scan finds exactly the copies (every-pair numpy agrees), page by page over every shard,
-    and answers as a --data-dir server holding the same dataset."""
+    and answers as a --data-dir server holding the same dataset. One family has an even
+    original whose even copy is farther than its two odd ones: a filtered scan for the best
+    neighbour (k=1) finds it behind them."""
     rng = np.random.default_rng(11)
     originals = unit_rows(900, seed=12)
     copied = rng.choice(900, size=40, replace=False)
     copies = originals[copied] + 0.01 * unit_rows(40, seed=13)
-    vectors = np.vstack([originals, copies / np.linalg.norm(copies, axis=1, keepdims=True)])
+    family = unit_rows(1, seed=14) + np.array([0, 0.005, 0, 0.005, 0.06])[:, None] * unit_rows(
+        5, seed=15
+    )
+    family[2] = unit_rows(1, seed=16)  # rows 940-944 by parity: even, odd, even, odd, even
+    stacked = np.vstack([originals, copies, family])
+    vectors = stacked / np.linalg.norm(stacked, axis=1, keepdims=True)
     ids = [f"item-{i:04d}" for i in range(900)] + [f"copy-of-{n:04d}" for n in copied]
+    ids += ["family", "family-odd-0", "unrelated", "family-odd-1", "family-even"]
     write_dataset(tmp_path / "dataset", ids, vectors)
     build_index(
         BuildSettings(dataset=tmp_path / "dataset", output=tmp_path / "index", shards=SHARDS)
@@ -170,25 +178,31 @@ def test_neighbours_on_a_built_index_scan_every_shard_as_a_data_dir_server_does(
         ids[a]: {ids[b] for b in np.flatnonzero(row >= 0.99)} for a, row in enumerate(scores)
     }
     expected = {item: close for item, close in every_pair.items() if close}
-    assert len(expected) == 80  # each copy and its original, nothing else that close
+    assert len(expected) == 84  # each copy and its original, the family, nothing else
+    assert expected["family"] == {"family-odd-0", "family-odd-1", "family-even"}
 
     with serving(tiny_export, index_dir=tmp_path / "index") as built:
         found, pages = neighbours(built, min_score=0.99, k=3)
-        even, _ = neighbours(built, min_score=0.99, k=3, filter={"parity": "0"})
+        even, _ = neighbours(built, min_score=0.99, k=1, filter={"parity": "0"})
     assert {item: set(close) for item, close in found.items()} == expected
     assert len(pages) == 2 * len(manifest.shards)  # two pages per shard
     assert [page.total for page in pages] == [len(ids)] * len(pages)
     assert pages[-1].scanned == len(ids)
     parity = {item: str(row % 2) for row, item in enumerate(ids)}  # the dataset's metadata
     assert {item: set(close) for item, close in even.items()} == {
-        item: {c for c in close if parity[c] == "0"}
+        item: {c for c in close if parity[c] == "0"}  # one at most: k=1 is enough
         for item, close in expected.items()
         if parity[item] == "0" and any(parity[c] == "0" for c in close)
     }
+    assert even["family"].keys() == {"family-even"}
 
     import_dataset(tmp_path / "dataset", tmp_path / "data")
     with serving(tiny_export, data_dir=tmp_path / "data") as one_store:
         in_store, _ = neighbours(one_store, min_score=0.99, k=3)
+        even_in_store, _ = neighbours(one_store, min_score=0.99, k=1, filter={"parity": "0"})
+    assert {item: close.keys() for item, close in even_in_store.items()} == {
+        item: close.keys() for item, close in even.items()
+    }
     assert in_store.keys() == found.keys()
     for item, close in found.items():  # bf16 shards against the store's f32: scores near
         assert in_store[item].keys() == close.keys()

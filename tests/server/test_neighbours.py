@@ -114,6 +114,37 @@ def test_a_filter_holds_on_both_sides_of_a_pair(stub: pb_grpc.ImageSearchStub) -
     stub.Delete(pb.DeleteRequest(ids=list(near)), timeout=30)
 
 
+def test_a_pair_the_filter_allows_is_found_behind_closer_items_it_does_not(
+    stub: pb_grpc.ImageSearchStub,
+) -> None:
+    """Six items on the other side are closer to "q" than its one copy on its side: the scan
+    looks past them (each item's first search holds only a few places)."""
+    dims = stub.Stats(pb.StatsRequest(), timeout=30).dims
+    rng = np.random.default_rng(5)
+
+    def near(vector: np.ndarray, distance: float) -> np.ndarray:
+        step = rng.normal(size=dims)
+        moved = vector + distance * step / np.linalg.norm(step)
+        return moved / np.linalg.norm(moved)
+
+    q = near(rng.normal(size=dims), 0)
+    vectors = {"q": q, "q-far": near(q, 0.07)} | {f"q-other-{n}": near(q, 0.005) for n in range(6)}
+    assert (
+        THRESHOLD
+        < float(q @ vectors["q-far"])
+        < min(float(q @ v) for name, v in vectors.items() if name.startswith("q-other"))
+    )
+    for item_id, vector in vectors.items():
+        side = "y" if item_id.startswith("q-other") else "x"
+        request = pb.AddRequest(
+            id=item_id, vector=pb.Vector(values=vector), metadata={"side": side}
+        )
+        stub.Add(request, timeout=30)
+    found, _ = scan(stub, min_score=THRESHOLD, k=1, filter={"side": "x"})
+    assert found == {"q": {"q-far"}, "q-far": {"q"}}
+    stub.Delete(pb.DeleteRequest(ids=list(vectors)), timeout=30)
+
+
 def test_a_region_never_makes_a_pair(stub: pb_grpc.ImageSearchStub) -> None:
     """An image's region and another image showing just that part are one vector apart: a
     search by image finds one from the other, the near-duplicate scan does not pair them."""
