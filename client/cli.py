@@ -186,6 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="fast",
         help="as the server's --preprocess: the same choice gives the server's vectors",
     )
+    ingest.add_argument(
+        "--regions",
+        choices=sorted(REGION_POLICIES),
+        default="none",
+        help="also embed regions of each image as a server's --regions makes them, for object "
+        "search on the built index: grid (9 overlapping boxes of half the width and height) or "
+        "none (default; fixed when the dataset is made)",
+    )
 
     build = command(
         "build-index", "build (or update) a sharded index from an ingested dataset, on Ray"
@@ -552,6 +560,7 @@ def ingest_command(_: Client, args: argparse.Namespace) -> int:
         from lookalike.server.cluster.sources import SourceError
     from lookalike.export.manifest import Precision
     from lookalike.server.preprocess import PreprocessMode
+    from lookalike.server.regions import RegionPolicy
 
     settings = IngestSettings(
         model_dir=args.model_dir,
@@ -564,6 +573,7 @@ def ingest_command(_: Client, args: argparse.Namespace) -> int:
         partitions=args.partitions,
         precision=Precision(args.precision) if args.precision else None,
         preprocess_mode=PreprocessMode(args.preprocess),
+        regions=RegionPolicy(args.regions),
     )
     try:
         summary = ingest(args.sources, settings)

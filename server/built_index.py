@@ -258,13 +258,19 @@ class ShardTable:
     def close(self) -> None:
         self._db.close()
 
-    def add(self, rows: Iterable[tuple[int, str, str, str, str]]) -> None:
-        """(key, id, metadata JSON, source, part) rows, one vector per item, in one commit."""
+    def add(
+        self,
+        rows: Iterable[tuple[int, str, str, str, str]],
+        regions: Iterable[tuple[int, str, str]] = (),
+    ) -> None:
+        """(key, id, metadata JSON, source, part) rows, the key of each item's whole image, and
+        (key, id, Region JSON) rows of their regions' vectors, in one commit."""
         rows = list(rows)
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT INTO items VALUES (?, ?, ?, ?)", [r[1:] for r in rows])
             self._db.executemany("INSERT INTO vectors VALUES (?, ?, NULL)", [r[:2] for r in rows])
+            self._db.executemany("INSERT INTO vectors VALUES (?, ?, ?)", regions)
             self._db.executemany(
                 "INSERT INTO metadata VALUES (?, ?, ?)",
                 [(k, v, r[1]) for r in rows for k, v in json.loads(r[2]).items()],

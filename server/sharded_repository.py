@@ -131,7 +131,7 @@ class BuiltIndexRepository(Generic[Served]):
     ) -> NeighbourPage:
         """A page of one shard's items, each searched against every shard; the cursor is the
         vector key the page starts at (the shard's number sits above its own key numbers), so
-        a scan walks the shards one after the other. A built index holds whole images only."""
+        a scan walks the shards one after the other. Whole images against whole images."""
         served = self._pin()
         shards, shard = len(served.manifest.shards), cursor >> KEY_BITS
         if shard >= shards:  # a version with fewer shards was switched to mid-scan
@@ -326,12 +326,14 @@ class ShardedRepository(BuiltIndexRepository[_LocalShards]):
 def _neighbours_in(
     item_id: str, result: SearchResult, min_score: float, wanted: Mapping[str, str]
 ) -> list[tuple[str, float]]:
-    """The other items of `result` at or above `min_score` whose metadata holds every wanted
-    pair, best first."""
+    """The other items of `result` matched by their whole image at or above `min_score` whose
+    metadata holds every wanted pair, best first (an item matched best by one of its regions
+    is not a near-duplicate of the whole query image)."""
     return [
         (match.item.id, match.score)
         for match in result.matches
         if match.item.id != item_id
+        and match.region is None
         and match.score >= min_score
         and wanted.items() <= match.item.metadata.items()
     ]

@@ -45,7 +45,13 @@ from lookalike.server.built_index import (
     shard_key,
     shard_of,
 )
-from lookalike.server.cluster.dataset import Dataset, item_metadata, unit_vectors
+from lookalike.server.cluster.dataset import (
+    REGIONS_COLUMN,
+    Dataset,
+    item_metadata,
+    region_vectors,
+    unit_vectors,
+)
 from lookalike.server.cluster.ray_session import ray_session
 from lookalike.server.index import IndexSettings, VectorIndex
 
@@ -245,6 +251,8 @@ def _write_shards(
     if changes.adds:
         paths = [str(dataset.parts_directory / part) for part in sorted(changes.adds)]
         columns = ["id", "vector", "metadata", "source", "path"]
+        if REGIONS_COLUMN in dataset.embedding:  # made with --regions: each part has them
+            columns.append(REGIONS_COLUMN)
         rows = ray.data.read_parquet(paths, include_paths=True).select_columns(columns)
         rows = rows.map_batches(
             functools.partial(_rows_to_add, adds=changes.adds, shards=job.shards),
@@ -323,16 +331,29 @@ def _write_shard(
             # the same rows in the same order, on one thread: the same shard, byte for byte,
             # whichever order the shuffle delivered them in (and the task holds one CPU)
             rows = rows.sort_by("id")
-            keys = [shard_key(number, next_key + n) for n in range(rows.num_rows)]
-            index.add(np.array(keys, np.uint64), unit_vectors(rows, job.dims), threads=1)
             ids, sources = rows.column("id").to_pylist(), rows.column("source").to_pylist()
+            keys: list[int] = []  # every vector's: each item's whole image, then its regions
+            vectors: list[np.ndarray] = []
+            wholes: list[int] = []
+            regions: list[tuple[int, str, str]] = []  # (key, id, Region JSON)
+            made = region_vectors(rows, job.dims)
+            for item_id, whole, its in zip(ids, unit_vectors(rows, job.dims), made, strict=True):
+                for region, vector in [(None, whole), *its]:
+                    key = shard_key(number, next_key + len(keys))
+                    keys.append(key)
+                    vectors.append(vector)
+                    if region is None:
+                        wholes.append(key)
+                    else:
+                        regions.append((key, item_id, region))
+            index.add(np.array(keys, np.uint64), np.stack(vectors), threads=1)
             metadata = [
                 json.dumps(item_metadata(m, s))
                 for m, s in zip(rows.column("metadata").to_pylist(), sources, strict=True)
             ]
             parts = rows.column("part").to_pylist()
-            table.add(zip(keys, ids, metadata, sources, parts, strict=True))
-            next_key += rows.num_rows
+            table.add(zip(wholes, ids, metadata, sources, parts, strict=True), regions)
+            next_key += len(keys)
         items, vectors_stored = table.counts()
     finally:
         table.close()

@@ -1,9 +1,11 @@
 """An ingested dataset on disk: Parquet parts by partition, written so that reruns are cheap.
 
     DATASET_DIR/dataset.json              format, model identity, partitions, vector dtype
-    DATASET_DIR/parts/part-00007.parquet  id, vector, metadata (JSON), source: one partition's
-                                          images; file metadata: model identity, the model
-                                          package's manifest sha256, the digest of its ids
+    DATASET_DIR/parts/part-00007.parquet  id, vector, metadata (JSON), source, and (made with
+                                          --regions) regions: [{region (JSON), vector}]: one
+                                          partition's images; file metadata: model identity,
+                                          the model package's manifest sha256, the digest of
+                                          its ids
     DATASET_DIR/errors/errors-00007.parquet  id, source, reason: its images that failed
     DATASET_DIR/listing/listing-00000.parquet  the images the last run was given (id, uri,
                                           metadata), streamed there by the driver
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lookalike.client.files import SOURCE_PATH_KEY
@@ -41,7 +44,11 @@ __all__ = [
     "IdsDigest",
     "item_metadata",
     "unit_vectors",
+    "region_vectors",
+    "regions_array",
     "VECTOR_DTYPES",
+    "REGION_COLUMN",
+    "REGIONS_COLUMN",
 ]
 
 DATASET_FILE = "dataset.json"
@@ -51,6 +58,8 @@ VECTOR_DTYPES = {"f16": pa.float16(), "f32": pa.float32()}
 MODEL_KEY = b"lookalike.model"
 MANIFEST_KEY = b"lookalike.manifest_sha256"  # the exact model package that made the vectors
 DIGEST_KEY = b"lookalike.ids_digest"
+REGIONS_COLUMN = "regions"  # a part's column of each image's regions (and the embedding key)
+REGION_COLUMN = "region"  # a region's box (Region JSON) in it, and in ingest's rows
 
 
 class DatasetError(Exception):
@@ -73,6 +82,45 @@ def unit_vectors(rows: pa.Table | pa.RecordBatch, dims: int) -> np.ndarray:
     flat = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     vectors = np.asarray(flat.flatten(), dtype=np.float32).reshape(len(rows), dims)
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def region_vectors(
+    rows: pa.Table | pa.RecordBatch, dims: int
+) -> list[list[tuple[str, np.ndarray]]]:
+    """Each row's regions as (Region JSON, unit vector), in the order stored; none for every
+    row of a dataset made without regions."""
+    if REGIONS_COLUMN not in rows.column_names:
+        return [[] for _ in range(len(rows))]
+    column = rows.column(REGIONS_COLUMN)
+    regions = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    lengths = np.asarray(pc.list_value_length(regions), dtype=np.int64)
+    flat = regions.flatten()
+    vectors = np.asarray(flat.field("vector").flatten(), dtype=np.float32).reshape(-1, dims)
+    vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)  # (arrow's is read-only)
+    boxes = flat.field(REGION_COLUMN).to_pylist()
+    ends = np.cumsum(lengths)
+    return [
+        list(zip(boxes[end - length : end], vectors[end - length : end], strict=True))
+        for length, end in zip(lengths, ends, strict=True)
+    ]
+
+
+def regions_array(
+    per_row: list[list[tuple[str, np.ndarray]]], dtype: pa.DataType, dims: int
+) -> pa.ListArray:
+    """The `regions` column for rows with these (Region JSON, vector) lists."""
+    flat = [region for regions in per_row for region in regions]
+    vectors = np.array([v for _, v in flat], dtype=np.float32).reshape(len(flat), dims)
+    values = pa.array(vectors.reshape(-1).astype(dtype.to_pandas_dtype()), type=dtype)
+    regions = pa.StructArray.from_arrays(
+        [
+            pa.array([box for box, _ in flat], pa.string()),
+            pa.FixedSizeListArray.from_arrays(values, dims),
+        ],
+        names=[REGION_COLUMN, "vector"],
+    )
+    offsets = np.concatenate([[0], np.cumsum([len(regions) for regions in per_row])])
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), regions)
 
 
 def item_metadata(metadata_json: str, source: str) -> dict[str, str]:

@@ -18,10 +18,16 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from lookalike.server.cluster.dataset import Dataset, item_metadata, unit_vectors
+from lookalike.server.cluster.dataset import (
+    Dataset,
+    item_metadata,
+    region_vectors,
+    unit_vectors,
+)
 from lookalike.server.datadir import DataDirLock
 from lookalike.server.index import IndexSettings
-from lookalike.server.items import EmbeddedItem
+from lookalike.server.items import EmbeddedItem, RegionVector
+from lookalike.server.regions import Region
 from lookalike.server.repository import DATABASE_FILE, LocalRepository
 from lookalike.server.store import ItemStore
 
@@ -76,16 +82,25 @@ def _store(dataset: Dataset, store: ItemStore, on_commit: Callable[[int], None])
         for part in dataset.parts():
             parquet = pq.ParquetFile(dataset.parts_directory / part)
             for batch in parquet.iter_batches(BATCH_ROWS):
+                dims = dataset.identity.dims
+                regions = [
+                    tuple(RegionVector(Region.from_json(box), v) for box, v in made)
+                    for made in region_vectors(batch, dims)
+                ]
                 columns = zip(
                     batch.column("id").to_pylist(),
-                    unit_vectors(batch, dataset.identity.dims),
+                    unit_vectors(batch, dims),
                     batch.column("metadata").to_pylist(),
                     batch.column("source").to_pylist(),
+                    regions,
                     strict=True,
                 )
-                store.upsert([EmbeddedItem(i, v, item_metadata(m, s)) for i, v, m, s in columns])
-                count += batch.num_rows
-                on_commit(batch.num_rows)
+                store.upsert(
+                    [EmbeddedItem(i, v, item_metadata(m, s), r) for i, v, m, s, r in columns]
+                )
+                vectors = batch.num_rows + sum(len(made) for made in regions)
+                count += vectors
+                on_commit(vectors)
     finally:
         store.close()
     return count

@@ -2,8 +2,10 @@
 
 Stages: list sources (the driver streams them to listing files, `listing.py`, and digests each
 partition's ids) -> read and preprocess in CPU tasks (a bad image becomes an
-error row with its reason, never a failed job) -> embed in an autoscaling actor pool, each actor
-loading the model once -> group by partition and write each partition whole (`dataset.py`).
+error row with its reason, never a failed job; with `--regions`, a row per vector: the whole
+image, then each region) -> embed in an autoscaling actor pool, each actor loading the model
+once -> group by partition and write each partition whole, an image's regions in its row
+(`dataset.py`).
 Only partitions not already done are read. The actor pool autoscales from one actor: a fixed
 pool holding every CPU left nothing for the read tasks and hung (ray issue #44687).
 """
@@ -31,9 +33,12 @@ from lookalike.export.manifest import (
     sha256_file,
 )
 from lookalike.server.cluster.dataset import (
+    REGION_COLUMN,
+    REGIONS_COLUMN,
     VECTOR_DTYPES,
     Dataset,
     partition_of,
+    regions_array,
 )
 from lookalike.server.cluster.listing import LISTING_DIR, Listing
 from lookalike.server.cluster.ray_session import ray_session
@@ -46,7 +51,14 @@ from lookalike.server.onnx_engine import (
     choose_variant,
     read_manifest,
 )
-from lookalike.server.preprocess import PreprocessMode, Preprocessor
+from lookalike.server.preprocess import (
+    Crop,
+    PreprocessMode,
+    Preprocessor,
+    SourceImage,
+    upright_size,
+)
+from lookalike.server.regions import Region, RegionPolicy, fitting, policy_regions
 
 __all__ = ["IngestSettings", "IngestSummary", "ingest"]
 
@@ -71,6 +83,7 @@ class IngestSettings:
     preprocess_mode: PreprocessMode = PreprocessMode.FAST
     precision: Precision | None = None  # None: as the server chooses (int8 on CPU)
     partitions: int = 0  # 0: one per IMAGES_PER_PARTITION images (fixed at creation)
+    regions: RegionPolicy = RegionPolicy.NONE  # regions made of each image, as the server's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,10 +129,7 @@ def ingest(sources: Sequence[str], settings: IngestSettings) -> IngestSummary:
         identity=ModelIdentity.of(manifest.source, graph.output_dim),
         partitions=settings.partitions or max(1, -(-listing.count // IMAGES_PER_PARTITION)),
         vector_dtype=settings.vector_dtype,
-        embedding={
-            "precision": variant.precision.value,
-            "preprocess": settings.preprocess_mode.value,
-        },
+        embedding=_embedding(variant.precision, settings),
     )
     counted = listing.digests(dataset.partitions)
     digests = {partition: digest.hexdigest() for partition, digest in counted.items()}
@@ -149,6 +159,15 @@ def ingest(sources: Sequence[str], settings: IngestSettings) -> IngestSummary:
     )
 
 
+def _embedding(precision: Precision, settings: IngestSettings) -> dict[str, str]:
+    """How the vectors are made, as the dataset records it (a rerun made otherwise is refused);
+    "regions" only when some are made, so that datasets made before regions still match."""
+    embedding = {"precision": precision.value, "preprocess": settings.preprocess_mode.value}
+    if settings.regions is not RegionPolicy.NONE:
+        embedding[REGIONS_COLUMN] = settings.regions.value
+    return embedding
+
+
 @dataclasses.dataclass(frozen=True)
 class _Job:
     """What the pipeline's stages need to know."""
@@ -171,7 +190,10 @@ def _run_pipeline(listing: Listing, pending: set[int], job: _Job) -> list[dict[s
     )
     prepared = listed.map_batches(
         functools.partial(
-            _prepare_batch, spec=job.manifest.preprocess, mode=settings.preprocess_mode
+            _prepare_batch,
+            spec=job.manifest.preprocess,
+            mode=settings.preprocess_mode,
+            regions=policy_regions(settings.regions),
         ),
         batch_format="numpy",
         batch_size=16,
@@ -226,38 +248,53 @@ def _actor_limit(settings: IngestSettings, cpus: int) -> int:
 
 
 def _prepare_batch(
-    batch: dict[str, np.ndarray], spec: PreprocessSpec, mode: PreprocessMode
+    batch: dict[str, np.ndarray],
+    spec: PreprocessSpec,
+    mode: PreprocessMode,
+    regions: tuple[Region, ...],
 ) -> dict:
-    """Read and preprocess in a CPU task; an unreadable image becomes an error row."""
+    """Read and preprocess in a CPU task: a row per vector to make, the whole image's (its
+    `region` "") then its regions'; an unreadable image becomes one error row."""
     preprocess = Preprocessor(spec, mode=mode)
-    pixels, errors = [], []
+    made: list[tuple[int, str, np.ndarray | None, str]] = []  # input row, region, pixels, error
     read_s = prepare_s = 0.0
-    shape = (3, spec.image_size, spec.image_size)
-    for uri in batch["uri"]:
+    for row, uri in enumerate(batch["uri"]):
         started = time.perf_counter()
         try:
             data = read_bytes(str(uri))
         except OSError as exc:
-            pixels.append(np.zeros(shape, np.float32))
-            errors.append(f"unreadable: {exc.strerror or exc}")
+            made.append((row, "", None, f"unreadable: {exc.strerror or exc}"))
             continue
         read = time.perf_counter()
         read_s += read - started
         try:
-            pixels.append(preprocess(data))
-            errors.append("")
+            made += [(row, box, pixels, "") for box, pixels in _inputs(data, preprocess, regions)]
         except LookalikeError as exc:
-            pixels.append(np.zeros(shape, np.float32))
-            errors.append(str(exc))
+            made.append((row, "", None, str(exc)))
         prepare_s += time.perf_counter() - read
-    count = len(batch["uri"])
+    rows = [row for row, *_ in made]
+    blank = np.zeros((3, spec.image_size, spec.image_size), np.float32)
     return {
-        **batch,
-        "pixels": np.stack(pixels),
-        "error": np.array(errors, dtype=object),
-        "read_s": np.full(count, read_s / max(count, 1)),
-        "preprocess_s": np.full(count, prepare_s / max(count, 1)),
+        **{name: column[rows] for name, column in batch.items()},
+        REGION_COLUMN: np.array([box for _, box, *_ in made], dtype=object),
+        "pixels": np.stack([blank if pixels is None else pixels for *_, pixels, _ in made]),
+        "error": np.array([error for *_, error in made], dtype=object),
+        "read_s": np.full(len(made), read_s / max(len(made), 1)),
+        "preprocess_s": np.full(len(made), prepare_s / max(len(made), 1)),
     }
+
+
+def _inputs(
+    data: bytes, preprocess: Preprocessor, regions: tuple[Region, ...]
+) -> list[tuple[str, np.ndarray]]:
+    """(region JSON, pixels): the whole image ("") first, then each region as the server makes
+    it (those too small for this image skipped, each cut from the decoded image)."""
+    whole = [("", preprocess(data))]
+    if not regions:
+        return whole
+    source = SourceImage(data)
+    fitted = fitting((), regions, upright_size(data, preprocess.limits))
+    return whole + [(region.to_json(), preprocess(Crop(source, region))) for region in fitted]
 
 
 class _Embedder:
@@ -282,31 +319,36 @@ def _write_partition(
 ) -> dict[str, np.ndarray]:
     """Write one partition's rows as its part and errors files; return a summary row."""
     partition = int(group["partition"][0])
-    group["error"] = _mark_duplicates(group["id"], group["uri"], group["error"])
-    good = np.array([not error for error in group["error"]], dtype=bool)
-    vectors = np.asarray(group["vector"][good], dtype=np.float32).reshape(int(good.sum()), -1)
+    is_region = np.array([bool(box) for box in group[REGION_COLUMN]], dtype=bool)
+    images = {name: column[~is_region] for name, column in group.items()}
+    images["error"] = _mark_duplicates(images["id"], images["uri"], images["error"])
+    good = np.array([not error for error in images["error"]], dtype=bool)
+    vectors = np.asarray(images["vector"][good], dtype=np.float32).reshape(int(good.sum()), -1)
     dtype = VECTOR_DTYPES[dataset.vector_dtype]
     flat = pa.array(vectors.reshape(-1).astype(dtype.to_pandas_dtype()), type=dtype)
     dims = np.asarray(group["vector"]).shape[1]
-    stored = pa.table(
-        {
-            "id": pa.array(group["id"][good].tolist(), pa.string()),
-            "vector": pa.FixedSizeListArray.from_arrays(flat, dims),
-            "metadata": pa.array(group["metadata"][good].tolist(), pa.string()),
-            "source": pa.array(group["uri"][good].tolist(), pa.string()),
-        }
-    )
+    columns = {
+        "id": pa.array(images["id"][good].tolist(), pa.string()),
+        "vector": pa.FixedSizeListArray.from_arrays(flat, dims),
+        "metadata": pa.array(images["metadata"][good].tolist(), pa.string()),
+        "source": pa.array(images["uri"][good].tolist(), pa.string()),
+    }
+    if REGIONS_COLUMN in dataset.embedding:
+        kept = zip(images["id"][good], images["uri"][good], strict=True)
+        columns[REGIONS_COLUMN] = regions_array(
+            _regions_of(group, is_region, list(kept)), dtype, dims
+        )
     failed = pa.table(
         {
-            "id": pa.array(group["id"][~good].tolist(), pa.string()),
-            "source": pa.array(group["uri"][~good].tolist(), pa.string()),
-            "reason": pa.array(group["error"][~good].tolist(), pa.string()),
+            "id": pa.array(images["id"][~good].tolist(), pa.string()),
+            "source": pa.array(images["uri"][~good].tolist(), pa.string()),
+            "reason": pa.array(images["error"][~good].tolist(), pa.string()),
         }
     )
     dataset.write_partition(
-        partition, digests[partition], stored, failed, manifest_sha256=manifest_sha256
+        partition, digests[partition], pa.table(columns), failed, manifest_sha256=manifest_sha256
     )
-    reasons = collections.Counter(_reason_kind(e) for e in group["error"][~good])
+    reasons = collections.Counter(_reason_kind(e) for e in images["error"][~good])
     stages = {name: float(np.sum(group[f"{name}_s"])) for name in ("read", "preprocess", "embed")}
     return {
         "partition": np.array([partition]),
@@ -314,6 +356,26 @@ def _write_partition(
         "failures": np.array([json.dumps(dict(reasons))], dtype=object),
         "stage_seconds": np.array([json.dumps(stages)], dtype=object),
     }
+
+
+def _regions_of(
+    group: dict[str, np.ndarray], is_region: np.ndarray, images: list[tuple[str, str]]
+) -> list[list[tuple[str, np.ndarray]]]:
+    """Each stored image's (id, uri) regions as (Region JSON, vector), in box order (the
+    shuffle delivers rows in any order; a duplicate id's other file keeps none)."""
+    found: dict[tuple[str, str], list[tuple[str, np.ndarray]]] = {}
+    for row in np.flatnonzero(is_region):
+        image = (str(group["id"][row]), str(group["uri"][row]))
+        found.setdefault(image, []).append((str(group[REGION_COLUMN][row]), group["vector"][row]))
+    return [
+        sorted(found.get((str(i), str(u)), []), key=lambda region: _box_order(region[0]))
+        for i, u in images
+    ]
+
+
+def _box_order(region_json: str) -> tuple[float, float, float, float]:
+    region = Region.from_json(region_json)
+    return (region.y0, region.x0, region.y1, region.x1)
 
 
 def _mark_duplicates(ids: np.ndarray, uris: np.ndarray, errors: np.ndarray) -> np.ndarray:

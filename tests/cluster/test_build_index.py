@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from ray.cluster_utils import Cluster
 
@@ -27,6 +29,7 @@ from lookalike.server.cluster.ingest import IngestSettings, ingest
 from lookalike.server.core import NEIGHBOUR_PAGE
 from lookalike.server.engine import ModelIdentity
 from lookalike.server.index import IndexSettings
+from lookalike.server.regions import Region, RegionPolicy, policy_regions
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from tests.server.serving import config_for, running_server
@@ -309,6 +312,63 @@ def test_images_ingested_and_built_find_themselves_through_the_server(
         ).matches
         assert [m.id for m in filtered] == ["listed-1"]
         assert stub.Stats(pb.StatsRequest(), timeout=30).items == built.items
+
+
+def test_regions_made_at_ingest_are_searched_on_the_built_index_as_on_a_server(
+    cluster: Cluster, photos: Path, tiny_export: Path, tmp_path: Path
+) -> None:
+    """`ingest --regions grid` embeds each image's regions as a server with `--regions grid`
+    does; build-index stores them as vectors of their items, import into a data directory."""
+    folder, dataset, index = tmp_path / "few", tmp_path / "dataset", tmp_path / "index"
+    folder.mkdir()
+    for image in sorted((photos / "album").glob("photo-*.jpg"))[:6]:
+        shutil.copy(image, folder / image.name)
+    ingesting = [str(folder), "--model-dir", str(tiny_export), "-o", str(dataset)]
+    assert main(["ingest", *ingesting, "--regions", "grid", "--vector-dtype", "f32"]) == 0
+    rows = pq.ParquetDataset(dataset / "parts").read().to_pylist()
+    grid = [region.to_json() for region in policy_regions(RegionPolicy.GRID)]
+    assert len(rows) == 6
+    assert all([r["region"] for r in row["regions"]] == grid for row in rows)
+    # made otherwise, the same dataset is refused before anything runs
+    assert main(["ingest", *ingesting, "--vector-dtype", "f32"]) == EXIT_BAD_INPUT
+
+    with serving(tiny_export, data_dir=tmp_path / "served", regions=RegionPolicy.GRID) as server:
+        for row in rows:
+            server.Add(pb.AddRequest(id=row["id"], image=Path(row["source"]).read_bytes()))
+        for row in rows[:2]:
+            for region in row["regions"]:  # each region's vector: the server's, for that box
+                vector = pb.Vector(values=region["vector"])
+                (match,) = server.Search(pb.SearchRequest(vector=vector, k=1), timeout=30).matches
+                assert (match.id, match.whole_image) == (row["id"], False)
+                made = Region.from_json(region["region"])
+                got = (match.region.x0, match.region.y0, match.region.x1, match.region.y1)
+                assert got == pytest.approx((made.x0, made.y0, made.x1, made.y1))
+                assert match.score >= 0.99999
+
+    # f32 shards: crops of one picture can lie within bf16's rounding of each other
+    f32 = IndexSettings(dtype="f32")
+    build_index(BuildSettings(dataset=dataset, output=index, shards=SHARDS, index=f32))
+    assert read_manifest(index).vectors == 6 * (1 + len(grid))
+    centre = policy_regions(RegionPolicy.GRID)[4]
+    box = pb.Region(x0=centre.x0, y0=centre.y0, x1=centre.x1, y1=centre.y1)
+    with serving(tiny_export, index_dir=index) as built:
+        for row in rows:
+            image = Path(row["source"]).read_bytes()
+            request = pb.SearchRequest(image=image, box=box, k=1)
+            (match,) = built.Search(request, timeout=30).matches
+            assert (match.id, match.whole_image) == (row["id"], False)
+            assert (match.region.x0, match.region.y1) == pytest.approx((centre.x0, centre.y1))
+            assert match.score == pytest.approx(1.0, abs=1e-5)
+            stored = built.Get(pb.GetRequest(id=row["id"]), timeout=30)
+            assert len(stored.regions) == len(grid)
+        stats = built.Stats(pb.StatsRequest(), timeout=30)
+        assert (stats.items, stats.vectors) == (6, 6 * (1 + len(grid)))
+
+    summary = import_dataset(dataset, tmp_path / "data")
+    assert (summary.items, summary.vectors) == (6, 6 * (1 + len(grid)))
+    with serving(tiny_export, data_dir=tmp_path / "data") as imported:
+        stored = imported.Get(pb.GetRequest(id=rows[0]["id"]), timeout=30)
+        assert len(stored.regions) == len(grid)
 
 
 def test_import_loads_a_dataset_into_a_servers_store(
