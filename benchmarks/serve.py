@@ -127,10 +127,11 @@ def load_run(
     *,
     http_body: bytes | None = None,
     text: str | None = None,
+    processes: int = CLIENT_PROCESSES,
 ) -> dict:
     """Drive `address` (gRPC) or, with `http_body`, the HTTP URL `address` from client processes;
     with `text`, Search by that text instead of embedding `payload`."""
-    processes = min(CLIENT_PROCESSES, concurrency)
+    processes = min(processes, concurrency)
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]

@@ -47,6 +47,7 @@ class ModelInfo:
     providers: tuple[str, ...]  # what the runtime really got, best first
     threads: int
     per_image: bool  # runs one input per run because batching would change results
+    run_rows: int | None = None  # inputs per run, a short batch padded; None: as given
 
     @property
     def identity(self) -> ModelIdentity:

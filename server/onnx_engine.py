@@ -14,8 +14,10 @@ which the same check confirms). benchmarks/README.md gives the throughput cost.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import enum
+import io
 import logging
 import os
 from collections.abc import Callable
@@ -48,6 +50,7 @@ __all__ = [
     "read_manifest",
     "choose_variant",
     "physical_cores",
+    "require_provider",
 ]
 
 log = logging.getLogger(__name__)
@@ -74,9 +77,16 @@ PRECISION_PREFERENCE = {
     "cpu": (Precision.INT8, Precision.FP32, Precision.FP16),
     "gpu": (Precision.FP16, Precision.FP32, Precision.INT8),
 }
+# CUDA provider options: a heuristic (not a timed search) picks the patch embedding's
+# convolution algorithm, so every session on this GPU computes the same numbers.
+CUDA_OPTIONS = {"cudnn_conv_algo_search": "HEURISTIC"}
 NORM_TOLERANCE = 1e-2
 INVARIANCE_PROBES = 8  # varied images run alone and as one batch at load
 INVARIANCE_TOLERANCE = 1e-6  # max abs difference per component that counts as "the same"
+# GPU libraries pick their kernels by batch size, so on a GPU every run has this many inputs:
+# one fixed size keeps an input's embedding independent of its batch, and the same on every
+# path (server, Ray worker). benchmarks/README.md (GPU) measured what it costs.
+GPU_RUN_ROWS = 64
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -91,6 +101,12 @@ class EngineSettings:
     # one-thread session (faster; a second copy of the weights), or one after another on the
     # main session.
     parallel_per_input: bool = True
+    # Inputs per run, a short batch padded; None: GPU_RUN_ROWS on a GPU, as given on the CPU.
+    run_rows: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.run_rows is not None and self.run_rows < 1:
+            raise ValueError("run_rows must be at least 1")
 
 
 class GraphInputs(Protocol):
@@ -241,6 +257,8 @@ class OnnxEngine:
         self.input_name, self.output_name = graph.input, graph.output
         providers = self._choose_providers(settings.provider)
         on_gpu = providers[0] != "CPUExecutionProvider"
+        if on_gpu:
+            self._preload_cuda_libraries()
         self.variant = choose_variant(graph.variants, settings.precision, on_gpu=on_gpu)
         self.model_file = path = model_dir / self.variant.file
         _verify_file(path, self.variant)
@@ -254,7 +272,8 @@ class OnnxEngine:
             )
         threads = settings.intra_op_threads or physical_cores()
         self._session = self._create_session(path, settings, providers, threads=threads)
-        providers = self._session.get_providers()  # what the session really got
+        providers = require_provider(providers[0], self._session.get_providers())
+        self._run_rows = settings.run_rows or (GPU_RUN_ROWS if on_gpu else None)
         self._use_io_binding = (
             providers[0] != "CPUExecutionProvider"
             if settings.io_binding is None
@@ -289,6 +308,7 @@ class OnnxEngine:
             providers=tuple(providers),
             threads=threads,
             per_image=self._workers is not None,
+            run_rows=self._run_rows,
         )
         log.info(
             "engine: %s %s graph, %s on %s, %d threads, %d-d embeddings, %s",
@@ -300,6 +320,8 @@ class OnnxEngine:
             graph.output_dim,
             "one input per run (batching would change results)"
             if self.info.per_image
+            else f"runs of {self._run_rows} (short batches padded)"
+            if self._run_rows
             else "batched",
         )
 
@@ -357,7 +379,20 @@ class OnnxEngine:
         return np.concatenate(list(runs))
 
     def _run(self, session, batch: np.ndarray, options=None) -> np.ndarray:
-        """One run of `session` (an ort.InferenceSession), with ort.RunOptions if given."""
+        """`batch` through `session` (an ort.InferenceSession), with ort.RunOptions if given:
+        one run, or runs of exactly `run_rows` inputs (on a GPU, GPU_RUN_ROWS)."""
+        if self._run_rows is None:
+            return self._run_once(session, batch, options)
+        rows = self._run_rows
+        outputs = []
+        for start in range(0, len(batch), rows):
+            chunk = batch[start : start + rows]
+            padded = np.zeros((rows, *chunk.shape[1:]), dtype=chunk.dtype)
+            padded[: len(chunk)] = chunk
+            outputs.append(self._run_once(session, padded, options)[: len(chunk)])
+        return np.concatenate(outputs)
+
+    def _run_once(self, session, batch: np.ndarray, options=None) -> np.ndarray:
         if not self._use_io_binding:
             return session.run([self.output_name], {self.input_name: batch}, options)[0]
         binding = session.io_binding()
@@ -379,6 +414,18 @@ class OnnxEngine:
             )
         return [name for name in wanted if name in available]
 
+    def _preload_cuda_libraries(self) -> None:
+        """Load CUDA and cuDNN from NVIDIA's pip packages where they are installed (what
+        `onnxruntime-gpu[cuda,cudnn]` brings); libraries on the system path load anyway."""
+        preload = getattr(self._ort, "preload_dlls", None)
+        if preload is None:
+            return
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):  # it prints what failed to load
+            preload()
+        for line in filter(None, printed.getvalue().splitlines()):
+            log.warning("onnxruntime.preload_dlls: %s", line)
+
     def _create_session(
         self, path: Path, settings: EngineSettings, providers: list[str], *, threads: int
     ):
@@ -387,7 +434,29 @@ class OnnxEngine:
         options.inter_op_num_threads = settings.inter_op_threads
         options.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return self._ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        provider_options = [
+            CUDA_OPTIONS if name == "CUDAExecutionProvider" else {} for name in providers
+        ]
+        return self._ort.InferenceSession(
+            str(path),
+            sess_options=options,
+            providers=providers,
+            provider_options=provider_options,
+        )
+
+
+def require_provider(wanted: str, got: list[str]) -> list[str]:
+    """The session's providers, if it got the one asked for. ONNX Runtime falls back to the CPU
+    with a warning when a GPU provider fails to start (no visible GPU, CUDA or cuDNN missing):
+    a GPU server that quietly runs on the CPU is worse than one that does not start."""
+    if got and got[0] == wanted:
+        return got
+    raise ModelLoadError(
+        f"{wanted} did not start (ONNX Runtime fell back to {', '.join(got) or 'nothing'}; "
+        "its log above says why: no visible GPU, or CUDA/cuDNN libraries missing or of "
+        "another major version); refusing to serve on the CPU instead: fix the GPU setup, "
+        "or pass --provider cpu"
+    )
 
 
 def physical_cores() -> int:

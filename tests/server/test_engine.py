@@ -12,7 +12,12 @@ import pytest
 
 from lookalike.export.manifest import MANIFEST_FILE, Manifest, Precision
 from lookalike.server.errors import EngineError, ModelLoadError
-from lookalike.server.onnx_engine import EngineSettings, OnnxEngine, Provider
+from lookalike.server.onnx_engine import (
+    EngineSettings,
+    OnnxEngine,
+    Provider,
+    require_provider,
+)
 
 
 @pytest.fixture
@@ -106,6 +111,25 @@ def test_io_binding_path_gives_the_same_embeddings(tiny_export: Path) -> None:
     bound = OnnxEngine(tiny_export, EngineSettings(precision=Precision.FP32, io_binding=True))
     batch = np.random.default_rng(3).normal(size=(3, *bound.inputs.shape))
     np.testing.assert_allclose(bound.embed(batch), plain.embed(batch), atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [1, 3, 7])
+def test_fixed_size_runs_give_the_same_embeddings_as_one_run(tiny_export: Path, size: int) -> None:
+    """What a GPU does by default (runs of GPU_RUN_ROWS), exercised on the CPU provider with
+    runs of 3: a short batch is padded, a long one split, and each input keeps its vector."""
+    plain = OnnxEngine(tiny_export, EngineSettings(precision=Precision.FP32))
+    fixed = OnnxEngine(tiny_export, EngineSettings(precision=Precision.FP32, run_rows=3))
+    assert (plain.info.run_rows, fixed.info.run_rows) == (None, 3)
+    images = varied_images(fixed, size, seed=4)
+    np.testing.assert_array_equal(fixed.embed(images), plain.embed(images))
+
+
+def test_a_gpu_session_that_fell_back_to_the_cpu_is_refused() -> None:
+    """ONNX Runtime falls back to the CPU when CUDA cannot start; the engine must not."""
+    got = ["CPUExecutionProvider"]
+    with pytest.raises(ModelLoadError, match="CUDAExecutionProvider did not start"):
+        require_provider("CUDAExecutionProvider", got)
+    assert require_provider("CPUExecutionProvider", got) == got
 
 
 def test_warm_up_and_self_test_pass_on_a_good_model(tiny_export: Path) -> None:

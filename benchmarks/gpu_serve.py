@@ -1,0 +1,248 @@
+"""End to end over gRPC with the engine on a GPU: what bounds a server whose GPU is fast.
+
+    python benchmarks/gpu_serve.py --model-dir models/gpu-vit-b-32 [--out results]
+    python benchmarks/gpu_serve.py --dry-run   # no GPU: the same steps on the CPU, short
+
+First, decoding and resizing alone (the server's `fast` preprocessing, one thread per worker)
+at 1 to all cores: images/s and images/s per worker, for 640x480 and 1920x1080 JPEGs. Then a
+real `lookalike-server --provider cuda` (its defaults otherwise) driven from client processes
+with those JPEGs at 16, 64 and 256 requests in flight: images/s, p50/p99, the mean batch, the
+cores the server process used and the GPU's busy fraction (NVML), beside the bare engine on
+preprocessed pixels measured in this process while the server idled. Last, the same load at
+256 in flight with other `--max-batch` settings, to choose the GPU default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import lookalike_server, measure, print_table, write_result
+from benchmarks.preprocess import encoded
+from benchmarks.serve import PAYLOADS, batches_so_far, load_run
+from lookalike.export.manifest import Manifest
+
+log = logging.getLogger("benchmarks.gpu_serve")
+
+CONCURRENCY = (16, 64, 256)
+CLIENT_PROCESSES = 4  # enough to keep 256 calls in flight; each takes a core from the server
+MAX_BATCH_SWEEP = (64, 256)
+
+
+def decode_rates(manifest: Manifest, payload: bytes, workers: int, seconds: float) -> float:
+    """Images/s of the server's preprocessing with `workers` threads, one image per task."""
+    from lookalike.server.preprocess import Preprocessor
+
+    preprocess = Preprocessor(manifest.preprocess)
+    per_round = workers * 8
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        timing = measure(
+            lambda: list(pool.map(preprocess, [payload] * per_round)), min_seconds=seconds
+        )
+    return per_round / timing.median
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class GpuBusy:
+    """The GPU's busy fraction (NVML utilization, sampled every 100 ms) while in the block."""
+
+    def __init__(self) -> None:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+            self._nvml = pynvml
+        except Exception:  # no NVIDIA driver: a dry run
+            self._nvml = None
+        self.samples: list[int] = []
+
+    def __enter__(self) -> GpuBusy:
+        self.samples, self._stop = [], threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while self._nvml is not None and not self._stop.wait(0.1):
+            rates = self._nvml.nvmlDeviceGetUtilizationRates(self._handle)
+            self.samples.append(int(rates.gpu))
+
+    @property
+    def mean(self) -> float | None:
+        return float(np.mean(self.samples)) / 100 if self.samples else None
+
+
+def loaded_run(address: str, pid: int, payload: bytes, concurrency: int, seconds: float) -> dict:
+    """One load level, with the server's cores used, its mean batch and the GPU's busy time."""
+    before_batches, before_cpu = batches_so_far(address), cpu_seconds(pid)
+    with GpuBusy() as busy:
+        run = load_run(address, payload, concurrency, seconds, processes=CLIENT_PROCESSES)
+    served = run["images_per_s"] * seconds
+    run.update(
+        mean_batch_size=served / max(batches_so_far(address) - before_batches, 1),
+        server_cores_used=(cpu_seconds(pid) - before_cpu) / run["wall_seconds"],
+        gpu_busy=busy.mean,
+    )
+    return run
+
+
+def bare_engine_rate(model_dir: Path, provider: str, batch: int, seconds: float) -> float:
+    """Images/s of the engine as the server makes it, on preprocessed pixels in memory."""
+    from lookalike.server.onnx_engine import EngineSettings, OnnxEngine, Provider
+
+    engine = OnnxEngine(model_dir, EngineSettings(provider=Provider(provider)))
+    pixels = np.random.default_rng(0).normal(size=(batch, *engine.inputs.shape))
+    pixels = pixels.astype(np.float32)
+    timing = measure(lambda: engine.embed(pixels), min_seconds=seconds)
+    engine.close()
+    return batch / timing.median
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, default=Path("models/gpu-vit-b-32"))
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--seconds", type=float, default=6.0, help="per load level")
+    parser.add_argument("--dry-run", action="store_true", help="no GPU: CPU, short")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    provider = "cpu" if args.dry_run else "cuda"
+    seconds = 1.5 if args.dry_run else args.seconds
+    concurrency = (16,) if args.dry_run else CONCURRENCY
+    manifest = Manifest.load(args.model_dir)
+    cores = len(os.sched_getaffinity(0))
+    payloads = {name: encoded(size, "JPEG", seed=1) for name, size in PAYLOADS.items()}
+    started = time.perf_counter()
+
+    decoding = []
+    for name, payload in payloads.items():
+        for workers in sorted({1, 2, 4, 8, cores} & set(range(1, cores + 1))):
+            rate = decode_rates(manifest, payload, workers, 0.3 if args.dry_run else 1.0)
+            decoding.append(
+                {
+                    "payload": name,
+                    "workers": workers,
+                    "images_per_s": rate,
+                    "per_worker": rate / workers,
+                }
+            )
+            log.warning("decode %s x%d: %.0f/s", name, workers, rate)
+
+    runs, sweep, server_info, stopped = [], [], {}, None
+    try:
+        with lookalike_server(args.model_dir, "--provider", provider) as server:
+            from lookalike.client import Client
+
+            with Client(server.address) as client:
+                stats = client.stats()
+            server_info = {"providers": list(stats.providers), "precision": stats.precision}
+            bare = bare_engine_rate(args.model_dir, provider, 256, 0.3 if args.dry_run else 2.0)
+            for name, payload in payloads.items():
+                for level in concurrency:
+                    run = loaded_run(server.address, server.pid, payload, level, seconds)
+                    run.update(payload=name, bare_engine_images_per_s=bare)
+                    runs.append(run)
+                    log.warning("%s at %d in flight: %.0f/s", name, level, run["images_per_s"])
+        for max_batch in MAX_BATCH_SWEEP:
+            extra = ("--provider", provider, "--max-batch", str(max_batch))
+            with lookalike_server(args.model_dir, *extra) as server:
+                payload = payloads["jpeg-640x480"]
+                run = loaded_run(server.address, server.pid, payload, max(concurrency), seconds)
+                run.update(payload="jpeg-640x480", max_batch=max_batch)
+                sweep.append(run)
+                log.warning("max batch %d: %.0f/s", max_batch, run["images_per_s"])
+    except (Exception, SystemExit) as exc:  # keep what was measured; say where it stopped
+        log.exception("stopped early")
+        stopped = repr(exc)
+
+    print(f"server: {server_info}; stopped early: {stopped}")
+    print_table(
+        ["payload", "workers", "images/s", "per worker"],
+        [[d["payload"], d["workers"], d["images_per_s"], d["per_worker"]] for d in decoding],
+    )
+    print_table(
+        [
+            "payload",
+            "in flight",
+            "images/s",
+            "p50 ms",
+            "p99 ms",
+            "batch",
+            "cores",
+            "gpu busy",
+            "bare engine",
+        ],
+        [
+            [
+                r["payload"],
+                r["concurrency"],
+                r["images_per_s"],
+                r["p50_ms"],
+                r["p99_ms"],
+                r["mean_batch_size"],
+                r["server_cores_used"],
+                r["gpu_busy"],
+                r["bare_engine_images_per_s"],
+            ]
+            for r in runs
+        ],
+    )
+    print_table(
+        ["max batch", "images/s", "p50 ms", "p99 ms", "batch", "cores", "gpu busy"],
+        [
+            [
+                r["max_batch"],
+                r["images_per_s"],
+                r["p50_ms"],
+                r["p99_ms"],
+                r["mean_batch_size"],
+                r["server_cores_used"],
+                r["gpu_busy"],
+            ]
+            for r in sweep
+        ],
+    )
+    path = write_result(
+        "gpu-serve",
+        args.out,
+        settings={
+            "model_dir": str(args.model_dir),
+            "provider": provider,
+            "seconds": seconds,
+            "client_processes": CLIENT_PROCESSES,
+            "dry_run": args.dry_run,
+        },
+        results={
+            "server": server_info,
+            "stopped_early": stopped,
+            "decoding": decoding,
+            "runs": runs,
+            "max_batch_sweep": sweep,
+            "seconds": time.perf_counter() - started,
+        },
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
