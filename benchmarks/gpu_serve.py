@@ -39,17 +39,45 @@ CLIENT_PROCESSES = 4  # enough to keep 256 calls in flight; each takes a core fr
 MAX_BATCH_SWEEP = (64, 256)
 
 
-def decode_rates(manifest: Manifest, payload: bytes, workers: int, seconds: float) -> float:
-    """Images/s of the server's preprocessing with `workers` threads, one image per task."""
-    from lookalike.server.preprocess import Preprocessor
-
-    preprocess = Preprocessor(manifest.preprocess)
+def decode_rates(
+    manifest: Manifest, payload: bytes, workers: int, seconds: float, *, processes: bool
+) -> float:
+    """Images/s of the server's preprocessing with `workers` threads (as the server runs it,
+    one interpreter) or processes (each its own interpreter; tensors come back pickled)."""
     per_round = workers * 8
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    if processes:
+        pool: concurrent.futures.Executor = concurrent.futures.ProcessPoolExecutor(
+            workers, initializer=_start_preprocess_worker, initargs=(manifest,)
+        )
+        work = _preprocess_in_worker
+    else:
+        pool = concurrent.futures.ThreadPoolExecutor(workers)
+        work = _preprocessor(manifest)
+    with pool:
         timing = measure(
-            lambda: list(pool.map(preprocess, [payload] * per_round)), min_seconds=seconds
+            lambda: list(pool.map(work, [payload] * per_round, chunksize=4 if processes else 1)),
+            min_seconds=seconds,
         )
     return per_round / timing.median
+
+
+def _preprocessor(manifest: Manifest):
+    from lookalike.server.preprocess import Preprocessor
+
+    return Preprocessor(manifest.preprocess)
+
+
+_worker_preprocess = None
+
+
+def _start_preprocess_worker(manifest: Manifest) -> None:
+    global _worker_preprocess
+    _worker_preprocess = _preprocessor(manifest)
+
+
+def _preprocess_in_worker(payload: bytes) -> np.ndarray:
+    assert _worker_preprocess is not None
+    return _worker_preprocess(payload)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -118,11 +146,27 @@ def bare_engine_rate(model_dir: Path, provider: str, batch: int, seconds: float)
     return batch / timing.median
 
 
+LOAD_COLUMNS = (
+    ("images/s", "images_per_s"),
+    ("p50 ms", "p50_ms"),
+    ("p99 ms", "p99_ms"),
+    ("batch", "mean_batch_size"),
+    ("cores", "server_cores_used"),
+    ("gpu busy", "gpu_busy"),
+)
+
+
+def print_runs(lead: tuple, runs: list[dict], tail: tuple = ()) -> None:
+    """A table of load runs: the `lead` columns, what every run measures, then `tail`."""
+    columns = (*lead, *LOAD_COLUMNS, *tail)
+    print_table([title for title, _ in columns], [[r[key] for _, key in columns] for r in runs])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, default=Path("models/gpu-vit-b-32"))
     parser.add_argument("--out", type=Path, default=Path("results"))
-    parser.add_argument("--seconds", type=float, default=6.0, help="per load level")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per load level")
     parser.add_argument("--dry-run", action="store_true", help="no GPU: CPU, short")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
@@ -137,16 +181,26 @@ def main() -> None:
     decoding = []
     for name, payload in payloads.items():
         for workers in sorted({1, 2, 4, 8, cores} & set(range(1, cores + 1))):
-            rate = decode_rates(manifest, payload, workers, 0.3 if args.dry_run else 1.0)
-            decoding.append(
-                {
-                    "payload": name,
-                    "workers": workers,
-                    "images_per_s": rate,
-                    "per_worker": rate / workers,
-                }
-            )
-            log.warning("decode %s x%d: %.0f/s", name, workers, rate)
+            for processes in (False, True):
+                rate = decode_rates(
+                    manifest, payload, workers, 0.3 if args.dry_run else 1.0, processes=processes
+                )
+                decoding.append(
+                    {
+                        "payload": name,
+                        "workers": workers,
+                        "kind": "processes" if processes else "threads",
+                        "images_per_s": rate,
+                        "per_worker": rate / workers,
+                    }
+                )
+                log.warning(
+                    "decode %s %d %s: %.0f/s",
+                    name,
+                    workers,
+                    "processes" if processes else "threads",
+                    rate,
+                )
 
     runs, sweep, server_info, stopped = [], [], {}, None
     try:
@@ -177,51 +231,18 @@ def main() -> None:
 
     print(f"server: {server_info}; stopped early: {stopped}")
     print_table(
-        ["payload", "workers", "images/s", "per worker"],
-        [[d["payload"], d["workers"], d["images_per_s"], d["per_worker"]] for d in decoding],
-    )
-    print_table(
+        ["payload", "workers", "kind", "images/s", "per worker"],
         [
-            "payload",
-            "in flight",
-            "images/s",
-            "p50 ms",
-            "p99 ms",
-            "batch",
-            "cores",
-            "gpu busy",
-            "bare engine",
-        ],
-        [
-            [
-                r["payload"],
-                r["concurrency"],
-                r["images_per_s"],
-                r["p50_ms"],
-                r["p99_ms"],
-                r["mean_batch_size"],
-                r["server_cores_used"],
-                r["gpu_busy"],
-                r["bare_engine_images_per_s"],
-            ]
-            for r in runs
+            [d["payload"], d["workers"], d["kind"], d["images_per_s"], d["per_worker"]]
+            for d in decoding
         ],
     )
-    print_table(
-        ["max batch", "images/s", "p50 ms", "p99 ms", "batch", "cores", "gpu busy"],
-        [
-            [
-                r["max_batch"],
-                r["images_per_s"],
-                r["p50_ms"],
-                r["p99_ms"],
-                r["mean_batch_size"],
-                r["server_cores_used"],
-                r["gpu_busy"],
-            ]
-            for r in sweep
-        ],
+    print_runs(
+        (("payload", "payload"), ("in flight", "concurrency")),
+        runs,
+        (("bare engine", "bare_engine_images_per_s"),),
     )
+    print_runs((("max batch", "max_batch"),), sweep)
     path = write_result(
         "gpu-serve",
         args.out,

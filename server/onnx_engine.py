@@ -20,6 +20,7 @@ import enum
 import io
 import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -39,6 +40,7 @@ from lookalike.export.manifest import (
 from lookalike.export.runtime import import_onnxruntime
 from lookalike.server.engine import ModelInfo
 from lookalike.server.errors import EngineError, ModelLoadError
+from lookalike.server.host_memory import pinned_zeros
 
 __all__ = [
     "Provider",
@@ -274,6 +276,7 @@ class OnnxEngine:
         self._session = self._create_session(path, settings, providers, threads=threads)
         providers = require_provider(providers[0], self._session.get_providers())
         self._run_rows = settings.run_rows or (GPU_RUN_ROWS if on_gpu else None)
+        self._on_gpu, self._buffers = on_gpu, threading.local()
         self._use_io_binding = (
             providers[0] != "CPUExecutionProvider"
             if settings.io_binding is None
@@ -383,14 +386,23 @@ class OnnxEngine:
         one run, or runs of exactly `run_rows` inputs (on a GPU, GPU_RUN_ROWS)."""
         if self._run_rows is None:
             return self._run_once(session, batch, options)
-        rows = self._run_rows
+        buffer = self._run_buffer()
         outputs = []
-        for start in range(0, len(batch), rows):
-            chunk = batch[start : start + rows]
-            padded = np.zeros((rows, *chunk.shape[1:]), dtype=chunk.dtype)
-            padded[: len(chunk)] = chunk
-            outputs.append(self._run_once(session, padded, options)[: len(chunk)])
+        for start in range(0, len(batch), self._run_rows):
+            chunk = batch[start : start + self._run_rows]
+            buffer[: len(chunk)] = chunk  # rows after it keep earlier inputs: rows never mix
+            outputs.append(self._run_once(session, buffer, options)[: len(chunk)])
         return np.concatenate(outputs)
+
+    def _run_buffer(self) -> np.ndarray:
+        """This thread's buffer of one run's inputs, pinned on a GPU (fast copies to it)."""
+        buffer = getattr(self._buffers, "rows", None)
+        if buffer is None:
+            assert self._run_rows is not None
+            shape, dtype = (self._run_rows, *self.inputs.shape), self.inputs.fixed(1).dtype
+            buffer = pinned_zeros(shape, dtype) if self._on_gpu else np.zeros(shape, dtype)
+            self._buffers.rows = buffer
+        return buffer
 
     def _run_once(self, session, batch: np.ndarray, options=None) -> np.ndarray:
         if not self._use_io_binding:

@@ -20,8 +20,9 @@ mkdir -p "$out"
 python=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 
-use_carried_packages() {
-    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+use_carried_packages() {  # from .whl/, or as an earlier call on this machine installed them
+    [[ -d .whl ]] || [[ ! -d /tmp/site ]] || ls .whl/*.whl > /dev/null 2>&1 || SKIP_WHEELS=1
+    [[ ${SKIP_WHEELS:-} ]] || "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl || return 1
     rm -rf /tmp/layout && mkdir -p /tmp/layout/lookalike
     ln -s "$PWD/protos/lookalike/__init__.py" "$PWD/protos/lookalike/v1" /tmp/layout/lookalike/
