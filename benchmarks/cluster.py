@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (
     DEFAULT_MODEL_DIR,
     ensure_benchmark_model,
+    entry_point,
     figure_file,
     lookalike_server,
     print_table,
@@ -103,7 +104,7 @@ def build_indexes(
     """One dataset of `count` synthetic vectors, built into each shard count."""
     import ray
 
-    from lookalike.server.cluster.build_index import BuildSettings, build_index
+    from lookalike.batch.build_index import BuildSettings, build_index
 
     manifest = Manifest.load(model_dir)
     identity = ModelIdentity.of(manifest.source, manifest.graphs["image"].output_dim)
@@ -244,4 +245,4 @@ def plot(result: dict, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)

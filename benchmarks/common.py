@@ -35,6 +35,7 @@ __all__ = [
     "lookalike_server",
     "installed_layout",
     "figure_file",
+    "entry_point",
 ]
 
 log = logging.getLogger("benchmarks")
@@ -207,8 +208,9 @@ def installed_layout(source_tree: Path, into: Path) -> Path:
     package.mkdir(parents=True)
     (package / "__init__.py").symlink_to(source_tree / "protos/lookalike/__init__.py")
     (package / "v1").symlink_to(source_tree / "protos/lookalike/v1")
-    for name in ("server", "export", "client"):
-        (package / name).symlink_to(source_tree / name)
+    for name in ("server", "export", "client", "batch", "cli"):
+        if (source_tree / name).is_dir():  # older revisions have fewer packages
+            (package / name).symlink_to(source_tree / name)
     return into
 
 
@@ -282,3 +284,14 @@ def figure_file(
         figure.savefig(path, dpi=120)
     finally:
         plt.close(figure)
+
+
+def entry_point(main: Callable[[], None]) -> None:
+    """Run a benchmark's `main`: a model or package it cannot get ends in one line saying how to
+    get it (the exporter's errors carry the install line), not in a traceback."""
+    from lookalike.export.errors import ExportError
+
+    try:
+        main()
+    except ExportError as exc:
+        raise SystemExit(f"error: {exc}") from None

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from lookalike.server.cluster.dataset import Dataset, IdsDigest, partition_of
+from lookalike.batch.dataset import Dataset, IdsDigest, partition_of
 from lookalike.server.engine import ModelIdentity
 
 __all__ = ["unit_rows", "write_dataset"]

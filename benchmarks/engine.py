@@ -32,6 +32,7 @@ from benchmarks.common import (
     DEFAULT_MODEL_DIR,
     Timing,
     ensure_benchmark_model,
+    entry_point,
     figure_file,
     measure,
     print_table,
@@ -478,4 +479,4 @@ def plot(results: list[dict], rates: dict[str, float], flops: float, path: Path)
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)

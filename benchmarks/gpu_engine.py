@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import measure, print_table, write_result
+from benchmarks.common import entry_point, measure, print_table, write_result
 from benchmarks.engine import flops_per_image
 from lookalike.export.manifest import Manifest, Precision
 from lookalike.server.host_memory import pinned_zeros
@@ -557,4 +557,4 @@ def text_ids(manifest: Manifest, count: int) -> np.ndarray:
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)

@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import lookalike_server, measure, print_table, write_result
+from benchmarks.common import entry_point, lookalike_server, measure, print_table, write_result
 from benchmarks.preprocess import encoded
 from benchmarks.serve import PAYLOADS, batches_so_far, load_run
 from lookalike.export.manifest import Manifest
@@ -266,4 +266,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (
     DEFAULT_MODEL_DIR,
     ensure_benchmark_model,
+    entry_point,
     figure_file,
     lookalike_server,
     print_table,
@@ -44,8 +45,8 @@ from benchmarks.common import (
 )
 from benchmarks.datasets import unit_rows, write_dataset
 from lookalike.export.manifest import Manifest
-from lookalike.server.built_index import DEFAULT_SETTINGS
 from lookalike.server.engine import ModelIdentity
+from lookalike.server.index_settings import BUILT_INDEX_SETTINGS
 
 SIZES = ((640, 480), (1280, 720), (1920, 1080), (1024, 768))
 STAGES = ("preprocess", "inference", "commit")
@@ -103,7 +104,7 @@ def index_through_server(model_dir: Path, folder: Path, count: int) -> dict:
 def ingest_on_ray(model_dir: Path, folder: Path, output: Path, actors: int) -> dict:
     import ray
 
-    from lookalike.server.cluster.ingest import IngestSettings, ingest
+    from lookalike.batch.ingest import IngestSettings, ingest
 
     cpus = actors + 1  # the actors, and one CPU for the read tasks (ray issue #44687)
     print(f"`lookalike ingest` on a local Ray, {actors} actor(s), {cpus} CPUs ...", flush=True)
@@ -178,8 +179,8 @@ def built_and_imported(model_dir: Path, scratch: Path, count: int) -> dict:
     """build-index and import rates on `count` synthetic vectors, then server memory on each."""
     import ray
 
-    from lookalike.server.cluster.build_index import BuildSettings, build_index
-    from lookalike.server.cluster.importer import import_dataset
+    from lookalike.batch.build_index import BuildSettings, build_index
+    from lookalike.batch.importer import import_dataset
 
     manifest = Manifest.load(model_dir)
     identity = ModelIdentity.of(manifest.source, manifest.graphs["image"].output_dim)
@@ -198,7 +199,7 @@ def built_and_imported(model_dir: Path, scratch: Path, count: int) -> dict:
     imported = import_dataset(dataset, data)
     queries = vectors[:: max(1, count // QUERIES)][:QUERIES]
     memory = {
-        f"built index (--index, memory-mapped {DEFAULT_SETTINGS.dtype})": server_memory(
+        f"built index (--index, memory-mapped {BUILT_INDEX_SETTINGS.dtype})": server_memory(
             model_dir, ("--index", str(index)), queries
         ),
         "imported data dir (index in memory, f32)": server_memory(
@@ -361,4 +362,4 @@ def plot(result: dict, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)

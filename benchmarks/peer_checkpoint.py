@@ -19,6 +19,7 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcesso
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import entry_point
 from lookalike.export.source import RANDOM_INIT_PRESETS
 
 TEXT_TOWER = {
@@ -53,4 +54,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (
     DEFAULT_MODEL_DIR,
     ensure_benchmark_model,
+    entry_point,
     figure_file,
     measure,
     print_table,
@@ -142,4 +143,4 @@ def plot(results: list[dict], methods: list[str], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)

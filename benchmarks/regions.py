@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (
     DEFAULT_MODEL_DIR,
     ensure_benchmark_model,
+    entry_point,
     figure_file,
     lookalike_server,
     print_table,
@@ -209,4 +210,4 @@ def plot(runs: list[dict], random_weights: bool, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)

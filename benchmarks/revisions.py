@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (
     DEFAULT_MODEL_DIR,
     ensure_benchmark_model,
+    entry_point,
     figure_file,
     lookalike_server,
     print_table,
@@ -131,4 +132,4 @@ def _git(*arguments: str) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)

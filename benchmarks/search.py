@@ -21,8 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import figure_file, print_table, write_result
-from lookalike.server.index import IndexSettings, VectorIndex
+from benchmarks.common import entry_point, figure_file, print_table, write_result
+from lookalike.server.index import VectorIndex
+from lookalike.server.index_settings import IndexSettings
 
 DIMS = 512
 K = 10
@@ -226,4 +227,4 @@ def plot(results: list[dict], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (
     DEFAULT_MODEL_DIR,
     ensure_benchmark_model,
+    entry_point,
     figure_file,
     free_port,
     lookalike_server,
@@ -584,4 +585,4 @@ def plot(results: list[dict], naive: dict[str, float], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry_point(main)

@@ -1,16 +1,17 @@
-"""`lookalike`: index a folder, search by image, id or vector, and inspect a server."""
+"""The `lookalike` commands that talk to a server: index a folder, search by image, text, id or
+vector, find near-duplicates, and inspect or edit what it holds. `lookalike.cli` puts them
+together with the commands that need no server (`lookalike.batch.cli`)."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
+import functools
 import json
 import os
 import signal
 import sys
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +34,20 @@ from lookalike.client.report import (
     render_html,
     source_file_bytes,
 )
-from lookalike.server.built_index import DEFAULT_SETTINGS
-from lookalike.server.index import DTYPES
 
-__all__ = ["main"]
+__all__ = [
+    "add_commands",
+    "connection_options",
+    "run_with_client",
+    "CommandError",
+    "read_file",
+    "EXIT_CODES_HELP",
+    "EXIT_BAD_INPUT",
+    "EXIT_SOME_FAILED",
+    "EXIT_UNREACHABLE",
+    "EXIT_INTERRUPTED",
+    "EXIT_BROKEN_PIPE",
+]
 
 EXIT_ERROR, EXIT_UNREACHABLE, EXIT_AUTH, EXIT_NOT_FOUND, EXIT_BAD_INPUT = 1, 3, 4, 5, 6
 EXIT_SOME_FAILED = 7  # `index`: the other files are indexed; the failed ones are listed
@@ -58,7 +69,7 @@ class CommandError(Exception):
         self.code = code
 
 
-def _connection_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+def connection_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     """How to reach the server: accepted before the command and after it.
 
     The copies after the command default to SUPPRESS, so they never overwrite a value that
@@ -93,19 +104,12 @@ def _connection_options(parser: argparse.ArgumentParser, *, defaults: bool) -> N
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="lookalike",
-        description=__doc__,
-        epilog=EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _connection_options(parser, defaults=True)
-    commands = parser.add_subparsers(dest="command", required=True)
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add the commands that talk to a server, each taking the connection options too."""
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        _connection_options(sub, defaults=False)
+        connection_options(sub, defaults=False)
         return sub
 
     index = command("index", "add a folder's images (id: path relative to DIR)")
@@ -151,117 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--html", type=Path, help="also write a self-contained HTML page here")
 
-    ingest = command(
-        "ingest",
-        "embed a large collection on Ray into a resumable Parquet dataset (no server needed)",
-    )
-    ingest.add_argument(
-        "sources",
-        nargs="+",
-        metavar="SOURCE",
-        help="folder, image, glob, or list file (.txt, .csv or .parquet with a path column)",
-    )
-    ingest.add_argument("--model-dir", type=Path, required=True, help="a lookalike-export package")
-    ingest.add_argument("--output", "-o", type=Path, required=True, help="the dataset directory")
-    ingest.add_argument(
-        "--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)"
-    )
-    ingest.add_argument("--actors", type=int, default=0, help="most embedding actors (0: CPUs)")
-    ingest.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs per actor")
-    ingest.add_argument("--batch-size", type=int, default=32, help="images per inference batch")
-    ingest.add_argument(
-        "--vector-dtype", choices=["f16", "f32"], default="f16", help="stored vector type"
-    )
-    ingest.add_argument(
-        "--partitions", type=int, default=0, help="fixed at creation (0: one per 1,000 images)"
-    )
-    ingest.add_argument(
-        "--precision",
-        choices=["fp32", "fp16", "int8"],
-        help="model variant (default: as the server picks, int8 on CPU actors, fp16 on GPU)",
-    )
-    ingest.add_argument(
-        "--preprocess",
-        choices=["fast", "exact"],
-        default="fast",
-        help="as the server's --preprocess: the same choice gives the server's vectors",
-    )
-    ingest.add_argument(
-        "--regions",
-        choices=sorted(REGION_POLICIES),
-        default="none",
-        help="also embed regions of each image as a server's --regions makes them, for object "
-        "search on the built index: grid (9 overlapping boxes of half the width and height) or "
-        "none (default; fixed when the dataset is made)",
-    )
-
-    build = command(
-        "build-index", "build (or update) a sharded index from an ingested dataset, on Ray"
-    )
-    build.add_argument("dataset", type=Path, help="a dataset directory made by `ingest`")
-    build.add_argument("--output", "-o", type=Path, required=True, help="the index directory")
-    build.add_argument(
-        "--shards", type=int, default=0, help="a new index's shard count (default 1); kept after"
-    )
-    defaults = DEFAULT_SETTINGS
-    build.add_argument(
-        "--dtype", choices=DTYPES, default=defaults.dtype, help="vector type in the shards"
-    )
-    build.add_argument(
-        "--connectivity", type=int, default=defaults.connectivity, help="HNSW graph degree"
-    )
-    build.add_argument(
-        "--expansion-add", type=int, default=defaults.expansion_add, help="HNSW build breadth"
-    )
-    build.add_argument(
-        "--expansion-search",
-        type=int,
-        default=defaults.expansion_search,
-        help="HNSW search breadth recorded in the index (servers may override it)",
-    )
-    build.add_argument(
-        "--delete",
-        action="append",
-        default=[],
-        metavar="ID",
-        help="remove this id from the new version (repeatable)",
-    )
-    build.add_argument("--delete-file", type=Path, help="remove the ids listed, one per line")
-    build.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
-
-    load = command(
-        "import", "load a dataset's vectors into a stopped server's --data-dir (no re-embedding)"
-    )
-    load.add_argument("dataset", type=Path, help="a dataset directory made by `ingest`")
-    load.add_argument("--data-dir", type=Path, required=True, help="the server's data directory")
-
-    versions = command("versions", "list a built index's versions, or make a kept one current")
-    versions.add_argument("index", type=Path, help="a built index (lookalike build-index)")
-    versions.add_argument(
-        "--current",
-        metavar="VERSION",
-        help="serve this version (e.g. v00002) from now on: a rollback, or forward again",
-    )
-
-    cluster = commands.add_parser(
-        "cluster", help="run Lookalike on a Ray cluster", description="run Lookalike on Ray"
-    )
-    cluster_commands = cluster.add_subparsers(
-        dest="cluster_command", required=True, help="serve: a built index on Ray Serve"
-    )
-    cluster_serve = cluster_commands.add_parser(
-        "serve",
-        help=CLUSTER_SERVE_HELP,
-        description=CLUSTER_SERVE_HELP,
-    )
-    cluster_serve.add_argument("index", type=Path, help="a built index (lookalike build-index)")
-    cluster_serve.add_argument(
-        "server_flags",
-        nargs=argparse.REMAINDER,
-        help="lookalike-server's flags: --model-dir M (required), --ray-address, "
-        "--shard-replicas, --embed-replicas, --embed-max-replicas, --port, --token, ...",
-    )
-
     duplicates = command(
         "duplicates",
         "groups of near-duplicate items in the collection (each item's neighbours above "
@@ -298,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("--json", action="store_true", help="print one JSON object")
     delete = command("delete", "remove items")
     delete.add_argument("ids", nargs="+", metavar="ID", help="ids of the items to remove")
-    return parser
+    for name, handler in COMMANDS.items():
+        commands.choices[name].set_defaults(run=functools.partial(run_with_client, handler))
 
 
 def _filter_option(parser: argparse.ArgumentParser) -> None:
@@ -312,10 +206,11 @@ def _filter_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_with_client(handler: Handler, args: argparse.Namespace) -> int:
+    """Run a command with a client connected as the options say; the client's errors become
+    one line for a person and the exit code their kind has."""
     try:
-        root_certificates = _read_file(args.ca_cert) if args.ca_cert else None
+        root_certificates = read_file(args.ca_cert) if args.ca_cert else None
         with Client(
             args.server,
             token=args.token,
@@ -323,20 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             root_certificates=root_certificates,
             timeout=args.timeout,
         ) as client:
-            code = COMMANDS[args.command](client, args)
-            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
-            return code
-    except BrokenPipeError:
-        # `lookalike search ... | head -1`: the reader has what it wanted. Point stdout at
-        # /dev/null so the interpreter's final flush does not fail again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_BROKEN_PIPE
-    except CommandError as error:
-        print(f"lookalike: {error}", file=sys.stderr)
-        return error.code
+            return handler(client, args)
     except LookalikeClientError as error:
-        print(f"lookalike: {_explain(error)}", file=sys.stderr)
-        return _exit_code(error)
+        raise CommandError(_explain(error), _exit_code(error)) from error
 
 
 def _explain(error: LookalikeClientError) -> str:
@@ -430,7 +314,7 @@ def _new_item(
     metadata = {**extra, SOURCE_PATH_KEY: str(path.resolve())}
     return NewItem(
         file_id(path, directory),
-        image=_read_file(path),
+        image=read_file(path),
         metadata=metadata,
         region_policy=region_policy,
     )
@@ -450,7 +334,7 @@ def search_command(client: Client, args: argparse.Namespace) -> int:
     filters = _pairs(args.filter, "--filter")
     if args.box is not None and args.image is None:
         raise CommandError("--box goes with a query image", EXIT_BAD_INPUT)
-    query_image = _read_file(args.image) if args.image else None
+    query_image = read_file(args.image) if args.image else None
     if args.vector:
         vector = _read_vector(args.vector)
         matches = client.search(
@@ -535,130 +419,6 @@ def _print_matches(matches: Sequence[Match], *, empty_index: bool) -> None:
         print(f"{rank:>4}  {match.score:>7.4f}  {match.id:<{width}}  {where:<23}  {metadata}")
 
 
-# -- ingest ------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _cluster_extra(command: str) -> Iterator[None]:
-    """Around the imports of a command that needs `lookalike[cluster]` (Ray, pyarrow)."""
-    try:
-        yield
-    except ImportError as exc:
-        raise CommandError(
-            f"{command} needs Ray and pyarrow ({exc.name} is missing): "
-            "pip install 'lookalike[cluster]'",
-            EXIT_BAD_INPUT,
-        ) from exc
-
-
-def ingest_command(_: Client, args: argparse.Namespace) -> int:
-    """Runs on Ray, not through a server: the client connection stays unused (as for
-    build-index and import)."""
-    with _cluster_extra("ingest"):
-        from lookalike.server.cluster.dataset import DatasetError
-        from lookalike.server.cluster.ingest import IngestSettings, ingest
-        from lookalike.server.cluster.sources import SourceError
-    from lookalike.export.manifest import Precision
-    from lookalike.server.preprocess import PreprocessMode
-    from lookalike.server.regions import RegionPolicy
-
-    settings = IngestSettings(
-        model_dir=args.model_dir,
-        output=args.output,
-        address=args.address,
-        actors=args.actors,
-        gpus_per_actor=args.gpus_per_actor,
-        batch_size=args.batch_size,
-        vector_dtype=args.vector_dtype,
-        partitions=args.partitions,
-        precision=Precision(args.precision) if args.precision else None,
-        preprocess_mode=PreprocessMode(args.preprocess),
-        regions=RegionPolicy(args.regions),
-    )
-    try:
-        summary = ingest(args.sources, settings)
-    except (SourceError, DatasetError) as error:
-        raise CommandError(str(error), EXIT_BAD_INPUT) from error
-    print(summary.describe())
-    return EXIT_SOME_FAILED if summary.failures else 0
-
-
-def build_index_command(_: Client, args: argparse.Namespace) -> int:
-    with _cluster_extra("build-index"):
-        from lookalike.server.built_index import BuiltIndexError
-        from lookalike.server.cluster.build_index import BuildSettings, build_index
-        from lookalike.server.cluster.dataset import DatasetError
-    delete = list(args.delete)
-    if args.delete_file:
-        lines = _read_file(args.delete_file).decode("utf-8").splitlines()
-        delete += [line.strip() for line in lines if line.strip()]
-    settings = BuildSettings(
-        dataset=args.dataset,
-        output=args.output,
-        shards=args.shards,
-        index=dataclasses.replace(
-            DEFAULT_SETTINGS,
-            dtype=args.dtype,
-            connectivity=args.connectivity,
-            expansion_add=args.expansion_add,
-            expansion_search=args.expansion_search,
-        ),
-        delete=delete,
-        address=args.address,
-    )
-    try:
-        summary = build_index(settings)
-    except (DatasetError, BuiltIndexError) as error:
-        raise CommandError(str(error), EXIT_BAD_INPUT) from error
-    print(summary.describe())
-    return 0
-
-
-def versions_command(_: Client, args: argparse.Namespace) -> int:
-    """Reads and writes the index directory; the client connection stays unused."""
-    from lookalike.server.built_index import (
-        BuiltIndexError,
-        list_versions,
-        make_current,
-        read_manifest,
-    )
-
-    try:
-        if args.current:
-            manifest = make_current(args.index, args.current)
-            print(
-                f"{args.index} now serves {manifest.name} ({manifest.items} items): fronts with "
-                "--shards-on-ray switch to it by themselves; restart --index servers"
-            )
-            return 0
-        current = read_manifest(args.index).name
-        for manifest in list_versions(args.index):
-            built = time.strftime("%Y-%m-%d %H:%M", time.localtime(manifest.created))
-            mark = "*" if manifest.name == current else " "
-            print(
-                f"{mark} {manifest.name}  {built}  {manifest.items} items  "
-                f"{len(manifest.shards)} shards  {manifest.settings.dtype}"
-            )
-    except BuiltIndexError as error:
-        raise CommandError(str(error), EXIT_BAD_INPUT) from error
-    return 0
-
-
-def import_command(_: Client, args: argparse.Namespace) -> int:
-    with _cluster_extra("import"):
-        from lookalike.server.cluster.dataset import DatasetError
-        from lookalike.server.cluster.importer import import_dataset
-    from lookalike.server.errors import DataDirError
-
-    with tqdm(unit="vector", desc="stored durably", disable=None) as progress:
-        try:
-            summary = import_dataset(args.dataset, args.data_dir, on_commit=progress.update)
-        except (DatasetError, DataDirError) as error:
-            raise CommandError(str(error), EXIT_BAD_INPUT) from error
-    print(summary.describe())
-    return 0
-
-
 # -- stats, get, delete ---------------------------------------------------------------------------
 
 
@@ -721,11 +481,19 @@ def _calibrate(client: Client, args: argparse.Namespace) -> int:
         raise CommandError(f"{folder} has {len(files)} image files; at least 2", EXIT_BAD_INPUT)
     stats = client.stats()
     try:
-        calibration = calibrate([_read_file(path) for path in files], client.embed)
+        calibration = calibrate([read_file(path) for path in files], client.embed)
     except InvalidRequestError as error:
         raise CommandError(f"an image of {folder} was refused: {error}", EXIT_BAD_INPUT) from error
     if args.json:
-        print(json.dumps(dataclasses.asdict(calibration)))
+        best = calibration.recommend(args.precision)
+        document = {
+            **dataclasses.asdict(calibration),
+            "precision_asked": args.precision,
+            "recommended": dataclasses.asdict(best) if best is not None else None,
+            "model": stats.model_id,
+            "random_weights": stats.random_weights,
+        }
+        print(json.dumps(document))
         return 0
     print(calibration_report(calibration, args.precision, stats.model_id, stats.random_weights))
     return 0
@@ -783,17 +551,6 @@ CLUSTER_SERVE_HELP = (
 )
 
 
-def cluster_command(_: Client, args: argparse.Namespace) -> int:
-    """`cluster serve`: the server in this process, as its front (the client stays unused)."""
-    with _cluster_extra("cluster serve"):
-        import ray  # noqa: F401  (the extra, checked before the server starts)
-    from lookalike.server.app import main as serve
-
-    return serve(
-        ["--index", str(args.index), "--shards-on-ray", "--embed-on-ray", *args.server_flags]
-    )
-
-
 def delete_command(client: Client, args: argparse.Namespace) -> int:
     result = client.delete(args.ids)
     print(f"deleted {result.deleted}")
@@ -802,13 +559,9 @@ def delete_command(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {
+Handler = Callable[[Client, argparse.Namespace], int]
+COMMANDS: dict[str, Handler] = {
     "index": index_command,
-    "ingest": ingest_command,
-    "build-index": build_index_command,
-    "import": import_command,
-    "versions": versions_command,
-    "cluster": cluster_command,
     "search": search_command,
     "duplicates": duplicates_command,
     "stats": stats_command,
@@ -827,12 +580,8 @@ def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
     return pairs
 
 
-def _read_file(path: Path) -> bytes:
+def read_file(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
         raise CommandError(f"cannot read {path}: {exc.strerror or exc}", EXIT_BAD_INPUT) from exc
-
-
-if __name__ == "__main__":
-    sys.exit(main())

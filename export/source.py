@@ -279,10 +279,14 @@ def _pretrained_text_tower(
             name, revision=revision or "main", local_files_only=local_only
         )
     except (OSError, ValueError, TypeError) as exc:  # TypeError: no vocabulary file at all
+        # transformers' own message says why a download failed, but for a folder without the
+        # files it is a Python type error about a None path: not for a person
+        why = "" if isinstance(exc, TypeError) else f" ({_first_line(exc)})"
         raise ModelUnavailableError(
-            f"{name} has a text tower but no tokenizer files (tokenizer.json, or vocab.json "
-            f"and merges.txt): {_first_line(exc)}; pass --no-text to export the image "
-            "tower alone"
+            f"{name} has a text tower but no tokenizer files: it needs tokenizer.json, or "
+            f"vocab.json and merges.txt{why}. Save the tokenizer beside the model "
+            "(CLIPTokenizerFast.from_pretrained(ID).save_pretrained(DIR)), or pass --no-text "
+            "to export the image tower alone"
         ) from exc
     if text_config.max_position_embeddings < CONTEXT_LENGTH:
         raise NotClipModelError(

@@ -15,7 +15,8 @@ echo "==> mypy"
 TREE=.mypy_cache/installed-layout
 rm -rf "$TREE" && mkdir -p "$TREE/lookalike"
 ln -s "$PWD/protos/lookalike/__init__.py" "$PWD/protos/lookalike/v1" "$TREE/lookalike/"
-for package in server export client; do ln -s "$PWD/$package" "$TREE/lookalike/$package"; done
-MYPYPATH="$TREE" "$VENV/bin/mypy" -p lookalike.server -p lookalike.export -p lookalike.client
+for package in server export client batch cli; do ln -s "$PWD/$package" "$TREE/lookalike/$package"; done
+MYPYPATH="$TREE" "$VENV/bin/mypy" -p lookalike.server -p lookalike.export -p lookalike.client \
+    -p lookalike.batch -p lookalike.cli
 echo "==> pytest"
 "$VENV/bin/python" -m pytest "$@"

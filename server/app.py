@@ -32,10 +32,10 @@ from lookalike.server.datadir import DataDirLock
 from lookalike.server.embedders import EngineFactory, LocalEmbedders
 from lookalike.server.engine import ModelIdentity
 from lookalike.server.errors import AddressInUseError, LookalikeError
-from lookalike.server.items import Repository
+from lookalike.server.local_repository import LocalRepository
 from lookalike.server.metrics import Metrics
 from lookalike.server.onnx_engine import OnnxEngine
-from lookalike.server.repository import LocalRepository
+from lookalike.server.repository import Repository
 from lookalike.server.service import ImageSearchService
 from lookalike.server.sharded_repository import ShardedRepository
 from lookalike.v1 import lookalike_pb2 as pb

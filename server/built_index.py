@@ -35,9 +35,10 @@ from lookalike.export.durable import write_atomically
 from lookalike.export.manifest import sha256_file
 from lookalike.server.engine import ModelIdentity
 from lookalike.server.errors import DataDirError
-from lookalike.server.index import IndexSettings, SnapshotError, VectorIndex
-from lookalike.server.items import StoredItem, VectorOwner
+from lookalike.server.index import SnapshotError, VectorIndex
+from lookalike.server.index_settings import IndexSettings
 from lookalike.server.regions import Region
+from lookalike.server.repository import StoredItem, VectorOwner
 from lookalike.server.sql import in_chunks
 
 __all__ = [
@@ -55,16 +56,11 @@ __all__ = [
     "publish",
     "open_shards",
     "FORMAT_VERSION",
-    "DEFAULT_SETTINGS",
     "list_versions",
     "make_current",
 ]
 
 FORMAT_VERSION = 1
-# bf16: f16's memory, and per query within 1.1x of FAISS HNSW f32 at equal recall up to 0.997
-# on a CPU with AVX512-BF16 (f16: 1.5-1.6x; benchmarks/search.py). Use f16 where recall must
-# reach 1.0, or on CPUs without native bf16 dot products.
-DEFAULT_SETTINGS = IndexSettings(dtype="bf16")
 CURRENT_FILE = "CURRENT"
 VERSIONS_DIR = "versions"
 SHARDS_DIR = "shards"

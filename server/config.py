@@ -11,11 +11,11 @@ from pathlib import Path
 from lookalike.export.manifest import Precision
 from lookalike.server.batcher import BatcherSettings
 from lookalike.server.cluster.settings import ClusterSettings, EmbedPlacement, ShardPlacement
-from lookalike.server.index import DTYPES, IndexSettings
+from lookalike.server.index_settings import DTYPES, IndexSettings
 from lookalike.server.onnx_engine import EngineSettings, Provider
 from lookalike.server.preprocess import ImageLimits, PreprocessMode
 from lookalike.server.regions import RegionPolicy
-from lookalike.server.requests import RequestLimits
+from lookalike.server.request_types import RequestLimits
 
 __all__ = ["ServerConfig", "parse_config", "ENV_PREFIX"]
 

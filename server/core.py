@@ -5,8 +5,9 @@ An added image may carry regions (given boxes, and/or the server's region policy
 cropped from the decoded image and embedded in the same queue as the whole image, and the item
 is stored with all its vectors at once.
 
-Plain dataclasses in and out (`requests` for what comes in); failures are `LookalikeError`s.
-The gRPC service, a Ray deployment or a test calls it alike. It validates a whole request
+Plain dataclasses in and out (`request_types` for what comes in); failures are
+`LookalikeError`s. The gRPC service and the tests call it alike (with shards on Ray, the front
+process runs it over a `ClusterRepository`). It validates a whole request
 before any image is decoded, groups bulk adds into durable commits, and pushes back on a bulk
 stream when the batch queue is full.
 """
@@ -26,7 +27,10 @@ from lookalike.server.batcher import BatcherStats
 from lookalike.server.embedders import Embedder, TextSide
 from lookalike.server.engine import ModelInfo
 from lookalike.server.errors import InvalidArgumentError, LookalikeError, TextUnavailableError
-from lookalike.server.items import (
+from lookalike.server.metrics import Metrics
+from lookalike.server.preprocess import Crop, ImageInput, ImageLimits, SourceImage, with_regions
+from lookalike.server.regions import Region, RegionPolicy, check_regions, policy_regions
+from lookalike.server.repository import (
     EmbeddedItem,
     ItemNeighbours,
     RegionVector,
@@ -36,10 +40,7 @@ from lookalike.server.items import (
     StoredItem,
     WriteOutcome,
 )
-from lookalike.server.metrics import Metrics
-from lookalike.server.preprocess import Crop, ImageInput, ImageLimits, SourceImage, upright_size
-from lookalike.server.regions import Region, RegionPolicy, check_regions, fitting, policy_regions
-from lookalike.server.requests import (
+from lookalike.server.request_types import (
     AddItem,
     NeighboursQuery,
     RequestLimits,
@@ -304,13 +305,9 @@ class Core:
             future = asyncio.get_running_loop().create_future()
             future.set_result([unit_vector(item.vector, self.model.dims)])  # type: ignore[arg-type]
             return _Started(item, (), future)
-        made = self._made_regions(item)
-        regions: tuple[Region, ...] = ()
-        if item.regions or made:
-            size = upright_size(item.image, self._image_limits)
-            regions = fitting(item.regions, made, size)[:limit]
-        source = SourceImage(item.image)
-        inputs: list[ImageInput] = [item.image, *(Crop(source, region) for region in regions)]
+        regions, inputs = with_regions(
+            item.image, item.regions, self._made_regions(item), self._image_limits, limit=limit
+        )
         return _Started(item, regions, asyncio.gather(*self._embedder.submit(inputs)))
 
     async def _store(self, items: list[EmbeddedItem]) -> list[WriteOutcome]:

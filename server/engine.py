@@ -1,7 +1,7 @@
 """What the rest of the server needs of a model: the `Engine` interface and `ModelInfo`.
 
-One engine runs one graph of an export package (its role: `image` today, `text` beside it
-next); `onnx_engine.OnnxEngine` is the implementation, chosen per role by its inputs. The core,
+One engine runs one graph of an export package (its role: `image` or `text`);
+`onnx_engine.OnnxEngine` is the implementation, its inputs chosen per role. The core,
 the service and the wiring see only this interface, so a test can hand them a fake.
 """
 

@@ -15,32 +15,15 @@ import numpy as np
 from usearch.index import Index, Matches
 
 from lookalike.export.durable import fsync_directory, fsync_file
+from lookalike.server.index_settings import IndexSettings
 
-__all__ = ["IndexSettings", "Hit", "VectorIndex", "SnapshotError", "DTYPES"]
-
-# bf16 runs on the CPU's native bf16 dot products where it has them (AVX512-BF16: Zen 4,
-# Sapphire Rapids): the fastest per query at f16's memory (benchmarks/search.py)
-DTYPES = ("f32", "f16", "bf16", "i8")
+__all__ = ["Hit", "VectorIndex", "SnapshotError"]
 
 log = logging.getLogger(__name__)
 
 
 class SnapshotError(Exception):
     """The snapshot file is missing, unreadable, or was built for other vectors."""
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class IndexSettings:
-    connectivity: int = 16
-    expansion_add: int = 128
-    expansion_search: int = 64
-    dtype: str = "f32"  # scalar type inside the index: one of DTYPES
-    exact_search_below: int = 20_000  # smaller collections are searched exhaustively
-
-    @property
-    def metric(self) -> str:
-        """What scores mean: the cosine (computed as an inner product, `SEARCHED_AS`)."""
-        return "cos"
 
 
 # Every stored and query vector has unit norm, so the inner product is the cosine, without two

@@ -26,14 +26,14 @@ import io
 import math
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lookalike.export.manifest import PreprocessSpec
 from lookalike.server.errors import ImageTooLargeError, InvalidImageError
-from lookalike.server.regions import Region, check_fits
+from lookalike.server.regions import Region, check_fits, fitting
 
 __all__ = [
     "ImageLimits",
@@ -44,6 +44,7 @@ __all__ = [
     "ImageInput",
     "decode",
     "upright_size",
+    "with_regions",
 ]
 
 
@@ -102,6 +103,25 @@ class Crop:
 
 
 ImageInput = bytes | Crop  # what the image queue embeds: a whole image, or a region of one
+
+
+def with_regions(
+    data: bytes,
+    given: Sequence[Region],
+    made: Sequence[Region],
+    limits: ImageLimits,
+    *,
+    limit: int | None = None,
+) -> tuple[tuple[Region, ...], list[ImageInput]]:
+    """What embeds an image and its regions, on every path (server, Ray ingest), so that an
+    image gets the same vectors whichever embedded it: the regions kept (each given one,
+    checked to fit, then the made ones that fit this image; at most `limit`) and the inputs,
+    the whole image first, then each region cut from one decode of the image."""
+    if not given and not made:
+        return (), [data]
+    regions = fitting(given, made, upright_size(data, limits))[:limit]
+    source = SourceImage(data)
+    return regions, [data, *(Crop(source, region) for region in regions)]
 
 
 def decode(data: bytes, limits: ImageLimits, *, draft_short_edge: int | None = None) -> Image.Image:

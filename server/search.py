@@ -17,9 +17,9 @@ from typing import Protocol
 import numpy as np
 
 from lookalike.server.index import Hit, VectorIndex
-from lookalike.server.items import ScoredItem, VectorOwner
+from lookalike.server.repository import ScoredItem, VectorOwner
 
-__all__ = ["VectorTable", "nearest", "best_per_item", "OVERSAMPLING"]
+__all__ = ["VectorTable", "nearest", "best_per_item", "wider_search", "OVERSAMPLING"]
 
 OVERSAMPLING = 4  # a filtered HNSW search asks for this many times k, then widens as much again
 
@@ -77,6 +77,20 @@ def nearest(
         if len(matches) >= count or asked >= candidates or floor_reached:
             return matches[:count], exact
         asked *= OVERSAMPLING
+
+
+class Scored(Protocol):
+    @property
+    def score(self) -> float: ...
+
+
+def wider_search(found: int, wanted: int, hits: Sequence[Scored], size: int, floor: float) -> int:
+    """How many hits a neighbours search asks for next, or 0 when it is done: it looks further
+    while fewer than `wanted` neighbours were `found` among a full page of `size` hits that all
+    scored at or above `floor` (regions, the filter or the item itself took their places)."""
+    if found < wanted and len(hits) == size and hits[-1].score >= floor:
+        return size * OVERSAMPLING
+    return 0
 
 
 def best_per_item(

@@ -19,10 +19,10 @@ import grpc
 
 from lookalike.server.core import AddGroup, Core
 from lookalike.server.errors import InvalidArgumentError, LookalikeError, NotReadyError
-from lookalike.server.items import ScoredItem, SearchResult
 from lookalike.server.metrics import Metrics
 from lookalike.server.regions import Region, RegionPolicy
-from lookalike.server.requests import AddItem, NeighboursQuery, SearchQuery
+from lookalike.server.repository import ScoredItem, SearchResult
+from lookalike.server.request_types import AddItem, NeighboursQuery, SearchQuery
 from lookalike.server.status import error_metadata, grpc_status
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc

@@ -17,7 +17,7 @@ import numpy as np
 
 from lookalike.server.built_index import OpenShard
 from lookalike.server.errors import NotFoundError
-from lookalike.server.items import ScoredItem, SearchResult, StoredItem
+from lookalike.server.repository import ScoredItem, SearchResult, StoredItem
 from lookalike.server.search import best_per_item, nearest
 
 __all__ = ["ShardSearcher", "ShardAnswer", "ShardItems", "Query", "merge_matches"]

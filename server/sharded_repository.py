@@ -32,8 +32,8 @@ from lookalike.server.built_index import (
 )
 from lookalike.server.engine import ModelIdentity
 from lookalike.server.errors import ReadOnlyError
-from lookalike.server.index import IndexSettings
-from lookalike.server.items import (
+from lookalike.server.index_settings import IndexSettings
+from lookalike.server.repository import (
     EmbeddedItem,
     ItemNeighbours,
     NeighbourPage,
@@ -43,7 +43,7 @@ from lookalike.server.items import (
     StoredItem,
     WriteOutcome,
 )
-from lookalike.server.search import OVERSAMPLING
+from lookalike.server.search import wider_search
 from lookalike.server.shard_search import (
     Query,
     ShardAnswer,
@@ -150,12 +150,9 @@ class BuiltIndexRepository(Generic[Served]):
         for item_id, vector, result in zip(page.ids, page.vectors, results, strict=True):
             close = _neighbours_in(item_id, result, min_score, wanted)
             size = k + 1
-            matches = result.matches
-            while len(close) < k and len(matches) == size and matches[-1].score >= min_score:
-                # every match scored above the threshold, but the filter took places
-                size *= OVERSAMPLING
+            while size := wider_search(len(close), k, result.matches, size, min_score):
                 result = await self._search(served, vector, size, Query())
-                matches, close = result.matches, _neighbours_in(item_id, result, min_score, wanted)
+                close = _neighbours_in(item_id, result, min_score, wanted)
             if close:
                 items.append(ItemNeighbours(item_id, close[:k]))
         return NeighbourPage(items, len(page.keys), following)

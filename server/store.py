@@ -22,8 +22,8 @@ import numpy as np
 
 from lookalike.server.engine import ModelIdentity
 from lookalike.server.errors import DataDirError, StorageError, StorageFullError
-from lookalike.server.items import EmbeddedItem, StoredItem, VectorOwner
 from lookalike.server.regions import Region
+from lookalike.server.repository import EmbeddedItem, StoredItem, VectorOwner
 from lookalike.server.sql import MAX_PARAMETERS, in_chunks
 
 __all__ = ["ItemStore", "Upserted", "SCHEMA_VERSION"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -73,10 +74,12 @@ def test_missing_runtime_names_the_install_line() -> None:
     assert "lookalike[cpu]" in result.stderr
 
 
-def test_the_distribution_installs_one_top_level_package(tmp_path: Path) -> None:
-    """Generic names (`server`, `export`, `client`) would collide in site-packages."""
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The distribution as pip builds it from this checkout."""
     root = Path(__file__).resolve().parents[1]
-    source = tmp_path / "source"  # a copy: setuptools would reuse (stale) files from ./build
+    built = tmp_path_factory.mktemp("wheel")
+    source = built / "source"  # a copy: setuptools would reuse (stale) files from ./build
     shutil.copytree(
         root,
         source,
@@ -94,30 +97,82 @@ def test_the_distribution_installs_one_top_level_package(tmp_path: Path) -> None
             "--no-build-isolation",
             "-q",
             "--wheel-dir",
-            str(tmp_path),
+            str(built),
             str(source),
         ],
         capture_output=True,
         timeout=300,
         check=True,
     )
-    (wheel,) = tmp_path.glob("lookalike-*.whl")
+    (found,) = built.glob("lookalike-*.whl")
+    return found
+
+
+PACKAGE_FOLDERS = ("server", "export", "client", "batch", "cli")
+
+
+def test_the_distribution_installs_one_top_level_package(wheel: Path) -> None:
+    """Generic names (`server`, `export`, `client`) would collide in site-packages."""
+    root = Path(__file__).resolve().parents[1]
     with zipfile.ZipFile(wheel) as archive:
         top_level = {name.split("/")[0] for name in archive.namelist()}
         names = set(archive.namelist())
     assert top_level == {"lookalike", f"{wheel.name.split('-py')[0]}.dist-info"}
     modules = [
         source.relative_to(root).as_posix()
-        for folder in ("server", "export", "client")
+        for folder in PACKAGE_FOLDERS
         for source in (root / folder).rglob("*.py")
     ]
-    assert "server/cluster/ingest.py" in modules  # subpackages too
+    assert "server/cluster/serving.py" in modules  # subpackages too
     missing = [module for module in modules if f"lookalike/{module}" not in names]
     assert missing == []  # every module of the repository ships in the wheel
     assert "lookalike/v1/lookalike_pb2.py" in names
     entry_points = metadata.distribution("lookalike").entry_points
     assert {e.name: e.value for e in entry_points if e.group == "console_scripts"} == {
-        "lookalike": "lookalike.client.cli:main",
+        "lookalike": "lookalike.cli:main",
         "lookalike-export": "lookalike.export.cli:main",
         "lookalike-server": "lookalike.server.app:main",
     }
+
+
+# What each package of the wheel may not import (also inside functions): imports go one way,
+# cli -> batch -> client, server -> export.
+FORBIDDEN_IMPORTS = {
+    "server": ("lookalike.client", "lookalike.batch", "lookalike.cli"),
+    "client": ("lookalike.server", "lookalike.batch", "lookalike.cli"),
+    "export": ("lookalike.server", "lookalike.client", "lookalike.batch", "lookalike.cli"),
+    "batch": ("lookalike.cli",),
+}
+
+
+def imported_modules(source: str) -> set[str]:
+    """Every module an `import` or `from ... import` anywhere in `source` names."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_imports_go_one_way_in_the_installed_package(wheel: Path) -> None:
+    """The server never imports the client, the client never imports the server, and neither
+    imports the offline jobs or the command line that put them together."""
+    crossings = []
+    with zipfile.ZipFile(wheel) as archive:
+        for name in archive.namelist():
+            package = name.split("/")[1] if name.count("/") >= 2 else ""
+            if not name.endswith(".py") or package not in FORBIDDEN_IMPORTS:
+                continue
+            for module in imported_modules(archive.read(name).decode("utf-8")):
+                if any(
+                    module == f or module.startswith(f"{f}.") for f in FORBIDDEN_IMPORTS[package]
+                ):
+                    crossings.append(f"{name} imports {module}")
+    assert crossings == []
+    assert imported_modules("import a.b\nfrom c import d\ndef f():\n    from e.f import g\n") == {
+        "a.b",
+        "c",
+        "e.f",
+    }  # the check sees imports inside functions too

@@ -1,8 +1,7 @@
-"""Lookalike on a Ray cluster: bulk embedding of large collections (`ingest`), sharded indexes
-built from them (`build-index`, `import`), and their shards served on Ray Serve (`serving`).
+"""A built index's shards served on Ray Serve (`serving`, `deployments`, `replicas`, `calls`,
+`shard_queues`, `embedding`, `settings`), the Ray connection both the server and the offline
+jobs use (`ray_session`), and the `lookalike cluster serve` command (`cli`).
 
-Optional: needs the `cluster` extra (`pip install 'lookalike[cluster]'`). The same `OnnxEngine`
-and `Preprocessor` as the server run inside the Ray workers, so an image gets the same vector
-whichever path embedded it. Without a cluster address, a local Ray is started on this machine
-for the run and stopped after it.
+Optional: needs the `cluster` extra (`pip install 'lookalike[cluster]'`). The offline jobs that
+build what this serves live in `lookalike.batch`.
 """

@@ -20,7 +20,7 @@ from typing import Any
 from lookalike.server.built_index import IndexManifest
 from lookalike.server.cluster.settings import EmbedPlacement, ShardPlacement
 from lookalike.server.config import ServerConfig
-from lookalike.server.index import IndexSettings
+from lookalike.server.index_settings import IndexSettings
 
 __all__ = [
     "shard_app_names",

@@ -1,12 +1,35 @@
-"""Where the cluster commands run: the Ray cluster they are pointed at, or a local one."""
+"""Where the cluster commands run: the Ray cluster they are pointed at, or a local one.
+
+A cluster started the way Ray's docs start one, `ray start --head`, has token authentication on
+where a token exists (`~/.ray/auth_token`, which `ray get-auth-token --generate` and any local
+`ray.init()` of Ray 2.60 write); a driver that joins it by address sends the token only when
+`RAY_AUTH_MODE=token` is set, and otherwise fails with "Failed to connect to Ray cluster".
+So when a token is at hand (`RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH` or that file) and no mode
+was chosen, a refused join is tried once more in token mode; a join refused again says what to
+check.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
-__all__ = ["ray_session"]
+from lookalike.server.errors import LookalikeError
+
+__all__ = ["ray_session", "RayConnectionError"]
+
+log = logging.getLogger(__name__)
+
+AUTH_MODE = "RAY_AUTH_MODE"
+TOKEN, TOKEN_PATH = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"
+
+
+class RayConnectionError(LookalikeError):
+    """The cluster at the given address could not be joined (at start, never in a request);
+    the message says what to check."""
 
 
 @contextlib.contextmanager
@@ -20,10 +43,67 @@ def ray_session(address: str | None) -> Iterator[None]:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address)
+        _join(ray, address)
     else:
         ray.init(include_dashboard=False, num_cpus=os.cpu_count())
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def _join(ray, address: str) -> None:
+    """Join as Ray is configured; where that is refused, this machine has a Ray token and no
+    auth mode was chosen, join again in token mode (a cluster without authentication must be
+    joined without: a driver in token mode there never hears back from its workers)."""
+    try:
+        ray.init(address=address)
+        return
+    except ConnectionError as exc:
+        refused = exc
+    token = token_at_hand()
+    if token is None or AUTH_MODE in os.environ:
+        raise RayConnectionError(_refusal(address, refused, token)) from refused
+    log.info("joining %s again with the Ray token of %s (%s=token)", address, token, AUTH_MODE)
+    ray.shutdown()
+    _use_token_mode()
+    try:
+        ray.init(address=address)
+    except ConnectionError as exc:
+        raise RayConnectionError(_refusal(address, exc, token)) from exc
+
+
+def _use_token_mode() -> None:
+    """Token mode for this process and the workers it starts. Ray reads the mode from the
+    environment into a cached config, so that is read again, as Ray itself does when it turns
+    token mode on for a local cluster (`authentication_token_setup._enable_token_auth`)."""
+    from ray._raylet import Config  # type: ignore[attr-defined]  # (no stub; Ray does this)
+
+    os.environ[AUTH_MODE] = "token"
+    Config.initialize("")
+
+
+def token_at_hand() -> str | None:
+    """Where this machine's Ray token is (an environment variable or a file), if it has one."""
+    if os.environ.get(TOKEN):
+        return f"${TOKEN}"
+    path = Path(os.environ.get(TOKEN_PATH) or Path.home() / ".ray" / "auth_token")
+    return str(path) if path.is_file() else None
+
+
+def _refusal(address: str, error: ConnectionError, token: str | None) -> str:
+    mode = os.environ.get(AUTH_MODE)
+    if token is None:
+        advice = (
+            "if it was started with `ray start` (token authentication is on by default), copy "
+            f"its head node's ~/.ray/auth_token to this machine or set {TOKEN} to it"
+        )
+    else:
+        advice = (
+            f"the cluster refused or did not answer with the token of {token}: check that it "
+            f"is the head node's (`ray get-auth-token` there prints it)"
+        )
+    return (
+        f"cannot join the Ray cluster at {address} ({error}; {AUTH_MODE}={mode or 'unset'}): "
+        f"check the address and that the cluster is running; {advice}"
+    )

@@ -21,11 +21,11 @@ from lookalike.server.config import ServerConfig
 from lookalike.server.embedders import LocalEmbedders
 from lookalike.server.engine import ModelInfo
 from lookalike.server.errors import EngineError, TextUnavailableError
-from lookalike.server.index import IndexSettings
-from lookalike.server.items import StoredItem
+from lookalike.server.index_settings import IndexSettings
 from lookalike.server.metrics import Metrics
 from lookalike.server.onnx_engine import OnnxEngine
 from lookalike.server.preprocess import ImageInput
+from lookalike.server.repository import StoredItem
 from lookalike.server.shard_search import Query, ShardAnswer, ShardItems, ShardSearcher
 
 __all__ = ["ShardReplica", "EmbedderReplica", "Described"]

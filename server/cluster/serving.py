@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 import numpy as np
 
 from lookalike.server.built_index import IndexManifest, check_model, read_manifest
-from lookalike.server.cluster.batching import SendBatch, ShardQueue
 from lookalike.server.cluster.calls import ask, unavailable
 from lookalike.server.cluster.deployments import (
     deploy_version,
@@ -32,11 +31,12 @@ from lookalike.server.cluster.deployments import (
     silent_apps,
 )
 from lookalike.server.cluster.settings import ClusterSettings
+from lookalike.server.cluster.shard_queues import SendBatch, ShardQueue
 from lookalike.server.engine import ModelIdentity
 from lookalike.server.errors import LookalikeError
-from lookalike.server.index import IndexSettings
-from lookalike.server.items import SearchResult, StoredItem
+from lookalike.server.index_settings import IndexSettings
 from lookalike.server.metrics import Metrics
+from lookalike.server.repository import SearchResult, StoredItem
 from lookalike.server.shard_search import Query, ShardItems, merge_matches
 from lookalike.server.sharded_repository import BuiltIndexRepository
 
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 HealthListener = Callable[[str | None], None]  # None: every shard answers; else why not
 T = TypeVar("T")
 # Calls a front keeps in flight to a shard per replica; queries arriving meanwhile wait and go
-# together in the next call (cluster.batching)
+# together in the next call (cluster.shard_queues)
 CALLS_PER_REPLICA = 2
 
 

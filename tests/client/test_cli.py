@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lookalike.cli import build_parser, main
 from lookalike.client import Client
 from lookalike.client.cli import (
     EXIT_BAD_INPUT,
@@ -26,8 +27,6 @@ from lookalike.client.cli import (
     EXIT_SOME_FAILED,
     EXIT_UNREACHABLE,
     IndexProgress,
-    build_parser,
-    main,
 )
 from lookalike.client.report import BOX_COLOUR
 from lookalike.server.regions import GRID, grid_regions
@@ -265,7 +264,7 @@ def test_a_closed_pipe_ends_quietly(server_address: str, folder: Path, command: 
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader has gone before the first line is written
     result = subprocess.run(
-        [sys.executable, "-m", "lookalike.client.cli", "--server", server_address, *command],
+        [sys.executable, "-m", "lookalike.cli", "--server", server_address, *command],
         stdout=write_end,
         stderr=subprocess.PIPE,
         text=True,
@@ -294,3 +293,22 @@ def test_a_server_that_answers_unavailable_is_not_called_unreachable(
     assert code == EXIT_UNREACHABLE
     assert "cannot reach" not in err
     assert f"server {server.address} is unavailable (the server is starting" in err
+
+
+def test_help_loads_neither_the_index_nor_the_runtime() -> None:
+    """`lookalike --help` (and every command's start) stays light: no USearch, no ONNX Runtime,
+    no torch, no Ray until a command needs them."""
+    code = (
+        "import sys\n"
+        "from lookalike import cli\n"
+        "try:\n"
+        "    cli.main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = {'usearch', 'onnxruntime', 'torch', 'ray', 'pyarrow', 'transformers'}\n"
+        "print('loaded:', sorted(heavy & {name.split('.')[0] for name in sys.modules}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip().endswith("loaded: []"), result.stdout

@@ -16,19 +16,20 @@ import pytest
 from ray.cluster_utils import Cluster
 
 from benchmarks import datasets
-from lookalike.client.cli import EXIT_BAD_INPUT, main
+from lookalike.batch.build_index import BuildSettings, build_index
+from lookalike.batch.importer import import_dataset
+from lookalike.batch.ingest import IngestSettings, ingest
+from lookalike.cli import main
+from lookalike.client.cli import EXIT_BAD_INPUT
 from lookalike.server.built_index import (
     SHARDS_DIR,
     BuiltIndexError,
     read_manifest,
     shard_of,
 )
-from lookalike.server.cluster.build_index import BuildSettings, build_index
-from lookalike.server.cluster.importer import import_dataset
-from lookalike.server.cluster.ingest import IngestSettings, ingest
 from lookalike.server.core import NEIGHBOUR_PAGE
 from lookalike.server.engine import ModelIdentity
-from lookalike.server.index import IndexSettings
+from lookalike.server.index_settings import IndexSettings
 from lookalike.server.regions import Region, RegionPolicy, policy_regions
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,10 +23,11 @@ import pyarrow.parquet as pq
 import pytest
 from ray.cluster_utils import Cluster
 
-from lookalike.client.cli import EXIT_BAD_INPUT, EXIT_SOME_FAILED, main
+from lookalike.batch.dataset import Dataset, DatasetError
+from lookalike.batch.ingest import IngestSettings, ingest
+from lookalike.cli import main
+from lookalike.client.cli import EXIT_BAD_INPUT, EXIT_SOME_FAILED
 from lookalike.export.manifest import MANIFEST_FILE, Precision, sha256_file
-from lookalike.server.cluster.dataset import Dataset, DatasetError
-from lookalike.server.cluster.ingest import IngestSettings, ingest
 from lookalike.server.engine import ModelIdentity
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
@@ -216,6 +218,20 @@ def test_the_cli_prints_a_summary_and_says_some_failed(
     out = capsys.readouterr().out
     assert f"{GOOD + BROKEN} images: {GOOD} embedded now, {BROKEN} failed" in out
     assert "worker time by stage: read" in out
+    # a rerun does nothing new, but says that some failed before, and how to retry them
+    assert main(argv) == EXIT_SOME_FAILED
+    out = capsys.readouterr().out
+    assert f"0 embedded now, 0 failed, {GOOD + BROKEN} done by an earlier run" in out
+    retry = re.search(
+        rf"{BROKEN} of the {GOOD + BROKEN} done by an earlier run failed then .*"
+        r"to retry them once fixed, delete (.+) and run again",
+        out,
+    )
+    assert retry is not None, out
+    for part in retry[1].split():
+        Path(part).unlink()  # as the message says: those partitions are embedded again
+    assert main(argv) == EXIT_SOME_FAILED
+    assert f"{BROKEN} failed" in capsys.readouterr().out
     assert (
         main(
             [

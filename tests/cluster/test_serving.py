@@ -28,14 +28,14 @@ from ray.cluster_utils import Cluster
 
 from benchmarks import datasets
 from benchmarks.common import free_port
+from lookalike.batch.build_index import BuildSettings, build_index
+from lookalike.cli import main as lookalike
 from lookalike.client.cli import EXIT_BAD_INPUT
-from lookalike.client.cli import main as lookalike
 from lookalike.server.built_index import open_shards, read_manifest
-from lookalike.server.cluster.build_index import BuildSettings, build_index
 from lookalike.server.cluster.deployments import shard_app_names
 from lookalike.server.cluster.settings import ClusterSettings, ShardPlacement
 from lookalike.server.engine import ModelIdentity
-from lookalike.server.index import IndexSettings
+from lookalike.server.index_settings import IndexSettings
 from lookalike.server.shard_search import Query, ShardSearcher
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
@@ -386,7 +386,7 @@ def cluster_serve(
     """`lookalike cluster serve` as a user runs it (a process), once its health says SERVING;
     stopped with SIGTERM, which must end it cleanly."""
     port = free_port()
-    command = [sys.executable, "-m", "lookalike.client.cli", "cluster", "serve", str(index)]
+    command = [sys.executable, "-m", "lookalike.cli", "cluster", "serve", str(index)]
     command += ["--model-dir", str(model), "--ray-address", cluster.address]
     command += ["--port", str(port), "--embed-cpus", "0.5", "--watch-interval-s", "0.2"]
     command += ["--exact-search-below", str(SEARCH.exact_search_below)]  # as `front` searches

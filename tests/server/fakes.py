@@ -19,11 +19,11 @@ from lookalike.server.batcher import Batcher, BatcherSettings
 from lookalike.server.core import Core
 from lookalike.server.engine import ModelInfo
 from lookalike.server.errors import InvalidImageError
-from lookalike.server.index import IndexSettings
+from lookalike.server.index_settings import IndexSettings
+from lookalike.server.local_repository import LocalRepository
 from lookalike.server.metrics import Metrics
 from lookalike.server.preprocess import Crop, ImageInput
-from lookalike.server.repository import LocalRepository
-from lookalike.server.requests import RequestLimits
+from lookalike.server.request_types import RequestLimits
 
 DIMS = 16
 TIMEOUT = 30

@@ -21,7 +21,7 @@ from lookalike.server.errors import (
 )
 from lookalike.server.metrics import Metrics
 from lookalike.server.regions import Region
-from lookalike.server.requests import AddItem, SearchQuery
+from lookalike.server.request_types import AddItem, SearchQuery
 from tests.server.fakes import DIMS, TIMEOUT, FakeEngine, image_vector, open_core, unit_vectors
 from tests.server.images import jpeg
 

@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from lookalike.server.index import IndexSettings, VectorIndex
+from lookalike.server.index import VectorIndex
+from lookalike.server.index_settings import IndexSettings
 
 DIMS = 64
 

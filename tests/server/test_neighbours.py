@@ -12,10 +12,10 @@ import grpc
 import numpy as np
 import pytest
 
-from lookalike.client.cli import main
+from lookalike.cli import main
 from lookalike.export.manifest import Precision
 from lookalike.server.core import NEIGHBOUR_PAGE
-from lookalike.server.index import IndexSettings
+from lookalike.server.index_settings import IndexSettings
 from lookalike.server.onnx_engine import EngineSettings
 from lookalike.server.preprocess import PreprocessMode
 from lookalike.v1 import lookalike_pb2 as pb
@@ -232,3 +232,12 @@ def test_calibration_recommends_a_threshold_from_transformed_copies(
     assert all(r["precision"] < 0.9 for r in rows if r["threshold"] < threshold)  # the lowest
     assert main([*arguments, "--precision", "1.01"]) == 0
     assert "no threshold reaches precision 1.01" in capsys.readouterr().out
+
+    # --json carries the same recommendation as the text report
+    assert main([*arguments, "--precision", "0.9", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["precision_asked"] == 0.9
+    assert document["recommended"]["threshold"] == pytest.approx(threshold, abs=1e-3)
+    assert document["random_weights"] is True
+    assert main([*arguments, "--precision", "1.01", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["recommended"] is None

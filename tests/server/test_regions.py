@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 
 from lookalike.export.manifest import Precision
-from lookalike.server.index import IndexSettings
+from lookalike.server.index_settings import IndexSettings
 from lookalike.server.onnx_engine import EngineSettings
 from lookalike.server.preprocess import PreprocessMode
 from lookalike.server.regions import GRID, MIN_REGION_PIXELS, grid_regions
-from lookalike.server.requests import RequestLimits
+from lookalike.server.request_types import RequestLimits
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from tests.server.images import encode, natural

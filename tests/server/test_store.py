@@ -11,8 +11,8 @@ import pytest
 
 from lookalike.server.engine import ModelIdentity
 from lookalike.server.errors import DataDirError
-from lookalike.server.items import EmbeddedItem, RegionVector
 from lookalike.server.regions import Region
+from lookalike.server.repository import EmbeddedItem, RegionVector
 from lookalike.server.store import SCHEMA_VERSION, ItemStore
 from tests.server.fakes import DIMS, unit_vectors
 

@@ -17,7 +17,7 @@ from lookalike.export.manifest import MANIFEST_FILE, Precision
 from lookalike.export.source import load_checkpoint
 from lookalike.export.verify import token_ids
 from lookalike.server.onnx_engine import EngineSettings
-from lookalike.server.requests import RequestLimits
+from lookalike.server.request_types import RequestLimits
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from tests.packages import as_format_1

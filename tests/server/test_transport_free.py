@@ -27,13 +27,13 @@ SCRIPT = textwrap.dedent(
     import lookalike.server.core
     import lookalike.server.engine
     import lookalike.server.index
-    import lookalike.server.items
+    import lookalike.server.repository
     import lookalike.server.onnx_engine
     import lookalike.server.preprocess
-    import lookalike.server.repository
-    import lookalike.server.requests
+    import lookalike.server.local_repository
+    import lookalike.server.request_types
     import lookalike.server.store
-    from lookalike.server.requests import AddItem, SearchQuery
+    from lookalike.server.request_types import AddItem, SearchQuery
     from tests.server.fakes import open_core
 
     async def main() -> None:

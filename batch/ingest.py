@@ -25,14 +25,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from lookalike.export.manifest import (
-    MANIFEST_FILE,
-    Manifest,
-    Precision,
-    PreprocessSpec,
-    sha256_file,
-)
-from lookalike.server.cluster.dataset import (
+from lookalike.batch.dataset import (
     REGION_COLUMN,
     REGIONS_COLUMN,
     VECTOR_DTYPES,
@@ -40,9 +33,16 @@ from lookalike.server.cluster.dataset import (
     partition_of,
     regions_array,
 )
-from lookalike.server.cluster.listing import LISTING_DIR, Listing
+from lookalike.batch.listing import LISTING_DIR, Listing
+from lookalike.batch.sources import SourceError, iter_sources, read_bytes
+from lookalike.export.manifest import (
+    MANIFEST_FILE,
+    Manifest,
+    Precision,
+    PreprocessSpec,
+    sha256_file,
+)
 from lookalike.server.cluster.ray_session import ray_session
-from lookalike.server.cluster.sources import SourceError, iter_sources, read_bytes
 from lookalike.server.engine import ModelIdentity
 from lookalike.server.errors import LookalikeError
 from lookalike.server.onnx_engine import (
@@ -51,14 +51,8 @@ from lookalike.server.onnx_engine import (
     choose_variant,
     read_manifest,
 )
-from lookalike.server.preprocess import (
-    Crop,
-    PreprocessMode,
-    Preprocessor,
-    SourceImage,
-    upright_size,
-)
-from lookalike.server.regions import Region, RegionPolicy, fitting, policy_regions
+from lookalike.server.preprocess import PreprocessMode, Preprocessor, with_regions
+from lookalike.server.regions import Region, RegionPolicy, policy_regions
 
 __all__ = ["IngestSettings", "IngestSummary", "ingest"]
 
@@ -94,6 +88,10 @@ class IngestSummary:
     failures: dict[str, int]  # by reason
     seconds: float
     stage_seconds: dict[str, float]  # summed over workers: read, preprocess, embed
+    # images that failed in the partitions an earlier run completed, and those partitions'
+    # part files (deleting one makes the next run embed its partition again)
+    failed_before: int = 0
+    retry_parts: tuple[Path, ...] = ()
 
     @property
     def images_per_s(self) -> float:
@@ -111,6 +109,14 @@ class IngestSummary:
         if stages:
             lines.append(f"worker time by stage: {stages}")
         lines += [f"  {count} failed: {reason}" for reason, count in self.failures.items()]
+        if self.failed_before:
+            errors = self.retry_parts[0].parent.parent / "errors"
+            parts = " ".join(str(path) for path in self.retry_parts)
+            lines.append(
+                f"  {self.failed_before} of the {self.already_done} done by an earlier run failed "
+                f"then (listed in {errors}); to retry them once fixed, delete {parts} and run "
+                "again"
+            )
         return "\n".join(lines)
 
 
@@ -136,8 +142,12 @@ def ingest(sources: Sequence[str], settings: IngestSettings) -> IngestSummary:
     pending = {p for p, digest in digests.items() if not dataset.is_done(p, digest)}
     already = sum(digest.count for p, digest in counted.items() if p not in pending)
     log.info("%d images in %d partitions, %d to do", listing.count, len(digests), len(pending))
+    earlier = {p: dataset.failed_in(p) for p in counted if p not in pending}
+    failed_before = sum(earlier.values())
+    retry = tuple(dataset.part_path(p) for p, failed in sorted(earlier.items()) if failed)
     if not pending:
-        return IngestSummary(listing.count, already, 0, {}, time.perf_counter() - started, {})
+        seconds = time.perf_counter() - started
+        return IngestSummary(listing.count, already, 0, {}, seconds, {}, failed_before, retry)
     # one thread per actor (Ray reserves one CPU for each); a one-thread session gives the
     # server's results bit for bit
     engine_settings = EngineSettings(precision=variant.precision, intra_op_threads=1)
@@ -156,6 +166,8 @@ def ingest(sources: Sequence[str], settings: IngestSettings) -> IngestSummary:
         failures=dict(failures.most_common()),
         seconds=time.perf_counter() - started,
         stage_seconds=dict(stages),
+        failed_before=failed_before,
+        retry_parts=retry,
     )
 
 
@@ -289,12 +301,9 @@ def _inputs(
 ) -> list[tuple[str, np.ndarray]]:
     """(region JSON, pixels): the whole image ("") first, then each region as the server makes
     it (those too small for this image skipped, each cut from the decoded image)."""
-    whole = [("", preprocess(data))]
-    if not regions:
-        return whole
-    source = SourceImage(data)
-    fitted = fitting((), regions, upright_size(data, preprocess.limits))
-    return whole + [(region.to_json(), preprocess(Crop(source, region))) for region in fitted]
+    fitted, inputs = with_regions(data, (), regions, preprocess.limits)
+    boxes = ["", *(region.to_json() for region in fitted)]
+    return [(box, preprocess(image)) for box, image in zip(boxes, inputs, strict=True)]
 
 
 class _Embedder:

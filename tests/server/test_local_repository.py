@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from lookalike.server.errors import NotFoundError
-from lookalike.server.index import IndexSettings
-from lookalike.server.items import EmbeddedItem
-from lookalike.server.repository import SNAPSHOT_FILE, LocalRepository
+from lookalike.server.index_settings import IndexSettings
+from lookalike.server.local_repository import SNAPSHOT_FILE, LocalRepository
+from lookalike.server.repository import EmbeddedItem
 from tests.server.fakes import DIMS, TIMEOUT, FakeEngine, unit_vectors
 from tests.server.test_store import make_v1_database
 

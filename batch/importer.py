@@ -18,17 +18,17 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from lookalike.server.cluster.dataset import (
+from lookalike.batch.dataset import (
     Dataset,
     item_metadata,
     region_vectors,
     unit_vectors,
 )
 from lookalike.server.datadir import DataDirLock
-from lookalike.server.index import IndexSettings
-from lookalike.server.items import EmbeddedItem, RegionVector
+from lookalike.server.index_settings import IndexSettings
+from lookalike.server.local_repository import DATABASE_FILE, LocalRepository
 from lookalike.server.regions import Region
-from lookalike.server.repository import DATABASE_FILE, LocalRepository
+from lookalike.server.repository import EmbeddedItem, RegionVector
 from lookalike.server.store import ItemStore
 
 __all__ = ["ImportSummary", "import_dataset", "BATCH_ROWS"]

@@ -7,9 +7,9 @@ import asyncio
 import numpy as np
 import pytest
 
-from lookalike.server.cluster.batching import ShardQueue
+from lookalike.server.cluster.shard_queues import ShardQueue
 from lookalike.server.errors import ReplicaUnavailableError
-from lookalike.server.items import ScoredItem, StoredItem
+from lookalike.server.repository import ScoredItem, StoredItem
 from lookalike.server.shard_search import Query, ShardAnswer
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lookalike.server.cluster.dataset import LISTING_DIR, IdsDigest, id_hash, partition_of
-from lookalike.server.cluster.sources import SourceImage
+from lookalike.batch.dataset import LISTING_DIR, IdsDigest, id_hash, partition_of
+from lookalike.batch.sources import SourceImage
 
 __all__ = ["Listing", "LISTING_DIR", "ROWS_PER_FILE"]
 

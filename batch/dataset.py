@@ -244,6 +244,11 @@ class Dataset:
     def errors_path(self, partition: int) -> Path:
         return self.directory / "errors" / f"errors-{partition:05d}.parquet"
 
+    def failed_in(self, partition: int) -> int:
+        """How many of a written partition's images failed (its errors file's rows)."""
+        path = self.errors_path(partition)
+        return pq.ParquetFile(path).metadata.num_rows if path.is_file() else 0
+
     def is_done(self, partition: int, digest: str) -> bool:
         path = self.part_path(partition)
         if not path.is_file():

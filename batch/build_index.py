@@ -28,10 +28,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lookalike.batch.dataset import (
+    REGIONS_COLUMN,
+    Dataset,
+    item_metadata,
+    region_vectors,
+    unit_vectors,
+)
 from lookalike.export.durable import fsync_directory, fsync_file
 from lookalike.server.built_index import (
     CURRENT_FILE,
-    DEFAULT_SETTINGS,
     SHARDS_DIR,
     VERSIONS_DIR,
     BuiltIndexError,
@@ -45,15 +51,9 @@ from lookalike.server.built_index import (
     shard_key,
     shard_of,
 )
-from lookalike.server.cluster.dataset import (
-    REGIONS_COLUMN,
-    Dataset,
-    item_metadata,
-    region_vectors,
-    unit_vectors,
-)
 from lookalike.server.cluster.ray_session import ray_session
-from lookalike.server.index import IndexSettings, VectorIndex
+from lookalike.server.index import VectorIndex
+from lookalike.server.index_settings import BUILT_INDEX_SETTINGS, IndexSettings
 
 __all__ = ["BuildSettings", "BuildSummary", "build_index"]
 
@@ -65,7 +65,7 @@ class BuildSettings:
     dataset: Path
     output: Path
     shards: int = 0  # 0: as many as the current version has (a new index: 1)
-    index: IndexSettings = DEFAULT_SETTINGS  # used when the index is new
+    index: IndexSettings = BUILT_INDEX_SETTINGS  # used when the index is new
     delete: Sequence[str] = ()  # ids to remove from the index
     address: str | None = None  # a Ray cluster; None: RAY_ADDRESS, else a local Ray
 
