@@ -85,6 +85,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "search on the built index: grid (9 overlapping boxes of half the width and height) or "
         "none (default; fixed when the dataset is made)",
     )
+    ingest.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="show Ray's and Ray Data's own output (progress lines, worker logs) instead of "
+        "one progress bar",
+    )
 
     build = command(
         "build-index", "build (or update) a sharded index from an ingested dataset, on Ray"
@@ -192,6 +199,7 @@ def ingest_command(args: argparse.Namespace) -> int:
         precision=Precision(args.precision) if args.precision else None,
         preprocess_mode=PreprocessMode(args.preprocess),
         regions=RegionPolicy(args.regions),
+        verbose=args.verbose,
     )
     try:
         summary = ingest(args.sources, settings)

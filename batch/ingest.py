@@ -13,17 +13,20 @@ pool holding every CPU left nothing for the read tasks and hung (ray issue #4468
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
 import json
 import logging
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from tqdm import tqdm
 
 from lookalike.batch.dataset import (
     REGION_COLUMN,
@@ -78,6 +81,9 @@ class IngestSettings:
     precision: Precision | None = None  # None: as the server chooses (int8 on CPU)
     partitions: int = 0  # 0: one per IMAGES_PER_PARTITION images (fixed at creation)
     regions: RegionPolicy = RegionPolicy.NONE  # regions made of each image, as the server's
+    # Ray's and Ray Data's own output (progress lines, worker logs) on the terminal; else one
+    # progress bar, Ray's logs staying in its log folder
+    verbose: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +132,7 @@ def ingest(sources: Sequence[str], settings: IngestSettings) -> IngestSummary:
     graph = manifest.graphs["image"]
     # the variant every actor runs, chosen here: fp16 on GPU actors, int8 on CPU ones (as the
     # server chooses), recorded in the dataset so that a rerun cannot mix two
-    variant = choose_variant(graph.variants, settings.precision, on_gpu=settings.gpus_per_actor > 0)
+    variant, _ = choose_variant(graph, settings.precision, on_gpu=settings.gpus_per_actor > 0)
     listing = Listing.write(settings.output / LISTING_DIR, iter_sources(sources))
     if not listing.count:
         raise SourceError(f"no images in {', '.join(sources)}")
@@ -152,8 +158,9 @@ def ingest(sources: Sequence[str], settings: IngestSettings) -> IngestSummary:
     # server's results bit for bit
     engine_settings = EngineSettings(precision=variant.precision, intra_op_threads=1)
     job = _Job(settings, engine_settings, dataset, digests, manifest)
-    with ray_session(settings.address):
-        written = _run_pipeline(listing, pending, job)
+    to_embed = sum(digest.count for p, digest in counted.items() if p in pending)
+    with ray_session(settings.address, quiet=not settings.verbose):
+        written = _run_pipeline(listing, pending, job, to_embed)
     failures: collections.Counter[str] = collections.Counter()
     stages: collections.Counter[str] = collections.Counter()
     for summary in written:
@@ -191,10 +198,13 @@ class _Job:
     manifest: Manifest
 
 
-def _run_pipeline(listing: Listing, pending: set[int], job: _Job) -> list[dict[str, Any]]:
+def _run_pipeline(
+    listing: Listing, pending: set[int], job: _Job, images: int
+) -> list[dict[str, Any]]:
     import ray.data
 
     settings = job.settings
+    counter = ray.remote(num_cpus=0)(_Counter).remote()
     actors = _actor_limit(settings, int(ray.cluster_resources().get("CPU", 1)))
     listed = ray.data.read_parquet([str(path) for path in listing.files]).map_batches(
         functools.partial(_in_partitions, partitions=job.dataset.partitions, pending=pending),
@@ -213,7 +223,11 @@ def _run_pipeline(listing: Listing, pending: set[int], job: _Job) -> list[dict[s
     )
     embedded = prepared.map_batches(
         _Embedder,
-        fn_constructor_kwargs={"model_dir": settings.model_dir, "settings": job.engine},
+        fn_constructor_kwargs={
+            "model_dir": settings.model_dir,
+            "settings": job.engine,
+            "counter": counter,
+        },
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
         batch_size=settings.batch_size,
         batch_format="numpy",
@@ -231,7 +245,71 @@ def _run_pipeline(listing: Listing, pending: set[int], job: _Job) -> list[dict[s
         batch_format="numpy",
         num_cpus=READ_TASK_CPUS,  # tasks, not actors: an actor would hold a CPU all along
     )
-    return written.take_all()
+    with _quiet_ray_data(not settings.verbose), _progress_of(counter, images):
+        return written.take_all()
+
+
+class _Counter:
+    """Images embedded so far, as the embedding actors report them (a Ray actor)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def add(self, images: int) -> None:
+        self.count += images
+
+    def read(self) -> int:
+        return self.count
+
+
+@contextlib.contextmanager
+def _progress_of(counter, images: int) -> Iterator[None]:
+    """One progress bar (images embedded, rate, time left) while the block runs, read from the
+    counter twice a second; shown on a terminal only."""
+    import ray
+
+    with tqdm(total=images, unit="image", desc="embedded", disable=None) as bar:
+        stop = threading.Event()
+
+        def follow() -> None:
+            while not stop.wait(0.5):
+                bar.update(ray.get(counter.read.remote()) - bar.n)
+
+        thread = threading.Thread(target=follow, name="progress", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            bar.update(ray.get(counter.read.remote()) - bar.n)
+
+
+@contextlib.contextmanager
+def _quiet_ray_data(quiet: bool) -> Iterator[None]:
+    """With `quiet`, Ray Data's progress bars, INFO lines and warnings stay off the terminal
+    while the block runs (its log file keeps them)."""
+    import ray.data
+
+    if not quiet:
+        yield
+        return
+    context = ray.data.DataContext.get_current()
+    consoles = [
+        handler
+        for handler in logging.getLogger("ray.data").handlers
+        if type(handler).__name__ != "SessionFileHandler"  # its log file keeps everything
+    ]
+    saved = context.enable_progress_bars, [handler.level for handler in consoles]
+    context.enable_progress_bars = False
+    for handler in consoles:
+        handler.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        context.enable_progress_bars = saved[0]
+        for handler, level in zip(consoles, saved[1], strict=True):
+            handler.setLevel(level)
 
 
 def _in_partitions(table: pa.Table, partitions: int, pending: set[int]) -> pa.Table:
@@ -309,8 +387,9 @@ def _inputs(
 class _Embedder:
     """A Ray actor holding one engine: the model is loaded once per actor."""
 
-    def __init__(self, model_dir: Path, settings: EngineSettings) -> None:
+    def __init__(self, model_dir: Path, settings: EngineSettings, counter) -> None:
         self.engine = OnnxEngine(model_dir, settings)
+        self.counter = counter  # told how many images each batch embedded (the progress bar)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
@@ -320,6 +399,7 @@ class _Embedder:
         if good.any():
             vectors[good] = self.engine.embed(pixels[good])
         seconds = (time.perf_counter() - started) / max(len(good), 1)
+        self.counter.add.remote(sum(not box for box in batch[REGION_COLUMN]))  # whole images
         return {**batch, "vector": vectors, "embed_s": np.full(len(good), seconds)}
 
 

@@ -119,6 +119,9 @@ class Graph:
     variants: dict[Precision, Variant]
     input_dtype: str = "float32"
     tokenizer: TokenizerSpec | None = None  # the text graph's
+    # reduced-precision variants that missed their parity bar at export, and why: the graph
+    # ships without them (the server picks the best variant it has)
+    rejected: dict[Precision, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -133,7 +136,11 @@ class Manifest:
     created_at: str
 
     def to_json(self) -> str:
-        return json.dumps(_to_jsonable(dataclasses.asdict(self)), indent=2, sort_keys=False)
+        document = _to_jsonable(dataclasses.asdict(self))
+        for graph in document["graphs"].values():
+            if not graph["rejected"]:  # written only when some variant was: older readers
+                del graph["rejected"]  # (which know no such key) read every other package
+        return json.dumps(document, indent=2, sort_keys=False)
 
     def write(self, directory: Path) -> Path:
         path = directory / MANIFEST_FILE
@@ -200,6 +207,8 @@ class Manifest:
                     f"{variant.bytes / 1e6:>8.1f}{variant.parity.min_cosine:>12.6f}"
                     f"{variant.parity.bar:>9}  {variant.parity.provider}"
                 )
+            for precision, why in graph.rejected.items():
+                lines.append(f"{role:<7}{precision.value:<8}REJECTED: {why.splitlines()[0]}")
         return "\n".join(lines)
 
     @classmethod
@@ -258,5 +267,6 @@ def _graph_from(raw: dict[str, Any]) -> Graph:
             "tokenizer": None
             if tokenizer is None
             else TokenizerSpec(**{**tokenizer, "files": tuple(tokenizer["files"])}),
+            "rejected": {Precision(p): why for p, why in raw.get("rejected", {}).items()},
         }
     )

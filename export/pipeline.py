@@ -138,12 +138,27 @@ def _build(request: ExportRequest, staging: Path) -> Manifest:
         with steps(f"optimizing the {job.role} graph: ONNX Runtime fusions per target"):
             int8_source = _optimize(job, request.precisions, staging)
         job.raw.unlink()
-        variants = {}
+        variants: dict[Precision, Variant] = {}
+        rejected: dict[Precision, str] = {}
         for precision in request.precisions:
             with steps(f"verifying {job.role} {precision.value}"):
-                variants[precision] = _variant(job, precision, staging, int8_source)
+                try:
+                    variants[precision] = _variant(job, precision, staging, int8_source)
+                except ParityError as exc:
+                    if precision is Precision.FP32 or len(request.precisions) == 1:
+                        raise  # the export itself is wrong, or nothing would be left
+                    (staging / variant_file(job.role, precision)).unlink(missing_ok=True)
+                    rejected[precision] = str(exc)
+                    log.warning(
+                        "%s %s REJECTED (the other variants are kept): %s",
+                        job.role,
+                        precision.value,
+                        exc,
+                    )
         del int8_source
-        graphs_by_role[job.role] = _graph(job, variants)
+        if not variants:
+            raise ParityError(f"no variant of the {job.role} graph met its parity bar")
+        graphs_by_role[job.role] = _graph(job, variants, rejected)
     return _manifest(request, source, preprocess, graphs_by_role, staging)
 
 
@@ -251,7 +266,9 @@ def _int8_meeting_bar(
     )
 
 
-def _graph(job: GraphJob, variants: dict[Precision, Variant]) -> Graph:
+def _graph(
+    job: GraphJob, variants: dict[Precision, Variant], rejected: dict[Precision, str]
+) -> Graph:
     return Graph(
         input=job.input_name,
         input_shape=job.input_shape,
@@ -261,6 +278,7 @@ def _graph(job: GraphJob, variants: dict[Precision, Variant]) -> Graph:
         l2_normalized=True,
         variants=variants,
         tokenizer=job.tokenizer,
+        rejected=rejected,
     )
 
 

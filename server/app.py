@@ -30,7 +30,7 @@ from lookalike.server.config import ServerConfig, parse_config
 from lookalike.server.core import Core
 from lookalike.server.datadir import DataDirLock
 from lookalike.server.embedders import EngineFactory, LocalEmbedders
-from lookalike.server.engine import ModelIdentity
+from lookalike.server.engine import ModelIdentity, ModelInfo
 from lookalike.server.errors import AddressInUseError, LookalikeError
 from lookalike.server.local_repository import LocalRepository
 from lookalike.server.metrics import Metrics
@@ -193,7 +193,7 @@ class LookalikeServer:
             model.model_id,
             model.source_kind,
             ", RANDOM WEIGHTS" if model.random_weights else "",
-            model.precision.value,
+            _precision(model),
             ",".join(model.providers),
             model.threads,
             " (one image per run)" if model.per_image else "",
@@ -202,7 +202,7 @@ class LookalikeServer:
             config.preprocess_mode.value,
             config.batcher.max_batch,
             config.batcher.max_delay_ms,
-            text.model.precision.value if text else "off",
+            _precision(text.model) if text else "off",
             ", embedding on Ray Serve" if isinstance(embedders, RemoteEmbedders) else "",
         )
 
@@ -370,6 +370,15 @@ def limit_malloc_arenas(environ: Mapping[str, str]) -> None:
         return
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
         ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, MALLOC_ARENAS)
+
+
+def _precision(model: ModelInfo) -> str:
+    """The variant a tower runs, with the better one the export rejected, if any."""
+    return (
+        f"{model.precision.value} ({model.passed_over})"
+        if model.passed_over
+        else (model.precision.value)
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

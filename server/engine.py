@@ -48,6 +48,7 @@ class ModelInfo:
     threads: int
     per_image: bool  # runs one input per run because batching would change results
     run_rows: int | None = None  # inputs per run, a short batch padded; None: as given
+    passed_over: str = ""  # a better variant the export rejected, and why ("": none)
 
     @property
     def identity(self) -> ModelIdentity:

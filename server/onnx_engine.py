@@ -213,23 +213,38 @@ INPUTS_BY_ROLE: dict[str, Callable[[Graph], GraphInputs]] = {
 }
 
 
-def choose_variant(
-    variants: dict[Precision, Variant], asked: Precision | None, *, on_gpu: bool
-) -> Variant:
-    """The variant asked for, or the best one for the device (fp16 on GPU, int8 on CPU)."""
+def choose_variant(graph: Graph, asked: Precision | None, *, on_gpu: bool) -> tuple[Variant, str]:
+    """The variant asked for, or the best one for the device (fp16 on GPU, int8 on CPU) that
+    the export kept; and, when a better one was rejected at export, which and why."""
+    variants = graph.variants
     if asked is not None:
+        if asked in graph.rejected:
+            raise ModelLoadError(
+                f"the export rejected its {asked.value} variant of this graph "
+                f"({_first_line(graph.rejected[asked])}); ask for another --precision "
+                f"(has: {', '.join(p.value for p in variants)})"
+            )
         if asked not in variants:
             have = ", ".join(p.value for p in variants)
             raise ModelLoadError(
                 f"the export has no {asked.value} variant (has: {have}); "
                 f"re-export with --precision {asked.value}"
             )
-        return variants[asked]
+        return variants[asked], ""
     preference = PRECISION_PREFERENCE["gpu" if on_gpu else "cpu"]
     for precision in preference:
         if precision in variants:
-            return variants[precision]
+            passed_over = [
+                f"{better.value} rejected at export: {_first_line(graph.rejected[better])}"
+                for better in preference[: preference.index(precision)]
+                if better in graph.rejected
+            ]
+            return variants[precision], "; ".join(passed_over)
     raise ModelLoadError("the export lists no variants")
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
 
 
 def read_manifest(model_dir: Path) -> Manifest:
@@ -261,7 +276,9 @@ class OnnxEngine:
         on_gpu = providers[0] != "CPUExecutionProvider"
         if on_gpu:
             self._preload_cuda_libraries()
-        self.variant = choose_variant(graph.variants, settings.precision, on_gpu=on_gpu)
+        self.variant, passed_over = choose_variant(graph, settings.precision, on_gpu=on_gpu)
+        if passed_over:
+            log.warning("%s graph: %s", settings.graph, passed_over)
         self.model_file = path = model_dir / self.variant.file
         _verify_file(path, self.variant)
         source = manifest.source
@@ -312,6 +329,7 @@ class OnnxEngine:
             threads=threads,
             per_image=self._workers is not None,
             run_rows=self._run_rows,
+            passed_over=passed_over,
         )
         log.info(
             "engine: %s %s graph, %s on %s, %d threads, %d-d embeddings, %s",

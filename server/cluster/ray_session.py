@@ -14,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from lookalike.server.errors import LookalikeError
 
@@ -24,6 +26,7 @@ __all__ = ["ray_session", "RayConnectionError"]
 log = logging.getLogger(__name__)
 
 AUTH_MODE = "RAY_AUTH_MODE"
+LOG_FOLDER = "/tmp/ray/session_latest/logs"  # Ray's documented link to the current session
 TOKEN, TOKEN_PATH = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"
 
 
@@ -33,31 +36,39 @@ class RayConnectionError(LookalikeError):
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None) -> Iterator[None]:
+def ray_session(address: str | None, *, quiet: bool = False) -> Iterator[None]:
     """Join the cluster at `address` (or RAY_ADDRESS), or run a local Ray (no dashboard, every
-    CPU of this machine) for the length of the block. A Ray already initialised is used as is."""
+    CPU of this machine) for the length of the block. A Ray already initialised is used as is.
+    `quiet`: Ray's INFO lines and the workers' output stay in Ray's log files, whose folder is
+    said once."""
     import ray
 
     if ray.is_initialized():
         yield
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    options: dict[str, Any] = (
+        {"log_to_driver": False, "logging_level": logging.WARNING} if quiet else {}
+    )
     if address:
-        _join(ray, address)
+        _join(ray, address, options)
     else:
-        ray.init(include_dashboard=False, num_cpus=os.cpu_count())
+        ray.init(include_dashboard=False, num_cpus=os.cpu_count(), **options)
+    if quiet:
+        where = "on the head node" if address else "on this machine"
+        print(f"Ray's logs: {LOG_FOLDER} ({where}; --verbose shows them here)", file=sys.stderr)
     try:
         yield
     finally:
         ray.shutdown()
 
 
-def _join(ray, address: str) -> None:
+def _join(ray, address: str, options: dict[str, Any]) -> None:
     """Join as Ray is configured; where that is refused, this machine has a Ray token and no
     auth mode was chosen, join again in token mode (a cluster without authentication must be
     joined without: a driver in token mode there never hears back from its workers)."""
     try:
-        ray.init(address=address)
+        ray.init(address=address, **options)
         return
     except ConnectionError as exc:
         refused = exc
@@ -68,7 +79,7 @@ def _join(ray, address: str) -> None:
     ray.shutdown()
     _use_token_mode()
     try:
-        ray.init(address=address)
+        ray.init(address=address, **options)
     except ConnectionError as exc:
         raise RayConnectionError(_refusal(address, exc, token)) from exc
 

@@ -1,7 +1,8 @@
-"""The offline jobs against a Ray cluster started the way users start one: `ray start --head`
-with token authentication on (as it is where a Ray token exists) on 127.0.0.1, joined by
-address from another process that knows nothing but the address and this machine's token
-file."""
+"""Lookalike on a Ray cluster started the way users start one: `ray start --head` with token
+authentication on (as it is where a Ray token exists) and a second node joined with
+`ray start --address`, both on 127.0.0.1; the commands join it by address from processes that
+know nothing but the address and this machine's token file: ingest, build-index, cluster serve.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import pytest
 
 from benchmarks.common import free_port
 from lookalike.client.cli import EXIT_UNREACHABLE
+from lookalike.v1 import lookalike_pb2 as pb
+from tests.ray_commands import cluster_serve
 from tests.server.images import natural
 
 IMAGES = 6
@@ -25,7 +28,7 @@ RAY_VARIABLES = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOK
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A home of its own: `ray start` writes the token to ~/.ray/auth_token there."""
+    """A home of its own: Ray keeps the token in ~/.ray/auth_token there."""
     return tmp_path_factory.mktemp("home")
 
 
@@ -34,39 +37,41 @@ def environment(home: Path, **extra: str) -> dict[str, str]:
     return {**clean, "HOME": str(home), **extra}
 
 
+def ray(home: Path, *arguments: str, **extra: str) -> None:
+    command = shutil.which("ray", path=str(Path(sys.executable).parent))
+    assert command is not None, "the cluster extra installs the `ray` command"
+    result = subprocess.run(
+        [command, *arguments], env=environment(home, **extra), capture_output=True, timeout=180
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 @pytest.fixture(scope="module")
 def head(home: Path) -> Iterator[str]:
-    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
-    assert ray is not None, "the cluster extra installs the `ray` command"
-    # As Ray's security guide says: a token, then the head, which then requires it (Ray 2.60
+    """The cluster's address: a head node and a worker node, one CPU each."""
+    # As Ray's security guide says: a token, then the nodes, which then require it (Ray 2.60
     # also turns token mode on for any cluster started where a token already exists, such as
     # one a local `ray.init()` left behind)
-    subprocess.run(
-        [ray, "get-auth-token", "--generate"],
-        env=environment(home),
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
-    port = free_port()
-    command = [ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port)]
-    options = ["--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats"]
-    subprocess.run(
-        [*command, *options], env=environment(home), capture_output=True, timeout=180, check=True
-    )
+    ray(home, "get-auth-token", "--generate")
+    address = f"127.0.0.1:{free_port()}"
+    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
+    port = address.rsplit(":", 1)[1]
     try:
-        yield f"127.0.0.1:{port}"
+        ray(home, "start", "--head", "--port", port, "--include-dashboard", "false", *common)
+        # a node joining a cluster with token auth needs the mode set, as Ray's guide says
+        ray(home, "start", "--address", address, *common, RAY_AUTH_MODE="token")
+        yield address
     finally:
+        command = shutil.which("ray", path=str(Path(sys.executable).parent))
+        assert command is not None
         subprocess.run(
-            [ray, "stop"], env=environment(home), capture_output=True, timeout=120, check=False
+            [command, "stop"], env=environment(home), capture_output=True, timeout=120, check=False
         )
 
 
-def ingest(address: str, home: Path, model: Path, folder: Path, output: Path, **extra: str):
-    command = [sys.executable, "-m", "lookalike.cli", "ingest", str(folder)]
-    command += ["--model-dir", str(model), "--output", str(output), "--address", address]
+def lookalike(home: Path, *arguments: str, **extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*command, "--actors", "1"],
+        [sys.executable, "-m", "lookalike.cli", *arguments],
         env=environment(home, **extra),
         capture_output=True,
         text=True,
@@ -75,34 +80,57 @@ def ingest(address: str, home: Path, model: Path, folder: Path, output: Path, **
     )
 
 
-def test_ingest_joins_a_ray_start_cluster_with_its_default_token(
-    head: str, home: Path, tiny_export: Path, tmp_path: Path
-) -> None:
-    folder = tmp_path / "photos"
-    folder.mkdir()
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
     for n in range(IMAGES):
         natural(200, 150, seed=n).save(folder / f"photo-{n}.jpg", quality=90)
-    result = ingest(head, home, tiny_export, folder, tmp_path / "dataset")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def dataset(
+    head: str, home: Path, tiny_export: Path, photos: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    output = tmp_path_factory.mktemp("dataset")
+    arguments = ["--model-dir", str(tiny_export), "--output", str(output), "--actors", "1"]
+    result = lookalike(home, "ingest", str(photos), *arguments, "--address", head)
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = pq.ParquetDataset(tmp_path / "dataset" / "parts").read().to_pylist()
+    return output
+
+
+def test_ingest_joins_a_ray_start_cluster_with_its_default_token(dataset: Path) -> None:
+    rows = pq.ParquetDataset(dataset / "parts").read().to_pylist()
     assert sorted(row["id"] for row in rows) == [f"photo-{n}.jpg" for n in range(IMAGES)]
 
 
-def test_a_wrong_token_is_refused_with_what_to_check(
-    head: str, home: Path, tiny_export: Path, tmp_path: Path
+def test_build_index_and_cluster_serve_run_on_it(
+    head: str, home: Path, dataset: Path, photos: Path, tiny_export: Path, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    natural(200, 150, seed=1).save(folder / "photo.jpg", quality=90)
-    result = ingest(
-        head, home, tiny_export, folder, tmp_path / "dataset", RAY_AUTH_TOKEN="not-the-token"
-    )
+    index = tmp_path / "index"
+    built = lookalike(home, "build-index", str(dataset), "--output", str(index), "--address", head)
+    assert built.returncode == 0, built.stderr[-3000:]
+    log = tmp_path / "front.log"
+    with cluster_serve(head, index, tiny_export, log, env=environment(home)) as served:
+        query = (photos / "photo-3.jpg").read_bytes()
+        matches = served.Search(pb.SearchRequest(image=query, k=3), timeout=60).matches
+        assert matches[0].id == "photo-3.jpg"
+        assert matches[0].score == pytest.approx(1.0, abs=2e-3)  # bf16 shards
+        assert served.Stats(pb.StatsRequest(), timeout=30).items == IMAGES
+
+
+def test_a_wrong_token_is_refused_with_what_to_check(
+    head: str, home: Path, tiny_export: Path, photos: Path, tmp_path: Path
+) -> None:
+    arguments = ["ingest", str(photos), "--model-dir", str(tiny_export)]
+    arguments += ["--output", str(tmp_path / "dataset"), "--address", head]
+    result = lookalike(home, *arguments, RAY_AUTH_TOKEN="not-the-token")
     assert result.returncode == EXIT_UNREACHABLE, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"lookalike: cannot join the Ray cluster at {head}"), last
     assert "ray get-auth-token" in last
     assert not list((tmp_path / "dataset").glob("parts/*.parquet"))
-    # the head does require a token: joined without one (mode chosen: no second try), refused
-    result = ingest(head, home, tiny_export, folder, tmp_path / "dataset", RAY_AUTH_MODE="disabled")
+    # the cluster does require a token: joined without one (mode chosen: no second try)
+    result = lookalike(home, *arguments, RAY_AUTH_MODE="disabled")
     assert result.returncode == EXIT_UNREACHABLE, result.stderr[-3000:]
     assert "RAY_AUTH_MODE=disabled" in result.stderr

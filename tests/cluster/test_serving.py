@@ -6,13 +6,10 @@ as the one-process `--index` server does, keeps answering when a replica dies, s
 from __future__ import annotations
 
 import contextlib
-import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +36,13 @@ from lookalike.server.index_settings import IndexSettings
 from lookalike.server.shard_search import Query, ShardSearcher
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
+from tests.ray_commands import SERVICE, SERVING, cluster_serve, wait_for
 from tests.server.images import jpeg
 from tests.server.serving import config_for, running_server
 
 TINY = ModelIdentity("random-init:tiny", 16)
 COUNT, SHARDS = 600, 3
 SEARCH = IndexSettings(exact_search_below=0)  # every shard on its HNSW graph
-SERVICE = "lookalike.v1.ImageSearch"
-SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 Answer = list[tuple[str, float]]
 
@@ -114,6 +110,8 @@ class Load:
     def __init__(self, stub: pb_grpc.ImageSearchStub, requests: list[pb.SearchRequest]) -> None:
         self.stub, self.requests = stub, requests
         self.outcomes: list[tuple[int, Answer | grpc.StatusCode]] = []
+        # (when the call was sent, request number, outcome), in the order they finished
+        self.timed: list[tuple[float, int, Answer | grpc.StatusCode]] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(n,)) for n in range(3)]
 
@@ -130,12 +128,14 @@ class Load:
     def _run(self, offset: int) -> None:
         sent = offset
         while not self._stop.is_set():
-            number = sent % len(self.requests)
+            number, started = sent % len(self.requests), time.monotonic()
+            outcome: Answer | grpc.StatusCode
             try:
-                reply = self.stub.Search(self.requests[number], timeout=30)
-                self.outcomes.append((number, answers(reply.matches)))
+                outcome = answers(self.stub.Search(self.requests[number], timeout=30).matches)
             except grpc.RpcError as error:
-                self.outcomes.append((number, error.code()))
+                outcome = error.code()
+            self.timed.append((started, number, outcome))
+            self.outcomes.append((number, outcome))
             sent += 1
 
 
@@ -146,24 +146,19 @@ class HealthLog:
         request = health_pb2.HealthCheckRequest(service=SERVICE)
         self._stream = health_pb2_grpc.HealthStub(channel).Watch(request)
         self.statuses: list[int] = []
+        self.received: list[float] = []  # when each status came
         self._thread = threading.Thread(target=self._follow)
         self._thread.start()
 
     def _follow(self) -> None:
         with contextlib.suppress(grpc.RpcError):  # cancelled at close
             for reply in self._stream:
+                self.received.append(time.monotonic())
                 self.statuses.append(reply.status)
 
     def close(self) -> None:
         self._stream.cancel()
         self._thread.join(10)
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def metric_samples(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -316,15 +311,17 @@ def test_a_lone_replica_restarting_gives_unavailable_never_a_wrong_answer(
             kill_a_replica(apps[0])
             wait_for(lambda: NOT_SERVING in health.statuses)
             wait_for(lambda: health.statuses[-1] == SERVING)
-            count = len(load.outcomes)
-            wait_for(lambda: len(load.outcomes) >= count + 30)
+            back = health.received[-1]  # calls sent from here on must all be answered right
+            wait_for(lambda: len([t for t, *_ in load.timed if t > back]) >= 30)
         health.close()
         samples = metric_samples(port)
     outcomes = [outcome for _, outcome in load.outcomes]
     assert grpc.StatusCode.UNAVAILABLE in outcomes
     for number, outcome in load.outcomes:
         assert outcome in (expected[number], grpc.StatusCode.UNAVAILABLE)
-    assert all(outcome == expected[n] for n, outcome in load.outcomes[-30:])  # back for good
+    # back for good: every call sent after the front said SERVING again was answered right (a
+    # call sent before may still end UNAVAILABLE after it, among the later outcomes)
+    assert all(outcome == expected[n] for sent, n, outcome in load.timed if sent > back)
     assert health.statuses[:2] == [SERVING, NOT_SERVING]
     assert health.statuses[-1] == SERVING
     # the front's metrics per Serve application: calls, replicas, failures
@@ -379,37 +376,6 @@ def test_a_new_version_is_switched_to_under_load_each_answer_from_one_version(
     assert stats.items == COUNT
 
 
-@contextlib.contextmanager
-def cluster_serve(
-    cluster: Cluster, index: Path, model: Path, log: Path
-) -> Iterator[pb_grpc.ImageSearchStub]:
-    """`lookalike cluster serve` as a user runs it (a process), once its health says SERVING;
-    stopped with SIGTERM, which must end it cleanly."""
-    port = free_port()
-    command = [sys.executable, "-m", "lookalike.cli", "cluster", "serve", str(index)]
-    command += ["--model-dir", str(model), "--ray-address", cluster.address]
-    command += ["--port", str(port), "--embed-cpus", "0.5", "--watch-interval-s", "0.2"]
-    command += ["--exact-search-below", str(SEARCH.exact_search_below)]  # as `front` searches
-    with log.open("w") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            request = health_pb2.HealthCheckRequest(service=SERVICE)
-
-            def serving() -> bool:
-                assert process.poll() is None, log.read_text()
-                with contextlib.suppress(grpc.RpcError):
-                    return health.Check(request, timeout=5).status == SERVING
-                return False
-
-            wait_for(serving, seconds=120)
-            yield pb_grpc.ImageSearchStub(channel)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(60) == 0, log.read_text()
-
-
 def test_lookalike_cluster_serve_embeds_and_answers_exactly_as_one_server_does(
     cluster: Cluster, index: Path, tiny_export: Path, tmp_path: Path
 ) -> None:
@@ -425,7 +391,8 @@ def test_lookalike_cluster_serve_embeds_and_answers_exactly_as_one_server_does(
         expected_part = answers(local.Search(by_part, timeout=30).matches)
         expected_stats = local.Stats(pb.StatsRequest(), timeout=30)
     log = tmp_path / "front.log"
-    with cluster_serve(cluster, index, tiny_export, log) as served:  # shards and embedder on Ray
+    flags = ("--exact-search-below", str(SEARCH.exact_search_below))  # as `front` searches
+    with cluster_serve(cluster.address, index, tiny_export, log, *flags) as served:
         one_call = vectors_of(served.Embed(pb.EmbedRequest(images=photos), timeout=30))
         alone = [vectors_of(served.Embed(pb.EmbedRequest(images=[p]), timeout=30)) for p in photos]
         np.testing.assert_array_equal(one_call, expected)

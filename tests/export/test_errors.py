@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -19,7 +20,9 @@ from lookalike.export.errors import (
     OutputExistsError,
     ParityError,
 )
-from lookalike.export.manifest import MANIFEST_FILE
+from lookalike.export.manifest import MANIFEST_FILE, Manifest, Precision
+from lookalike.server.errors import ModelLoadError
+from lookalike.server.onnx_engine import EngineSettings, OnnxEngine
 from tests.mounts import small_tmpfs
 
 
@@ -164,6 +167,33 @@ def test_variant_below_its_bar_fails_and_leaves_nothing(
     assert "min cosine" in err
     assert not output.exists()
     assert leftovers(tmp_path) == []
+
+
+def test_a_reduced_variant_below_its_bar_is_rejected_and_the_others_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An int8 tower missing its bar (seen: a small text tower at min cosine 0.961) no longer
+    fails the export: the manifest records why, and the server serves the best variant kept."""
+    impossible = {**verify.PARITY_BARS, verify.Precision.INT8: 1.5}
+    monkeypatch.setattr(verify, "PARITY_BARS", impossible)
+    output = tmp_path / "o"
+    code, err = run(capsys, "--random-init", "tiny", "--output", str(output))
+    assert code == 0, err
+    manifest = Manifest.load(output)
+    for role in ("image", "text"):
+        graph = manifest.graphs[role]
+        assert set(graph.variants) == {Precision.FP32, Precision.FP16}
+        assert "min cosine" in graph.rejected[Precision.INT8]
+        assert not (output / f"{role}_int8.onnx").exists()
+    assert "REJECTED" in manifest.describe(output)
+    raw = json.loads((output / MANIFEST_FILE).read_text())
+    assert set(raw["graphs"]["text"]["rejected"]) == {"int8"}
+
+    engine = OnnxEngine(output, EngineSettings(intra_op_threads=1))  # CPU: int8 preferred
+    assert engine.info.precision is Precision.FP32
+    assert engine.info.passed_over.startswith("int8 rejected at export: ")
+    with pytest.raises(ModelLoadError, match="rejected its int8 variant"):
+        OnnxEngine(output, EngineSettings(precision=Precision.INT8))
 
 
 def test_too_little_space_is_refused_before_any_work(

@@ -78,6 +78,16 @@ def test_manifest_round_trips_through_json(tiny_export: Path, tiny_manifest: Man
     assert json.loads(tiny_manifest.to_json()) == json.loads(text)
 
 
+def test_a_package_without_rejected_variants_is_written_as_older_readers_read_it(
+    tiny_export: Path, tiny_manifest: Manifest
+) -> None:
+    """`rejected` appears only where a variant was rejected: a Lookalike from before it (which
+    refuses unknown keys as a malformed manifest) still serves every other package."""
+    raw = json.loads((tiny_export / MANIFEST_FILE).read_text())
+    assert all("rejected" not in graph for graph in raw["graphs"].values())
+    assert all(graph.rejected == {} for graph in tiny_manifest.graphs.values())
+
+
 @pytest.mark.parametrize("precision", list(Precision))
 def test_parity_figures_meet_their_bar(tiny_manifest: Manifest, precision: Precision) -> None:
     parity = tiny_manifest.graphs["image"].variants[precision].parity

@@ -1,0 +1,62 @@
+"""Lookalike's Ray commands as users run them (processes), shared by the Ray tests."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from benchmarks.common import free_port
+from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
+
+SERVICE = "lookalike.v1.ImageSearch"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def cluster_serve(
+    address: str,
+    index: Path,
+    model: Path,
+    log: Path,
+    *flags: str,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[pb_grpc.ImageSearchStub]:
+    """`lookalike cluster serve INDEX` on the Ray cluster at `address`, once its health says
+    SERVING; stopped with SIGTERM, which must end it cleanly."""
+    port = free_port()
+    command = [sys.executable, "-m", "lookalike.cli", "cluster", "serve", str(index)]
+    command += ["--model-dir", str(model), "--ray-address", address]
+    command += ["--port", str(port), "--embed-cpus", "0.5", "--watch-interval-s", "0.2", *flags]
+    with log.open("w") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            request = health_pb2.HealthCheckRequest(service=SERVICE)
+
+            def serving() -> bool:
+                assert process.poll() is None, log.read_text()
+                with contextlib.suppress(grpc.RpcError):
+                    return health.Check(request, timeout=5).status == SERVING
+                return False
+
+            wait_for(serving, seconds=180)
+            yield pb_grpc.ImageSearchStub(channel)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0, log.read_text()
