@@ -11,7 +11,9 @@ Also a naive pipeline a user might write (CLIPImageProcessor + PyTorch eager, on
 time, no server overhead counted), optionally a peer server, and the server's RSS idle and
 under load. With a text tower: `Search` by text (k=10 over 5,000 stored vectors) at 1 and 16 in
 flight, alone and beside 16 image `Embed`s in flight (texts have their own queue: what a text
-query waits under image load).
+query waits under image load). And the same server's two transports side by side: `Search` by
+image and by text over gRPC and over HTTP/JSON (`POST /v1/search`, base64 image, keep-alive
+connections) at 1 and 16 in flight, run alternately.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import functools
 import io
 import multiprocessing
 import os
@@ -56,6 +59,32 @@ TEXT_QUERY = "a red car parked by the river at night"
 TEXT_CONCURRENCY = (1, 16)
 TEXT_INDEX_ITEMS = 5000  # searched by the text queries
 HTTP_HEADERS = {"Content-Type": "application/json"}
+TRANSPORT_CONCURRENCY = (1, 16)
+TRANSPORTS = ("grpc", "http")
+HTTP_TARGET = 1.15  # HTTP image search within this factor of gRPC's throughput at 16 in flight
+
+
+async def _calls_in_loop(
+    call, in_flight: int, seconds: float, failures: tuple[type[Exception], ...]
+) -> tuple[list[float], int]:
+    """`in_flight` concurrent loops of `call()` for `seconds`: each call's latency, and how
+    many failed with one of `failures`."""
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal errors
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            try:
+                await call()
+                latencies.append(time.perf_counter() - started)
+            except failures:
+                errors += 1
+
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    return latencies, errors
 
 
 def _drive(
@@ -69,29 +98,56 @@ def _drive(
     from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 
     async def run() -> tuple[list[float], int]:
-        latencies: list[float] = []
-        errors = 0
         async with grpc.aio.insecure_channel(address) as channel:
             stub = pb_grpc.ImageSearchStub(channel)
-            deadline = time.perf_counter() + seconds
-
-            async def worker() -> None:
-                nonlocal errors
-                while time.perf_counter() < deadline:
-                    started = time.perf_counter()
-                    try:
-                        if text is None:
-                            await stub.Embed(pb.EmbedRequest(images=[payload]), timeout=60)
-                        else:
-                            await stub.Search(pb.SearchRequest(text=text, k=10), timeout=60)
-                        latencies.append(time.perf_counter() - started)
-                    except grpc.aio.AioRpcError:
-                        errors += 1
-
-            await asyncio.gather(*(worker() for _ in range(in_flight)))
-        return latencies, errors
+            if text is None:
+                call = functools.partial(stub.Embed, pb.EmbedRequest(images=[payload]), timeout=60)
+            else:
+                search = pb.SearchRequest(text=text, k=10)
+                call = functools.partial(stub.Search, search, timeout=60)
+            return await _calls_in_loop(call, in_flight, seconds, (grpc.aio.AioRpcError,))
 
     queue.put(asyncio.run(run()))
+
+
+def _drive_search(
+    target: str, query: dict, in_flight: int, seconds: float, queue, transport: str = "grpc"
+) -> None:
+    """One client process: `in_flight` concurrent Searches in a loop for `seconds`, over gRPC
+    (`target` an address) or HTTP (`target` a base URL: JSON, the image in base64, one
+    keep-alive connection per call in flight)."""
+    import base64
+    import json
+
+    import grpc
+    import httpx
+
+    from lookalike.v1 import lookalike_pb2 as pb
+    from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
+
+    async def over_grpc() -> tuple[list[float], int]:
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub, request = pb_grpc.ImageSearchStub(channel), pb.SearchRequest(**query)
+            return await _calls_in_loop(
+                lambda: stub.Search(request, timeout=60),
+                in_flight,
+                seconds,
+                (grpc.aio.AioRpcError,),
+            )
+
+    async def over_http() -> tuple[list[float], int]:
+        fields = {k: base64.b64encode(v).decode() if k == "image" else v for k, v in query.items()}
+        body = json.dumps(fields).encode()
+        limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
+        async with httpx.AsyncClient(base_url=target, limits=limits, timeout=60) as client:
+
+            async def call() -> None:
+                answer = await client.post("/v1/search", content=body, headers=HTTP_HEADERS)
+                answer.raise_for_status()
+
+            return await _calls_in_loop(call, in_flight, seconds, (httpx.HTTPError,))
+
+    queue.put(asyncio.run(over_grpc() if transport == "grpc" else over_http()))
 
 
 def _drive_http(url: str, body: bytes, in_flight: int, seconds: float, queue) -> None:
@@ -132,20 +188,33 @@ def load_run(
 ) -> dict:
     """Drive `address` (gRPC) or, with `http_body`, the HTTP URL `address` from client processes;
     with `text`, Search by that text instead of embedding `payload`."""
-    processes = min(processes, concurrency)
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
     if http_body is None:
         target, arguments = _drive, (payload,)
     else:
         target, arguments = _drive_http, (http_body,)
+    extra = {"text": text} if text is not None else {}
+    return _client_processes(target, (address, *arguments), extra, concurrency, seconds, processes)
+
+
+def search_run(target: str, query: dict, transport: str, concurrency: int, seconds: float) -> dict:
+    """Searches for `query` over `transport` ("grpc" or "http") from client processes."""
+    extra = {"transport": transport}
+    return _client_processes(
+        _drive_search, (target, query), extra, concurrency, seconds, CLIENT_PROCESSES
+    )
+
+
+def _client_processes(
+    driver, arguments: tuple, extra: dict, concurrency: int, seconds: float, processes: int
+) -> dict:
+    """`concurrency` calls in flight, shared among client processes running `driver`; the
+    throughput and latency percentiles of their calls."""
+    processes = min(processes, concurrency)
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
     workers = [
-        context.Process(
-            target=target,
-            args=(address, *arguments, share, seconds, queue),
-            kwargs={"text": text} if text is not None else {},
-        )
+        context.Process(target=driver, args=(*arguments, share, seconds, queue), kwargs=extra)
         for share in shares
     ]
     started = time.perf_counter()
@@ -315,16 +384,20 @@ def server_has_text(address: str) -> bool:
         return client.stats().text_enabled
 
 
-def text_query_runs(address: str, payload: bytes, seconds: float) -> list[dict]:
-    """Search by text at 1 and 16 in flight, alone and beside 16 image Embeds in flight."""
+def store_random_vectors(address: str) -> None:
+    """Something to search: TEXT_INDEX_ITEMS random unit vectors."""
     from lookalike.client import Client, NewItem
 
     vectors = np.random.default_rng(0).normal(size=(TEXT_INDEX_ITEMS, 512)).astype(np.float32)
-    with Client(address) as client:  # something to search: random unit vectors
+    with Client(address) as client:
         dims = client.stats().dims
         items = (NewItem(f"vector-{i}", vector=v[:dims]) for i, v in enumerate(vectors))
         for _ in client.add_many(items):
             pass
+
+
+def text_query_runs(address: str, payload: bytes, seconds: float) -> list[dict]:
+    """Search by text at 1 and 16 in flight, alone and beside 16 image Embeds in flight."""
     runs = []
     for image_load in (False, True):
         for concurrency in TEXT_CONCURRENCY:
@@ -360,6 +433,58 @@ def text_query_runs(address: str, payload: bytes, seconds: float) -> list[dict]:
             )
             for r in runs
         ],
+    )
+    return runs
+
+
+def transport_runs(
+    address: str, url: str, payload: bytes, seconds: float, *, text: bool, quick: bool
+) -> list[dict]:
+    """Search by image (and by text, with a text tower) over gRPC and over HTTP, at 1 and 16 in
+    flight (quick: by image at 16); the two transports alternate at each level so that both
+    see the same machine."""
+    queries: dict[str, dict] = {"image": {"image": payload, "k": 10}}
+    if text and not quick:
+        queries["text"] = {"text": TEXT_QUERY, "k": 10}
+    runs = []
+    for kind, query in queries.items():
+        for concurrency in TRANSPORT_CONCURRENCY[-1:] if quick else TRANSPORT_CONCURRENCY:
+            level = {}
+            for transport in TRANSPORTS:
+                print(f"  search by {kind} over {transport}, {concurrency} in flight ...")
+                target = address if transport == "grpc" else url
+                level[transport] = search_run(target, query, transport, concurrency, seconds)
+            for transport, run in level.items():
+                run.update(
+                    query=kind,
+                    transport=transport,
+                    searches_per_s=run.pop("images_per_s"),
+                )
+                run["grpc_over_this"] = level["grpc"]["searches_per_s"] / run["searches_per_s"]
+                runs.append(run)
+    print_table(
+        ("query", "in flight", "transport", "searches/s", "p50 ms", "p99 ms", "errors", "gRPC/it"),
+        [
+            (
+                r["query"],
+                r["concurrency"],
+                r["transport"],
+                r["searches_per_s"],
+                r["p50_ms"],
+                r["p99_ms"],
+                r["errors"],
+                f"{r['grpc_over_this']:.2f}x",
+            )
+            for r in runs
+        ],
+    )
+    image_16 = next(
+        r for r in runs if (r["query"], r["concurrency"], r["transport"]) == ("image", 16, "http")
+    )
+    verdict = "met" if image_16["grpc_over_this"] <= HTTP_TARGET else "missed"
+    print(
+        f"HTTP image search at 16 in flight: gRPC is {image_16['grpc_over_this']:.2f}x its "
+        f"throughput (target <= {HTTP_TARGET}x: {verdict})"
     )
     return runs
 
@@ -413,7 +538,8 @@ def main() -> None:
 
     results, rows = [], []
     probe_seconds = min(seconds / 4, 2.0)
-    with lookalike_server(model_dir) as server:
+    http_port = free_port()
+    with lookalike_server(model_dir, "--http-port", str(http_port)) as server:
         idle_rss = peak_rss = rss_mb(server.pid)
         probe = EngineProbe(model_dir)
         for name, size in payloads.items():
@@ -443,9 +569,15 @@ def main() -> None:
                 results.append(run)
         del probe
         texts = []
-        if server_has_text(server.address):
-            payload = encoded(PAYLOADS["jpeg-640x480"], "JPEG", seed=1)
+        payload = encoded(PAYLOADS["jpeg-640x480"], "JPEG", seed=1)
+        store_random_vectors(server.address)
+        has_text = server_has_text(server.address)
+        if has_text:
             texts = text_query_runs(server.address, payload, seconds)
+        url = f"http://127.0.0.1:{http_port}"
+        transports = transport_runs(
+            server.address, url, payload, seconds, text=has_text, quick=args.quick
+        )
     server_rss = {"idle_mb": idle_rss, "under_load_peak_mb": peak_rss}
     sweep = [] if args.quick else batching_sweep(model_dir, seconds)
     peer = []
@@ -545,6 +677,7 @@ def main() -> None:
             "naive_images_per_s": naive,
             "server_rss": server_rss,
             "text_queries": texts,
+            "transports": transports,
             "batching_sweep": sweep,
         },
     )

@@ -1,6 +1,16 @@
 """A typed Python client for Lookalike, and the `lookalike` command line."""
 
-from lookalike.client.api import AddOutcome, Client, Deleted, Item, Match, NewItem, Region, Stats
+from lookalike.client.api import (
+    AddOutcome,
+    Client,
+    Deleted,
+    Example,
+    Item,
+    Match,
+    NewItem,
+    Region,
+    Stats,
+)
 from lookalike.client.errors import (
     InvalidRequestError,
     ItemNotFoundError,
@@ -16,6 +26,7 @@ __all__ = [
     "Item",
     "NewItem",
     "Region",
+    "Example",
     "AddOutcome",
     "Deleted",
     "Stats",

@@ -25,6 +25,7 @@ __all__ = [
     "Match",
     "Item",
     "Region",
+    "Example",
     "AddOutcome",
     "Deleted",
     "Stats",
@@ -68,6 +69,28 @@ class Region:
     @classmethod
     def _of(cls, message: pb.Region) -> Region:
         return cls(message.x0, message.y0, message.x1, message.y1, message.label)
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One example for a search with several (`Client.search(positives=, negatives=)`): exactly
+    one of an image (bytes or path), a text, a stored item's id, or a vector."""
+
+    image: ImageLike | None = None
+    text: str | None = None
+    id: str | None = None
+    vector: Sequence[float] | np.ndarray | None = None
+
+    def _message(self) -> pb.Example:
+        if sum(part is not None for part in (self.image, self.text, self.id, self.vector)) != 1:
+            raise ValueError("an Example is exactly one of image=, text=, id= or vector=")
+        if self.image is not None:
+            return pb.Example(image=_read(self.image))
+        if self.text is not None:
+            return pb.Example(text=self.text)
+        if self.id is not None:
+            return pb.Example(id=self.id)
+        return pb.Example(vector=pb.Vector(values=np.asarray(self.vector, np.float32).tolist()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,13 +296,29 @@ class Client:
         filter: Mapping[str, str] | None = None,
         exclude_self: bool = False,
         box: Region | None = None,
+        positives: Sequence[Example] = (),
+        negatives: Sequence[Example] = (),
+        negative_weight: float | None = None,
     ) -> list[Match]:
-        """The k most similar items, best first. Give exactly one of image (with `box`: only
-        that part of it), vector, id (a stored item) or text (a description, through CLIP's
-        text tower)."""
-        if sum(q is not None for q in (image, vector, id, text)) != 1:
-            raise ValueError("give exactly one of image=, vector=, id= or text=")
-        request = pb.SearchRequest(k=k, filter=dict(filter or {}), exclude_self=exclude_self)
+        """The k most similar items, best first. Give one of image (with `box`: only that part
+        of it), vector, id (a stored item) or text (a description, through CLIP's text tower),
+        and/or several `positives`; `negatives` steer away from what they show (the server
+        searches with the normalised mean of the positives minus `negative_weight`, 0.5 by
+        default, times the mean of the negatives). `exclude_self` leaves out every item the
+        query names by id."""
+        if sum(q is not None for q in (image, vector, id, text)) > 1:
+            raise ValueError("give one of image=, vector=, id= or text=, not several")
+        if not positives and all(q is None for q in (image, vector, id, text)):
+            raise ValueError("give one of image=, vector=, id= or text=, or positives=")
+        request = pb.SearchRequest(
+            k=k,
+            filter=dict(filter or {}),
+            exclude_self=exclude_self,
+            positives=[example._message() for example in positives],
+            negatives=[example._message() for example in negatives],
+        )
+        if negative_weight is not None:
+            request.negative_weight = negative_weight
         if min_score is not None:
             request.min_score = min_score
         if box is not None:
@@ -290,7 +329,7 @@ class Client:
             request.vector.values.extend(np.asarray(vector, dtype=np.float32).tolist())
         elif text is not None:
             request.text = text
-        else:
+        elif id is not None:
             request.id = str(id)
         response = self._call(self._stub.Search, request)
         return [

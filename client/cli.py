@@ -13,11 +13,12 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from lookalike.client.api import REGION_POLICIES, Client, Match, NewItem, Region
+from lookalike.client.api import REGION_POLICIES, Client, Example, Match, NewItem, Region
 from lookalike.client.duplicates import Pair, calibrate, calibration_report, group_pairs
 from lookalike.client.errors import (
     InvalidRequestError,
@@ -132,14 +133,41 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "server's --regions)",
     )
 
-    search = command("search", "the most similar indexed images, to an image or a text")
-    query = search.add_mutually_exclusive_group(required=True)
-    query.add_argument("image", nargs="?", type=Path, help="query image file")
+    search = command(
+        "search",
+        "the most similar indexed images, to an image or a text, or to several examples "
+        "(a.jpg b.jpg --not c.jpg)",
+    )
+    search.add_argument(
+        "images", nargs="*", type=Path, help="query image file(s); several: like all of them"
+    )
+    query = search.add_mutually_exclusive_group()
     query.add_argument(
         "--text", "-t", help='query by a description, e.g. "a red car in the rain" (CLIP text)'
     )
     query.add_argument("--id", help="query by a stored item's id (itself excluded)")
     query.add_argument("--vector", type=Path, help="query by an embedding saved with numpy.save")
+    search.add_argument(
+        "--not",
+        dest="negatives",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="IMAGE",
+        help="an image of what not to find (repeatable); the search moves away from it",
+    )
+    search.add_argument(
+        "--not-text",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="a description of what not to find (repeatable)",
+    )
+    search.add_argument(
+        "--negative-weight",
+        type=float,
+        help="how far to move away from the negatives, 0 to 1 (default: the server's, 0.5)",
+    )
     search.add_argument("-k", type=int, default=10, help="how many matches (default: 10)")
     _filter_option(search)
     search.add_argument("--min-score", type=float, help="only matches with at least this cosine")
@@ -332,36 +360,46 @@ def _box(text: str) -> Region:
 
 def search_command(client: Client, args: argparse.Namespace) -> int:
     filters = _pairs(args.filter, "--filter")
-    if args.box is not None and args.image is None:
-        raise CommandError("--box goes with a query image", EXIT_BAD_INPUT)
-    query_image = read_file(args.image) if args.image else None
-    if args.vector:
-        vector = _read_vector(args.vector)
-        matches = client.search(
-            vector=vector.ravel(), k=args.k, filter=filters, min_score=args.min_score
-        )
-        label = str(args.vector)
+    images: list[Path] = args.images
+    image_bytes = [read_file(path) for path in images]
+    positives = [Example(image=data) for data in image_bytes]
+    if args.text is not None:
+        positives.append(Example(text=args.text))
     elif args.id:
-        matches = client.search(
-            id=args.id, k=args.k, filter=filters, min_score=args.min_score, exclude_self=True
-        )
-        label = f"id {args.id}"
-        query_image = source_file_bytes(client.get(args.id).metadata)
-    elif args.text is not None:
-        matches = client.search(text=args.text, k=args.k, filter=filters, min_score=args.min_score)
-        label = f"text: {args.text}"
+        positives.append(Example(id=args.id))
+    elif args.vector:
+        positives.append(Example(vector=_read_vector(args.vector).ravel()))
+    negatives = [Example(image=read_file(path)) for path in args.negatives]
+    negatives += [Example(text=text) for text in args.not_text]
+    if not positives:
+        raise CommandError("give a query: image file(s), --text, --id or --vector", EXIT_BAD_INPUT)
+    if args.box is not None and (len(positives) != 1 or not images):
+        raise CommandError("--box goes with one query image", EXIT_BAD_INPUT)
+    options: dict[str, Any] = {
+        "k": args.k,
+        "filter": filters,
+        "min_score": args.min_score,
+        "exclude_self": args.id is not None,  # a stored item is not shown as like itself
+    }
+    if len(positives) == 1 and not negatives:
+        (query,) = positives
+        options.update(image=query.image, text=query.text, id=query.id, vector=query.vector)
+        options.update(box=args.box)
     else:
-        try:
-            matches = client.search(
-                image=query_image,
-                k=args.k,
-                filter=filters,
-                min_score=args.min_score,
-                box=args.box,
-            )
-        except InvalidRequestError as error:  # say which file the server could not read
-            raise CommandError(f"{args.image}: {error}", EXIT_BAD_INPUT) from error
-        label = str(args.image)
+        options.update(
+            positives=positives, negatives=negatives, negative_weight=args.negative_weight
+        )
+    try:
+        matches = client.search(**options)
+    except InvalidRequestError as error:  # say which file the server could not read
+        if not images and not args.negatives:
+            raise
+        named = ", ".join(map(str, images + args.negatives))
+        raise CommandError(f"{named}: {error}", EXIT_BAD_INPUT) from error
+    label = _query_label(args)
+    query_image = image_bytes[0] if image_bytes else None
+    if args.id and query_image is None:
+        query_image = source_file_bytes(client.get(args.id).metadata)
     if args.html:
         stats = client.stats()
         page = render_html(
@@ -381,6 +419,22 @@ def search_command(client: Client, args: argparse.Namespace) -> int:
         if args.html:
             print(f"wrote {args.html}")
     return 0
+
+
+def _query_label(args: argparse.Namespace) -> str:
+    """What the search looked for, in a few words (the HTML page's title)."""
+    named = [str(path) for path in args.images]
+    if args.text is not None:
+        named.append(f"text: {args.text}")
+    elif args.id:
+        named.append(f"id {args.id}")
+    elif args.vector:
+        named.append(str(args.vector))
+    label = named[0] + (f" and {len(named) - 1} more" if len(named) > 1 else "")
+    negatives = len(args.negatives) + len(args.not_text)
+    return label + (
+        f", not like {negatives} other{'s' if negatives > 1 else ''}" if negatives else ""
+    )
 
 
 def _match_json(match: Match) -> dict[str, object]:

@@ -27,7 +27,7 @@ from lookalike.server.cluster.embedding import RemoteEmbedders
 from lookalike.server.cluster.ray_session import ray_session
 from lookalike.server.cluster.serving import ClusterRepository
 from lookalike.server.config import ServerConfig, parse_config
-from lookalike.server.core import Core
+from lookalike.server.core import Core, CoreSlot
 from lookalike.server.datadir import DataDirLock
 from lookalike.server.embedders import EngineFactory, LocalEmbedders
 from lookalike.server.engine import ModelIdentity, ModelInfo
@@ -38,6 +38,8 @@ from lookalike.server.onnx_engine import OnnxEngine
 from lookalike.server.repository import Repository
 from lookalike.server.service import ImageSearchService
 from lookalike.server.sharded_repository import ShardedRepository
+from lookalike.server.web.api import HttpSettings, create_api
+from lookalike.server.web.serving import HttpListener
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 
@@ -90,7 +92,8 @@ class LookalikeServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self.metrics = Metrics.create()
         self.health = HealthServicer()
-        self.service = ImageSearchService(self.metrics)
+        self.cores = CoreSlot()  # where gRPC and HTTP find the core once it is loaded
+        self.service = ImageSearchService(self.cores, self.metrics)
         self.port: int | None = None
         self._started = time.monotonic()
         self._embedders: LocalEmbedders | RemoteEmbedders | None = None
@@ -112,6 +115,7 @@ class LookalikeServer:
                 ("grpc.max_send_message_length", config.max_message_bytes),
             ],
         )
+        self.http = self._http_listener(config)
         pb_grpc.add_ImageSearchServicer_to_server(self.service, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
@@ -122,6 +126,32 @@ class LookalikeServer:
             ),
             self._server,
         )
+
+    def _http_listener(self, config: ServerConfig) -> HttpListener | None:
+        """The JSON API and the web app on --http-port, over the same core."""
+        if config.http_port is None:
+            return None
+        settings = HttpSettings(
+            port=config.http_port,
+            token=config.token,
+            cors_origins=config.http_cors,
+            max_body_bytes=config.max_message_bytes * 4 // 3 + 2**16,
+            duplicates_threshold=config.duplicates_threshold,
+        )
+        app = create_api(self.cores, self.metrics, settings, not_serving=self._not_serving)
+        return HttpListener(
+            app,
+            host=config.host,
+            port=config.http_port,
+            tls_cert=config.tls_cert,
+            tls_key=config.tls_key,
+        )
+
+    def _not_serving(self) -> str | None:
+        """Why the server does not serve now, or None when it does."""
+        if not self._loaded:
+            return "starting or shutting down"
+        return "; ".join(self._troubles.values()) or None
 
     async def start(self) -> int:
         """Lock the data directory, bind, answer health (NOT_SERVING) at once; return the port.
@@ -149,13 +179,27 @@ class LookalikeServer:
                 "(another lookalike-server?); stop it or pass another --port (0 picks a free one)"
             ) from exc
         await self._server.start()
+        if self.http is not None:
+            try:
+                await self.http.start()
+            except Exception:
+                await self._server.stop(None)
+                if self._data_lock:
+                    self._data_lock.release()
+                raise
         log.info(
-            "listening on %s:%d (%s)",
+            "listening on %s:%d (%s)%s",
             self.config.host,
             self.port,
             "TLS" if self.config.tls_cert else "plaintext",
+            self._http_address(),
         )
         return self.port
+
+    def _http_address(self) -> str:
+        if self.http is None:
+            return ""
+        return f", HTTP on {self.http.scheme}://{self.config.host}:{self.http.port}/"
 
     async def load(self) -> None:
         """Load the models and the index, warm up, then report SERVING."""
@@ -179,9 +223,10 @@ class LookalikeServer:
             regions=config.regions,
             text=text,
             no_text_reason=embedders.no_text_reason,
+            thumbnails=config.thumbnails,
             started=self._started,
         )
-        self.service.attach(core)
+        self.cores.attach(core)
         if config.metrics_port:
             self.metrics.serve(config.metrics_port, config.host)
         self._snapshots = asyncio.create_task(self._snapshot_periodically())
@@ -189,7 +234,7 @@ class LookalikeServer:
         await self._publish_health()
         log.info(
             "ready: model %s (%s%s), %s on %s, %d threads%s, %d-d, %d items, preprocess %s, "
-            "max batch %d, max delay %gms, text %s%s",
+            "max batch %d, max delay %gms, text %s%s%s",
             model.model_id,
             model.source_kind,
             ", RANDOM WEIGHTS" if model.random_weights else "",
@@ -204,6 +249,7 @@ class LookalikeServer:
             config.batcher.max_delay_ms,
             _precision(text.model) if text else "off",
             ", embedding on Ray Serve" if isinstance(embedders, RemoteEmbedders) else "",
+            self._http_address(),
         )
 
     async def _load_embedders(self) -> LocalEmbedders | RemoteEmbedders:
@@ -249,8 +295,11 @@ class LookalikeServer:
         """NOT_SERVING, stop accepting, drain in-flight calls, then save the snapshot."""
         self._loaded = False  # no part's recovery may report SERVING from here on
         await self.health.enter_graceful_shutdown()
-        await self._server.stop(self.config.grace_s)
-        self.service.detach()
+        stopping = [self._server.stop(self.config.grace_s)]
+        if self.http is not None:
+            stopping.append(self.http.stop(self.config.grace_s))
+        await asyncio.gather(*stopping)
+        self.cores.detach()
         for task in [self._snapshots, *self._tasks]:
             if task is not None:
                 task.cancel()

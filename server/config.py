@@ -43,6 +43,10 @@ class ServerConfig:
     max_message_bytes: int = 64 * 2**20
     request_limits: RequestLimits = dataclasses.field(default_factory=RequestLimits)
     regions: RegionPolicy = RegionPolicy.NONE  # what an added image without a policy gets
+    thumbnails: bool = True  # keep a small JPEG of each added image (for pages)
+    http_port: int | None = None  # serve the JSON API and the web app here too (0: any free)
+    http_cors: tuple[str, ...] = ()  # origins whose pages may call the HTTP API
+    duplicates_threshold: float | None = None  # calibrated for the model (web app's default)
     snapshot_interval_s: float = 300.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -195,6 +199,31 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=requests.max_regions_per_item,
         help="regions per item, given and server-made together",
     )
+    flag(
+        "--no-thumbnails",
+        action="store_true",
+        help="keep no thumbnail of added images (saves about 10 KB per item; pages then show "
+        "no pictures of results)",
+    )
+    flag(
+        "--http-port",
+        type=int,
+        help="also serve the JSON API and the web app over HTTP on this port, with the same "
+        "token and TLS certificate (0 picks a free one; off if unset)",
+    )
+    flag(
+        "--http-cors",
+        metavar="ORIGIN[,ORIGIN]",
+        default="",
+        help="let pages from these origins call the HTTP API (e.g. https://app.example.com; "
+        "off by default)",
+    )
+    flag(
+        "--duplicates-threshold",
+        type=float,
+        help="the cosine the web app's duplicates view starts at: the one `lookalike "
+        "duplicates --calibrate` recommends for this model (unset: 0.95, marked uncalibrated)",
+    )
     flag("--max-text-bytes", type=int, default=requests.max_text_bytes, help="UTF-8, per text")
     flag("--text-max-batch", type=int, default=text_batcher.max_batch, help="texts per batch")
     flag("--text-max-queue", type=int, default=text_batcher.max_queue, help="queued texts")
@@ -290,6 +319,12 @@ def parse_config(
                 max_regions_per_item=int(args.max_regions),
             ),
             regions=RegionPolicy(args.regions),
+            thumbnails=not args.no_thumbnails,
+            http_port=None if args.http_port is None else int(args.http_port),
+            http_cors=tuple(o.strip() for o in args.http_cors.split(",") if o.strip()),
+            duplicates_threshold=None
+            if args.duplicates_threshold is None
+            else float(args.duplicates_threshold),
             snapshot_interval_s=float(args.snapshot_interval_s),
             tls_cert=Path(args.tls_cert) if args.tls_cert else None,
             tls_key=Path(args.tls_key) if args.tls_key else None,

@@ -26,13 +26,19 @@ import numpy as np
 from lookalike.server.batcher import BatcherStats
 from lookalike.server.embedders import Embedder, TextSide
 from lookalike.server.engine import ModelInfo
-from lookalike.server.errors import InvalidArgumentError, LookalikeError, TextUnavailableError
+from lookalike.server.errors import (
+    InvalidArgumentError,
+    LookalikeError,
+    NotReadyError,
+    TextUnavailableError,
+)
 from lookalike.server.metrics import Metrics
 from lookalike.server.preprocess import Crop, ImageInput, ImageLimits, SourceImage, with_regions
 from lookalike.server.regions import Region, RegionPolicy, check_regions, policy_regions
 from lookalike.server.repository import (
     EmbeddedItem,
     ItemNeighbours,
+    NeighbourPage,
     RegionVector,
     Repository,
     RepositoryStats,
@@ -42,6 +48,7 @@ from lookalike.server.repository import (
 )
 from lookalike.server.request_types import (
     AddItem,
+    Example,
     NeighboursQuery,
     RequestLimits,
     SearchQuery,
@@ -51,9 +58,11 @@ from lookalike.server.request_types import (
     check_texts,
     unit_vector,
 )
+from lookalike.server.thumbnails import make_thumbnail
 
 __all__ = [
     "Core",
+    "CoreSlot",
     "Embedded",
     "AddResult",
     "AddGroup",
@@ -61,6 +70,7 @@ __all__ = [
     "NeighboursProgress",
     "ServerStats",
     "COMMIT_GROUP",
+    "package_version",
     "STREAM_WINDOW",
 ]
 
@@ -135,10 +145,13 @@ class Core:
         regions: RegionPolicy = RegionPolicy.NONE,
         text: TextSide | None = None,
         no_text_reason: str = "this server has no text tower",
+        thumbnails: bool = True,
         started: float | None = None,  # time.monotonic() when the server started
     ) -> None:
         """`no_text_reason` is what a text request is told when `text` is None; `regions` is
-        the region policy of an added image that names none."""
+        the region policy of an added image that names none; `thumbnails`: keep a small JPEG
+        of each added image."""
+        self._thumbnails = thumbnails
         self._text, self._no_text_reason = text, no_text_reason
         self._image_limits, self._region_policy = image_limits or ImageLimits(), regions
         self.model, self._embedder, self._repository = model, embedder, repository
@@ -184,12 +197,12 @@ class Core:
         finally:  # the caller went away: nothing more of its stream is embedded
             for entry in pending:
                 if isinstance(entry.started, _Started):
-                    entry.started.vectors.cancel()
+                    entry.started.cancel()
 
     async def search(self, query: SearchQuery) -> SearchResult:
         query.check(self._limits)
         filter_pairs, k, min_score = dict(query.filter), query.k, query.min_score
-        if query.item_id is not None:
+        if query.item_id is not None and not query.has_examples:
             with self._metrics.stage("search"):
                 return await self._repository.search_by_id(
                     query.item_id,
@@ -198,10 +211,17 @@ class Core:
                     min_score=min_score,
                     exclude_self=query.exclude_self,
                 )
-        vector = await self._query_vector(query)
+        if query.has_examples:
+            vector = await self._examples_vector(query)
+        else:
+            vector = await self._query_vector(query)
         with self._metrics.stage("search"):
             return await self._repository.search(
-                vector, k, filter_pairs=filter_pairs, min_score=min_score
+                vector,
+                k,
+                filter_pairs=filter_pairs,
+                min_score=min_score,
+                exclude_ids=query.named_ids if query.exclude_self else (),
             )
 
     async def neighbours(self, query: NeighboursQuery) -> AsyncIterator[NeighboursProgress]:
@@ -211,20 +231,32 @@ class Core:
         total, scanned = self._repository.item_count, 0
         cursor: int | None = 0
         while cursor is not None:
-            with self._metrics.stage("search"):
-                page = await self._repository.neighbours(
-                    cursor,
-                    NEIGHBOUR_PAGE,
-                    k=query.k,
-                    min_score=query.min_score,
-                    filter_pairs=dict(query.filter),
-                )
+            page = await self.neighbours_page(query, cursor)
             scanned, cursor = scanned + page.scanned, page.cursor
             yield NeighboursProgress(page.items, scanned, max(total, scanned))
+
+    async def neighbours_page(self, query: NeighboursQuery, cursor: int = 0) -> NeighbourPage:
+        """One page of that scan, from `cursor` (0: the start; then the previous page's)."""
+        query.check()
+        if cursor < 0:
+            raise InvalidArgumentError(f"cursor must be 0 or one a page gave, got {cursor}")
+        with self._metrics.stage("search"):
+            return await self._repository.neighbours(
+                cursor,
+                NEIGHBOUR_PAGE,
+                k=query.k,
+                min_score=query.min_score,
+                filter_pairs=dict(query.filter),
+            )
 
     async def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem:
         check_id(item_id)
         return await self._repository.get(item_id, with_vector=with_vector)
+
+    async def thumbnail(self, item_id: str) -> bytes:
+        """The item's thumbnail (JPEG); ThumbnailMissingError if it has none."""
+        check_id(item_id)
+        return await self._repository.thumbnail(item_id)
 
     async def delete(self, ids: Sequence[str]) -> Deleted:
         if not ids:
@@ -246,7 +278,7 @@ class Core:
             batcher=self._embedder.stats(),
             uptime_seconds=time.monotonic() - self._started,
             preprocess_mode=self._preprocess_mode,
-            version=_version(),
+            version=package_version(),
             text_model=self._text.model if self._text else None,
             text_batcher=self._text.embedder.stats() if self._text else None,
         )
@@ -264,17 +296,58 @@ class Core:
 
     async def _query_vector(self, query: SearchQuery) -> np.ndarray:
         """The unit vector of a checked query by vector, text or image."""
-        if query.vector is not None:
-            return unit_vector(query.vector, self.model.dims)
-        if query.text is not None:
-            (vector,) = await self._text_side().embedder.embed([query.text])
-            return vector
-        assert query.image is not None  # check() saw exactly one query
-        image: ImageInput = query.image
         if query.box is not None:
-            image = Crop(SourceImage(query.image), query.box)
-        (vector,) = await self._embedder.embed([image])
+            assert query.image is not None  # check() allows a box with an image only
+            (vector,) = await self._embedder.embed([Crop(SourceImage(query.image), query.box)])
+            return vector
+        (vector,) = await self._example_vectors([query.main])
         return vector
+
+    async def _examples_vector(self, query: SearchQuery) -> np.ndarray:
+        """normalise(mean(positives) - negative_weight * mean(negatives)), each example a unit
+        vector; the main query (with its box) is the first positive."""
+        main = [await self._query_vector(query)] if query.main.is_set else []
+        positives = [*main, *await self._example_vectors(query.positives)]
+        combined = np.mean(positives, axis=0)
+        if query.negatives:
+            negatives = await self._example_vectors(query.negatives)
+            combined = combined - query.negative_weight * np.mean(negatives, axis=0)
+        norm = float(np.linalg.norm(combined))
+        if norm < 1e-6:
+            raise InvalidArgumentError(
+                "the positives and negatives cancel out: give other examples, or a lower "
+                "negative_weight"
+            )
+        return (combined / norm).astype(np.float32)
+
+    async def _example_vectors(self, examples: Sequence[Example]) -> list[np.ndarray]:
+        """Each checked example's unit vector, in order: images in one batch, texts in another,
+        stored items from the repository."""
+        images = [(i, e.image) for i, e in enumerate(examples) if e.image is not None]
+        texts = [(i, e.text) for i, e in enumerate(examples) if e.text is not None]
+
+        async def image_vectors() -> Sequence[np.ndarray] | np.ndarray:
+            if not images:
+                return []
+            return await self._embedder.embed([image for _, image in images])
+
+        async def text_vectors() -> Sequence[np.ndarray] | np.ndarray:
+            if not texts:
+                return []
+            return await self._text_side().embedder.embed([text for _, text in texts])
+
+        vectors: dict[int, np.ndarray] = {}
+        found_images, found_texts = await asyncio.gather(image_vectors(), text_vectors())
+        vectors.update(zip((i for i, _ in images), found_images, strict=True))
+        vectors.update(zip((i for i, _ in texts), found_texts, strict=True))
+        for position, example in enumerate(examples):
+            if example.item_id is not None:
+                stored = await self._repository.get(example.item_id, with_vector=True)
+                assert stored.vector is not None  # asked for
+                vectors[position] = stored.vector
+            elif example.vector is not None:
+                vectors[position] = unit_vector(example.vector, self.model.dims)
+        return [vectors[position] for position in range(len(examples))]
 
     def _made_regions(self, item: AddItem) -> tuple[Region, ...]:
         """The regions the item's policy (or the server's) makes, before fitting its image."""
@@ -308,7 +381,13 @@ class Core:
         regions, inputs = with_regions(
             item.image, item.regions, self._made_regions(item), self._image_limits, limit=limit
         )
-        return _Started(item, regions, asyncio.gather(*self._embedder.submit(inputs)))
+        vectors = asyncio.gather(*self._embedder.submit(inputs))
+        thumbnail = None
+        if self._thumbnails:
+            thumbnail = asyncio.get_running_loop().run_in_executor(
+                None, make_thumbnail, item.image, self._image_limits
+            )
+        return _Started(item, regions, vectors, thumbnail)
 
     async def _store(self, items: list[EmbeddedItem]) -> list[WriteOutcome]:
         with self._metrics.stage("commit"):
@@ -342,6 +421,25 @@ class Core:
         return AddGroup(results, **totals)
 
 
+class CoreSlot:
+    """Where every transport (gRPC, HTTP) finds the core: filled once the server has loaded,
+    emptied when it drains; until then every call is refused as not ready."""
+
+    def __init__(self) -> None:
+        self._core: Core | None = None
+
+    def attach(self, core: Core) -> None:
+        self._core = core
+
+    def detach(self) -> None:
+        self._core = None
+
+    def get(self) -> Core:
+        if self._core is None:
+            raise NotReadyError("the server is starting or shutting down; retry shortly")
+        return self._core
+
+
 @dataclasses.dataclass(frozen=True)
 class _Started:
     """An admitted item whose vectors are on their way."""
@@ -349,11 +447,20 @@ class _Started:
     item: AddItem
     regions: tuple[Region, ...]  # given and made, fitted to its image, in storing order
     vectors: asyncio.Future[list[np.ndarray]]  # the whole image's, then each region's
+    thumbnail: asyncio.Future[bytes] | None = None  # being made, when the server keeps them
 
     async def embedded(self) -> EmbeddedItem:
-        whole, *parts = await self.vectors
+        if self.thumbnail is None:
+            (whole, *parts), thumbnail = await self.vectors, None
+        else:
+            (whole, *parts), thumbnail = await asyncio.gather(self.vectors, self.thumbnail)
         regions = tuple(map(RegionVector, self.regions, parts))
-        return EmbeddedItem(self.item.id, whole, dict(self.item.metadata), regions)
+        return EmbeddedItem(self.item.id, whole, dict(self.item.metadata), regions, thumbnail)
+
+    def cancel(self) -> None:
+        for future in (self.vectors, self.thumbnail):
+            if future is not None:
+                future.cancel()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -365,7 +472,8 @@ class _Pending:
     started: _Started | LookalikeError  # on its way, or why it was refused
 
 
-def _version() -> str:
+def package_version() -> str:
+    """The installed Lookalike's version."""
     try:
         return metadata.version("lookalike")
     except metadata.PackageNotFoundError:

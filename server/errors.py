@@ -7,6 +7,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidImageError",
     "NotFoundError",
+    "ThumbnailMissingError",
     "LimitExceededError",
     "ImageTooLargeError",
     "TextTooLongError",
@@ -38,6 +39,11 @@ class InvalidImageError(InvalidArgumentError):
 
 class NotFoundError(LookalikeError):
     """An id that is not stored."""
+
+
+class ThumbnailMissingError(NotFoundError):
+    """A stored item without a thumbnail (added as a vector or with thumbnails off), or a built
+    index, which keeps none."""
 
 
 class LimitExceededError(LookalikeError):

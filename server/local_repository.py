@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 
 from lookalike.server.engine import ModelIdentity
-from lookalike.server.errors import NotFoundError
+from lookalike.server.errors import NotFoundError, ThumbnailMissingError
 from lookalike.server.index import Hit, SnapshotError, VectorIndex
 from lookalike.server.index_settings import IndexSettings
 from lookalike.server.repository import (
@@ -156,6 +156,21 @@ class LocalRepository:
     async def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem:
         return await self._run(lambda: self._get(item_id, with_vector=with_vector))
 
+    async def thumbnail(self, item_id: str) -> bytes:
+        def thumbnail() -> bytes:
+            try:
+                found = self._ready()[0].thumbnail(item_id)
+            except KeyError:
+                raise NotFoundError(f"no item with id {item_id!r}") from None
+            if found is None:
+                raise ThumbnailMissingError(
+                    f"item {item_id!r} has no thumbnail: it was added as a vector, or while "
+                    "the server ran with --no-thumbnails"
+                )
+            return found
+
+        return await self._run(thumbnail)
+
     def _get(self, item_id: str, *, with_vector: bool) -> StoredItem:
         item = self._ready()[0].get(item_id, with_vector=with_vector)
         if item is None:
@@ -169,9 +184,11 @@ class LocalRepository:
         *,
         filter_pairs: Mapping[str, str] | None = None,
         min_score: float | None = None,
-        exclude_id: str | None = None,
+        exclude_ids: Collection[str] = (),
     ) -> SearchResult:
-        return await self._run(lambda: self._search(vector, k, filter_pairs, min_score, exclude_id))
+        return await self._run(
+            lambda: self._search(vector, k, filter_pairs, min_score, exclude_ids)
+        )
 
     async def search_by_id(
         self,
@@ -185,7 +202,7 @@ class LocalRepository:
         def search() -> SearchResult:  # one trip to the data thread
             vector = self._get(item_id, with_vector=True).vector
             assert vector is not None
-            excluded = item_id if exclude_self else None
+            excluded = (item_id,) if exclude_self else ()
             return self._search(vector, k, filter_pairs, min_score, excluded)
 
         return await self._run(search)
@@ -244,7 +261,7 @@ class LocalRepository:
         k: int,
         filter_pairs: Mapping[str, str] | None,
         min_score: float | None,
-        exclude_id: str | None,
+        exclude_ids: Collection[str],
     ) -> SearchResult:
         store, index = self._ready()
         matches, exact = nearest(
@@ -254,7 +271,7 @@ class LocalRepository:
             k,
             filter_pairs=filter_pairs,
             min_score=min_score,
-            exclude_id=exclude_id,
+            exclude_ids=exclude_ids,
         )
         return SearchResult(matches, exact)
 

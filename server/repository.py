@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -48,6 +48,7 @@ class EmbeddedItem:
     vector: np.ndarray  # float32[D], unit norm
     metadata: Mapping[str, str]
     regions: tuple[RegionVector, ...] = ()
+    thumbnail: bytes | None = None  # a small JPEG of the image (`thumbnails`), if one was made
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +162,11 @@ class Repository(Protocol):
         """The stored item; NotFoundError if there is none."""
         ...
 
+    async def thumbnail(self, item_id: str) -> bytes:
+        """The item's thumbnail (JPEG); NotFoundError if there is no such item, or
+        ThumbnailMissingError if it has none (added as a vector, or thumbnails off)."""
+        ...
+
     async def search(
         self,
         vector: np.ndarray,
@@ -168,9 +174,10 @@ class Repository(Protocol):
         *,
         filter_pairs: Mapping[str, str] | None = None,
         min_score: float | None = None,
-        exclude_id: str | None = None,
+        exclude_ids: Collection[str] = (),
     ) -> SearchResult:
-        """The k items nearest `vector` whose metadata holds every filter pair."""
+        """The k items nearest `vector` whose metadata holds every filter pair, none of them
+        one of `exclude_ids`."""
         ...
 
     async def search_by_id(

@@ -17,10 +17,13 @@ from lookalike.server.regions import Region, RegionPolicy, check_regions
 
 __all__ = [
     "AddItem",
+    "Example",
     "SearchQuery",
     "NeighboursQuery",
     "RequestLimits",
     "MAX_K",
+    "MAX_EXAMPLES",
+    "NEGATIVE_WEIGHT",
     "check_id",
     "check_metadata",
     "check_image_count",
@@ -29,6 +32,8 @@ __all__ = [
 ]
 
 MAX_K = 1000
+MAX_EXAMPLES = 64  # positives and negatives of one search, together
+NEGATIVE_WEIGHT = 0.5  # how far a search moves away from the mean of its negatives
 MAX_NEIGHBOURS = 100
 MAX_ID_BYTES = 1024
 MAX_METADATA_PAIRS = 64
@@ -66,19 +71,70 @@ class AddItem:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class Example:
+    """One example of what to find (or, as a negative, of what not to): exactly one of an
+    image, a text, a stored item's id or a vector."""
+
+    image: bytes | None = None
+    text: str | None = None
+    item_id: str | None = None
+    vector: Values | None = None
+
+    @property
+    def is_set(self) -> bool:
+        return any(part is not None for part in (self.image, self.text, self.item_id, self.vector))
+
+    def check(self, limits: RequestLimits, name: str) -> None:
+        parts = (self.image, self.vector, self.item_id, self.text)
+        if sum(part is not None for part in parts) != 1:
+            raise InvalidArgumentError(
+                f"{name}: set exactly one of `image`, `text`, `id`, `vector`"
+            )
+        if self.item_id is not None:
+            check_id(self.item_id)
+        if self.text is not None:
+            check_texts([self.text], limits)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class SearchQuery:
     """Find the k nearest stored items to one of: an image, a vector, a stored item's id, a
-    text."""
+    text; or to several examples of what to find (`positives`, the query above among them)
+    and away from examples of what not to (`negatives`): the query vector is then the
+    normalised mean of the positives' unit vectors minus `negative_weight` times the mean of
+    the negatives'."""
 
     image: bytes | None = None
     vector: Values | None = None
     item_id: str | None = None
     text: str | None = None
+    positives: Sequence[Example] = ()
+    negatives: Sequence[Example] = ()
+    negative_weight: float = NEGATIVE_WEIGHT
     k: int = 10
     min_score: float | None = None  # cosine similarity, -1 to 1
     filter: Mapping[str, str] = dataclasses.field(default_factory=dict)  # every pair must hold
-    exclude_self: bool = False  # with `item_id`: leave that item out of the matches
+    exclude_self: bool = False  # leave the items the query names by id out of the matches
     box: Region | None = None  # with `image`: search with this part of it
+
+    @property
+    def main(self) -> Example:
+        """The query set in `image`, `vector`, `id` or `text` (unset when there is none)."""
+        return Example(image=self.image, text=self.text, item_id=self.item_id, vector=self.vector)
+
+    @property
+    def has_examples(self) -> bool:
+        return bool(self.positives or self.negatives)
+
+    @property
+    def all_positives(self) -> list[Example]:
+        return [self.main, *self.positives] if self.main.is_set else list(self.positives)
+
+    @property
+    def named_ids(self) -> tuple[str, ...]:
+        """The stored items the query names by id, positives and negatives."""
+        examples = (*self.all_positives, *self.negatives)
+        return tuple(dict.fromkeys(e.item_id for e in examples if e.item_id is not None))
 
     def check(self, limits: RequestLimits) -> None:
         """Everything but a vector's length and an image's bytes (the core and the decoder
@@ -88,13 +144,28 @@ class SearchQuery:
         if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
             raise InvalidArgumentError(f"min_score must be between -1 and 1, got {self.min_score}")
         check_metadata(self.filter, "filter")
-        queries = (self.image, self.vector, self.item_id, self.text)
-        if sum(query is not None for query in queries) != 1:
-            raise InvalidArgumentError("no query: set one of `image`, `vector`, `id` or `text`")
-        if self.item_id is not None:
-            check_id(self.item_id)
-        if self.text is not None:
-            check_texts([self.text], limits)
+        main = (self.image, self.vector, self.item_id, self.text)
+        if sum(part is not None for part in main) > 1:
+            raise InvalidArgumentError("set one of `image`, `vector`, `id` or `text`, not several")
+        if not self.all_positives:
+            raise InvalidArgumentError(
+                "no query: set one of `image`, `vector`, `id` or `text`, or give `positives`"
+                + (" (negatives alone say only what not to find)" if self.negatives else "")
+            )
+        if self.main.is_set:
+            self.main.check(limits, "the query")
+        examples = len(self.all_positives) + len(self.negatives)
+        if examples > MAX_EXAMPLES:
+            raise LimitExceededError(
+                f"{examples} examples in one search; the limit is {MAX_EXAMPLES}"
+            )
+        for kind, group in (("positive", self.positives), ("negative", self.negatives)):
+            for position, example in enumerate(group):
+                example.check(limits, f"{kind} {position}")
+        if not 0.0 <= self.negative_weight <= 1.0:
+            raise InvalidArgumentError(
+                f"negative_weight must be between 0 and 1, got {self.negative_weight}"
+            )
         if self.box is not None:
             if self.image is None:
                 raise InvalidArgumentError("a box goes with a query by image: set `image`")

@@ -11,7 +11,7 @@ every candidate, or the scores fall under `min_score`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -42,12 +42,12 @@ def nearest(
     *,
     filter_pairs: Mapping[str, str] | None = None,
     min_score: float | None = None,
-    exclude_id: str | None = None,
+    exclude_ids: Collection[str] = (),
 ) -> tuple[list[ScoredItem], bool]:
-    """Up to `count` items best first, each allowed by the filter, none of them `exclude_id`,
+    """Up to `count` items best first, each allowed by the filter, none of them in `exclude_ids`,
     none under `min_score`; and whether the search was exhaustive."""
     search: Callable[[int], list[Hit]]
-    wanted = count + (exclude_id is not None)
+    wanted = count + len(exclude_ids)
     if filter_pairs:
         allowed = table.keys_matching(filter_pairs)
         exact, candidates = index.is_exact_for(len(allowed)), len(allowed)
@@ -72,7 +72,7 @@ def nearest(
 
     while True:
         hits = search(asked)
-        matches = best_per_item(hits, table, exclude_id=exclude_id, min_score=min_score)
+        matches = best_per_item(hits, table, exclude_ids=exclude_ids, min_score=min_score)
         floor_reached = min_score is not None and bool(hits) and hits[-1].score < min_score
         if len(matches) >= count or asked >= candidates or floor_reached:
             return matches[:count], exact
@@ -97,7 +97,7 @@ def best_per_item(
     hits: Sequence[Hit],
     table: VectorTable,
     *,
-    exclude_id: str | None = None,
+    exclude_ids: Collection[str] = (),
     min_score: float | None = None,
 ) -> list[ScoredItem]:
     """Hits (best first) to items, each once with its best vector's score and region."""
@@ -105,7 +105,7 @@ def best_per_item(
     matches: dict[str, ScoredItem] = {}
     for hit in hits:
         owner = owners.get(hit.key)
-        if owner is None or owner.item.id in matches or owner.item.id == exclude_id:
+        if owner is None or owner.item.id in matches or owner.item.id in exclude_ids:
             continue
         if min_score is not None and hit.score < min_score:
             break

@@ -17,12 +17,18 @@ from typing import Any, TypeVar
 
 import grpc
 
-from lookalike.server.core import AddGroup, Core
-from lookalike.server.errors import InvalidArgumentError, LookalikeError, NotReadyError
+from lookalike.server.core import AddGroup, Core, CoreSlot
+from lookalike.server.errors import InvalidArgumentError, LookalikeError
 from lookalike.server.metrics import Metrics
 from lookalike.server.regions import Region, RegionPolicy
 from lookalike.server.repository import ScoredItem, SearchResult
-from lookalike.server.request_types import AddItem, NeighboursQuery, SearchQuery
+from lookalike.server.request_types import (
+    NEGATIVE_WEIGHT,
+    AddItem,
+    Example,
+    NeighboursQuery,
+    SearchQuery,
+)
 from lookalike.server.status import error_metadata, grpc_status
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
@@ -42,7 +48,7 @@ async def _served(
     started = time.perf_counter()
     code, failure, kind = grpc.StatusCode.OK, None, ""
     try:
-        service._check_ready()
+        service._slot.get()
         yield
     except LookalikeError as exc:
         code, failure, kind = grpc_status(exc), str(exc), type(exc).__name__
@@ -76,25 +82,12 @@ def _rpc(handler: Handler) -> Handler:
 
 
 class ImageSearchService(pb_grpc.ImageSearchServicer):
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-        self._core: Core | None = None
-
-    def attach(self, core: Core) -> None:
-        """Start answering: until then every RPC is UNAVAILABLE."""
-        self._core = core
-
-    def detach(self) -> None:
-        self._core = None
-
-    def _check_ready(self) -> None:
-        if self._core is None:
-            raise NotReadyError("the server is starting or shutting down; retry shortly")
+    def __init__(self, slot: CoreSlot, metrics: Metrics) -> None:
+        self._slot, self._metrics = slot, metrics
 
     @property
     def _ready_core(self) -> Core:
-        self._check_ready()
-        return self._core  # type: ignore[return-value]
+        return self._slot.get()
 
     # -- RPCs ------------------------------------------------------------------------------
 
@@ -144,6 +137,11 @@ class ImageSearchService(pb_grpc.ImageSearchServicer):
             filter=dict(request.filter),
             exclude_self=request.exclude_self,
             box=_region(request.box) if request.HasField("box") else None,
+            positives=[_example(example) for example in request.positives],
+            negatives=[_example(example) for example in request.negatives],
+            negative_weight=request.negative_weight
+            if request.HasField("negative_weight")
+            else NEGATIVE_WEIGHT,
         )
         return _search_response(await self._ready_core.search(query))
 
@@ -251,6 +249,16 @@ def _policy(value: int) -> RegionPolicy | None:
     if value not in _POLICIES:
         raise InvalidArgumentError(f"unknown region_policy {value}; see RegionPolicy")
     return _POLICIES[value]
+
+
+def _example(message: pb.Example) -> Example:
+    content = message.WhichOneof("content")
+    return Example(
+        image=message.image if content == "image" else None,
+        text=message.text if content == "text" else None,
+        item_id=message.id if content == "id" else None,
+        vector=message.vector.values if content == "vector" else None,
+    )
 
 
 def _region(message: pb.Region) -> Region:

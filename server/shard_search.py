@@ -29,7 +29,7 @@ class Query:
 
     filter_pairs: Mapping[str, str] = dataclasses.field(default_factory=dict)
     min_score: float | None = None
-    exclude_id: str | None = None  # an item never to return (search by id, exclude_self)
+    exclude_ids: tuple[str, ...] = ()  # items never to return (the query's own, exclude_self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +58,7 @@ class ShardSearcher:
 
     def search(self, vector: np.ndarray, k: int, query: Query = Query()) -> ShardAnswer:
         """This shard's k best items whose metadata holds the filter (none of them
-        `exclude_id`, when this shard holds it)."""
+        `exclude_ids`, where this shard holds them)."""
         with self._lock:
             matches, exact = nearest(
                 self.shard.index,
@@ -67,7 +67,7 @@ class ShardSearcher:
                 k,
                 filter_pairs=query.filter_pairs,
                 min_score=query.min_score,
-                exclude_id=query.exclude_id,
+                exclude_ids=query.exclude_ids,
             )
         return ShardAnswer(matches, exact)
 

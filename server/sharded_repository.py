@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
@@ -31,7 +31,7 @@ from lookalike.server.built_index import (
     shard_of,
 )
 from lookalike.server.engine import ModelIdentity
-from lookalike.server.errors import ReadOnlyError
+from lookalike.server.errors import ReadOnlyError, ThumbnailMissingError
 from lookalike.server.index_settings import IndexSettings
 from lookalike.server.repository import (
     EmbeddedItem,
@@ -160,6 +160,13 @@ class BuiltIndexRepository(Generic[Served]):
     async def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem:
         return await self._get(self._pin(), item_id, with_vector)
 
+    async def thumbnail(self, item_id: str) -> bytes:
+        await self.get(item_id)  # NotFoundError for an unknown id comes first
+        raise ThumbnailMissingError(
+            "this server serves a built index (--index), which keeps no thumbnails: "
+            "build-index stores vectors and metadata only"
+        )
+
     async def search(
         self,
         vector: np.ndarray,
@@ -167,10 +174,10 @@ class BuiltIndexRepository(Generic[Served]):
         *,
         filter_pairs: Mapping[str, str] | None = None,
         min_score: float | None = None,
-        exclude_id: str | None = None,
+        exclude_ids: Collection[str] = (),
     ) -> SearchResult:
         return await self._search(
-            self._pin(), vector, k, Query(dict(filter_pairs or {}), min_score, exclude_id)
+            self._pin(), vector, k, Query(dict(filter_pairs or {}), min_score, tuple(exclude_ids))
         )
 
     async def search_by_id(
@@ -185,7 +192,7 @@ class BuiltIndexRepository(Generic[Served]):
         served = self._pin()
         item = await self._get(served, item_id, True)
         assert item.vector is not None
-        excluded = item_id if exclude_self else None
+        excluded = (item_id,) if exclude_self else ()
         return await self._search(
             served, item.vector, k, Query(dict(filter_pairs or {}), min_score, excluded)
         )

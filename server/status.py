@@ -1,8 +1,10 @@
-"""The one table from the server's errors to gRPC status codes, for the service layer.
+"""The tables from the server's errors to gRPC status codes and to HTTP statuses, for the
+transports.
 
 Every status a caller can get is named here and in the proto's comment; a test keeps the two in
 step. Errors the server raises itself carry `ERROR_KIND_KEY` in their trailing metadata, so a
-client can tell "the server said UNAVAILABLE" from "the server could not be reached".
+client can tell "the server said UNAVAILABLE" from "the server could not be reached". Over HTTP
+an error is a JSON body naming the same gRPC code and error class.
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ from lookalike.server.errors import (
     TextUnavailableError,
 )
 
-__all__ = ["GRPC_CODES", "ERROR_KIND_KEY", "grpc_status", "error_metadata"]
+__all__ = [
+    "GRPC_CODES",
+    "HTTP_STATUSES",
+    "ERROR_KIND_KEY",
+    "grpc_status",
+    "http_status",
+    "error_metadata",
+]
 
 ERROR_KIND_KEY = "lookalike-error"  # trailing metadata: the error's class name
 
@@ -52,11 +61,39 @@ GRPC_CODES: dict[type[LookalikeError], grpc.StatusCode] = {
 }
 
 
+# The same errors over HTTP: a size limit is 413 (retrying the same request cannot help), a
+# full queue 429 (retry with backoff), a full disk 507, what the server's setup refuses 409.
+HTTP_STATUSES: dict[type[LookalikeError], int] = {
+    ImageTooLargeError: 413,
+    TextTooLongError: 413,
+    InvalidArgumentError: 400,
+    NotFoundError: 404,
+    LimitExceededError: 413,
+    OverloadedError: 429,
+    NotReadyError: 503,
+    EngineError: 503,
+    ReplicaUnavailableError: 503,
+    StorageFullError: 507,
+    StorageError: 503,
+    ModelLoadError: 409,
+    DataDirError: 409,
+    TextUnavailableError: 409,
+    ReadOnlyError: 409,
+}
+
+
 def grpc_status(error: LookalikeError) -> grpc.StatusCode:
     for cls in type(error).__mro__:
         if cls in GRPC_CODES:
             return GRPC_CODES[cls]
     return grpc.StatusCode.INTERNAL
+
+
+def http_status(error: LookalikeError) -> int:
+    for cls in type(error).__mro__:
+        if cls in HTTP_STATUSES:
+            return HTTP_STATUSES[cls]
+    return 500
 
 
 def error_metadata(kind: str) -> tuple[tuple[str, str], ...]:

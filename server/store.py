@@ -30,7 +30,7 @@ __all__ = ["ItemStore", "Upserted", "SCHEMA_VERSION"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 ITEM_TABLES_V2 = """
 CREATE TABLE items (
     item INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -79,7 +79,18 @@ DROP TABLE items_v1;
 )
 # Version 3: regions. Existing vectors are whole images (NULL).
 MIGRATE_2_TO_3 = "ALTER TABLE vectors ADD COLUMN region TEXT"
-MIGRATIONS: dict[int, str] = {1: MIGRATE_1_TO_2, 2: MIGRATE_2_TO_3}  # from version N to N + 1
+# Version 4: a thumbnail per item (optional: none for items added as vectors).
+MIGRATE_3_TO_4 = """
+CREATE TABLE thumbnails (
+    item INTEGER PRIMARY KEY REFERENCES items(item) ON DELETE CASCADE,
+    jpeg BLOB NOT NULL
+)
+"""
+MIGRATIONS: dict[int, str] = {  # from version N to N + 1
+    1: MIGRATE_1_TO_2,
+    2: MIGRATE_2_TO_3,
+    3: MIGRATE_3_TO_4,
+}
 IDENTITY_SETTING = "model_identity"
 SQLITE_FULL = 13  # the result code of a write to a full disk
 
@@ -204,6 +215,10 @@ class ItemStore:
                 "INSERT INTO metadata VALUES (?, ?, ?)",
                 [(name, value, row) for row, item in rows for name, value in item.metadata.items()],
             )
+            self._db.executemany(
+                "INSERT INTO thumbnails VALUES (?, ?)",
+                [(row, item.thumbnail) for row, item in rows if item.thumbnail is not None],
+            )
         seen: set[str] = set()
         replaced = []
         for item in items:
@@ -289,6 +304,15 @@ class ItemStore:
             vector,
             tuple(Region.from_json(region) for (region,) in regions),
         )
+
+    def thumbnail(self, item_id: str) -> bytes | None:
+        """The item's thumbnail; None if it has none. KeyError if there is no such item."""
+        row = self._db.execute(
+            "SELECT jpeg FROM items LEFT JOIN thumbnails USING (item) WHERE id = ?", (item_id,)
+        ).fetchone()
+        if row is None:
+            raise KeyError(item_id)
+        return None if row[0] is None else bytes(row[0])
 
     def by_keys(self, keys: Sequence[int]) -> dict[int, VectorOwner]:
         """Whose each of these vector keys is, by key."""

@@ -171,6 +171,15 @@ def test_serve_benchmark_sweeps_concurrency_against_its_ceilings(
     ]
     assert all(r["errors"] == 0 and r["texts_per_s"] > 0 for r in texts)
     assert all(r["images_per_s_beside"] > 0 for r in texts if r["image_load_in_flight"])
+    grpc_run, http_run = result["transports"]  # the same search over both, side by side
+    assert [(r["transport"], r["query"], r["concurrency"]) for r in (grpc_run, http_run)] == [
+        ("grpc", "image", 16),
+        ("http", "image", 16),
+    ]
+    assert all(r["errors"] == 0 and r["searches_per_s"] > 0 for r in (grpc_run, http_run))
+    assert http_run["grpc_over_this"] == pytest.approx(
+        grpc_run["searches_per_s"] / http_run["searches_per_s"]
+    )
 
 
 def test_memory_benchmark_reports_exporter_files_and_server_rss(

@@ -124,6 +124,38 @@ def test_index_search_stats_get_delete(
     assert "photo-1.jpg" in err
 
 
+def test_search_with_several_images_and_one_not_to_find(
+    server_address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`lookalike search a.jpg b.jpg --not c.jpg` searches with normalise(mean(a, b) - 0.5 c):
+    the scores printed are those of that vector against each stored one."""
+    files = []
+    for i in range(4):
+        path = tmp_path / f"several-{i}.jpg"
+        natural(180 + 10 * i, 140, seed=60 + i).save(path, quality=90)
+        files.append(path)
+    with Client(server_address) as client:
+        for path in files:
+            client.add(path.name, image=path, metadata={"set": "several"})
+        a, b, c, _ = client.embed(files)
+        query = (a + b) / 2 - 0.5 * c
+        query /= np.linalg.norm(query)
+        stored = {p.name: client.get(p.name, include_vector=True).vector for p in files}
+    arguments = [str(files[0]), str(files[1]), "--not", str(files[2]), "-f", "set=several"]
+    code, out, _ = run(capsys, server_address, "search", *arguments, "-k", "4", "--json")
+    assert code == 0
+    got = {match["id"]: match["score"] for match in json.loads(out)}
+    assert set(got) == {path.name for path in files}
+    for item_id, score in got.items():
+        assert score == pytest.approx(float(stored[item_id] @ query), abs=1e-5)
+    assert max(got, key=got.__getitem__) in {"several-0.jpg", "several-1.jpg"}
+    assert min(got, key=got.__getitem__) == "several-2.jpg"
+
+    code, _, err = run(capsys, server_address, "search", "--not", str(files[2]))
+    assert code == EXIT_BAD_INPUT
+    assert "give a query" in err
+
+
 def test_regions_are_indexed_searched_by_box_and_drawn_on_the_page(
     server_address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

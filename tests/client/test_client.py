@@ -87,8 +87,10 @@ def test_errors_are_typed_and_carry_the_status(client: Client) -> None:
     assert "missing" in str(info.value)
     with pytest.raises(InvalidRequestError, match="k must be"):
         client.search(vector=np.ones(16), k=0)
-    with pytest.raises(ValueError, match="exactly one"):
+    with pytest.raises(ValueError, match="or positives="):
         client.search(k=3)
+    with pytest.raises(ValueError, match="not several"):
+        client.search(text="a", id="b")
 
 
 def test_wrong_token_is_unauthenticated(address: str) -> None:

@@ -3,6 +3,7 @@ two-node Ray cluster, over real gRPC on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -29,8 +30,10 @@ from lookalike.server.built_index import (
 )
 from lookalike.server.core import NEIGHBOUR_PAGE
 from lookalike.server.engine import ModelIdentity
+from lookalike.server.errors import NotFoundError, ThumbnailMissingError
 from lookalike.server.index_settings import IndexSettings
 from lookalike.server.regions import Region, RegionPolicy, policy_regions
+from lookalike.server.sharded_repository import ShardedRepository
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from tests.server.serving import config_for, running_server
@@ -80,6 +83,20 @@ def search(stub: pb_grpc.ImageSearchStub, vector: np.ndarray, k: int = 10, **fil
     return stub.Search(request, timeout=30).matches
 
 
+async def says_it_keeps_no_thumbnails(index: Path, item_id: str) -> None:
+    """A built index has no thumbnails and says so; an unknown id is still NOT_FOUND first."""
+    repository = ShardedRepository(index, TINY, IndexSettings())
+    await repository.open()
+    try:
+        with pytest.raises(ThumbnailMissingError, match="built index"):
+            await repository.thumbnail(item_id)
+        with pytest.raises(NotFoundError) as unknown:
+            await repository.thumbnail("nobody")
+        assert not isinstance(unknown.value, ThumbnailMissingError)
+    finally:
+        await repository.close()
+
+
 def test_a_built_index_answers_like_an_exact_search_over_its_vectors(
     cluster: Cluster,
     synthetic: tuple[Path, list[str], np.ndarray],
@@ -102,6 +119,7 @@ def test_a_built_index_answers_like_an_exact_search_over_its_vectors(
     assert [(s.index.sha256, s.table.sha256) for s in again.shards] == [
         (s.index.sha256, s.table.sha256) for s in manifest.shards
     ]
+    asyncio.run(says_it_keeps_no_thumbnails(index, ids[0]))
     probes = range(0, SYNTHETIC, 30)
     # exact_search_below=0: every shard searches its HNSW graph, as a large one would
     with serving(tiny_export, index_dir=index, index=IndexSettings(exact_search_below=0)) as stub:

@@ -256,7 +256,7 @@ def test_queries_that_arrive_together_get_the_answers_they_get_alone(index: Path
     narrowed = {
         2: Query({"parity": "1"}),
         5: Query(min_score=0.2),
-        9: Query(exclude_id="item-0042"),
+        9: Query(exclude_ids=("item-0042",)),
     }
     wants = [narrowed.get(row, Query()) for row in range(12)]
     for shard in open_shards(index, manifest, manifest.search_settings(SEARCH)):

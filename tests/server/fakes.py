@@ -117,6 +117,7 @@ async def open_core(
             metrics,
             limits=RequestLimits(max_images_per_request=8),
             preprocess_mode="fast",
+            thumbnails=False,  # the fake engine's images are not images Pillow reads
         )
     finally:
         await batching.close()

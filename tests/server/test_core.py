@@ -21,7 +21,7 @@ from lookalike.server.errors import (
 )
 from lookalike.server.metrics import Metrics
 from lookalike.server.regions import Region
-from lookalike.server.request_types import AddItem, SearchQuery
+from lookalike.server.request_types import AddItem, Example, SearchQuery
 from tests.server.fakes import DIMS, TIMEOUT, FakeEngine, image_vector, open_core, unit_vectors
 from tests.server.images import jpeg
 
@@ -76,7 +76,11 @@ def test_items_added_by_image_or_vector_are_found_by_image_vector_and_id(tmp_pat
         (SearchQuery(image=photo(1), min_score=1.5), "min_score"),
         (SearchQuery(image=photo(1), filter={f"k{i}": "v" for i in range(65)}), "filter has"),
         (SearchQuery(image=photo(1), filter={"": "v"}), "filter key"),
-        (SearchQuery(image=photo(1), vector=[1.0] * DIMS), "no query"),
+        (SearchQuery(image=photo(1), vector=[1.0] * DIMS), "not several"),
+        (SearchQuery(k=3), "no query"),
+        (SearchQuery(negatives=[Example(item_id="cat")]), "negatives alone"),
+        (SearchQuery(text="x", positives=[Example(text="a", item_id="b")]), "positive 0"),
+        (SearchQuery(text="x", negative_weight=1.5), "negative_weight"),
         (SearchQuery(item_id=""), "id is empty"),
         (SearchQuery(item_id="a\0b"), "NUL"),
         (SearchQuery(vector=[0.0] * DIMS), "all zeros"),
@@ -109,6 +113,42 @@ def test_query_by_id_is_checked_like_get(tmp_path: Path) -> None:
             for call in (core.get("nobody"), core.search(SearchQuery(item_id="nobody"))):
                 with pytest.raises(NotFoundError, match="no item with id 'nobody'"):
                     await call
+
+    run(body())
+
+
+def test_a_search_with_several_examples_is_checked_and_searches_with_their_mean(
+    tmp_path: Path,
+) -> None:
+    """Too many examples is a limit; an unknown id among them is NOT_FOUND; examples that cancel
+    out say so; several images search with the normalised mean of their vectors."""
+    engine = FakeEngine()
+
+    async def body() -> None:
+        async with open_core(tmp_path, engine=engine) as core:
+            await core.add(AddItem("cat", image=photo(1)))
+            await core.add(AddItem("dog", image=photo(2)))
+            with pytest.raises(LimitExceededError, match="65 examples"):
+                await core.search(SearchQuery(positives=[Example(text="x")] * 65))
+            with pytest.raises(NotFoundError, match="'nobody'"):
+                await core.search(SearchQuery(item_id="cat", negatives=[Example(item_id="nobody")]))
+            with pytest.raises(InvalidArgumentError, match="cancel out"):
+                await core.search(
+                    SearchQuery(
+                        item_id="cat", negatives=[Example(image=photo(1))], negative_weight=1.0
+                    )
+                )
+            images = [Example(image=photo(i)) for i in (1, 2, 3)]
+            found = await core.search(SearchQuery(positives=images, k=2))
+            expected = np.mean([image_vector(photo(i)) for i in (1, 2, 3)], axis=0)
+            expected /= np.linalg.norm(expected)
+            scores = {m.item.id: m.score for m in found.matches}
+            assert scores["cat"] == pytest.approx(
+                float(expected @ image_vector(photo(1))), abs=1e-5
+            )
+            assert scores["dog"] == pytest.approx(
+                float(expected @ image_vector(photo(2))), abs=1e-5
+            )
 
     run(body())
 

@@ -149,7 +149,7 @@ def test_query_by_id_excludes_itself_on_request(tmp_path: Path) -> None:
         assert [m.item.id for m in without.matches] == [
             m.item.id for m in (await repository.search(stored[4].vector, 4)).matches
         ][1:]
-        by_vector = await repository.search(stored[4].vector, 3, exclude_id="item-4")
+        by_vector = await repository.search(stored[4].vector, 3, exclude_ids=["item-4"])
         assert by_vector.matches == without.matches
         with pytest.raises(NotFoundError):
             await repository.search_by_id("nobody", 3, exclude_self=True)

@@ -273,6 +273,7 @@ def test_a_data_dir_made_before_regions_is_served_after_a_restart(
         expected = old.Search(pb.SearchRequest(id="old-0", k=3), timeout=30)
     database = sqlite3.connect(tmp_path / "data" / "items.sqlite3", isolation_level=None)
     database.execute("ALTER TABLE vectors DROP COLUMN region")  # what schema 3 added
+    database.execute("DROP TABLE thumbnails")  # what schema 4 added
     database.execute("PRAGMA user_version = 2")
     database.close()
 

@@ -247,3 +247,34 @@ def test_a_database_made_before_regions_is_migrated_and_takes_regions(tmp_path: 
         assert store.vector_count() == 2
     finally:
         store.close()
+
+
+def test_thumbnails_follow_their_item_in_a_database_from_before_them(tmp_path: Path) -> None:
+    """A version-3 database gains the thumbnails table; a thumbnail is replaced and deleted with
+    its item, and an item stored without one has none."""
+    path = tmp_path / "items.sqlite3"
+    store = ItemStore(path, IDENTITY)
+    store.upsert(items(2))
+    store._db.execute("DROP TABLE thumbnails")
+    store._db.execute("PRAGMA user_version = 3")
+    store.close()
+
+    store = ItemStore(path, IDENTITY)
+    try:
+        assert store.schema_version == SCHEMA_VERSION
+        assert store.thumbnail("item-0") is None  # stored before thumbnails
+        with pytest.raises(KeyError):
+            store.thumbnail("nobody")
+        first, second = unit_vectors(2, seed=4)
+        store.upsert([EmbeddedItem("pic", first, {}, thumbnail=b"jpeg-1")])
+        assert store.thumbnail("pic") == b"jpeg-1"
+        store.upsert([EmbeddedItem("pic", second, {}, thumbnail=b"jpeg-2")])
+        assert store.thumbnail("pic") == b"jpeg-2"
+        store.upsert([EmbeddedItem("pic", first, {})])  # replaced by one without a picture
+        assert store.thumbnail("pic") is None
+        store.upsert([EmbeddedItem("pic", first, {}, thumbnail=b"jpeg-3")])
+        store.delete(["pic"])
+        count = store._db.execute("SELECT COUNT(*) FROM thumbnails").fetchone()[0]
+        assert count == 0
+    finally:
+        store.close()

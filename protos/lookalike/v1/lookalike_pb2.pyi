@@ -108,7 +108,7 @@ class AddStreamResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[AddResult, _Mapping]]] = ..., stored: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("image", "vector", "id", "text", "k", "min_score", "filter", "exclude_self", "box")
+    __slots__ = ("image", "vector", "id", "text", "k", "min_score", "filter", "exclude_self", "box", "positives", "negatives", "negative_weight")
     class FilterEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +125,9 @@ class SearchRequest(_message.Message):
     FILTER_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_SELF_FIELD_NUMBER: _ClassVar[int]
     BOX_FIELD_NUMBER: _ClassVar[int]
+    POSITIVES_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVES_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     vector: Vector
     id: str
@@ -134,7 +137,22 @@ class SearchRequest(_message.Message):
     filter: _containers.ScalarMap[str, str]
     exclude_self: bool
     box: Region
-    def __init__(self, image: _Optional[bytes] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., id: _Optional[str] = ..., text: _Optional[str] = ..., k: _Optional[int] = ..., min_score: _Optional[float] = ..., filter: _Optional[_Mapping[str, str]] = ..., exclude_self: _Optional[bool] = ..., box: _Optional[_Union[Region, _Mapping]] = ...) -> None: ...
+    positives: _containers.RepeatedCompositeFieldContainer[Example]
+    negatives: _containers.RepeatedCompositeFieldContainer[Example]
+    negative_weight: float
+    def __init__(self, image: _Optional[bytes] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., id: _Optional[str] = ..., text: _Optional[str] = ..., k: _Optional[int] = ..., min_score: _Optional[float] = ..., filter: _Optional[_Mapping[str, str]] = ..., exclude_self: _Optional[bool] = ..., box: _Optional[_Union[Region, _Mapping]] = ..., positives: _Optional[_Iterable[_Union[Example, _Mapping]]] = ..., negatives: _Optional[_Iterable[_Union[Example, _Mapping]]] = ..., negative_weight: _Optional[float] = ...) -> None: ...
+
+class Example(_message.Message):
+    __slots__ = ("image", "text", "id", "vector")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    text: str
+    id: str
+    vector: Vector
+    def __init__(self, image: _Optional[bytes] = ..., text: _Optional[str] = ..., id: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ...) -> None: ...
 
 class Match(_message.Message):
     __slots__ = ("id", "score", "metadata", "whole_image", "region")

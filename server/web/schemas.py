@@ -1,0 +1,157 @@
+"""The JSON bodies of the HTTP API: what comes in (checked by pydantic for shape and type; the
+core checks the rest, as for gRPC) and what goes out. `GET /openapi.json` is made from these."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ExampleIn",
+    "SearchIn",
+    "RegionJson",
+    "MatchOut",
+    "SearchOut",
+    "EmbeddingsIn",
+    "EmbeddingOut",
+    "EmbeddingsOut",
+    "ItemIn",
+    "ItemOut",
+    "WrittenOut",
+    "DeletedOut",
+    "NeighbourOut",
+    "ItemNeighboursOut",
+    "DuplicatesOut",
+    "ErrorBody",
+    "ErrorOut",
+]
+
+Box = list[float]  # [x0, y0, x1, y1]: fractions of the image's upright width and height
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ExampleIn(_Strict):
+    """Exactly one of: `text`, `image` (base64, or a data: URI), a stored item's `id`, a
+    `vector`."""
+
+    text: str | None = None
+    image: str | None = Field(None, description="base64 of the encoded image, or a data: URI")
+    id: str | None = None
+    vector: list[float] | None = None
+
+
+class SearchIn(ExampleIn):
+    """A search by one of `text`, `image`, `id` or `vector`, and/or by several `positives`;
+    `negatives` steer away (the normalised mean of the positives minus `negative_weight`
+    times the mean of the negatives)."""
+
+    positives: list[ExampleIn] = Field(default_factory=list)
+    negatives: list[ExampleIn] = Field(default_factory=list)
+    negative_weight: float | None = Field(None, description="0 to 1; unset: 0.5")
+    k: int = Field(10, description="matches (distinct items), 1 to 1000")
+    filter: dict[str, str] = Field(default_factory=dict, description="metadata pairs to match")
+    box: Box | None = Field(None, description="with `image`: search with this part of it")
+    min_score: float | None = Field(None, description="lowest cosine similarity, -1 to 1")
+    exclude_self: bool = Field(False, description="leave out the items named by id")
+
+
+class RegionJson(_Strict):
+    box: Box
+    label: str = ""
+
+
+class MatchOut(BaseModel):
+    id: str
+    score: float = Field(description="cosine similarity, -1 to 1")
+    metadata: dict[str, str]
+    region: RegionJson | None = Field(description="the region that matched; null: whole image")
+
+
+class SearchOut(BaseModel):
+    matches: list[MatchOut]
+    exact: bool = Field(description="exhaustive search (false: the HNSW index)")
+
+
+class EmbeddingsIn(BaseModel):
+    """OpenAI's embeddings request: each input is a text, or an image as a data:image/...;
+    base64 URI. `model` is accepted whatever it says: the answer names the server's."""
+
+    input: str | list[str]
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = None
+
+
+class EmbeddingOut(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str = Field(description="floats, or base64 of float32 LE")
+
+
+class EmbeddingsOut(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingOut]
+    model: str
+    usage: dict[str, int]
+
+
+class ItemIn(_Strict):
+    """An item to store (upsert): an `image` (base64) or a `vector`, with metadata; an image may
+    bring regions, and choose the region policy (`none` or `grid`; unset: the server's)."""
+
+    image: str | None = None
+    vector: list[float] | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    regions: list[RegionJson] = Field(default_factory=list)
+    region_policy: Literal["none", "grid"] | None = None
+
+
+class ItemOut(BaseModel):
+    id: str
+    metadata: dict[str, str]
+    regions: list[RegionJson]
+    vector: list[float] | None = None
+
+
+class WrittenOut(BaseModel):
+    id: str
+    replaced: bool
+
+
+class DeletedOut(BaseModel):
+    deleted: int
+
+
+class NeighbourOut(BaseModel):
+    id: str
+    score: float
+
+
+class ItemNeighboursOut(BaseModel):
+    id: str
+    neighbours: list[NeighbourOut]
+
+
+class DuplicatesOut(BaseModel):
+    """One page of a near-duplicate scan: the page's items that have neighbours at or above the
+    threshold. Ask again with `cursor=next_cursor` until it is null."""
+
+    items: list[ItemNeighboursOut]
+    scanned: int = Field(description="items looked at in this page")
+    total: int = Field(description="items in the collection")
+    next_cursor: int | None
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="the gRPC status name, e.g. INVALID_ARGUMENT")
+    type: str = Field(description="the server's error class, e.g. InvalidImageError")
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody

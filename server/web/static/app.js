@@ -1,0 +1,608 @@
+// Lookalike's web app: search by text, image (or a part of it) and examples, and clean up
+// near-duplicates. Plain JavaScript over the JSON API; no framework, no build step.
+'use strict';
+
+const TOKEN_KEY = 'lookalike-token';
+const MIN_BOX = 0.02; // a drag smaller than this (a fraction of the image) is a click
+const DUPLICATES_PER_ITEM = 10;
+
+const state = {
+  image: null, // {dataUrl, objectUrl} of the query image
+  box: null, // [x0, y0, x1, y1] drawn on the query image, fractions
+  drag: null, // where the pointer went down, while drawing a box
+  lastSearch: null, // {query, description}: what k and the filter rerun
+  searchSeq: 0, // only the latest search's answer is shown
+  selected: new Set(), // ids for "more like these"
+  rejected: new Set(), // ids marked "not like this"
+  tokenPrompt: null, // the pending token request, shared by all calls that got a 401
+};
+
+const $ = (testid, root = document) => root.querySelector(`[data-testid="${testid}"]`);
+
+// -- the API -------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+/** Calls the API (`path` relative to the page, so that a proxy may serve it under a prefix)
+ * with the session's token; on 401 asks for a token and retries. Answers the parsed JSON, or
+ * a Blob for other content; throws ApiError with the server's message. */
+async function api(method, path, body) {
+  for (;;) {
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    const headers = token ? { authorization: `Bearer ${token}` } : {};
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    const response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    }).catch(() => {
+      throw new ApiError(0, 'The server did not answer: is it running?');
+    });
+    if (response.status === 401) {
+      if (sessionStorage.getItem(TOKEN_KEY) === token) await askForToken(token !== null);
+      continue;
+    }
+    if (!response.ok) throw new ApiError(response.status, await errorMessage(response));
+    const type = response.headers.get('content-type') || '';
+    return type.includes('application/json') ? response.json() : response.blob();
+  }
+}
+
+async function errorMessage(response) {
+  try {
+    return (await response.json()).error.message;
+  } catch {
+    return `${response.status} ${response.statusText}`;
+  }
+}
+
+function askForToken(refused) {
+  state.tokenPrompt ||= promptForToken(refused).finally(() => {
+    state.tokenPrompt = null;
+  });
+  return state.tokenPrompt;
+}
+
+async function promptForToken(refused) {
+  $('token-text').textContent = refused
+    ? 'The server refused that token. Enter the right one.'
+    : 'This server needs a token (its --token).';
+  $('token-input').value = '';
+  if (!(await showDialog($('token-dialog')))) throw new ApiError(401, 'A token is needed.');
+  sessionStorage.setItem(TOKEN_KEY, $('token-input').value.trim());
+}
+
+function itemPath(id) {
+  return `v1/items/${id.split('/').map(encodeURIComponent).join('/')}`;
+}
+
+// -- small helpers -------------------------------------------------------------------------
+
+/** The action, with its error shown to the user rather than lost. */
+function guarded(action) {
+  return async (...args) => {
+    showError('');
+    try {
+      await action(...args);
+    } catch (error) {
+      showError(error.message);
+    }
+  };
+}
+
+function showError(message) {
+  $('error').textContent = message;
+  $('error').hidden = !message;
+}
+
+/** Opens a modal <dialog> whose form closes it; true when closed by its "ok" button. */
+function showDialog(dialog) {
+  dialog.returnValue = '';
+  dialog.showModal();
+  return new Promise((resolve) => {
+    dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true });
+  });
+}
+
+function fromTemplate(id) {
+  return document.getElementById(id).content.firstElementChild.cloneNode(true);
+}
+
+function plural(count, word, words = `${word}s`) {
+  return `${count} ${count === 1 ? word : words}`;
+}
+
+/** Places an absolutely positioned element over [x0, y0, x1, y1] (fractions) of its parent. */
+function placeBox(element, [x0, y0, x1, y1]) {
+  Object.assign(element.style, {
+    left: `${x0 * 100}%`,
+    top: `${y0 * 100}%`,
+    width: `${(x1 - x0) * 100}%`,
+    height: `${(y1 - y0) * 100}%`,
+  });
+  element.hidden = false;
+}
+
+/** Shows the item's thumbnail in `holder` (its <img>), or leaves the placeholder. */
+async function loadThumbnail(holder, id) {
+  let blob;
+  try {
+    blob = await api('GET', `${itemPath(id)}/thumbnail`);
+  } catch (error) {
+    if (error.status !== 404) holder.querySelector('.placeholder').textContent = 'no preview';
+    return;
+  }
+  if (!holder.isConnected) return; // replaced while it loaded
+  const img = holder.querySelector('img');
+  img.src = URL.createObjectURL(blob);
+  await img.decode().catch(() => {});
+  img.hidden = false;
+  holder.querySelector('.placeholder').hidden = true;
+  const frame = holder.querySelector('.frame');
+  if (frame) fitFrame(frame, img.naturalWidth / img.naturalHeight);
+}
+
+/** Fits `frame` to where an image of this aspect ratio lies in its square holder
+ * (object-fit: contain), so that boxes inside it land on the image. */
+function fitFrame(frame, ratio) {
+  const width = Math.min(1, ratio); // fractions of the square
+  const height = Math.min(1, 1 / ratio);
+  placeBox(frame, [(1 - width) / 2, (1 - height) / 2, (1 + width) / 2, (1 + height) / 2]);
+}
+
+/** Empties a list, releasing the object URLs of its thumbnails. */
+function clearList(list) {
+  for (const img of list.querySelectorAll('img[src^="blob:"]')) URL.revokeObjectURL(img.src);
+  list.replaceChildren();
+}
+
+// -- stats ---------------------------------------------------------------------------------
+
+async function loadStats() {
+  const stats = await api('GET', 'v1/stats');
+  $('stats').textContent = [
+    plural(stats.items, 'item'),
+    `model ${stats.model_id}`,
+    stats.precision,
+    stats.providers.join(', '),
+  ].join(' · ');
+  $('random-notice').hidden = !stats.random_weights;
+  const text = $('text-query');
+  text.disabled = !stats.text_enabled;
+  if (!stats.text_enabled) text.placeholder = 'this server has no text model';
+  if (!$('dup-threshold').value) $('dup-threshold').value = stats.duplicates_threshold;
+  $('dup-calibration').textContent = stats.duplicates_threshold_calibrated
+    ? `${stats.duplicates_threshold} was calibrated for ${stats.model_id}.`
+    : `${stats.duplicates_threshold} is the uncalibrated default: run "lookalike duplicates ` +
+      '--calibrate" and start the server with --duplicates-threshold for this model\'s own.';
+}
+
+// -- search --------------------------------------------------------------------------------
+
+function parseFilter(text) {
+  const filter = {};
+  for (const pair of text.split(',').map((part) => part.trim()).filter(Boolean)) {
+    const equals = pair.indexOf('=');
+    if (equals < 1) {
+      throw new Error(`The filter is key=value pairs separated by commas: "${pair}" is not one.`);
+    }
+    filter[pair.slice(0, equals).trim()] = pair.slice(equals + 1).trim();
+  }
+  return filter;
+}
+
+async function search(query, description) {
+  const body = { ...query, k: Number($('k').value), filter: parseFilter($('filter').value) };
+  state.lastSearch = { query, description };
+  const seq = ++state.searchSeq;
+  $('status').textContent = `Searching ${description}…`;
+  const answer = await api('POST', 'v1/search', body).catch((error) => {
+    if (seq === state.searchSeq) $('status').textContent = '';
+    throw error;
+  });
+  if (seq !== state.searchSeq) return;
+  showResults(answer.matches);
+  const found = plural(answer.matches.length, 'match', 'matches');
+  $('status').textContent = `${found} for ${description}${answer.exact ? '' : ' (approximate)'}`;
+}
+
+function rerun() {
+  if (state.lastSearch) return search(state.lastSearch.query, state.lastSearch.description);
+}
+
+/** The form's submit: a search by its text, or else the last search again (new filter or k). */
+function submitSearch(event) {
+  event.preventDefault();
+  const text = $('text-query').value.trim();
+  if (text) {
+    if (state.image) removeImage(); // the query is the text now
+    return search({ text }, `“${text}”`);
+  }
+  if (!state.lastSearch) throw new Error('Type what you look for, or choose an image.');
+  return rerun();
+}
+
+function searchImage() {
+  const query = { image: state.image.dataUrl };
+  if (state.box) query.box = state.box;
+  return search(query, state.box ? 'the part of the image' : 'the image');
+}
+
+function moreLikeThis(id) {
+  return search({ id, exclude_self: true }, `more like ${id}`);
+}
+
+function moreLikeThese() {
+  const positives = [...state.selected].map((id) => ({ id }));
+  const negatives = [...state.rejected].map((id) => ({ id }));
+  const description =
+    `more like ${plural(positives.length, 'example')}` +
+    (negatives.length ? `, not like ${negatives.length}` : '');
+  state.selected.clear();
+  state.rejected.clear();
+  updateSelection();
+  return search({ positives, negatives, exclude_self: true }, description);
+}
+
+// -- the query image and its box -----------------------------------------------------------
+
+function readAsDataUrl(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(new Error(`Could not read ${file.name}.`));
+    reader.readAsDataURL(file);
+  });
+}
+
+async function useImage(file) {
+  if (file.type && !file.type.startsWith('image/')) {
+    throw new Error(`${file.name} is not an image.`);
+  }
+  const dataUrl = await readAsDataUrl(file);
+  if (state.image) URL.revokeObjectURL(state.image.objectUrl);
+  state.image = { dataUrl, objectUrl: URL.createObjectURL(file) };
+  $('query-image').src = state.image.objectUrl;
+  $('query-panel').hidden = false;
+  $('text-query').value = ''; // the query is the image now
+  showView('search');
+  setBox(null);
+  await searchImage();
+}
+
+function removeImage() {
+  URL.revokeObjectURL(state.image.objectUrl);
+  state.image = null;
+  $('query-image').removeAttribute('src');
+  $('query-panel').hidden = true;
+  $('image-input').value = '';
+  setBox(null);
+}
+
+function setBox(box) {
+  state.box = box;
+  if (box) placeBox($('query-box'), box);
+  else $('query-box').hidden = true;
+  $('clear-box').hidden = !box;
+}
+
+/** The pointer's place on the shown (upright) query image, as fractions, within it. */
+function pointOnImage(event) {
+  const rect = $('query-image').getBoundingClientRect();
+  const clamp = (value) => Math.min(1, Math.max(0, value));
+  return [
+    clamp((event.clientX - rect.left) / rect.width),
+    clamp((event.clientY - rect.top) / rect.height),
+  ];
+}
+
+function boxBetween([ax, ay], [bx, by]) {
+  return [Math.min(ax, bx), Math.min(ay, by), Math.max(ax, bx), Math.max(ay, by)];
+}
+
+function startBox(event) {
+  if (event.button !== 0) return;
+  event.preventDefault();
+  event.currentTarget.setPointerCapture(event.pointerId);
+  state.drag = pointOnImage(event);
+}
+
+function moveBox(event) {
+  if (state.drag) placeBox($('query-box'), boxBetween(state.drag, pointOnImage(event)));
+}
+
+function endBox(event) {
+  if (!state.drag) return;
+  const box = boxBetween(state.drag, pointOnImage(event));
+  state.drag = null;
+  if (box[2] - box[0] < MIN_BOX || box[3] - box[1] < MIN_BOX) {
+    setBox(state.box); // a click: the box stays as it was
+    return;
+  }
+  setBox(box);
+  return searchImage();
+}
+
+function clearBox() {
+  setBox(null);
+  return searchImage();
+}
+
+// -- results -------------------------------------------------------------------------------
+
+function showResults(matches) {
+  clearList($('results'));
+  $('results').append(...matches.map(resultCard));
+}
+
+function resultCard(match) {
+  const card = fromTemplate('card-template');
+  card.dataset.id = match.id;
+  $('card-id', card).textContent = match.id;
+  $('card-score', card).textContent = `score ${match.score.toFixed(3)}`;
+  card.querySelector('.metadata').append(...metadataRows(match.metadata));
+  const thumb = $('more-like-this', card);
+  thumb.setAttribute('aria-label', `More like ${match.id}`);
+  thumb.addEventListener('click', guarded(() => moreLikeThis(match.id)));
+  if (match.region) showRegion($('region-box', card), match.region);
+  const select = $('select', card);
+  select.setAttribute('aria-label', `Select ${match.id} for "more like these"`);
+  select.addEventListener('change', () => mark(match.id, state.selected, select.checked));
+  const reject = $('not-like', card);
+  reject.addEventListener('click', () => mark(match.id, state.rejected, !state.rejected.has(match.id)));
+  syncCard(card);
+  loadThumbnail(thumb, match.id);
+  return card;
+}
+
+function metadataRows(metadata) {
+  return Object.entries(metadata).flatMap(([key, value]) => {
+    const term = document.createElement('dt');
+    const detail = document.createElement('dd');
+    term.textContent = key;
+    detail.textContent = value;
+    return [term, detail];
+  });
+}
+
+function showRegion(element, region) {
+  placeBox(element, region.box);
+  element.title = region.label ? `matched region: ${region.label}` : 'matched region';
+  element.closest('.card').classList.add('has-region');
+}
+
+/** Adds `id` to `set` (selected or rejected) and takes it out of the other one. */
+function mark(id, set, on) {
+  state.selected.delete(id);
+  state.rejected.delete(id);
+  if (on) set.add(id);
+  updateSelection();
+}
+
+function syncCard(card) {
+  const id = card.dataset.id;
+  $('select', card).checked = state.selected.has(id);
+  $('not-like', card).setAttribute('aria-pressed', String(state.rejected.has(id)));
+  card.classList.toggle('selected', state.selected.has(id));
+  card.classList.toggle('rejected', state.rejected.has(id));
+}
+
+function updateSelection() {
+  const { selected, rejected } = state;
+  $('selection-bar').hidden = selected.size + rejected.size === 0;
+  $('selection-count').textContent =
+    `${selected.size} selected` + (rejected.size ? ` · ${rejected.size} not like this` : '');
+  $('more-like-these').disabled = selected.size === 0;
+  document.querySelectorAll('.card').forEach(syncCard);
+}
+
+function clearSelection() {
+  state.selected.clear();
+  state.rejected.clear();
+  updateSelection();
+}
+
+// -- duplicates ----------------------------------------------------------------------------
+
+/** Every pair at or above the threshold, page by page, with the progress shown. */
+async function scanPairs(threshold) {
+  const pairs = [];
+  let cursor = 0;
+  let scanned = 0;
+  do {
+    const params = new URLSearchParams({ threshold, k: DUPLICATES_PER_ITEM, cursor });
+    const page = await api('GET', `v1/duplicates?${params}`);
+    scanned += page.scanned;
+    showProgress(scanned, page.total);
+    for (const item of page.items) {
+      for (const neighbour of item.neighbours) pairs.push([item.id, neighbour.id]);
+    }
+    cursor = page.next_cursor;
+  } while (cursor !== null);
+  return pairs;
+}
+
+function showProgress(scanned, total) {
+  const bar = $('dup-progress');
+  bar.hidden = false;
+  bar.querySelector('progress').max = Math.max(total, 1);
+  bar.querySelector('progress').value = scanned;
+  bar.querySelector('span').textContent = `Scanned ${scanned} of ${plural(total, 'item')}`;
+}
+
+/** Groups the pairs transitively (union-find): each group's ids sorted, largest groups first. */
+function groupPairs(pairs) {
+  const parent = new Map();
+  const root = (id) => {
+    while (parent.get(id) !== id) {
+      parent.set(id, parent.get(parent.get(id)));
+      id = parent.get(id);
+    }
+    return id;
+  };
+  for (const [a, b] of pairs) {
+    if (!parent.has(a)) parent.set(a, a);
+    if (!parent.has(b)) parent.set(b, b);
+    parent.set(root(a), root(b));
+  }
+  const groups = new Map();
+  for (const id of parent.keys()) {
+    const group = groups.get(root(id)) || [];
+    groups.set(root(id), [...group, id]);
+  }
+  return [...groups.values()]
+    .map((group) => group.sort())
+    .sort((a, b) => b.length - a.length || a[0].localeCompare(b[0]));
+}
+
+async function findDuplicates(event) {
+  event?.preventDefault();
+  const threshold = Number($('dup-threshold').value);
+  $('dup-scan').disabled = true;
+  try {
+    clearList($('dup-groups'));
+    $('dup-actions').hidden = true;
+    const groups = groupPairs(await scanPairs(threshold));
+    $('dup-groups').append(...groups.map(groupCard));
+    $('dup-actions').hidden = groups.length === 0;
+    $('dup-progress').querySelector('span').textContent += groups.length
+      ? `: ${plural(groups.length, 'group')} of near-duplicates at ${threshold} or more`
+      : `: no near-duplicates at ${threshold} or more`;
+    updateMarked();
+  } finally {
+    $('dup-scan').disabled = false;
+  }
+}
+
+function groupCard(ids) {
+  const group = fromTemplate('group-template');
+  group.querySelector('.group-title').textContent = `${ids.length} near-identical images`;
+  group.querySelector('.group-items').append(...ids.map(copyCard));
+  return group;
+}
+
+function copyCard(id) {
+  const copy = fromTemplate('copy-template');
+  copy.dataset.id = id;
+  $('dup-id', copy).textContent = id;
+  const checkbox = $('dup-mark', copy);
+  checkbox.setAttribute('aria-label', `Delete ${id}`);
+  checkbox.addEventListener('change', updateMarked);
+  loadThumbnail(copy.querySelector('.thumb'), id);
+  return copy;
+}
+
+function markedIds() {
+  return [...document.querySelectorAll('[data-testid="dup-mark"]:checked')].map(
+    (checkbox) => checkbox.closest('.copy').dataset.id,
+  );
+}
+
+function updateMarked() {
+  const count = markedIds().length;
+  $('dup-count').textContent = `${plural(count, 'copy', 'copies')} marked`;
+  $('dup-delete').disabled = count === 0;
+  document.querySelectorAll('.copy').forEach((copy) => {
+    copy.classList.toggle('marked', $('dup-mark', copy).checked);
+  });
+}
+
+function markAllButFirst() {
+  for (const group of document.querySelectorAll('.group')) {
+    group.querySelectorAll('[data-testid="dup-mark"]').forEach((checkbox, i) => {
+      checkbox.checked = i > 0;
+    });
+  }
+  updateMarked();
+}
+
+async function deleteMarked() {
+  const ids = markedIds();
+  $('confirm-text').textContent = `Delete ${plural(ids.length, 'item')}? This cannot be undone.`;
+  if (!(await showDialog($('confirm-dialog')))) return;
+  for (const [i, id] of ids.entries()) {
+    $('dup-count').textContent = `Deleting ${i + 1} of ${ids.length}…`;
+    await api('DELETE', itemPath(id)).catch((error) => {
+      if (error.status !== 404) throw error; // already gone is what was asked
+    });
+  }
+  await Promise.all([findDuplicates(), loadStats()]);
+}
+
+// -- views and events ----------------------------------------------------------------------
+
+function showView(name) {
+  for (const tab of document.querySelectorAll('.tab')) {
+    tab.setAttribute('aria-pressed', String(tab.dataset.view === name));
+  }
+  document.getElementById('search-view').hidden = name !== 'search';
+  document.getElementById('duplicates-view').hidden = name !== 'duplicates';
+}
+
+function imageFile(transfer) {
+  return [...(transfer?.files || [])].find((file) => !file.type || file.type.startsWith('image/'));
+}
+
+function listenForImages() {
+  const hint = $('drop-hint');
+  document.addEventListener('dragover', (event) => {
+    if (!event.dataTransfer.types.includes('Files')) return;
+    event.preventDefault();
+    hint.hidden = false;
+  });
+  document.addEventListener('dragleave', (event) => {
+    if (event.relatedTarget === null) hint.hidden = true;
+  });
+  document.addEventListener('drop', (event) => {
+    if (!event.dataTransfer.types.includes('Files')) return; // text drops into the inputs
+    event.preventDefault();
+    hint.hidden = true;
+    const file = imageFile(event.dataTransfer);
+    if (file) guarded(useImage)(file);
+  });
+  document.addEventListener('paste', (event) => {
+    const file = imageFile(event.clipboardData);
+    if (!file) return; // text pastes into the inputs as usual
+    event.preventDefault();
+    guarded(useImage)(file);
+  });
+  $('image-input').addEventListener('change', (event) => {
+    if (event.target.files[0]) guarded(useImage)(event.target.files[0]);
+  });
+}
+
+function listenForBoxes() {
+  const frame = $('query-frame');
+  frame.addEventListener('pointerdown', startBox);
+  frame.addEventListener('pointermove', moveBox);
+  frame.addEventListener('pointerup', guarded(endBox));
+  frame.addEventListener('pointercancel', () => {
+    state.drag = null;
+    setBox(state.box);
+  });
+  $('clear-box').addEventListener('click', guarded(clearBox));
+  $('clear-image').addEventListener('click', removeImage);
+}
+
+function listen() {
+  for (const tab of document.querySelectorAll('.tab')) {
+    tab.addEventListener('click', () => showView(tab.dataset.view));
+  }
+  $('search-form').addEventListener('submit', guarded(submitSearch));
+  $('k').addEventListener('change', guarded(rerun));
+  $('more-like-these').addEventListener('click', guarded(moreLikeThese));
+  $('clear-selection').addEventListener('click', clearSelection);
+  $('duplicates-form').addEventListener('submit', guarded(findDuplicates));
+  $('dup-keep-first').addEventListener('click', markAllButFirst);
+  $('dup-delete').addEventListener('click', guarded(deleteMarked));
+  listenForImages();
+  listenForBoxes();
+}
+
+listen();
+guarded(loadStats)();
