@@ -195,7 +195,8 @@ def calibration_report(
     else:
         lines.append(
             f"recommended: --threshold {best.threshold:.3f} (precision {best.precision:.3f}, "
-            f"recall {best.recall:.3f})"
+            f"recall {best.recall:.3f}); for the web app's duplicates view, start the server "
+            f"with --duplicates-threshold {best.threshold:.3f}"
         )
     if random_weights:
         lines.append(

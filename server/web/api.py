@@ -42,7 +42,9 @@ from lookalike.server.request_types import (
 from lookalike.server.status import grpc_status, http_status
 from lookalike.server.web.guard import Guard, error_json
 from lookalike.server.web.schemas import (
+    DeletedManyOut,
     DeletedOut,
+    DeleteIn,
     DuplicatesOut,
     EmbeddingOut,
     EmbeddingsIn,
@@ -57,6 +59,7 @@ from lookalike.server.web.schemas import (
     RegionJson,
     SearchIn,
     SearchOut,
+    StatsOut,
     WrittenOut,
 )
 
@@ -285,16 +288,25 @@ def _add_routes(
             raise NotFoundError(f"no item with id {item_id!r}")
         return DeletedOut(deleted=deleted.deleted)
 
-    @app.get("/v1/stats", responses=ERRORS, summary="What the server runs and holds")
-    async def stats() -> dict[str, Any]:
+    @app.post(
+        "/v1/delete",
+        response_model=DeletedManyOut,
+        responses=ERRORS,
+        summary="Remove several items in one durable commit; ids not stored are listed",
+    )
+    async def delete_items(body: DeleteIn) -> DeletedManyOut:
+        deleted = await cores.get().delete(body.ids)
+        return DeletedManyOut(deleted=deleted.deleted, missing=deleted.missing)
+
+    @app.get("/v1/stats", response_model=StatsOut, responses=ERRORS)
+    async def stats() -> StatsOut:
+        """What the server runs and holds."""
         calibrated = settings.duplicates_threshold
-        return {
+        return StatsOut(
             **_stats_json(await cores.get().stats()),
-            "duplicates_threshold": DEFAULT_DUPLICATES_THRESHOLD
-            if calibrated is None
-            else calibrated,
-            "duplicates_threshold_calibrated": calibrated is not None,
-        }
+            duplicates_threshold=DEFAULT_DUPLICATES_THRESHOLD if calibrated is None else calibrated,
+            duplicates_threshold_calibrated=calibrated is not None,
+        )
 
     @app.get(
         "/v1/duplicates",

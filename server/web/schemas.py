@@ -3,7 +3,7 @@ core checks the rest, as for gRPC) and what goes out. `GET /openapi.json` is mad
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,9 +20,12 @@ __all__ = [
     "ItemOut",
     "WrittenOut",
     "DeletedOut",
+    "DeleteIn",
+    "DeletedManyOut",
     "NeighbourOut",
     "ItemNeighboursOut",
     "DuplicatesOut",
+    "StatsOut",
     "ErrorBody",
     "ErrorOut",
 ]
@@ -127,6 +130,15 @@ class DeletedOut(BaseModel):
     deleted: int
 
 
+class DeleteIn(_Strict):
+    ids: list[str]
+
+
+class DeletedManyOut(BaseModel):
+    deleted: int = Field(description="how many of the ids were stored and are now removed")
+    missing: list[str] = Field(description="the ids that were not stored")
+
+
 class NeighbourOut(BaseModel):
     id: str
     score: float
@@ -145,6 +157,31 @@ class DuplicatesOut(BaseModel):
     scanned: int = Field(description="items looked at in this page")
     total: int = Field(description="items in the collection")
     next_cursor: int | None
+
+
+class StatsOut(BaseModel):
+    """What the server runs and holds (gRPC `Stats`), and the web app's duplicates threshold."""
+
+    items: int
+    vectors: int = Field(description="whole images and regions")
+    dims: int
+    model_id: str
+    random_weights: bool = Field(description="true: results carry no meaning")
+    precision: str
+    providers: list[str]
+    preprocess_mode: str
+    index: dict[str, Any]
+    index_version: str = Field(description="a built index's version; empty for a data directory")
+    shards: list[dict[str, Any]]
+    queue_depth: int
+    batches: int
+    mean_batch_size: float
+    text_enabled: bool
+    text_precision: str
+    uptime_seconds: float
+    version: str
+    duplicates_threshold: float
+    duplicates_threshold_calibrated: bool = Field(description="set by --duplicates-threshold")
 
 
 class ErrorBody(BaseModel):

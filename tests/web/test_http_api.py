@@ -226,6 +226,11 @@ def test_items_are_put_got_thumbnailed_and_deleted(api: httpx.Client) -> None:
     assert gone.status_code == 404
     assert error_of(gone)["code"] == "NOT_FOUND"
     assert api.delete("/v1/items/folder/new item.jpg").status_code == 404
+    for item_id in ("several-a", "several-b"):
+        api.put(f"/v1/items/{item_id}", json={"image": b64(PHOTOS["photo-0"])})
+    both = api.post("/v1/delete", json={"ids": ["several-a", "nobody", "several-b"]})
+    assert both.json() == {"deleted": 2, "missing": ["nobody"]}
+    assert api.get("/v1/items/several-a").status_code == 404
 
 
 def test_an_item_added_as_a_vector_has_no_thumbnail(api: httpx.Client) -> None:
@@ -262,6 +267,23 @@ def test_duplicates_come_in_pages_until_the_cursor_ends(api: httpx.Client) -> No
     assert "min_score" in error_of(bad)["message"]
 
 
+def test_http_calls_are_counted_by_route_and_status(
+    served: tuple[RunningServer, str], api: httpx.Client
+) -> None:
+    registry = served[0].server.metrics.registry
+
+    def count(method: str, code: str) -> float:
+        labels = {"method": method, "code": code}
+        return registry.get_sample_value("lookalike_requests_total", labels) or 0.0
+
+    found_before = count("http GET /v1/items/{item_id:path}", "200")
+    missing_before = count("http GET /v1/items/{item_id:path}", "404")
+    api.get("/v1/items/photo-0")
+    api.get("/v1/items/nobody")
+    assert count("http GET /v1/items/{item_id:path}", "200") == found_before + 1
+    assert count("http GET /v1/items/{item_id:path}", "404") == missing_before + 1
+
+
 def test_stats_and_health(api: httpx.Client, stub: pb_grpc.ImageSearchStub) -> None:
     stats = api.get("/v1/stats").json()
     over_grpc = stub.Stats(pb.StatsRequest(), timeout=10)
@@ -283,6 +305,7 @@ def test_the_schema_describes_every_endpoint(api: httpx.Client) -> None:
         ("/v1/items/{item_id}", "get"),
         ("/v1/items/{item_id}", "delete"),
         ("/v1/items/{item_id}/thumbnail", "get"),
+        ("/v1/delete", "post"),
         ("/v1/stats", "get"),
         ("/v1/duplicates", "get"),
         ("/healthz", "get"),

@@ -354,7 +354,10 @@ function resultCard(match) {
   select.setAttribute('aria-label', `Select ${match.id} for "more like these"`);
   select.addEventListener('change', () => mark(match.id, state.selected, select.checked));
   const reject = $('not-like', card);
-  reject.addEventListener('click', () => mark(match.id, state.rejected, !state.rejected.has(match.id)));
+  reject.setAttribute('aria-label', `Not like this: ${match.id}`);
+  reject.addEventListener('click', () => {
+    mark(match.id, state.rejected, !state.rejected.has(match.id));
+  });
   syncCard(card);
   loadThumbnail(thumb, match.id);
   return card;
@@ -373,7 +376,6 @@ function metadataRows(metadata) {
 function showRegion(element, region) {
   placeBox(element, region.box);
   element.title = region.label ? `matched region: ${region.label}` : 'matched region';
-  element.closest('.card').classList.add('has-region');
 }
 
 /** Adds `id` to `set` (selected or rejected) and takes it out of the other one. */
@@ -409,7 +411,8 @@ function clearSelection() {
 
 // -- duplicates ----------------------------------------------------------------------------
 
-/** Every pair at or above the threshold, page by page, with the progress shown. */
+/** Every pair at or above the threshold ([id, id, score]), page by page, with the progress
+ * shown. */
 async function scanPairs(threshold) {
   const pairs = [];
   let cursor = 0;
@@ -420,7 +423,7 @@ async function scanPairs(threshold) {
     scanned += page.scanned;
     showProgress(scanned, page.total);
     for (const item of page.items) {
-      for (const neighbour of item.neighbours) pairs.push([item.id, neighbour.id]);
+      for (const { id, score } of item.neighbours) pairs.push([item.id, id, score]);
     }
     cursor = page.next_cursor;
   } while (cursor !== null);
@@ -435,7 +438,7 @@ function showProgress(scanned, total) {
   bar.querySelector('span').textContent = `Scanned ${scanned} of ${plural(total, 'item')}`;
 }
 
-/** Groups the pairs transitively (union-find): each group's ids sorted, largest groups first. */
+/** Groups the pairs' ids transitively (union-find): each group sorted, largest groups first. */
 function groupPairs(pairs) {
   const parent = new Map();
   const root = (id) => {
@@ -467,8 +470,13 @@ async function findDuplicates(event) {
   try {
     clearList($('dup-groups'));
     $('dup-actions').hidden = true;
-    const groups = groupPairs(await scanPairs(threshold));
-    $('dup-groups').append(...groups.map(groupCard));
+    const pairs = await scanPairs(threshold);
+    const closest = new Map(); // each id's highest score with another
+    for (const [a, b, score] of pairs) {
+      for (const id of [a, b]) closest.set(id, Math.max(score, closest.get(id) ?? -1));
+    }
+    const groups = groupPairs(pairs);
+    $('dup-groups').append(...groups.map((ids) => groupCard(ids, closest)));
     $('dup-actions').hidden = groups.length === 0;
     $('dup-progress').querySelector('span').textContent += groups.length
       ? `: ${plural(groups.length, 'group')} of near-duplicates at ${threshold} or more`
@@ -479,17 +487,18 @@ async function findDuplicates(event) {
   }
 }
 
-function groupCard(ids) {
+function groupCard(ids, closest) {
   const group = fromTemplate('group-template');
   group.querySelector('.group-title').textContent = `${ids.length} near-identical images`;
-  group.querySelector('.group-items').append(...ids.map(copyCard));
+  group.querySelector('.group-items').append(...ids.map((id) => copyCard(id, closest.get(id))));
   return group;
 }
 
-function copyCard(id) {
+function copyCard(id, score) {
   const copy = fromTemplate('copy-template');
   copy.dataset.id = id;
   $('dup-id', copy).textContent = id;
+  $('dup-score', copy).textContent = `closest ${score.toFixed(4)}`;
   const checkbox = $('dup-mark', copy);
   checkbox.setAttribute('aria-label', `Delete ${id}`);
   checkbox.addEventListener('change', updateMarked);
@@ -525,12 +534,8 @@ async function deleteMarked() {
   const ids = markedIds();
   $('confirm-text').textContent = `Delete ${plural(ids.length, 'item')}? This cannot be undone.`;
   if (!(await showDialog($('confirm-dialog')))) return;
-  for (const [i, id] of ids.entries()) {
-    $('dup-count').textContent = `Deleting ${i + 1} of ${ids.length}…`;
-    await api('DELETE', itemPath(id)).catch((error) => {
-      if (error.status !== 404) throw error; // already gone is what was asked
-    });
-  }
+  $('dup-count').textContent = `Deleting ${plural(ids.length, 'item')}…`;
+  await api('POST', 'v1/delete', { ids }); // one durable commit; ids already gone are listed
   await Promise.all([findDuplicates(), loadStats()]);
 }
 
