@@ -10,7 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -70,14 +70,33 @@ def head(home: Path) -> Iterator[str]:
 
 
 def lookalike(home: Path, *arguments: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lookalike.cli", *arguments],
-        env=environment(home, **extra),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    (result,) = lookalikes(home, (arguments, extra))
+    return result
+
+
+def lookalikes(
+    home: Path, *runs: tuple[Sequence[str], dict[str, str]]
+) -> list[subprocess.CompletedProcess[str]]:
+    """`lookalike ARGUMENTS` with these extra environment variables, for each run at once
+    (a refused join waits on Ray's timeouts, not on the CPU)."""
+    started = [
+        (
+            arguments,
+            subprocess.Popen(
+                [sys.executable, "-m", "lookalike.cli", *arguments],
+                env=environment(home, **extra),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            ),
+        )
+        for arguments, extra in runs
+    ]
+    results = []
+    for arguments, process in started:
+        out, err = process.communicate(timeout=300)
+        results.append(subprocess.CompletedProcess(arguments, process.returncode, out, err))
+    return results
 
 
 @pytest.fixture(scope="module")
@@ -122,15 +141,26 @@ def test_build_index_and_cluster_serve_run_on_it(
 def test_a_wrong_token_is_refused_with_what_to_check(
     head: str, home: Path, tiny_export: Path, photos: Path, tmp_path: Path
 ) -> None:
-    arguments = ["ingest", str(photos), "--model-dir", str(tiny_export)]
-    arguments += ["--output", str(tmp_path / "dataset"), "--address", head]
-    result = lookalike(home, *arguments, RAY_AUTH_TOKEN="not-the-token")
-    assert result.returncode == EXIT_UNREACHABLE, result.stderr[-3000:]
-    last = result.stderr.strip().splitlines()[-1]
+    arguments = ["ingest", str(photos), "--model-dir", str(tiny_export), "--address", head]
+    # Ray retries a refused join 20 times a second apart, as if the head were still starting;
+    # its own setting for that wait makes each try here take ~3 s instead of ~20 s
+    retries = {"RAY_gcs_server_port_wait_time_s": "3"}
+    wrong_token, no_token = lookalikes(
+        home,
+        (
+            [*arguments, "--output", str(tmp_path / "wrong")],
+            {"RAY_AUTH_TOKEN": "not-the-token", **retries},
+        ),
+        # the cluster does require a token: joined without one (mode chosen: no second try)
+        (
+            [*arguments, "--output", str(tmp_path / "none")],
+            {"RAY_AUTH_MODE": "disabled", **retries},
+        ),
+    )
+    assert wrong_token.returncode == EXIT_UNREACHABLE, wrong_token.stderr[-3000:]
+    last = wrong_token.stderr.strip().splitlines()[-1]
     assert last.startswith(f"lookalike: cannot join the Ray cluster at {head}"), last
     assert "ray get-auth-token" in last
-    assert not list((tmp_path / "dataset").glob("parts/*.parquet"))
-    # the cluster does require a token: joined without one (mode chosen: no second try)
-    result = lookalike(home, *arguments, RAY_AUTH_MODE="disabled")
-    assert result.returncode == EXIT_UNREACHABLE, result.stderr[-3000:]
-    assert "RAY_AUTH_MODE=disabled" in result.stderr
+    assert not list((tmp_path / "wrong").glob("parts/*.parquet"))
+    assert no_token.returncode == EXIT_UNREACHABLE, no_token.stderr[-3000:]
+    assert "RAY_AUTH_MODE=disabled" in no_token.stderr

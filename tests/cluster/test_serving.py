@@ -70,9 +70,13 @@ def index(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def no_shards_left(cluster: Cluster) -> Iterator[None]:
     """Each test deploys its own shards: a front finds running ones and would reuse them."""
     yield
-    with contextlib.suppress(Exception):  # Serve never started
-        for name in serve.status().applications:
-            serve.delete(name)
+    try:
+        names = list(serve.status().applications)
+    except Exception:  # Serve never started
+        return
+    for name in names:
+        serve.delete(name, _blocking=False)  # all at once, as the front retires versions
+    wait_for(lambda: not serve.status().applications, seconds=120)
 
 
 @contextlib.contextmanager
