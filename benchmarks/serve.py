@@ -521,6 +521,27 @@ def batching_sweep(model_dir: Path, seconds: float) -> list[dict]:
     return sweep
 
 
+def transports_only(model_dir: Path, seconds: float, out: Path) -> None:
+    http_port = free_port()
+    with lookalike_server(model_dir, "--http-port", str(http_port)) as server:
+        payload = encoded(PAYLOADS["jpeg-640x480"], "JPEG", seed=1)
+        store_random_vectors(server.address)
+        url = f"http://127.0.0.1:{http_port}"
+        has_text = server_has_text(server.address)
+        runs = transport_runs(server.address, url, payload, seconds, text=has_text, quick=False)
+    path = write_result(
+        "serve",
+        out,
+        settings={
+            "model_dir": str(model_dir),
+            "seconds_per_level": seconds,
+            "transports_only": True,
+        },
+        results={"transports": runs},
+    )
+    print(f"\nwrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
@@ -531,10 +552,18 @@ def main() -> None:
     parser.add_argument(
         "--infinity-model", type=Path, help="a saved CLIP checkpoint directory for infinity-emb"
     )
+    parser.add_argument(
+        "--transports-only",
+        action="store_true",
+        help="only the gRPC and HTTP searches side by side (a few minutes)",
+    )
     args = parser.parse_args()
     seconds = 2.0 if args.quick else args.seconds
     payloads = dict(list(PAYLOADS.items())[:1]) if args.quick else PAYLOADS
     model_dir = ensure_benchmark_model(args.model_dir)
+    if args.transports_only:
+        transports_only(model_dir, seconds, args.out)
+        return
 
     results, rows = [], []
     probe_seconds = min(seconds / 4, 2.0)

@@ -53,7 +53,9 @@ class HttpListener:
     async def start(self) -> int:
         """Bind and start answering; return the port."""
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # proto given: asyncio turns Nagle off (TCP_NODELAY) only on sockets that name TCP, and
+        # without that a keep-alive response waited ~40 ms for the client's delayed ACK
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self._host, self._port))

@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import re
+import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -282,6 +283,20 @@ def test_http_calls_are_counted_by_route_and_status(
     api.get("/v1/items/nobody")
     assert count("http GET /v1/items/{item_id:path}", "200") == found_before + 1
     assert count("http GET /v1/items/{item_id:path}", "404") == missing_before + 1
+
+
+def test_keep_alive_connections_send_without_waiting_for_acks(
+    served: tuple[RunningServer, str], api: httpx.Client
+) -> None:
+    """Nagle is off on the server's connections: with it on, each answer on a keep-alive
+    connection waited ~40 ms for the client's delayed ACK (measured: 48 ms against 3 ms)."""
+    assert api.get("/healthz").status_code == 200  # a connection is open now
+    listener = served[0].server.http
+    assert listener is not None
+    connections = listener._server.server_state.connections  # type: ignore[union-attr]
+    sockets = [c.transport.get_extra_info("socket") for c in connections]
+    assert sockets
+    assert all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in sockets)
 
 
 def test_stats_and_health(api: httpx.Client, stub: pb_grpc.ImageSearchStub) -> None:
