@@ -13,7 +13,7 @@ under load. With a text tower: `Search` by text (k=10 over 5,000 stored vectors)
 flight, alone and beside 16 image `Embed`s in flight (texts have their own queue: what a text
 query waits under image load). And the same server's two transports side by side: `Search` by
 image and by text over gRPC and over HTTP/JSON (`POST /v1/search`, base64 image, keep-alive
-connections) at 1 and 16 in flight, run alternately.
+connections) at 1 and 16 in flight: gRPC then HTTP at each level.
 """
 
 from __future__ import annotations
@@ -441,8 +441,8 @@ def transport_runs(
     address: str, url: str, payload: bytes, seconds: float, *, text: bool, quick: bool
 ) -> list[dict]:
     """Search by image (and by text, with a text tower) over gRPC and over HTTP, at 1 and 16 in
-    flight (quick: by image at 16); the two transports alternate at each level so that both
-    see the same machine."""
+    flight (quick: by image at 16); gRPC then HTTP at each level, so that both see the machine
+    in the same state."""
     queries: dict[str, dict] = {"image": {"image": payload, "k": 10}}
     if text and not quick:
         queries["text"] = {"text": TEXT_QUERY, "k": 10}

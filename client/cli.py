@@ -13,7 +13,6 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -175,8 +174,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--box",
         type=_box,
         metavar="X0,Y0,X1,Y1",
-        help="with an image: search with this part of it (fractions of its width and height, "
-        "e.g. 0.5,0,1,0.5 for the top right quarter)",
+        help="with an image: search with this part of it (of the first, given several; "
+        "fractions of its width and height, e.g. 0.5,0,1,0.5 for the top right quarter)",
     )
     search.add_argument(
         "--json", action="store_true", help="print a JSON array on stdout and nothing else"
@@ -373,24 +372,24 @@ def search_command(client: Client, args: argparse.Namespace) -> int:
     negatives += [Example(text=text) for text in args.not_text]
     if not positives:
         raise CommandError("give a query: image file(s), --text, --id or --vector", EXIT_BAD_INPUT)
-    if args.box is not None and (len(positives) != 1 or not images):
-        raise CommandError("--box goes with one query image", EXIT_BAD_INPUT)
-    options: dict[str, Any] = {
-        "k": args.k,
-        "filter": filters,
-        "min_score": args.min_score,
-        "exclude_self": args.id is not None,  # a stored item is not shown as like itself
-    }
-    if len(positives) == 1 and not negatives:
-        (query,) = positives
-        options.update(image=query.image, text=query.text, id=query.id, vector=query.vector)
-        options.update(box=args.box)
-    else:
-        options.update(
-            positives=positives, negatives=negatives, negative_weight=args.negative_weight
-        )
+    if args.box is not None and not images:
+        raise CommandError("--box goes with a query image: give an image file", EXIT_BAD_INPUT)
+    query, *more = positives  # the first is the query, with its box; the rest join it
     try:
-        matches = client.search(**options)
+        matches = client.search(
+            image=query.image,
+            text=query.text,
+            id=query.id,
+            vector=query.vector,
+            box=args.box,
+            positives=more,
+            negatives=negatives,
+            negative_weight=args.negative_weight,
+            k=args.k,
+            filter=filters,
+            min_score=args.min_score,
+            exclude_self=args.id is not None,  # a stored item is not shown as like itself
+        )
     except InvalidRequestError as error:  # say which file the server could not read
         if not images and not args.negatives:
             raise

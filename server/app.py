@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -38,10 +38,11 @@ from lookalike.server.onnx_engine import OnnxEngine
 from lookalike.server.repository import Repository
 from lookalike.server.service import ImageSearchService
 from lookalike.server.sharded_repository import ShardedRepository
-from lookalike.server.web.api import HttpSettings, create_api
-from lookalike.server.web.serving import HttpListener
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from lookalike.server.web import HttpListener
 
 __all__ = ["LookalikeServer", "main", "SERVICE_NAME"]
 
@@ -131,15 +132,16 @@ class LookalikeServer:
         """The JSON API and the web app on --http-port, over the same core."""
         if config.http_port is None:
             return None
-        settings = HttpSettings(
-            port=config.http_port,
+        from lookalike.server import web  # FastAPI and uvicorn load only when HTTP is on
+
+        settings = web.HttpSettings(
             token=config.token,
             cors_origins=config.http_cors,
-            max_body_bytes=config.max_message_bytes * 4 // 3 + 2**16,
+            max_body_bytes=web.body_limit(config.max_message_bytes),
             duplicates_threshold=config.duplicates_threshold,
         )
-        app = create_api(self.cores, self.metrics, settings, not_serving=self._not_serving)
-        return HttpListener(
+        app = web.create_api(self.cores, self.metrics, settings, not_serving=self._not_serving)
+        return web.HttpListener(
             app,
             host=config.host,
             port=config.http_port,

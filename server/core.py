@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from importlib import metadata
@@ -77,6 +78,8 @@ __all__ = [
 COMMIT_GROUP = 64  # items per durable commit in a bulk add
 NEIGHBOUR_PAGE = 256  # items per data-thread trip of a Neighbours scan (writes go between)
 STREAM_WINDOW = 2 * COMMIT_GROUP  # one group embeds while the one before it commits
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,10 +214,7 @@ class Core:
                     min_score=min_score,
                     exclude_self=query.exclude_self,
                 )
-        if query.has_examples:
-            vector = await self._examples_vector(query)
-        else:
-            vector = await self._query_vector(query)
+        vector = await self._query_vector(query)
         with self._metrics.stage("search"):
             return await self._repository.search(
                 vector,
@@ -228,7 +228,7 @@ class Core:
         """Scan every item (those the filter allows) for its near neighbours, a page at a
         time (other calls run between pages); the query is checked before the first page."""
         query.check()
-        total, scanned = self._repository.item_count, 0
+        total, scanned = self.item_count, 0
         cursor: int | None = 0
         while cursor is not None:
             page = await self.neighbours_page(query, cursor)
@@ -248,6 +248,11 @@ class Core:
                 min_score=query.min_score,
                 filter_pairs=dict(query.filter),
             )
+
+    @property
+    def item_count(self) -> int:
+        """Items stored now."""
+        return self._repository.item_count
 
     async def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem:
         check_id(item_id)
@@ -295,23 +300,16 @@ class Core:
         return self._text
 
     async def _query_vector(self, query: SearchQuery) -> np.ndarray:
-        """The unit vector of a checked query by vector, text or image."""
-        if query.box is not None:
-            assert query.image is not None  # check() allows a box with an image only
-            (vector,) = await self._embedder.embed([Crop(SourceImage(query.image), query.box)])
-            return vector
-        (vector,) = await self._example_vectors([query.main])
-        return vector
-
-    async def _examples_vector(self, query: SearchQuery) -> np.ndarray:
-        """normalise(mean(positives) - negative_weight * mean(negatives)), each example a unit
-        vector; the main query (with its box) is the first positive."""
-        main = [await self._query_vector(query)] if query.main.is_set else []
-        positives = [*main, *await self._example_vectors(query.positives)]
-        combined = np.mean(positives, axis=0)
-        if query.negatives:
-            negatives = await self._example_vectors(query.negatives)
-            combined = combined - query.negative_weight * np.mean(negatives, axis=0)
+        """The unit vector of a checked query: its own, or its examples' combined as
+        normalise(mean(positives) - negative_weight * mean(negatives)); the main query (with
+        its box) is the first positive."""
+        positives, negatives = query.all_positives, query.negatives
+        vectors = await self._example_vectors([*positives, *negatives], box=query.box)
+        if not query.has_examples:
+            return vectors[0]
+        combined = np.mean(vectors[: len(positives)], axis=0)
+        if negatives:
+            combined -= query.negative_weight * np.mean(vectors[len(positives) :], axis=0)
         norm = float(np.linalg.norm(combined))
         if norm < 1e-6:
             raise InvalidArgumentError(
@@ -320,26 +318,13 @@ class Core:
             )
         return (combined / norm).astype(np.float32)
 
-    async def _example_vectors(self, examples: Sequence[Example]) -> list[np.ndarray]:
-        """Each checked example's unit vector, in order: images in one batch, texts in another,
-        stored items from the repository."""
-        images = [(i, e.image) for i, e in enumerate(examples) if e.image is not None]
-        texts = [(i, e.text) for i, e in enumerate(examples) if e.text is not None]
-
-        async def image_vectors() -> Sequence[np.ndarray] | np.ndarray:
-            if not images:
-                return []
-            return await self._embedder.embed([image for _, image in images])
-
-        async def text_vectors() -> Sequence[np.ndarray] | np.ndarray:
-            if not texts:
-                return []
-            return await self._text_side().embedder.embed([text for _, text in texts])
-
+    async def _example_vectors(
+        self, examples: Sequence[Example], *, box: Region | None = None
+    ) -> list[np.ndarray]:
+        """Each checked example's unit vector, in order. Stored items are looked up first (an
+        unknown id fails before any embedding); then images go in one batch and texts in
+        another, at once. `box` crops the first example, an image."""
         vectors: dict[int, np.ndarray] = {}
-        found_images, found_texts = await asyncio.gather(image_vectors(), text_vectors())
-        vectors.update(zip((i for i, _ in images), found_images, strict=True))
-        vectors.update(zip((i for i, _ in texts), found_texts, strict=True))
         for position, example in enumerate(examples):
             if example.item_id is not None:
                 stored = await self._repository.get(example.item_id, with_vector=True)
@@ -347,6 +332,26 @@ class Core:
                 vectors[position] = stored.vector
             elif example.vector is not None:
                 vectors[position] = unit_vector(example.vector, self.model.dims)
+        images: list[tuple[int, ImageInput]] = [
+            (i, Crop(SourceImage(e.image), box) if i == 0 and box is not None else e.image)
+            for i, e in enumerate(examples)
+            if e.image is not None
+        ]
+        texts = [(i, e.text) for i, e in enumerate(examples) if e.text is not None]
+
+        async def image_vectors() -> Sequence[np.ndarray]:
+            if not images:
+                return []
+            return list(await self._embedder.embed([image for _, image in images]))
+
+        async def text_vectors() -> Sequence[np.ndarray]:
+            if not texts:
+                return []
+            return list(await self._text_side().embedder.embed([text for _, text in texts]))
+
+        found_images, found_texts = await asyncio.gather(image_vectors(), text_vectors())
+        vectors.update(zip((i for i, _ in images), found_images, strict=True))
+        vectors.update(zip((i for i, _ in texts), found_texts, strict=True))
         return [vectors[position] for position in range(len(examples))]
 
     def _made_regions(self, item: AddItem) -> tuple[Region, ...]:
@@ -385,7 +390,7 @@ class Core:
         thumbnail = None
         if self._thumbnails:
             thumbnail = asyncio.get_running_loop().run_in_executor(
-                None, make_thumbnail, item.image, self._image_limits
+                None, _thumbnail_or_none, item.id, item.image, self._image_limits
             )
         return _Started(item, regions, vectors, thumbnail)
 
@@ -447,7 +452,7 @@ class _Started:
     item: AddItem
     regions: tuple[Region, ...]  # given and made, fitted to its image, in storing order
     vectors: asyncio.Future[list[np.ndarray]]  # the whole image's, then each region's
-    thumbnail: asyncio.Future[bytes] | None = None  # being made, when the server keeps them
+    thumbnail: asyncio.Future[bytes | None] | None = None  # being made, if the server keeps them
 
     async def embedded(self) -> EmbeddedItem:
         if self.thumbnail is None:
@@ -470,6 +475,16 @@ class _Pending:
     index: int
     item: AddItem
     started: _Started | LookalikeError  # on its way, or why it was refused
+
+
+def _thumbnail_or_none(item_id: str, image: bytes, limits: ImageLimits) -> bytes | None:
+    """The image's thumbnail, or None if it cannot be made: a thumbnail is a convenience, and
+    an image that cannot be decoded at all is refused by its embedding."""
+    try:
+        return make_thumbnail(image, limits)
+    except Exception:
+        log.warning("item %r is stored without a thumbnail", item_id, exc_info=True)
+        return None
 
 
 def package_version() -> str:

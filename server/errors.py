@@ -42,8 +42,8 @@ class NotFoundError(LookalikeError):
 
 
 class ThumbnailMissingError(NotFoundError):
-    """A stored item without a thumbnail (added as a vector or with thumbnails off), or a built
-    index, which keeps none."""
+    """A stored item without a thumbnail (added as a vector, with thumbnails off, or its
+    thumbnail failed), or a built index, which keeps none."""
 
 
 class LimitExceededError(LookalikeError):

@@ -164,8 +164,9 @@ class LocalRepository:
                 raise NotFoundError(f"no item with id {item_id!r}") from None
             if found is None:
                 raise ThumbnailMissingError(
-                    f"item {item_id!r} has no thumbnail: it was added as a vector, or while "
-                    "the server ran with --no-thumbnails"
+                    f"item {item_id!r} has no thumbnail: it was added as a vector, while the "
+                    "server ran with --no-thumbnails, or its thumbnail could not be made (the "
+                    "server's log says why)"
                 )
             return found
 

@@ -154,14 +154,21 @@ class SearchQuery:
             )
         if self.main.is_set:
             self.main.check(limits, "the query")
-        examples = len(self.all_positives) + len(self.negatives)
-        if examples > MAX_EXAMPLES:
+        examples = (*self.all_positives, *self.negatives)
+        if len(examples) > MAX_EXAMPLES:
             raise LimitExceededError(
-                f"{examples} examples in one search; the limit is {MAX_EXAMPLES}"
+                f"{len(examples)} examples in one search; the limit is {MAX_EXAMPLES}"
             )
         for kind, group in (("positive", self.positives), ("negative", self.negatives)):
             for position, example in enumerate(group):
                 example.check(limits, f"{kind} {position}")
+        for kind in ("image", "text"):  # each kind is one batch, under the Embed limit
+            count = sum(getattr(example, kind) is not None for example in examples)
+            if count > limits.max_images_per_request:
+                raise LimitExceededError(
+                    f"{count} example {kind}s in one search; the limit is "
+                    f"{limits.max_images_per_request} (--max-images-per-request)"
+                )
         if not 0.0 <= self.negative_weight <= 1.0:
             raise InvalidArgumentError(
                 f"negative_weight must be between 0 and 1, got {self.negative_weight}"

@@ -127,6 +127,8 @@ def test_the_distribution_installs_one_top_level_package(wheel: Path) -> None:
     missing = [module for module in modules if f"lookalike/{module}" not in names]
     assert missing == []  # every module of the repository ships in the wheel
     assert "lookalike/v1/lookalike_pb2.py" in names
+    pages = sorted(p.name for p in (root / "server" / "web" / "static").iterdir())
+    assert {f"lookalike/server/web/static/{page}" for page in pages} <= names  # the web app
     entry_points = metadata.distribution("lookalike").entry_points
     assert {e.name: e.value for e in entry_points if e.group == "console_scripts"} == {
         "lookalike": "lookalike.cli:main",

@@ -15,7 +15,7 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
@@ -63,13 +63,14 @@ from lookalike.server.web.schemas import (
     WrittenOut,
 )
 
-__all__ = ["HttpSettings", "create_api"]
+__all__ = ["HttpSettings", "body_limit", "create_api"]
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 DATA_URI = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?(;[\w=.+-]+)*;base64,", re.ASCII)
 MULTIPART = "multipart/form-data"
+ModelT = TypeVar("ModelT", bound=BaseModel)
 DEFAULT_DUPLICATES_THRESHOLD = 0.95  # clip-retrieval's dedup threshold; calibrate per model
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut, "description": description}
@@ -80,17 +81,24 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         409: "the server's setup refuses this (FAILED_PRECONDITION)",
         413: "a size limit (RESOURCE_EXHAUSTED)",
         429: "the queue is full: retry with backoff (RESOURCE_EXHAUSTED)",
+        500: "a fault in the server; it logged it (INTERNAL)",
         503: "starting, draining or failing: retry (UNAVAILABLE)",
+        507: "the data directory's disk is full (RESOURCE_EXHAUSTED)",
     }.items()
 }
 
 
+def body_limit(max_message_bytes: int) -> int:
+    """The largest HTTP body for gRPC's message limit: its bytes as base64, and room for the
+    JSON around them."""
+    return max_message_bytes * 4 // 3 + 2**16
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class HttpSettings:
-    port: int
     token: str | None = dataclasses.field(default=None, repr=False)
     cors_origins: tuple[str, ...] = ()
-    max_body_bytes: int = 64 * 2**20 * 4 // 3 + 2**16  # the gRPC limit, base64-encoded
+    max_body_bytes: int = body_limit(64 * 2**20)
     duplicates_threshold: float | None = None  # calibrated for the model, if it was
 
 
@@ -114,16 +122,18 @@ def create_api(
     _add_routes(app, cores, settings, not_serving)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    asgi: Any = app
-    if settings.cors_origins:
-        asgi = CORSMiddleware(
-            asgi,
-            allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST", "PUT", "DELETE"],
-            allow_headers=["authorization", "content-type"],
-        )
-    return Guard(
-        asgi, token=settings.token, max_body_bytes=settings.max_body_bytes, metrics=metrics
+    guarded = Guard(
+        app, token=settings.token, max_body_bytes=settings.max_body_bytes, metrics=metrics
+    )
+    if not settings.cors_origins:
+        return guarded
+    # outside the guard: a preflight carries no token, and a refusal must be readable by the
+    # page that asked
+    return CORSMiddleware(
+        guarded,
+        allow_origins=list(settings.cors_origins),
+        allow_methods=["GET", "POST", "PUT", "DELETE"],
+        allow_headers=["authorization", "content-type"],
     )
 
 
@@ -138,7 +148,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         return answer(http_status(exc), grpc_status(exc).name, type(exc).__name__, str(exc))
 
     async def invalid(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError | ValidationError)
+        assert isinstance(exc, RequestValidationError)
         return answer(400, "INVALID_ARGUMENT", "InvalidArgumentError", _explain(exc.errors()))
 
     async def unexpected(request: Request, exc: Exception) -> Response:
@@ -147,7 +157,6 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(LookalikeError, lookalike_error)
     app.add_exception_handler(RequestValidationError, invalid)
-    app.add_exception_handler(ValidationError, invalid)
     app.add_exception_handler(Exception, unexpected)
 
 
@@ -158,11 +167,10 @@ def _add_routes(
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
 
-    @app.get("/healthz", summary="SERVING, or why not (503)")
+    @app.get("/healthz", summary="SERVING, or NOT_SERVING (503); open, like gRPC health")
     async def healthz() -> JSONResponse:
-        reason = not_serving()
-        if reason is not None:
-            return JSONResponse({"status": "NOT_SERVING", "reason": reason}, 503)
+        if not_serving() is not None:  # the reason is in the server's log, not for anyone
+            return JSONResponse({"status": "NOT_SERVING"}, 503)
         return JSONResponse({"status": "SERVING"})
 
     @app.post(
@@ -191,10 +199,10 @@ def _add_routes(
                 "filter": _json_field(form.get("filter"), "filter", {}),
                 "box": _box_field(form.get("box")),
             }
-            body = SearchIn.model_validate(fields)
+            body = _parsed(SearchIn, fields)
             query = _search_query(body, image=await _upload(form.get("image"), "image"))
         else:
-            query = _search_query(SearchIn.model_validate_json(await request.body()))
+            query = _search_query(_parsed(SearchIn, await request.body()))
         result = await cores.get().search(query)
         return SearchOut(matches=[_match(m) for m in result.matches], exact=result.exact)
 
@@ -249,15 +257,14 @@ def _add_routes(
     async def put_item(item_id: str, request: Request) -> WrittenOut:
         if _is_multipart(request):
             form = await request.form()
-            body = ItemIn.model_validate(
-                {
-                    "metadata": _json_field(form.get("metadata"), "metadata", {}),
-                    "region_policy": form.get("region_policy"),
-                }
-            )
+            fields = {
+                "metadata": _json_field(form.get("metadata"), "metadata", {}),
+                "region_policy": form.get("region_policy"),
+            }
+            body = _parsed(ItemIn, fields)
             item = _add_item(item_id, body, image=await _upload(form.get("image"), "image"))
         else:
-            item = _add_item(item_id, ItemIn.model_validate_json(await request.body()))
+            item = _add_item(item_id, _parsed(ItemIn, await request.body()))
         written = await cores.get().add(item)
         return WrittenOut(id=written.id, replaced=written.replaced)
 
@@ -316,7 +323,7 @@ def _add_routes(
         "`threshold` (pass `next_cursor` back as `cursor` for the next page)",
     )
     async def duplicates(
-        threshold: float,
+        threshold: float = Query(ge=-1, le=1, description="cosine: pairs at or above it"),
         k: int = 10,
         cursor: int = 0,
         filter: Sequence[str] = Query((), description="KEY=VALUE, repeatable"),
@@ -332,12 +339,22 @@ def _add_routes(
                 for item in page.items
             ],
             scanned=page.scanned,
-            total=(await core.stats()).repository.items,
+            total=core.item_count,
             next_cursor=page.cursor,
         )
 
 
 # -- JSON to the core's types ---------------------------------------------------------------
+
+
+def _parsed(model: type[ModelT], data: bytes | dict[str, Any]) -> ModelT:
+    """A body the route reads itself, as `model`; its shape's faults as InvalidArgumentError."""
+    try:
+        if isinstance(data, bytes):
+            return model.model_validate_json(data)
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidArgumentError(_explain(exc.errors())) from None
 
 
 def _search_query(body: SearchIn, *, image: bytes | None = None) -> SearchQuery:

@@ -20,6 +20,7 @@ __all__ = ["Guard", "API_PREFIX", "error_json"]
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/v1/"  # what the token guards; the page, its files, /healthz and the schema are open
+CLIENT_GONE = 499  # the status a request's metric gets when its client left mid-body (nginx's)
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -59,7 +60,11 @@ class Guard:
                 return
             headers = dict(scope["headers"])
             if b"content-length" not in headers and scope["method"] in ("POST", "PUT"):
-                body = await self._whole_body(receive)  # chunked: read it, up to the limit
+                try:
+                    body = await self._whole_body(receive)  # chunked: read it, up to the limit
+                except _ClientGoneError:
+                    status = CLIENT_GONE
+                    return
                 if body is None:
                     await _answer(send_recording, 413, self._too_large(self._max_body + 1), [])
                     return
@@ -98,19 +103,24 @@ class Guard:
         )
 
     async def _whole_body(self, receive: Receive) -> bytes | None:
-        """A body sent without Content-Length, or None once it outgrows the limit."""
+        """A body sent without Content-Length, or None once it outgrows the limit;
+        _ClientGoneError if the client leaves before its end."""
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                return b"".join(chunks)
+                raise _ClientGoneError
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self._max_body:
                 return None
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+class _ClientGoneError(Exception):
+    """The client disconnected while sending its body: there is no one to answer."""
 
 
 def _replay(body: bytes, then: Receive) -> Receive:

@@ -72,6 +72,7 @@ class HttpListener:
         config = uvicorn.Config(
             self._app,
             lifespan="off",
+            log_config=None,  # the server's logging stays as the server set it up
             log_level="warning",
             access_log=False,
             server_header=False,

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from lookalike.cli import build_parser, main
-from lookalike.client import Client
+from lookalike.client import Client, Example, Region
 from lookalike.client.cli import (
     EXIT_BAD_INPUT,
     EXIT_BROKEN_PIPE,
@@ -191,6 +191,28 @@ def test_regions_are_indexed_searched_by_box_and_drawn_on_the_page(
     for thumbnail in (query_thumb, first_match):
         on_box = np.asarray(thumbnail.getpixel((thumbnail.width // 4, 1)), dtype=int)
         assert np.abs(on_box - BOX_COLOUR).max() < 60, on_box  # the box's top edge
+    # a box goes with the first image when there are negatives and more positives too
+    several = [query, str(folder / "scene-0.png"), "--not", str(folder / "scene-2.png")]
+    options = ["-k", "2", "-f", "set=scenes", "--json"]
+    code, out, _ = run(capsys, server_address, "search", *several, "--box", "0,0,0.5,0.5", *options)
+    assert code == 0
+    with Client(server_address) as client:
+        expected = client.search(
+            image=folder / "scene-1.png",
+            box=Region(0, 0, 0.5, 0.5),
+            positives=[Example(image=folder / "scene-0.png")],
+            negatives=[Example(image=folder / "scene-2.png")],
+            k=2,
+            filter={"set": "scenes"},
+        )
+    assert [(m["id"], m["score"]) for m in json.loads(out)] == [
+        (m.id, pytest.approx(m.score, abs=1e-6)) for m in expected
+    ]
+    whole = run(capsys, server_address, "search", *several, *options)[1]
+    assert json.loads(whole) != json.loads(out)  # the box changed the query
+    code, _, err = run(capsys, server_address, "search", "--text", "x", "--box", "0,0,1,1")
+    assert code == EXIT_BAD_INPUT
+    assert "--box goes with a query image" in err
     with pytest.raises(SystemExit) as exit_info:
         run(capsys, server_address, "search", query, "--box", "0,0,1")
     assert exit_info.value.code == 2

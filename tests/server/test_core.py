@@ -130,8 +130,18 @@ def test_a_search_with_several_examples_is_checked_and_searches_with_their_mean(
             await core.add(AddItem("dog", image=photo(2)))
             with pytest.raises(LimitExceededError, match="65 examples"):
                 await core.search(SearchQuery(positives=[Example(text="x")] * 65))
+            with pytest.raises(LimitExceededError, match=r"9 example images.* limit is 8"):
+                await core.search(SearchQuery(positives=[Example(image=photo(1))] * 9))
+            decoded = engine.preprocessed
             with pytest.raises(NotFoundError, match="'nobody'"):
-                await core.search(SearchQuery(item_id="cat", negatives=[Example(item_id="nobody")]))
+                await core.search(
+                    SearchQuery(
+                        image=photo(3),
+                        positives=[Example(image=photo(4))],
+                        negatives=[Example(item_id="nobody")],
+                    )
+                )
+            assert engine.preprocessed == decoded  # the unknown id failed before any embedding
             with pytest.raises(InvalidArgumentError, match="cancel out"):
                 await core.search(
                     SearchQuery(

@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 
 from lookalike.client.errors import SERVER_ERROR_KEY
-from lookalike.server.status import ERROR_KIND_KEY, GRPC_CODES
+from lookalike.server.status import ERROR_KIND_KEY, GRPC_CODES, HTTP_STATUSES
 
 PROTO = Path(__file__).resolve().parents[2] / "protos" / "lookalike" / "v1" / "lookalike.proto"
 
@@ -26,6 +26,11 @@ def test_every_status_the_server_sends_is_documented_in_the_proto() -> None:
     sent = {code.name for code in GRPC_CODES.values()}
     sent |= {grpc.StatusCode.UNAUTHENTICATED.name, grpc.StatusCode.INTERNAL.name}
     assert documented_codes() == sent
+
+
+def test_every_error_has_an_http_status_beside_its_grpc_code() -> None:
+    assert HTTP_STATUSES.keys() == GRPC_CODES.keys()
+    assert all(400 <= status <= 599 for status in HTTP_STATUSES.values())
 
 
 def test_client_and_server_name_the_same_error_metadata() -> None:

@@ -9,6 +9,7 @@ import json
 import re
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,6 @@ import pytest
 from PIL import Image
 
 from lookalike.server.errors import AddressInUseError
-from lookalike.server.web.guard import API_PREFIX
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from tests.reliability.process import ServerProcess
@@ -246,6 +246,50 @@ def test_an_item_added_as_a_vector_has_no_thumbnail(api: httpx.Client) -> None:
         api.delete("/v1/items/as-vector")
 
 
+def test_an_item_whose_thumbnail_fails_is_stored_without_one(
+    api: httpx.Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(image: bytes, limits: object) -> bytes:
+        raise OSError("encoder crashed")
+
+    monkeypatch.setattr("lookalike.server.core.make_thumbnail", broken)
+    stored = api.put("/v1/items/thumbless", json={"image": b64(PHOTOS["photo-2"])})
+    try:
+        assert stored.status_code == 200, stored.text
+        assert (
+            api.post("/v1/search", json={"id": "thumbless", "k": 1}).json()["matches"][0]["id"]
+            == "thumbless"
+        )
+        missing = api.get("/v1/items/thumbless/thumbnail")
+        assert missing.status_code == 404
+        assert error_of(missing)["type"] == "ThumbnailMissingError"
+        assert "could not be made" in error_of(missing)["message"]
+        assert "'thumbless' is stored without a thumbnail" in caplog.text
+        assert "encoder crashed" in caplog.text
+    finally:
+        api.delete("/v1/items/thumbless")
+
+
+def test_a_client_leaving_mid_body_ends_its_request(
+    served: tuple[RunningServer, str], api: httpx.Client
+) -> None:
+    """A chunked body cut off by a closed connection is not searched with what arrived."""
+    registry = served[0].server.metrics.registry
+    labels = {"method": "http POST unrouted", "code": "499"}
+    before = registry.get_sample_value("lookalike_requests_total", labels) or 0.0
+    port = int(served[1].rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        raw.sendall(
+            b"POST /v1/search HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b'transfer-encoding: chunked\r\n\r\n5\r\n{"tex\r\n'
+        )
+    deadline = time.monotonic() + 10
+    while registry.get_sample_value("lookalike_requests_total", labels) != before + 1:
+        assert time.monotonic() < deadline, "the cut-off request was never ended"
+        time.sleep(0.01)
+    assert api.get("/healthz").status_code == 200
+
+
 def test_duplicates_come_in_pages_until_the_cursor_ends(api: httpx.Client) -> None:
     copy = Image.open(io.BytesIO(PHOTOS["photo-1"]))
     recompressed = io.BytesIO()
@@ -265,7 +309,7 @@ def test_duplicates_come_in_pages_until_the_cursor_ends(api: httpx.Client) -> No
         api.delete("/v1/items/photo-1-copy")
     bad = api.get("/v1/duplicates", params={"threshold": 2})
     assert bad.status_code == 400
-    assert "min_score" in error_of(bad)["message"]
+    assert "threshold" in error_of(bad)["message"]
 
 
 def test_http_calls_are_counted_by_route_and_status(
@@ -361,7 +405,7 @@ def test_the_schema_describes_every_endpoint(api: httpx.Client) -> None:
             {"image": "data:image/png;base64,AAAA"},
             400,
             "INVALID_ARGUMENT",
-            "",
+            "not an image",
         ),
         ("put", "/v1/items/x", {}, 400, "INVALID_ARGUMENT", "no content"),
         ("get", "/v1/items/nobody/thumbnail", None, 404, "NOT_FOUND", "nobody"),
@@ -425,30 +469,54 @@ def test_the_token_guards_the_api_but_not_the_page_or_health(
             assert anonymous.get("/openapi.json").status_code == 200
         with http_client(base, token="s3cret") as client:
             assert client.get("/v1/stats").status_code == 200
-    assert API_PREFIX == "/v1/"
 
 
 def test_cors_is_off_unless_an_origin_is_given(tiny_export: Path, tmp_path: Path) -> None:
+    """With a token too: a browser's preflight carries none, and the page that asked must be
+    able to read a refusal."""
+    origin = "https://app.example.com"
     preflight = {
-        "origin": "https://app.example.com",
+        "origin": origin,
         "access-control-request-method": "POST",
         "access-control-request-headers": "authorization,content-type",
     }
     with http_server(tiny_export, tmp_path / "a") as (_, base), http_client(base) as client:
-        answer = client.get("/v1/stats", headers={"origin": "https://app.example.com"})
+        answer = client.get("/v1/stats", headers={"origin": origin})
         assert "access-control-allow-origin" not in answer.headers
+    cors = {"http_cors": (origin,), "token": "s3cret"}
     with (
-        http_server(tiny_export, tmp_path / "b", http_cors=("https://app.example.com",)) as (
-            _,
-            base,
-        ),
-        http_client(base) as client,
+        http_server(tiny_export, tmp_path / "b", **cors) as (_, base),
+        http_client(base) as anonymous,
+        http_client(base, token="s3cret") as client,
     ):
-        answer = client.options("/v1/search", headers=preflight)
+        answer = anonymous.options("/v1/search", headers=preflight)
         assert answer.status_code == 200
-        assert answer.headers["access-control-allow-origin"] == "https://app.example.com"
+        assert answer.headers["access-control-allow-origin"] == origin
+        assert "authorization" in answer.headers["access-control-allow-headers"].lower()
+        refused = anonymous.get("/v1/stats", headers={"origin": origin})
+        assert refused.status_code == 401
+        assert refused.headers["access-control-allow-origin"] == origin
+        allowed = client.get("/v1/stats", headers={"origin": origin})
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == origin
         other = client.get("/v1/stats", headers={"origin": "https://evil.example.com"})
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_a_server_not_yet_serving_says_so_without_saying_why(
+    tiny_export: Path, tmp_path: Path
+) -> None:
+    config = config_for(tiny_export, tmp_path, http_port=0)
+    with running_server(config, load=False) as server:
+        assert server.server.http is not None
+        with http_client(f"http://127.0.0.1:{server.server.http.port}") as client:
+            health = client.get("/healthz")
+            assert health.status_code == 503
+            assert health.json() == {"status": "NOT_SERVING"}
+            refused = client.post("/v1/search", json={"text": "a cat"})
+            assert refused.status_code == 503
+            assert refused.headers["retry-after"] == "1"
+            assert error_of(refused)["code"] == "UNAVAILABLE"
 
 
 def test_http_uses_the_same_tls_certificate(

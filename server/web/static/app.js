@@ -78,7 +78,8 @@ async function promptForToken(refused) {
 }
 
 function itemPath(id) {
-  return `v1/items/${id.split('/').map(encodeURIComponent).join('/')}`;
+  // one segment, slashes and all: the browser then resolves no '..' inside an id
+  return `v1/items/${encodeURIComponent(id)}`;
 }
 
 // -- small helpers -------------------------------------------------------------------------
