@@ -39,7 +39,7 @@ from benchmarks.common import (
     write_result,
 )
 from lookalike.export.manifest import Manifest, Precision
-from lookalike.export.verify import PARITY_TEXTS, token_ids
+from lookalike.export.verify import PARITY_TEXTS
 from lookalike.server.onnx_engine import EngineSettings, OnnxEngine
 
 GEMM_SHAPE = (800, 768, 3072)  # 16 images x 50 tokens, ViT-B width -> MLP width
@@ -206,8 +206,7 @@ def pytorch_image_embed(checkpoint) -> Callable[[np.ndarray], np.ndarray]:
 
     def embed(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            out = checkpoint.model(pixel_values=torch.from_numpy(batch)).image_embeds
-            return torch.nn.functional.normalize(out, dim=-1).numpy()
+            return checkpoint.image.tower.module(torch.from_numpy(batch)).numpy()
 
     return embed
 
@@ -218,14 +217,13 @@ def text_runs(
     """Texts/s of the text tower per backend and batch size, interleaved in rounds."""
     import torch
 
-    model, tokenizer = checkpoint.text.model, checkpoint.text.tokenizer
+    text = checkpoint.text
     sentences = list(PARITY_TEXTS) * (max(batch_sizes) // len(PARITY_TEXTS) + 1)
-    all_ids = token_ids(tokenizer, sentences, 77)
+    all_ids = text.token_ids(sentences)
 
     def torch_embed(ids: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            out = model(input_ids=torch.from_numpy(ids)).text_embeds
-            return torch.nn.functional.normalize(out, dim=-1).numpy()
+            return text.tower.module(torch.from_numpy(ids)).numpy()
 
     backends: dict[str, Callable[[np.ndarray], np.ndarray]] = {"pytorch-eager-fp32": torch_embed}
     for name, precision, parallel in (
@@ -275,7 +273,7 @@ def flops_per_image(model, image_size: int) -> float:
 
     counter = FlopCounterMode(display=False)
     with counter, torch.inference_mode():
-        model(pixel_values=torch.zeros(1, 3, image_size, image_size))
+        model(torch.zeros(1, 3, image_size, image_size))
     return float(counter.get_total_flops())
 
 
@@ -303,7 +301,7 @@ def main() -> None:
     checkpoint = pytorch_checkpoint(manifest, args.threads)
     torch_embed = pytorch_image_embed(checkpoint)
     size = int(manifest.preprocess.image_size)
-    flops = flops_per_image(checkpoint.model, size)
+    flops = flops_per_image(checkpoint.image.tower.module, size)
 
     backends = {"pytorch-eager-fp32": (torch_embed, None)}
     for precision in manifest.graphs["image"].variants:

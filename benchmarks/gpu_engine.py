@@ -160,15 +160,14 @@ def torch_towers(manifest: Manifest, device: Device, dtype_name: str):
     else:
         checkpoint = load_checkpoint(source.id, revision=source.revision)
     dtype = getattr(torch, dtype_name)
-    vision = checkpoint.model
-    vision.set_attn_implementation("sdpa")
-    vision = vision.to(device.torch_device, dtype).eval()
-    text = None
-    if checkpoint.text is not None:
-        text = checkpoint.text.model
-        text.set_attn_implementation("sdpa")
-        text = text.to(device.torch_device, dtype).eval()
-    return vision, text
+    towers = [checkpoint.image.tower] + ([checkpoint.text.tower] if checkpoint.text else [])
+    modules = []
+    for tower in towers:
+        for part in tower.module.modules():  # the Hugging Face models inside each tower
+            if hasattr(part, "set_attn_implementation"):
+                part.set_attn_implementation("sdpa")
+        modules.append(tower.module.to(device.torch_device, dtype).eval())
+    return modules[0], (modules[1] if len(modules) > 1 else None)
 
 
 def torch_image_embed(model, device: Device) -> Callable[[np.ndarray], np.ndarray]:
@@ -179,8 +178,7 @@ def torch_image_embed(model, device: Device) -> Callable[[np.ndarray], np.ndarra
     def embed(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             pixels = torch.from_numpy(batch).to(device.torch_device).to(dtype)
-            out = model(pixel_values=pixels).image_embeds
-            return torch.nn.functional.normalize(out.float(), dim=-1).cpu().numpy()
+            return model(pixels).float().cpu().numpy()
 
     return embed
 
@@ -197,7 +195,7 @@ def torch_resident_embed(model, device: Device) -> Callable[[np.ndarray], None]:
         if pixels is None:  # one copy per distinct batch, outside the timing
             pixels = resident[id(batch)] = torch.from_numpy(batch).to(device.torch_device, dtype)
         with torch.inference_mode():
-            torch.nn.functional.normalize(model(pixel_values=pixels).image_embeds, dim=-1)
+            model(pixels)
         device.synchronize()
 
     return embed
@@ -208,8 +206,7 @@ def torch_text_embed(model, device: Device) -> Callable[[np.ndarray], np.ndarray
 
     def embed(ids: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            out = model(input_ids=torch.from_numpy(ids).to(device.torch_device)).text_embeds
-            return torch.nn.functional.normalize(out.float(), dim=-1).cpu().numpy()
+            return model(torch.from_numpy(ids).to(device.torch_device)).float().cpu().numpy()
 
     return embed
 

@@ -20,7 +20,7 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcesso
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import entry_point
-from lookalike.export.source import RANDOM_INIT_PRESETS
+from lookalike.export.families.clip import PRESETS as RANDOM_INIT_PRESETS
 
 TEXT_TOWER = {
     "hidden_size": 512,

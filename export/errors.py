@@ -5,7 +5,7 @@ from __future__ import annotations
 __all__ = [
     "ExportError",
     "ModelUnavailableError",
-    "NotClipModelError",
+    "UnsupportedModelError",
     "OutputExistsError",
     "ParityError",
     "RuntimeMissingError",
@@ -24,8 +24,8 @@ class ModelUnavailableError(ExportError):
     exit_code = 3
 
 
-class NotClipModelError(ExportError):
-    """The checkpoint exists but is not a CLIP model with a vision tower."""
+class UnsupportedModelError(ExportError):
+    """The checkpoint exists but is not of a family Lookalike exports (CLIP, SigLIP)."""
 
     exit_code = 4
 

@@ -22,6 +22,7 @@ __all__ = [
     "ParityFigures",
     "Precision",
     "PreprocessSpec",
+    "ScoreScale",
     "TokenizerSpec",
     "Variant",
     "sha256_file",
@@ -29,9 +30,10 @@ __all__ = [
 
 MANIFEST_FILE = "manifest.json"
 # 2: a `text` graph beside `image`, with its tokenizer; graphs name their input dtype.
-# Format 1 packages (image only) are still read.
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# 3: the model's family (CLIP, SigLIP), its resize rule, its score scale; a tokenizer may have
+# no start token. Format 1 and 2 packages (CLIP) are still read.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 
 class ManifestError(Exception):
@@ -54,9 +56,14 @@ class ModelSource:
     random_weights: bool = False
 
 
+RESIZE_RULES = ("shortest_edge", "squash")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PreprocessSpec:
-    """The checkpoint's image preprocessing rule, as `CLIPImageProcessor` applies it."""
+    """The checkpoint's image preprocessing rule, as its family's processor applies it:
+    `shortest_edge` (CLIP) resizes the shortest edge, keeping the aspect ratio, then crops the
+    center; `squash` (SigLIP) resizes both sides to the input size, with no crop."""
 
     image_size: int  # square model input side
     resize_shortest_edge: int
@@ -68,6 +75,21 @@ class PreprocessSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     convert_rgb: bool = True
+    resize: str = "shortest_edge"  # one of RESIZE_RULES
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_RULES:
+            raise ValueError(f"resize rule {self.resize!r} is not one of {RESIZE_RULES}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScoreScale:
+    """How the family turns a cosine into its calibrated probability, where it has one:
+    sigmoid(cosine * scale + bias) for SigLIP (an image and a text; not a search score)."""
+
+    kind: str  # "sigmoid"
+    scale: float  # exp(logit_scale)
+    bias: float
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -95,16 +117,29 @@ class Variant:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TokenizerSpec:
-    """How text becomes the text graph's `input_ids`: CLIP's BPE, as `CLIPTokenizerFast` does."""
+    """How text becomes the text graph's `input_ids`: the family's tokenizer, as a
+    `tokenizers` file (its normalisation, pieces and special tokens), truncated and padded."""
 
     files: tuple[str, ...]  # copied into the package beside the graphs
     tokenizer_json: str  # the file the `tokenizers` library loads
     sha256: str  # of `tokenizer_json`
-    max_length: int  # every text is truncated and padded to this many tokens (77 for CLIP)
-    start_token_id: int
+    max_length: int  # every text is truncated and padded to this many tokens (CLIP 77, SigLIP 64)
+    start_token_id: int | None  # None: the family's texts start with no special token
     end_token_id: int  # kept last when a text is truncated
     pad_token_id: int
-    pooling: str  # where the graph reads the text's vector: "first-end-token" for CLIP
+    pooling: str  # where the graph reads the text's vector: "first-end-token", "last-token"
+    vocab_size: int | None = None  # None in format 2: CLIP's, whose special ids come last
+
+    @property
+    def ordinary_ids(self) -> range:
+        """Ids of ordinary tokens, between the special ones at either end of the vocabulary
+        (for synthetic texts: warm-up and the batch-invariance check)."""
+        ids = (self.start_token_id, self.end_token_id, self.pad_token_id)
+        specials = [i for i in ids if i is not None]
+        size = self.vocab_size if self.vocab_size is not None else max(specials) + 1
+        first = [i for i in specials if i < size // 2]
+        last = [i for i in specials if i >= size // 2]
+        return range(max(first, default=-1) + 1, min(last, default=size))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -134,6 +169,8 @@ class Manifest:
     graphs: dict[str, Graph]
     tools: dict[str, str]
     created_at: str
+    family: str = "clip"  # "clip" or "siglip": whose towers, processor and tokenizer these are
+    scores: ScoreScale | None = None  # the family's calibrated probability, where it has one
 
     def to_json(self) -> str:
         document = _to_jsonable(dataclasses.asdict(self))
@@ -169,6 +206,8 @@ class Manifest:
                 graphs={name: _graph_from(graph) for name, graph in raw["graphs"].items()},
                 tools=raw["tools"],
                 created_at=raw["created_at"],
+                family=raw.get("family", "clip"),
+                scores=None if raw.get("scores") is None else ScoreScale(**raw["scores"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ManifestError(f"malformed manifest: {exc!r}") from exc
@@ -180,23 +219,33 @@ class Manifest:
             "RANDOM WEIGHTS (not semantically meaningful)" if source.random_weights else "trained"
         )
         revision = f" @ {source.revision}" if source.revision else ""
+        if prep.resize == "squash":
+            rule = f"resize to {prep.image_size}x{prep.image_size} ({prep.resample}), no crop"
+        else:
+            rule = (
+                f"resize shortest edge to {prep.resize_shortest_edge} ({prep.resample}), "
+                f"center crop {prep.crop_height}x{prep.crop_width}"
+            )
         lines = [
             f"model package  {directory}",
+            f"family         {self.family}",
             f"source         {source.kind}: {source.id}{revision}",
             f"weights        {weights}",
             f"embedding dim  {self.embedding_dim}",
-            f"input          {prep.image_size}px: resize shortest edge to "
-            f"{prep.resize_shortest_edge} ({prep.resample}), center crop "
-            f"{prep.crop_height}x{prep.crop_width}",
-            f"opset          {self.opset}",
+            f"input          {prep.image_size}px: {rule}",
         ]
         text = self.graphs.get("text")
         if text is not None and text.tokenizer is not None:
-            lines.insert(
-                -1,
-                f"text           CLIP BPE, {text.tokenizer.max_length} tokens "
-                f"(truncated, end token kept last)",
+            lines.append(
+                f"text           {text.tokenizer.max_length} tokens (truncated, end token kept "
+                f"last), pooled at the {text.tokenizer.pooling.replace('-', ' ')}"
             )
+        if self.scores is not None:
+            lines.append(
+                f"probability    {self.scores.kind}(cosine * {self.scores.scale:.4g} "
+                f"{self.scores.bias:+.4g})"
+            )
+        lines.append(f"opset          {self.opset}")
         lines.append(
             f"{'graph':<7}{'variant':<8}{'file':<16}{'MB':>8}{'min cosine':>12}{'bar':>9}  provider"
         )

@@ -16,8 +16,6 @@ from onnxruntime.transformers.optimizer import optimize_model
 
 __all__ = [
     "QuantizationPlan",
-    "image_quantization_plans",
-    "text_quantization_plans",
     "optimize_graph",
     "fused_op_counts",
     "save_fp16",
@@ -123,8 +121,6 @@ def patch_embedding_as_matmul(model: onnx.ModelProto) -> None:
     )
     if conv is None:
         raise ValueError("the graph has no patch-embedding Conv to rewrite")
-    if len(conv.input) > 2:
-        raise ValueError("a patch-embedding Conv with a bias is not a CLIP patch embedding")
     initializers = {tensor.name: tensor for tensor in graph.initializer}
     kernel = numpy_helper.to_array(initializers[conv.input[1]])  # [hidden, channels, p, p]
     hidden, channels, patch, _ = kernel.shape
@@ -144,7 +140,7 @@ def patch_embedding_as_matmul(model: onnx.ModelProto) -> None:
         numpy_helper.from_array(np.array(shape, dtype=np.int64), f"{name}/{key}_shape")
         for key, shape in shapes.items()
     ]
-    rewrite = [
+    patchify = [
         helper.make_node(
             "Reshape",
             [conv.input[0], f"{name}/patches_6d_shape"],
@@ -165,14 +161,22 @@ def patch_embedding_as_matmul(model: onnx.ModelProto) -> None:
             f"{name}/flatten_patches",
         ),
         helper.make_node(
-            "MatMul",
-            [f"{name}/patches", flat_kernel.name],
-            [f"{name}/embedded"],
-            f"{name}/MatMul",
+            "MatMul", [f"{name}/patches", flat_kernel.name], [f"{name}/embedded"], f"{name}/MatMul"
         ),
+    ]
+    embedded = f"{name}/embedded"
+    if len(conv.input) > 2:  # a bias (SigLIP's; CLIP's patch embedding has none)
+        patchify.append(
+            helper.make_node(
+                "Add", [embedded, conv.input[2]], [f"{name}/biased"], f"{name}/add_bias"
+            )
+        )
+        embedded = f"{name}/biased"
+    rewrite = [
+        *patchify,
         helper.make_node(
             "Reshape",
-            [f"{name}/embedded", f"{name}/grid_shape"],
+            [embedded, f"{name}/grid_shape"],
             [f"{name}/embedded_grid"],
             f"{name}/reshape_grid",
         ),
@@ -197,7 +201,8 @@ class QuantizationPlan:
     """Which nodes stay in fp32 when the rest is quantized to int8.
 
     Node names come from the module paths of the PyTorch model, so they are the same for
-    every CLIP size.
+    every size of a family; each family lists its plans, tried in order until one meets the
+    int8 parity bar.
     """
 
     name: str
@@ -209,27 +214,6 @@ class QuantizationPlan:
             for node in model.graph.node
             if any(pattern in node.name for pattern in self.keep_fp32)
         ]
-
-
-# Tried in order until one meets the int8 parity bar. The final projection writes the
-# embedding itself and costs little. The patch embedding sees raw pixels: quantizing it is
-# worth 5% of int8 speed where parity allows. CLIP's MLP down-projections (fc2) carry the
-# activation outliers of real checkpoints.
-def image_quantization_plans() -> tuple[QuantizationPlan, ...]:
-    return (
-        QuantizationPlan("projection-fp32", ("visual_projection",)),
-        QuantizationPlan("edges-fp32", ("patch_embedding", "visual_projection")),
-        QuantizationPlan(
-            "edges-and-mlp-out-fp32", ("patch_embedding", "visual_projection", "mlp/fc2")
-        ),
-    )
-
-
-def text_quantization_plans() -> tuple[QuantizationPlan, ...]:
-    return (
-        QuantizationPlan("projection-fp32", ("text_projection",)),
-        QuantizationPlan("projection-and-mlp-out-fp32", ("text_projection", "mlp/fc2")),
-    )
 
 
 def quantize_int8(source: onnx.ModelProto, output: Path, plan: QuantizationPlan) -> list[str]:

@@ -34,10 +34,8 @@ from lookalike.export.manifest import (
     MANIFEST_FILE,
     Graph,
     Manifest,
-    ModelSource,
     ParityFigures,
     Precision,
-    PreprocessSpec,
     Variant,
     sha256_file,
 )
@@ -119,20 +117,20 @@ def _build(request: ExportRequest, staging: Path) -> Manifest:
             random_init=request.random_init,
             text=request.text,
         )
-    towers = [checkpoint.model] + ([checkpoint.text.model] if checkpoint.text else [])
-    _check_free_space(towers, staging)
+    _check_free_space([tower.module for tower in checkpoint.towers], staging)
     _log_shapes(checkpoint)
     with (
         steps(
-            f"exporting ONNX ({' and '.join(['image', 'text'][:graphs])} tower, projection, "
+            f"exporting ONNX ({' and '.join(['image', 'text'][:graphs])} tower, pooling, "
             "L2 norm) and PyTorch reference embeddings"
         ),
         warnings.catch_warnings(),
     ):
         warnings.simplefilter("ignore")  # tracer chatter about Python control flow
         jobs = graph_jobs(checkpoint, staging, opset=request.opset)
-    source, preprocess = checkpoint.source, checkpoint.preprocess
-    del checkpoint, towers  # the PyTorch weights are done with: free them before the ONNX steps
+    family, source, scores = checkpoint.family, checkpoint.source, checkpoint.scores
+    preprocess = checkpoint.image.preprocess
+    del checkpoint  # the PyTorch weights are done with: free them before the ONNX steps
     graphs_by_role = {}
     for job in jobs:
         with steps(f"optimizing the {job.role} graph: ONNX Runtime fusions per target"):
@@ -159,28 +157,43 @@ def _build(request: ExportRequest, staging: Path) -> Manifest:
         if not variants:
             raise ParityError(f"no variant of the {job.role} graph met its parity bar")
         graphs_by_role[job.role] = _graph(job, variants, rejected)
-    return _manifest(request, source, preprocess, graphs_by_role, staging)
+    manifest = Manifest(
+        format_version=FORMAT_VERSION,
+        source=source,
+        embedding_dim=graphs_by_role["image"].output_dim,
+        preprocess=preprocess,
+        opset=request.opset,
+        graphs=graphs_by_role,
+        tools=_tool_versions(),
+        created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        family=family,
+        scores=scores,
+    )
+    manifest.write(staging)
+    return manifest
 
 
 def _log_shapes(checkpoint: Checkpoint) -> None:
-    config = checkpoint.config
+    image = checkpoint.image
     log.info(
-        "vision tower: %d layers, width %d, %dpx, patch %d -> %d-d embeddings",
-        config.num_hidden_layers,
-        config.hidden_size,
-        config.image_size,
-        config.patch_size,
-        config.projection_dim,
+        "%s image tower: %d layers, width %d, %dpx, patch %d -> %d-d embeddings",
+        checkpoint.family,
+        image.tower.num_layers,
+        image.tower.hidden_size,
+        image.image_size,
+        image.patch_size,
+        image.tower.dims,
     )
     if checkpoint.text is not None:
-        text = checkpoint.text.model.config
+        text = checkpoint.text
         log.info(
-            "text tower: %d layers, width %d, %d heads, vocabulary %d -> %d-d embeddings",
-            text.num_hidden_layers,
-            text.hidden_size,
-            text.num_attention_heads,
+            "text tower: %d layers, width %d, %d heads, vocabulary %d, %d tokens -> %d-d",
+            text.tower.num_layers,
+            text.tower.hidden_size,
+            text.tower.num_heads,
             text.vocab_size,
-            text.projection_dim,
+            text.context_length,
+            text.tower.dims,
         )
 
 
@@ -282,29 +295,8 @@ def _graph(
     )
 
 
-def _manifest(
-    request: ExportRequest,
-    source: ModelSource,
-    preprocess: PreprocessSpec,
-    graphs: dict[str, Graph],
-    staging: Path,
-) -> Manifest:
-    manifest = Manifest(
-        format_version=FORMAT_VERSION,
-        source=source,
-        embedding_dim=graphs["image"].output_dim,
-        preprocess=preprocess,
-        opset=request.opset,
-        graphs=graphs,
-        tools=_tool_versions(),
-        created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    )
-    manifest.write(staging)
-    return manifest
-
-
 def _tool_versions() -> dict[str, str]:
-    names = ("lookalike", "torch", "transformers", "optimum", "optimum-onnx", "onnx")
+    names = ("lookalike", "torch", "transformers", "onnx")
     versions = {name: _version(name) for name in names}
     versions["onnxruntime"] = import_onnxruntime().__version__
     return versions

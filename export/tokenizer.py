@@ -1,4 +1,5 @@
-"""CLIP's text tokenizer: from the checkpoint, or built from OpenAI's BPE merges offline.
+"""CLIP's text tokenizer: from the checkpoint, or built from OpenAI's BPE merges offline; and
+how any family's fast tokenizer is packaged.
 
 A hub or local checkpoint brings its own tokenizer files. The random-init presets have none,
 and the hub may be out of reach, so their tokenizer is derived from OpenAI's released BPE
@@ -17,12 +18,12 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-from transformers import CLIPTokenizerFast
+from transformers import CLIPTokenizerFast, PreTrainedTokenizerFast
 
 from lookalike.export.errors import ModelUnavailableError
 from lookalike.export.manifest import TokenizerSpec, sha256_file
 
-__all__ = ["CONTEXT_LENGTH", "clip_bpe_tokenizer", "package_tokenizer"]
+__all__ = ["CONTEXT_LENGTH", "bpe_merges", "clip_bpe_tokenizer", "package_tokenizer"]
 
 CONTEXT_LENGTH = 77  # CLIP's text positions
 BPE_DISTRIBUTION = "open_clip_torch"
@@ -34,7 +35,7 @@ TOKENIZER_JSON = "tokenizer.json"
 
 def clip_bpe_tokenizer() -> CLIPTokenizerFast:
     """OpenAI CLIP's tokenizer (49,408 tokens), built from the BPE merges in open_clip's wheel."""
-    merges = [tuple(line.split()) for line in _bpe_lines()[1 : BPE_MERGES + 1]]
+    merges = bpe_merges()
     symbols = list(_bytes_to_unicode().values())
     vocabulary = [*symbols, *(s + "</w>" for s in symbols), *("".join(m) for m in merges)]
     vocabulary += [START_TOKEN, END_TOKEN]
@@ -49,8 +50,16 @@ def clip_bpe_tokenizer() -> CLIPTokenizerFast:
         )
 
 
-def package_tokenizer(tokenizer: CLIPTokenizerFast, directory: Path) -> TokenizerSpec:
-    """Save the tokenizer's files into the package directory; describe them for the manifest."""
+def package_tokenizer(
+    tokenizer: PreTrainedTokenizerFast,
+    directory: Path,
+    *,
+    max_length: int,
+    pooling: str,
+    vocab_size: int,
+) -> TokenizerSpec:
+    """Save a fast tokenizer's files into the package directory; describe them for the
+    manifest (its start token, if it has one; its end and pad tokens)."""
     before = set(directory.iterdir())
     tokenizer.save_pretrained(directory)
     files = sorted(path.name for path in set(directory.iterdir()) - before)
@@ -58,18 +67,24 @@ def package_tokenizer(tokenizer: CLIPTokenizerFast, directory: Path) -> Tokenize
         raise ModelUnavailableError("the checkpoint's tokenizer has no fast (tokenizer.json) form")
     start, end = tokenizer.bos_token_id, tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end
-    if start is None or end is None:
-        raise ModelUnavailableError("the checkpoint's tokenizer has no start or end token")
+    if end is None:
+        raise ModelUnavailableError("the checkpoint's tokenizer has no end token")
     return TokenizerSpec(
         files=tuple(files),
         tokenizer_json=TOKENIZER_JSON,
         sha256=sha256_file(directory / TOKENIZER_JSON),
-        max_length=CONTEXT_LENGTH,
-        start_token_id=int(start),
+        max_length=max_length,
+        start_token_id=None if start is None else int(start),
         end_token_id=int(end),
         pad_token_id=int(pad),
-        pooling="first-end-token",
+        pooling=pooling,
+        vocab_size=vocab_size,
     )
+
+
+def bpe_merges() -> list[tuple[str, ...]]:
+    """The BPE merges OpenAI's CLIP tokenizer uses, in order."""
+    return [tuple(line.split()) for line in _bpe_lines()[1 : BPE_MERGES + 1]]
 
 
 def _bpe_lines() -> list[str]:

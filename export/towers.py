@@ -10,33 +10,23 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
+import torch
 
+from lookalike.export.checkpoint import Checkpoint, Tower
 from lookalike.export.convert import (
     IMAGE_INPUT,
     IMAGE_OUTPUT,
     TEXT_INPUT,
     TEXT_OUTPUT,
-    export_image_graph,
-    export_text_graph,
+    export_graph,
 )
 from lookalike.export.manifest import TokenizerSpec
-from lookalike.export.optimize import (
-    QuantizationPlan,
-    image_quantization_plans,
-    patch_embedding_as_matmul,
-    text_quantization_plans,
-)
-from lookalike.export.source import Checkpoint
-from lookalike.export.tokenizer import CONTEXT_LENGTH, package_tokenizer
-from lookalike.export.verify import (
-    parity_batch,
-    parity_token_ids,
-    reference_embeddings,
-    reference_text_embeddings,
-)
+from lookalike.export.optimize import QuantizationPlan, patch_embedding_as_matmul
+from lookalike.export.verify import PARITY_TEXTS, parity_images, reference_embeddings
 
 __all__ = ["GraphJob", "graph_jobs"]
 
@@ -70,47 +60,71 @@ def graph_jobs(checkpoint: Checkpoint, staging: Path, *, opset: int) -> list[Gra
 
 
 def _image_job(checkpoint: Checkpoint, staging: Path, opset: int) -> GraphJob:
-    config = checkpoint.model.config
-    raw = export_image_graph(checkpoint.model, staging / "image_raw.onnx", opset=opset)
-    pixels = parity_batch(checkpoint.processor)
-    return GraphJob(
-        role="image",
-        raw=raw,
+    image = checkpoint.image
+    pixels = image.reference_pixels(parity_images())  # the family's own processor
+    raw = export_graph(
+        image.tower.module,
+        torch.from_numpy(pixels[:2]),
+        staging / "image_raw.onnx",
         input_name=IMAGE_INPUT,
-        input_shape=("batch", 3, config.image_size, config.image_size),
+        output_name=IMAGE_OUTPUT,
+        opset=opset,
+    )
+    return _job(
+        "image",
+        raw,
+        image.tower,
+        input_name=IMAGE_INPUT,
+        input_shape=("batch", 3, image.image_size, image.image_size),
         input_dtype="float32",
         output_name=IMAGE_OUTPUT,
-        output_dim=config.projection_dim,
-        num_heads=config.num_attention_heads,
-        hidden_size=config.hidden_size,
         parity_inputs=pixels,
-        reference=reference_embeddings(checkpoint.model, pixels),
-        quantization_plans=image_quantization_plans(),
         prepare_int8=patch_embedding_as_matmul,
     )
 
 
 def _text_job(checkpoint: Checkpoint, staging: Path, opset: int) -> GraphJob:
-    assert checkpoint.text is not None
-    model, tokenizer = checkpoint.text.model, checkpoint.text.tokenizer
-    config = model.config
-    raw = export_text_graph(
-        model, staging / "text_raw.onnx", context_length=CONTEXT_LENGTH, opset=opset
-    )
-    ids = parity_token_ids(tokenizer, CONTEXT_LENGTH)
-    return GraphJob(
-        role="text",
-        raw=raw,
+    text = checkpoint.text
+    assert text is not None
+    ids = text.token_ids(PARITY_TEXTS)  # the family's own tokenizer
+    raw = export_graph(
+        text.tower.module,
+        torch.from_numpy(ids[:2]),
+        staging / "text_raw.onnx",
         input_name=TEXT_INPUT,
-        input_shape=("batch", CONTEXT_LENGTH),
+        output_name=TEXT_OUTPUT,
+        opset=opset,
+    )
+    return _job(
+        "text",
+        raw,
+        text.tower,
+        input_name=TEXT_INPUT,
+        input_shape=("batch", text.context_length),
         input_dtype="int64",
         output_name=TEXT_OUTPUT,
-        output_dim=config.projection_dim,
-        num_heads=config.num_attention_heads,
-        hidden_size=config.hidden_size,
         parity_inputs=ids,
-        reference=reference_text_embeddings(model, ids),
-        quantization_plans=text_quantization_plans(),
         prepare_int8=lambda model: None,  # no convolution to rewrite
-        tokenizer=package_tokenizer(tokenizer, staging),
+        tokenizer=text.save_tokenizer(staging),
+    )
+
+
+def _job(
+    role: str,
+    raw: Path,
+    tower: Tower,
+    *,
+    parity_inputs: np.ndarray,
+    **described: Any,
+) -> GraphJob:
+    return GraphJob(
+        role=role,
+        raw=raw,
+        output_dim=tower.dims,
+        num_heads=tower.num_heads,
+        hidden_size=tower.hidden_size,
+        parity_inputs=parity_inputs,
+        reference=reference_embeddings(tower.module, parity_inputs),
+        quantization_plans=tower.int8_plans,
+        **described,
     )

@@ -7,12 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-from transformers import (
-    CLIPImageProcessor,
-    CLIPTextModelWithProjection,
-    CLIPTokenizerFast,
-    CLIPVisionModelWithProjection,
-)
+from transformers import PreTrainedTokenizerBase
 
 from lookalike.export.errors import ParityError
 from lookalike.export.manifest import ParityFigures, Precision
@@ -22,11 +17,8 @@ __all__ = [
     "PARITY_BARS",
     "PARITY_TEXTS",
     "check_parity",
-    "parity_batch",
     "parity_images",
-    "parity_token_ids",
     "reference_embeddings",
-    "reference_text_embeddings",
     "token_ids",
 ]
 
@@ -77,33 +69,19 @@ def _shapes(rng: np.random.Generator) -> Image.Image:
     return image
 
 
-def parity_batch(processor: CLIPImageProcessor) -> np.ndarray:
-    """The parity images through the checkpoint's own processor: float32[8, 3, H, W]."""
-    return processor(images=parity_images(), return_tensors="np")["pixel_values"].astype(np.float32)
-
-
-def token_ids(tokenizer: CLIPTokenizerFast, texts: list[str], length: int) -> np.ndarray:
-    """int64[N, length]: truncated (end token kept last) and padded, as the server does."""
+def token_ids(tokenizer: PreTrainedTokenizerBase, texts: list[str], length: int) -> np.ndarray:
+    """int64[N, length] from a Hugging Face tokenizer: truncated (end token kept last) and
+    padded to the full length, as the server does."""
     encoded = tokenizer(
         texts, padding="max_length", max_length=length, truncation=True, return_tensors="np"
     )
     return encoded["input_ids"].astype(np.int64)
 
 
-def parity_token_ids(tokenizer: CLIPTokenizerFast, length: int) -> np.ndarray:
-    return token_ids(tokenizer, list(PARITY_TEXTS), length)
-
-
 @torch.no_grad()
-def reference_embeddings(model: CLIPVisionModelWithProjection, pixels: np.ndarray) -> np.ndarray:
-    embeds = model(pixel_values=torch.from_numpy(pixels)).image_embeds
-    return torch.nn.functional.normalize(embeds, dim=-1).numpy()
-
-
-@torch.no_grad()
-def reference_text_embeddings(model: CLIPTextModelWithProjection, ids: np.ndarray) -> np.ndarray:
-    embeds = model(input_ids=torch.from_numpy(ids)).text_embeds
-    return torch.nn.functional.normalize(embeds, dim=-1).numpy()
+def reference_embeddings(tower: torch.nn.Module, inputs: np.ndarray) -> np.ndarray:
+    """PyTorch's unit embeddings of `inputs` (pixels or token ids), as the tower computes them."""
+    return tower(torch.from_numpy(inputs)).numpy()  # type: ignore[no-any-return]
 
 
 def check_parity(

@@ -190,14 +190,17 @@ class TokenInputs:
         return self._texts(lengths, rng)
 
     def _texts(self, lengths: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Start token, `length` ordinary tokens, end token, then padding."""
+        """The start token (if the family has one), `length` ordinary tokens, the end token,
+        then padding."""
         spec = self.tokenizer
-        ordinary = min(spec.start_token_id, spec.end_token_id)  # the special ids come last
+        ordinary = spec.ordinary_ids
+        start = 0 if spec.start_token_id is None else 1
         ids = np.full((len(lengths), spec.max_length), spec.pad_token_id, dtype=np.int64)
         for row, length in zip(ids, lengths, strict=True):
-            row[0] = spec.start_token_id
-            row[1 : length + 1] = rng.integers(0, ordinary, size=length)
-            row[length + 1] = spec.end_token_id
+            if spec.start_token_id is not None:
+                row[0] = spec.start_token_id
+            row[start : start + length] = rng.integers(ordinary.start, ordinary.stop, size=length)
+            row[start + length] = spec.end_token_id
         return ids
 
 

@@ -4,8 +4,9 @@ Pure functions, parameterised by the manifest's `PreprocessSpec`; safe to call f
 (Pillow releases the GIL while decoding and resizing).
 
 Two modes:
-- `exact` reproduces `CLIPImageProcessor` (full decode, bicubic resize of the shortest edge,
-  center crop, rescale, normalise) to within 1e-4.
+- `exact` reproduces the family's processor (`CLIPImageProcessor`: full decode, bicubic resize
+  of the shortest edge, center crop, rescale, normalise; `SiglipImageProcessor`: the same
+  with both sides resized to the input size and no crop) to within 1e-4.
 - `fast` decodes JPEGs at a reduced DCT scale no smaller than needed ("draft" mode) and resizes
   only the center-crop region, once, with a reducing gap; it stays uint8 until the final
   normalisation.
@@ -206,7 +207,10 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def resized_shape(width: int, height: int, spec: PreprocessSpec) -> tuple[int, int]:
-    """(width, height) after resizing the shortest edge, rounded as the reference rounds."""
+    """(width, height) after the spec's resize: the input size when it squashes; else with the
+    shortest edge resized, rounded as the reference rounds."""
+    if spec.resize == "squash":
+        return spec.image_size, spec.image_size
     short, long = (width, height) if width <= height else (height, width)
     new_short, new_long = spec.resize_shortest_edge, int(spec.resize_shortest_edge * long / short)
     return (new_short, new_long) if width <= height else (new_long, new_short)
@@ -278,7 +282,7 @@ class Preprocessor:
         return self.exact(image.crop(crop.region.pixels(*image.size)))
 
     def exact(self, image: Image.Image) -> np.ndarray:
-        """`CLIPImageProcessor` on an RGB image: resize, crop, rescale, normalise."""
+        """The family's processor on an RGB image: resize, crop, rescale, normalise."""
         resized = image.resize(resized_shape(*image.size, self.spec), resample=self._resample)
         return self._normalize(center_crop(np.asarray(resized), self.spec))
 

@@ -62,6 +62,12 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def siglip_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random SigLIP: attention-pooled, squash-resized, SentencePiece-tokenized."""
+    return export_random_init("siglip-tiny", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
 def benchmark_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The full-size ViT-B/32 the benchmarks use (random weights, the real compute)."""
     return export_random_init("vit-b-32", tmp_path_factory)

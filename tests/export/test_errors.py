@@ -16,9 +16,9 @@ from lookalike.export import pipeline, verify
 from lookalike.export.cli import main
 from lookalike.export.errors import (
     ModelUnavailableError,
-    NotClipModelError,
     OutputExistsError,
     ParityError,
+    UnsupportedModelError,
 )
 from lookalike.export.manifest import MANIFEST_FILE, Manifest, Precision
 from lookalike.server.errors import ModelLoadError
@@ -109,9 +109,9 @@ def test_non_clip_model_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture
     )
     BertModel(config).save_pretrained(tmp_path / "bert")
     code, err = run(capsys, "--model", str(tmp_path / "bert"), "--output", str(tmp_path / "o"))
-    assert code == NotClipModelError.exit_code
+    assert code == UnsupportedModelError.exit_code
     assert "'bert'" in err
-    assert "not CLIP" in err
+    assert "Lookalike exports CLIP and SigLIP" in err
 
 
 def test_existing_output_is_kept_unless_overwrite(

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from lookalike.export.cli import main
+from lookalike.export.families.clip import PRESETS as RANDOM_INIT_PRESETS
 from lookalike.export.manifest import MANIFEST_FILE, Manifest, Precision, sha256_file
-from lookalike.export.source import RANDOM_INIT_PRESETS, load_checkpoint
-from lookalike.export.verify import PARITY_BARS, PARITY_TEXTS, token_ids
+from lookalike.export.source import load_checkpoint
+from lookalike.export.verify import PARITY_BARS, PARITY_TEXTS
 from tests.packages import as_format_1
 
 PRESET = RANDOM_INIT_PRESETS["tiny"]
@@ -28,7 +29,7 @@ def text_session(package: Path, manifest: Manifest, precision: Precision) -> ort
 def ids(texts: list[str]) -> np.ndarray:
     text = load_checkpoint(random_init="tiny").text
     assert text is not None
-    return token_ids(text.tokenizer, texts, 77)
+    return text.token_ids(texts)
 
 
 def test_the_manifest_describes_the_tokenizer(tiny_export: Path, tiny_manifest: Manifest) -> None:
@@ -72,9 +73,9 @@ def test_fp32_text_matches_pytorch_recomputed_here(
     texts = ["a dog on a beach", "ROBOTS 🤖 at night", "naïve café"]
     text = load_checkpoint(random_init="tiny").text
     assert text is not None
-    batch = token_ids(text.tokenizer, texts, 77)
-    with torch.no_grad():
-        expected = text.model(input_ids=torch.from_numpy(batch)).text_embeds.numpy()
+    batch = text.token_ids(texts)
+    with torch.no_grad():  # the Hugging Face model itself, not the exported wrapper
+        expected = text.tower.module.tower(input_ids=torch.from_numpy(batch)).text_embeds.numpy()
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     got = text_session(tiny_export, tiny_manifest, Precision.FP32).run(None, {"input_ids": batch})[
         0

@@ -1,4 +1,5 @@
-"""Preprocessing: exact parity with CLIPImageProcessor, the fast mode, and hostile input."""
+"""Preprocessing: exact parity with each family's processor (CLIPImageProcessor,
+SiglipImageProcessor), the fast mode against it on photographs, and hostile input."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-from transformers import CLIPImageProcessor
+from skimage import data as photographs
+from transformers import BaseImageProcessor, CLIPImageProcessor, SiglipImageProcessor
 
-from lookalike.export.source import preprocess_spec
+from lookalike.export.families import clip, siglip
+from lookalike.export.manifest import PreprocessSpec
 from lookalike.server.errors import ImageTooLargeError, InvalidImageError
 from lookalike.server.preprocess import ImageLimits, PreprocessMode, Preprocessor, decode
 from tests.server.images import encode, jpeg, natural
@@ -22,9 +25,19 @@ UNUSUAL = CLIPImageProcessor(
     image_mean=[0.5, 0.4, 0.3],
     image_std=[0.2, 0.25, 0.3],
 )
+SIGLIP = SiglipImageProcessor()  # squash to 224 x 224, bicubic, mean and std 0.5
+PROCESSORS = {"default": DEFAULT, "unusual": UNUSUAL, "siglip": SIGLIP}
+PHOTOGRAPHS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "camera")
 
 
-def reference(processor: CLIPImageProcessor, image: Image.Image) -> np.ndarray:
+def preprocess_spec(processor: BaseImageProcessor, image_size: int) -> PreprocessSpec:
+    family = siglip if isinstance(processor, SiglipImageProcessor) else clip
+    return family.preprocess_spec(processor, image_size)
+
+
+def reference(processor: BaseImageProcessor, image: Image.Image) -> np.ndarray:
+    if isinstance(processor, SiglipImageProcessor):  # it converts nothing: RGB in, as CLIP's
+        image = image.convert("RGB")  # processor converts (and the server does)
     out = processor(images=image, return_tensors="np", input_data_format="channels_last")
     return out["pixel_values"][0]
 
@@ -58,10 +71,10 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("processor", [DEFAULT, UNUSUAL], ids=["default", "unusual"])
+@pytest.mark.parametrize("family", list(PROCESSORS))
 @pytest.mark.parametrize("name", list(CASES))
-def test_exact_mode_matches_clip_image_processor(name: str, processor: CLIPImageProcessor) -> None:
-    data = CASES[name]
+def test_exact_mode_matches_the_family_processor(name: str, family: str) -> None:
+    data, processor = CASES[name], PROCESSORS[family]
     expected = reference(processor, Image.open(io.BytesIO(data)))
     got = Preprocessor(preprocess_spec(processor, 224), mode=PreprocessMode.EXACT)(data)
     assert got.dtype == np.float32
@@ -119,6 +132,22 @@ def test_fast_mode_stays_close_to_exact(name: str) -> None:
     assert np.abs(fast - exact).mean() < 0.05  # normalised units; a pixel level is ~0.015
     cosine = np.dot(fast.ravel(), exact.ravel()) / np.linalg.norm(fast) / np.linalg.norm(exact)
     assert cosine > 0.995
+
+
+@pytest.mark.parametrize("family", list(PROCESSORS))
+def test_fast_mode_follows_the_family_rule_on_photographs(family: str) -> None:
+    """The served default against the family's own processor, on real photographs as JPEGs."""
+    processor = PROCESSORS[family]
+    fast = Preprocessor(preprocess_spec(processor, 224), mode=PreprocessMode.FAST)
+    for name in PHOTOGRAPHS:
+        photo = Image.fromarray(getattr(photographs, name)()).convert("RGB")
+        data = encode(photo, "JPEG", quality=95)
+        expected = reference(processor, Image.open(io.BytesIO(data)).convert("RGB"))
+        got = fast(data)
+        cosine = (
+            np.dot(got.ravel(), expected.ravel()) / np.linalg.norm(got) / np.linalg.norm(expected)
+        )
+        assert cosine >= 0.999, (name, cosine)
 
 
 def test_fast_mode_decodes_large_jpegs_at_reduced_dct_scale() -> None:

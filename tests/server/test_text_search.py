@@ -15,7 +15,6 @@ import torch
 
 from lookalike.export.manifest import MANIFEST_FILE, Precision
 from lookalike.export.source import load_checkpoint
-from lookalike.export.verify import token_ids
 from lookalike.server.onnx_engine import EngineSettings
 from lookalike.server.request_types import RequestLimits
 from lookalike.v1 import lookalike_pb2 as pb
@@ -50,9 +49,9 @@ def test_embedded_texts_equal_pytorch_text_features(stub: pb_grpc.ImageSearchStu
     got = vectors(stub.Embed(pb.EmbedRequest(texts=TEXTS), timeout=30))
     text = load_checkpoint(random_init="tiny").text  # the same seed, the same weights
     assert text is not None
-    ids = token_ids(text.tokenizer, TEXTS, 77)
-    with torch.no_grad():
-        expected = text.model(input_ids=torch.from_numpy(ids)).text_embeds.numpy()
+    ids = text.token_ids(TEXTS)
+    with torch.no_grad():  # the Hugging Face model itself, not the exported wrapper
+        expected = text.tower.module.tower(input_ids=torch.from_numpy(ids)).text_embeds.numpy()
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     cosines = np.sum(got * expected, axis=1)
     assert float(cosines.min()) >= 0.9999
