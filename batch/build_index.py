@@ -134,6 +134,8 @@ def build_index(settings: BuildSettings) -> BuildSummary:
         version=previous.version + 1 if previous else 1,
         model=dataset.identity.source,
         dims=dataset.identity.dims,
+        family=dataset.identity.family,
+        manifest_sha256=dataset.identity.manifest_sha256,
         settings=index_settings,
         dataset=str(settings.dataset.resolve()),
         embedding=dataset.embedding,

@@ -196,6 +196,8 @@ class Dataset:
             "model": dataset.model,
             "model_source": identity.source,
             "dims": identity.dims,
+            "model_family": identity.family,
+            "manifest_sha256": identity.manifest_sha256,
             "partitions": partitions,
             "vector_dtype": vector_dtype,
             "embedding": embedding,
@@ -204,11 +206,31 @@ class Dataset:
         return dataset
 
     @classmethod
+    def refuse_other_model(cls, directory: Path, identity: ModelIdentity) -> None:
+        """DatasetError if `directory` holds a dataset embedded with another model: checked
+        before anything is listed, read or embedded."""
+        if not (directory / DATASET_FILE).is_file():
+            return
+        stored = cls.read(directory).identity
+        if stored != identity:
+            raise DatasetError(
+                f"{directory} holds embeddings of {stored.describe()}, but this run embeds "
+                f"with {identity.describe()}: embeddings of different models cannot be mixed "
+                "(use another --output, or move the collection to the new model: see the "
+                "README's 'Moving to a new model')"
+            )
+
+    @classmethod
     def read(cls, directory: Path) -> Dataset:
         """An existing dataset, as `lookalike ingest` made it."""
         try:
             stored = json.loads((directory / DATASET_FILE).read_text())
-            identity = ModelIdentity(stored["model_source"], int(stored["dims"]))
+            identity = ModelIdentity(
+                stored["model_source"],
+                int(stored["dims"]),
+                stored.get("model_family", "clip"),  # datasets before families were CLIP's
+                stored.get("manifest_sha256", ""),
+            )
             return cls(
                 directory,
                 identity,

@@ -133,12 +133,19 @@ def ingest(sources: Sequence[str], settings: IngestSettings) -> IngestSummary:
     # the variant every actor runs, chosen here: fp16 on GPU actors, int8 on CPU ones (as the
     # server chooses), recorded in the dataset so that a rerun cannot mix two
     variant, _ = choose_variant(graph, settings.precision, on_gpu=settings.gpus_per_actor > 0)
+    identity = ModelIdentity.of(
+        manifest.source,
+        graph.output_dim,
+        family=manifest.family,
+        manifest_sha256=sha256_file(settings.model_dir / MANIFEST_FILE),
+    )
+    Dataset.refuse_other_model(settings.output, identity)
     listing = Listing.write(settings.output / LISTING_DIR, iter_sources(sources))
     if not listing.count:
         raise SourceError(f"no images in {', '.join(sources)}")
     dataset = Dataset.open(
         settings.output,
-        identity=ModelIdentity.of(manifest.source, graph.output_dim),
+        identity=identity,
         partitions=settings.partitions or max(1, -(-listing.count // IMAGES_PER_PARTITION)),
         vector_dtype=settings.vector_dtype,
         embedding=_embedding(variant.precision, settings),

@@ -170,6 +170,12 @@ class Stats:
     index_version: str = ""  # a built index's version; "" for a data directory
     # a built index's shards: number, items, vectors, replicas answering now
     shards: list[dict[str, int]] = dataclasses.field(default_factory=list)
+    # the model's identity beside model_id and dims: what the collection records
+    model_family: str = ""
+    model_revision: str = ""
+    manifest_sha256: str = ""
+    # the family's calibrated probability, sigmoid(cosine * scale + bias), where it has one
+    score_scale: dict[str, Any] | None = None
 
 
 def _retry_service_config(attempts: int) -> str:
@@ -401,6 +407,16 @@ class Client:
                 for s in r.shards
             ],
             text_queue_depth=r.text_queue_depth,
+            model_family=r.model_family,
+            model_revision=r.model_revision,
+            manifest_sha256=r.manifest_sha256,
+            score_scale={
+                "kind": r.score_scale.kind,
+                "scale": r.score_scale.scale,
+                "bias": r.score_scale.bias,
+            }
+            if r.HasField("score_scale")
+            else None,
         )
 
     def _call(self, method: Any, request: Any) -> Any:

@@ -560,7 +560,17 @@ def stats_command(client: Client, args: argparse.Namespace) -> int:
     weights = "RANDOM WEIGHTS (results carry no meaning)" if stats.random_weights else "trained"
     print(f"server      {client.target} (lookalike {stats.version})")
     print(f"items       {stats.items} ({stats.vectors} vectors: whole images and regions)")
-    print(f"model       {stats.model_id}, {stats.dims}-d, {weights}")
+    revision = f"@{stats.model_revision}" if stats.model_revision else ""
+    print(
+        f"model       {stats.model_id}{revision} ({stats.model_family}), {stats.dims}-d, "
+        f"{weights}; manifest sha256 {stats.manifest_sha256[:16]}"
+    )
+    if stats.score_scale:
+        scale = stats.score_scale
+        print(
+            f"probability {scale['kind']}(cosine * {scale['scale']:.4g} {scale['bias']:+.4g}) "
+            "for an image and a text"
+        )
     providers = ", ".join(stats.providers)
     print(f"engine      {stats.precision} on {providers}, preprocess {stats.preprocess_mode}")
     text = (

@@ -60,7 +60,7 @@ __all__ = [
     "make_current",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the model's family and manifest sha256 beside its id
 CURRENT_FILE = "CURRENT"
 VERSIONS_DIR = "versions"
 SHARDS_DIR = "shards"
@@ -142,6 +142,12 @@ class IndexManifest:
     parts: dict[str, str]  # dataset part file -> the ids digest it had when it was built in
     shards: list[ShardEntry]
     created: float = dataclasses.field(default_factory=time.time)
+    family: str = "clip"  # the model's, recorded (format 1 indexes were all CLIP)
+    manifest_sha256: str = ""  # of the model package the dataset was embedded with
+
+    @property
+    def identity(self) -> ModelIdentity:
+        return ModelIdentity(self.model, self.dims, self.family, self.manifest_sha256)
 
     @property
     def name(self) -> str:
@@ -204,10 +210,9 @@ def read_manifest(directory: Path, version: str | None = None) -> IndexManifest:
 def check_model(manifest: IndexManifest, identity: ModelIdentity, directory: Path) -> None:
     """Refuse to mix the index's embeddings with those of another model (a server's queries,
     a dataset's new vectors)."""
-    if (manifest.model, manifest.dims) != (identity.source, identity.dims):
-        built = ModelIdentity(manifest.model, manifest.dims)
+    if manifest.identity != identity:
         raise BuiltIndexError(
-            f"{directory} holds embeddings of {built.describe()}, not of "
+            f"{directory} holds embeddings of {manifest.identity.describe()}, not of "
             f"{identity.describe()}: embeddings of different models cannot be mixed (serve "
             "the index with the model it was built with, or build into another --output)"
         )

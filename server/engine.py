@@ -12,25 +12,38 @@ from typing import Protocol
 
 import numpy as np
 
-from lookalike.export.manifest import ModelSource, Precision
+from lookalike.export.manifest import ModelSource, Precision, ScoreScale
 
 __all__ = ["Engine", "ModelInfo", "ModelIdentity"]
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelIdentity:
-    """What makes two models' embeddings comparable: the same weights and dimension."""
+    """What makes two models' embeddings comparable: the same weights (source, id and
+    revision) and dimension. The family and the sha256 of the package's manifest are recorded
+    beside them but not compared: a re-export of the same weights (another Lookalike, another
+    precision) writes another manifest and the same embeddings."""
 
     source: str
     dims: int
+    family: str = dataclasses.field(default="clip", compare=False)
+    manifest_sha256: str = dataclasses.field(default="", compare=False)
 
     @classmethod
-    def of(cls, source: ModelSource, dims: int) -> ModelIdentity:
+    def of(
+        cls, source: ModelSource, dims: int, *, family: str = "clip", manifest_sha256: str = ""
+    ) -> ModelIdentity:
         revision = f"@{source.revision}" if source.revision else ""
-        return cls(f"{source.kind}:{source.id}{revision}", dims)
+        return cls(f"{source.kind}:{source.id}{revision}", dims, family, manifest_sha256)
+
+    @classmethod
+    def from_record(cls, record: dict[str, object]) -> ModelIdentity:
+        """From `dataclasses.asdict` of one, as stored (records before the family have none)."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in known})  # type: ignore[arg-type]
 
     def describe(self) -> str:
-        return f"{self.source} ({self.dims}-d)"
+        return f"{self.source} ({self.family}, {self.dims}-d)"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -49,11 +62,16 @@ class ModelInfo:
     per_image: bool  # runs one input per run because batching would change results
     run_rows: int | None = None  # inputs per run, a short batch padded; None: as given
     passed_over: str = ""  # a better variant the export rejected, and why ("": none)
+    family: str = "clip"
+    manifest_sha256: str = ""  # of the package's manifest.json
+    scores: ScoreScale | None = None  # the family's calibrated probability, where it has one
 
     @property
     def identity(self) -> ModelIdentity:
         source = ModelSource(kind=self.source_kind, id=self.model_id, revision=self.revision)
-        return ModelIdentity.of(source, self.dims)
+        return ModelIdentity.of(
+            source, self.dims, family=self.family, manifest_sha256=self.manifest_sha256
+        )
 
 
 class Engine(Protocol):

@@ -29,6 +29,7 @@ import numpy as np
 
 from lookalike.export.errors import RuntimeMissingError
 from lookalike.export.manifest import (
+    MANIFEST_FILE,
     Graph,
     Manifest,
     ManifestError,
@@ -333,6 +334,9 @@ class OnnxEngine:
             per_image=self._workers is not None,
             run_rows=self._run_rows,
             passed_over=passed_over,
+            family=manifest.family,
+            manifest_sha256=sha256_file(model_dir / MANIFEST_FILE),
+            scores=manifest.scores,
         )
         log.info(
             "engine: %s %s graph, %s on %s, %d threads, %d-d embeddings, %s",

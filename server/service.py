@@ -223,6 +223,14 @@ class ImageSearchService(pb_grpc.ImageSearchServicer):
                 )
                 for s in repository.shards
             ],
+            model_family=model.family,
+            model_revision=model.revision or "",
+            manifest_sha256=model.manifest_sha256,
+            score_scale=None
+            if model.scores is None
+            else pb.ScoreScale(
+                kind=model.scores.kind, scale=model.scores.scale, bias=model.scores.bias
+            ),
         )
 
 

@@ -169,7 +169,7 @@ class ItemStore:
                 (IDENTITY_SETTING, json.dumps(dataclasses.asdict(identity))),
             )
             return
-        stored = ModelIdentity(**json.loads(row[0]))
+        stored = ModelIdentity.from_record(json.loads(row[0]))
         if stored != identity:
             raise DataDirError(
                 f"{self.path.parent} holds embeddings of {stored.describe()}, but this server "

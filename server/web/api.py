@@ -502,6 +502,10 @@ def _stats_json(stats: ServerStats) -> dict[str, Any]:
         "text_precision": text.precision.value if text else "",
         "uptime_seconds": stats.uptime_seconds,
         "version": stats.version,
+        "model_family": model.family,
+        "model_revision": model.revision or "",
+        "manifest_sha256": model.manifest_sha256,
+        "score_scale": None if model.scores is None else dataclasses.asdict(model.scores),
     }
 
 

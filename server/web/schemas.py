@@ -180,6 +180,12 @@ class StatsOut(BaseModel):
     text_precision: str
     uptime_seconds: float
     version: str
+    model_family: str
+    model_revision: str = Field(description="the hub revision; empty when not from the hub")
+    manifest_sha256: str = Field(description="of the model package's manifest.json")
+    score_scale: dict[str, Any] | None = Field(
+        description="the family's probability, sigmoid(cosine * scale + bias); null for CLIP"
+    )
     duplicates_threshold: float
     duplicates_threshold_calibrated: bool = Field(description="set by --duplicates-threshold")
 

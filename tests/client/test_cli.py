@@ -250,6 +250,9 @@ def test_search_by_text_prints_the_table_json_and_a_page_with_the_text(
 
     code, out, _ = run(capsys, server_address, "stats")
     assert "text        int8" in out
+    assert re.search(
+        r"^model       tiny \(clip\), 16-d, RANDOM WEIGHTS.*sha256 [0-9a-f]{16}$", out, re.M
+    )
 
 
 def test_errors_are_one_line_with_an_exit_code(

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 from ray.cluster_utils import Cluster
 
-from lookalike.batch.dataset import Dataset, DatasetError
+from lookalike.batch.dataset import DATASET_FILE, LISTING_DIR, Dataset, DatasetError
 from lookalike.batch.ingest import IngestSettings, ingest
 from lookalike.cli import main
 from lookalike.client.cli import EXIT_BAD_INPUT, EXIT_SOME_FAILED
@@ -189,7 +189,7 @@ def test_two_images_with_one_id_keep_one_and_record_the_other(
 
 
 def test_a_dataset_of_another_model_is_refused(
-    cluster: Cluster, photos: Path, tiny_export: Path, tmp_path: Path
+    cluster: Cluster, photos: Path, tiny_export: Path, siglip_export: Path, tmp_path: Path
 ) -> None:
     output = tmp_path / "dataset"
     ingest([str(photos / "list.csv")], settings(tiny_export, output))
@@ -203,6 +203,17 @@ def test_a_dataset_of_another_model_is_refused(
         )
     with pytest.raises(DatasetError, match="precision fp32"):  # made int8, as the server would
         ingest([str(photos / "list.csv")], settings(tiny_export, output, precision=Precision.FP32))
+    recorded = json.loads((output / DATASET_FILE).read_text())
+    assert recorded["model_family"] == "clip"
+    assert recorded["manifest_sha256"] == sha256_file(tiny_export / MANIFEST_FILE)
+    listing = sorted((p.name, p.stat().st_mtime_ns) for p in (output / LISTING_DIR).iterdir())
+    with pytest.raises(DatasetError, match="cannot be mixed") as refused:  # another family
+        ingest([str(photos / "album")], settings(siglip_export, output))
+    assert "random-init:tiny (clip, 16-d)" in str(refused.value)
+    assert "random-init:siglip-tiny (siglip, 32-d)" in str(refused.value)
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (output / LISTING_DIR).iterdir()) == (
+        listing  # refused before the sources were even listed
+    )
 
 
 def test_the_cli_prints_a_summary_and_says_some_failed(

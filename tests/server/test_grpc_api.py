@@ -310,6 +310,9 @@ def test_stats_describe_the_server(stub, collection, dims) -> None:
     assert stats.items >= len(collection)
     assert stats.dims == dims == 16
     assert stats.model_id == "tiny"
+    assert (stats.model_family, stats.model_revision) == ("clip", "")  # a preset has no revision
+    assert len(stats.manifest_sha256) == 64
+    assert not stats.HasField("score_scale")  # CLIP has no calibrated probability
     assert stats.random_weights
     assert stats.precision == "fp32"
     assert list(stats.providers) == ["CPUExecutionProvider"]

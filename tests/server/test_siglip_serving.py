@@ -16,8 +16,9 @@ from PIL import Image
 from skimage import data as photographs
 
 from lookalike.export.checkpoint import Checkpoint
-from lookalike.export.manifest import Precision
+from lookalike.export.manifest import MANIFEST_FILE, Precision, sha256_file
 from lookalike.export.source import load_checkpoint
+from lookalike.server.errors import DataDirError
 from lookalike.server.onnx_engine import EngineSettings
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
@@ -79,6 +80,33 @@ def test_served_texts_equal_pytorch(stub: pb_grpc.ImageSearchStub, checkpoint: C
         text = checkpoint.text.tower.module.tower
         expected = unit(text(input_ids=torch.from_numpy(ids)).pooler_output.numpy())
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_stats_name_the_model_and_its_score_scale(
+    stub: pb_grpc.ImageSearchStub, siglip_export: Path, checkpoint: Checkpoint
+) -> None:
+    stats = stub.Stats(pb.StatsRequest(), timeout=30)
+    assert (stats.model_id, stats.model_family, stats.dims) == ("siglip-tiny", "siglip", 32)
+    assert stats.manifest_sha256 == sha256_file(siglip_export / MANIFEST_FILE)
+    assert stats.HasField("score_scale")
+    assert checkpoint.scores is not None
+    assert stats.score_scale.kind == "sigmoid"
+    assert stats.score_scale.scale == pytest.approx(checkpoint.scores.scale)
+    assert stats.score_scale.bias == pytest.approx(checkpoint.scores.bias)
+
+
+def test_a_data_dir_of_another_family_is_refused_naming_both(
+    siglip_export: Path, tiny_export: Path, tmp_path: Path
+) -> None:
+    with running_server(config_for(tiny_export, tmp_path)):
+        pass  # a CLIP server made this data directory
+    with (
+        running_server(config_for(siglip_export, tmp_path), load=False) as server,
+        pytest.raises(DataDirError, match="cannot be mixed") as refused,
+    ):
+        server.call(server.server.load())
+    assert "random-init:tiny (clip, 16-d)" in str(refused.value)
+    assert "random-init:siglip-tiny (siglip, 32-d)" in str(refused.value)
 
 
 def test_search_by_text_ranks_by_the_text_embedding(stub: pb_grpc.ImageSearchStub) -> None:
