@@ -1,5 +1,6 @@
 """The `lookalike` commands that need no server: the offline jobs on Ray (`ingest`,
-`build-index`, `import`) and a built index's versions (`versions`), and `cluster serve`, which
+`build-index`, `import`), moving a data directory to a new model in this process (`reembed`),
+a built index's versions (`versions`), and `cluster serve`, which
 starts a server whose shards run on Ray Serve. Their work lives in this package (and, for
 serving, in `lookalike.server.cluster`); the commands that talk to a running server are
 `lookalike.client.cli`'s.
@@ -8,6 +9,7 @@ serving, in `lookalike.server.cluster`); the commands that talk to a running ser
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import time
@@ -132,6 +134,22 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     load.add_argument("dataset", type=Path, help="a dataset directory made by `ingest`")
     load.add_argument("--data-dir", type=Path, required=True, help="the server's data directory")
+
+    move = command(
+        "reembed",
+        "move a data directory's collection to a new model: re-embed every item from its "
+        "recorded source into a new data directory (resumable; the old server keeps serving)",
+    )
+    move.add_argument("data_dir", type=Path, help="the old server's --data-dir (only read)")
+    move.add_argument("--model-dir", type=Path, required=True, help="the new model package")
+    move.add_argument(
+        "--output", "-o", type=Path, required=True, help="the new data directory (made or resumed)"
+    )
+    move.add_argument(
+        "--precision",
+        choices=["fp32", "fp16", "int8"],
+        help="model variant (default: as the server picks)",
+    )
 
     versions = command("versions", "list a built index's versions, or make a kept one current")
     versions.add_argument("index", type=Path, help="a built index (lookalike build-index)")
@@ -289,6 +307,31 @@ def import_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def reembed_command(args: argparse.Namespace) -> int:
+    """In this process, with the server's own core (no Ray, no server)."""
+    from lookalike.batch.reembed import ReembedSettings, reembed
+    from lookalike.export.manifest import Precision
+    from lookalike.server.errors import DataDirError, ModelLoadError
+    from lookalike.server.local_repository import DATABASE_FILE
+    from lookalike.server.onnx_engine import EngineSettings
+    from lookalike.server.store import StoreReader
+
+    settings = ReembedSettings(
+        source=args.data_dir,
+        model_dir=args.model_dir,
+        output=args.output,
+        engine=EngineSettings(precision=Precision(args.precision) if args.precision else None),
+    )
+    try:
+        total = StoreReader(args.data_dir / DATABASE_FILE).count()
+        with tqdm(total=total, unit="item", desc="re-embedded", disable=None) as progress:
+            summary = asyncio.run(reembed(settings, on_item=progress.update))
+    except (DataDirError, ModelLoadError) as error:
+        raise CommandError(str(error), EXIT_BAD_INPUT) from error
+    print(summary.describe())
+    return EXIT_SOME_FAILED if summary.failed else 0
+
+
 def cluster_command(args: argparse.Namespace) -> int:
     """`cluster serve`: the server in this process, as its front."""
     with _cluster_extra("cluster serve"):
@@ -304,6 +347,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "ingest": ingest_command,
     "build-index": build_index_command,
     "import": import_command,
+    "reembed": reembed_command,
     "versions": versions_command,
     "cluster": cluster_command,
 }

@@ -1,6 +1,7 @@
 """Model throughput: PyTorch eager fp32 vs ONNX Runtime fp32 vs int8, against this CPU's limits.
 
     python benchmarks/engine.py [--quick] [--out results] [--model-dir models/random-vit-b-32]
+    python benchmarks/engine.py --families [vit-b-32,vit-b-16,siglip-base-patch16-224]
 
 Same thread count and the same input tensors for every backend, in one run. The machine's own
 fp32 MatMul and int8 MatMulInteger rates, measured in ONNX Runtime on ViT-shaped operands,
@@ -8,6 +9,11 @@ turn every figure into a fraction of what this CPU can do. When the package has 
 also its texts/s at batch 1, 8 and 32 for the same backends, on the same token ids (real
 sentences, padded to 77 tokens as the server pads them): int8 as the server runs it (one input
 after another on one session) and with the parallel one-thread session the image tower uses.
+
+`--families` compares model families instead, each a random-init preset at full size (exported
+into models/random-PRESET when missing): GFLOP per image, then images/s (batch 8) and texts/s
+(batch 8) for PyTorch eager fp32 and ONNX Runtime fp32 and int8 (as the server runs them), the
+models interleaved in rounds so that every one sees the same machine.
 """
 
 from __future__ import annotations
@@ -267,6 +273,126 @@ def text_runs(
     return results
 
 
+FAMILY_PRESETS = ("vit-b-32", "vit-b-16", "siglip-base-patch16-224")
+FAMILY_BATCH = 8
+
+
+def family_runs(presets: list[str], threads: int, min_seconds: float) -> list[dict]:
+    """Per preset and backend: GFLOP/image, images/s and texts/s at FAMILY_BATCH."""
+    import torch
+
+    from lookalike.export.pipeline import ExportRequest, run_export
+
+    rng = np.random.default_rng(0)
+    models = {}
+    for preset in presets:
+        model_dir = Path("models") / f"random-{preset}"
+        if not (model_dir / "manifest.json").is_file():
+            print(f"  exporting {preset} (random weights) into {model_dir} ...", flush=True)
+            run_export(ExportRequest(output=model_dir, random_init=preset))
+        manifest = Manifest.load(model_dir)
+        checkpoint = pytorch_checkpoint(manifest, threads)
+        size = int(manifest.preprocess.image_size)
+        text = checkpoint.text
+        ids = text.token_ids((list(PARITY_TEXTS) * FAMILY_BATCH)[:FAMILY_BATCH])
+
+        def torch_text(batch: np.ndarray, tower=text.tower.module) -> np.ndarray:
+            with torch.inference_mode():
+                return tower(torch.from_numpy(batch)).numpy()
+
+        backends = {"pytorch-eager-fp32": (pytorch_image_embed(checkpoint), torch_text)}
+        for precision in (Precision.FP32, Precision.INT8):
+            image = OnnxEngine(
+                model_dir, EngineSettings(precision=precision, intra_op_threads=threads)
+            )
+            texts = OnnxEngine(
+                model_dir,
+                EngineSettings(
+                    precision=precision,
+                    intra_op_threads=threads,
+                    graph="text",
+                    parallel_per_input=False,
+                ),
+            )
+            backends[f"onnxruntime-{precision.value}"] = (image.embed, texts.embed)
+        models[preset] = {
+            "family": manifest.family,
+            "gflop_per_image": flops_per_image(checkpoint.image.tower.module, size) / 1e9,
+            "pixels": rng.normal(size=(FAMILY_BATCH, 3, size, size)).astype(np.float32),
+            "ids": ids,
+            "backends": backends,
+        }
+    seconds = {
+        (preset, name, kind): []
+        for preset, model in models.items()
+        for name in model["backends"]
+        for kind in ("image", "text")
+    }
+    for round_ in range(1, ROUNDS + 1):
+        print(f"  families, round {round_}/{ROUNDS} ...", flush=True)
+        for preset, model in models.items():
+            for name, (image_embed, text_embed) in model["backends"].items():
+                for kind, embed, inputs in (
+                    ("image", image_embed, model["pixels"]),
+                    ("text", text_embed, model["ids"]),
+                ):
+                    run = functools.partial(embed, inputs)
+                    timing = measure(run, min_seconds=min_seconds / ROUNDS)
+                    seconds[(preset, name, kind)].extend(timing.seconds)
+    results = []
+    for preset, model in models.items():
+        for name in model["backends"]:
+            image, text = (Timing(tuple(seconds[(preset, name, k)])) for k in ("image", "text"))
+            results.append(
+                {
+                    "preset": preset,
+                    "family": model["family"],
+                    "gflop_per_image": model["gflop_per_image"],
+                    "backend": name,
+                    "batch_size": FAMILY_BATCH,
+                    "images_per_s": FAMILY_BATCH / image.median,
+                    "texts_per_s": FAMILY_BATCH / text.median,
+                }
+            )
+    for result in results:
+        baseline = next(
+            r for r in results if r["preset"] == result["preset"] and "pytorch" in r["backend"]
+        )
+        result["images_vs_pytorch"] = result["images_per_s"] / baseline["images_per_s"]
+        result["texts_vs_pytorch"] = result["texts_per_s"] / baseline["texts_per_s"]
+    return results
+
+
+def families_main(presets: list[str], args: argparse.Namespace, min_seconds: float) -> None:
+    results = family_runs(presets, args.threads, min_seconds)
+    print()
+    print_table(
+        ("model", "family", "GFLOP/img", "backend", "img/s", "vs PyTorch", "texts/s", "vs PyTorch"),
+        [
+            (
+                r["preset"],
+                r["family"],
+                r["gflop_per_image"],
+                r["backend"],
+                r["images_per_s"],
+                f"{r['images_vs_pytorch']:.2f}x",
+                r["texts_per_s"],
+                f"{r['texts_vs_pytorch']:.2f}x",
+            )
+            for r in results
+        ],
+    )
+    settings = {
+        "presets": presets,
+        "random_weights": True,
+        "threads": args.threads,
+        "batch_size": FAMILY_BATCH,
+        "min_seconds": min_seconds,
+    }
+    path = write_result("engine-families", args.out, settings=settings, results=results)
+    print(f"\nwrote {path}")
+
+
 def flops_per_image(model, image_size: int) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -290,10 +416,20 @@ def main() -> None:
         help="per backend and batch size, split across the rounds",
     )
     parser.add_argument("--quick", action="store_true", help="smoke test: batches 1 and 8, short")
+    parser.add_argument(
+        "--families",
+        nargs="?",
+        const=",".join(FAMILY_PRESETS),
+        metavar="PRESETS",
+        help=f"compare model families instead (default: {','.join(FAMILY_PRESETS)})",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     batch_sizes = [1, 8] if args.quick else [int(b) for b in args.batch_sizes.split(",")]
     min_seconds = 0.3 if args.quick else args.min_seconds
+    if args.families:
+        families_main(args.families.split(","), args, min_seconds)
+        return
 
     model_dir = ensure_benchmark_model(args.model_dir)
     manifest = Manifest.load(model_dir)

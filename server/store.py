@@ -11,6 +11,7 @@ Not thread-safe: one owner (the repository's data thread) calls it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -26,7 +27,7 @@ from lookalike.server.regions import Region
 from lookalike.server.repository import EmbeddedItem, StoredItem, VectorOwner
 from lookalike.server.sql import MAX_PARAMETERS, in_chunks
 
-__all__ = ["ItemStore", "Upserted", "SCHEMA_VERSION"]
+__all__ = ["ItemStore", "ListedItem", "Upserted", "SCHEMA_VERSION", "StoreReader"]
 
 log = logging.getLogger(__name__)
 
@@ -403,3 +404,76 @@ class _Transaction:
                     "the server's disk is full; nothing was stored (searches still work)"
                 ) from exc
             raise StorageError(f"could not store durably ({exc}); nothing was stored") from exc
+
+
+@dataclasses.dataclass(frozen=True)
+class ListedItem:
+    """An item as stored, without its vectors: what re-embedding it needs."""
+
+    row: int  # its row: items come in row order, and a listing goes on after the last one
+    id: str
+    metadata: dict[str, str]
+    regions: tuple[Region, ...]  # given or made when it was added, in storing order
+
+
+class StoreReader:
+    """A data directory's database, read only, each call on a connection of its own: its
+    server may keep serving (and writing) meanwhile. Nothing is migrated: stores of
+    version 2 and up are read as they are."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise DataDirError(f"{path} does not exist: point at a server's --data-dir")
+        self.path = path
+        with self._connect() as db:
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version < 2:
+                raise DataDirError(
+                    f"{path} is a store of version {version}: serve it once with this "
+                    "lookalike-server to bring it up to date, then read it"
+                )
+            row = db.execute(
+                "SELECT value FROM settings WHERE name = ?", (IDENTITY_SETTING,)
+            ).fetchone()
+        self.has_regions = version >= 3
+        self.identity = None if row is None else ModelIdentity.from_record(json.loads(row[0]))
+
+    def count(self) -> int:
+        with self._connect() as db:
+            return int(db.execute("SELECT COUNT(*) FROM items").fetchone()[0])
+
+    def items_after(self, after: int, count: int) -> list[ListedItem]:
+        """Up to `count` items past the row `after`, in row order."""
+        region = "region" if self.has_regions else "NULL"
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT item, id, metadata FROM items WHERE item > ? ORDER BY item LIMIT ?",
+                (after, count),
+            ).fetchall()
+            regions: dict[int, list[Region]] = {int(row): [] for row, _, _ in rows}
+            for chunk, marks in in_chunks(list(regions)):
+                for item, text in db.execute(
+                    f"SELECT item, {region} FROM vectors WHERE item IN ({marks}) "
+                    f"AND {region} IS NOT NULL ORDER BY key",
+                    chunk,
+                ):
+                    regions[int(item)].append(Region.from_json(text))
+        return [
+            ListedItem(int(row), item_id, json.loads(metadata), tuple(regions[int(row)]))
+            for row, item_id, metadata in rows
+        ]
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            raise DataDirError(f"cannot read {self.path}: {exc}") from exc
+        try:
+            yield db
+        except sqlite3.DatabaseError as exc:
+            raise DataDirError(
+                f"{self.path} is corrupt or not a Lookalike database ({exc})"
+            ) from exc
+        finally:
+            db.close()
