@@ -57,7 +57,7 @@ def test_ingest_embeds_every_good_image_as_the_server_does(
     assert json.loads(listed["metadata"]) == {"camera": "x100"}
     part = next((output / "parts").glob("part-*.parquet"))
     metadata = pq.read_schema(part).metadata
-    assert metadata[b"lookalike.model"] == b"random-init:tiny (16-d)"
+    assert metadata[b"lookalike.model"] == b"random-init:tiny (clip, 16-d)"
     assert (
         metadata[b"lookalike.manifest_sha256"] == sha256_file(tiny_export / MANIFEST_FILE).encode()
     )
