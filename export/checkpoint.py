@@ -19,6 +19,8 @@ from PIL import Image
 
 from lookalike.export.manifest import ModelSource, PreprocessSpec, ScoreScale, TokenizerSpec
 from lookalike.export.optimize import QuantizationPlan
+from lookalike.export.tokenizer import package_tokenizer
+from lookalike.export.verify import token_ids
 
 __all__ = [
     "Checkpoint",
@@ -86,6 +88,18 @@ class ImageSide:
     preprocess: PreprocessSpec  # the processor's rule, as the server applies it
     reference_pixels: Callable[[Sequence[Image.Image]], np.ndarray]  # the family's processor
 
+    @classmethod
+    def of(cls, tower: Tower, config: Any, processor: Any, preprocess: PreprocessSpec) -> ImageSide:
+        """An image tower sized by its Hugging Face vision config, checked against the
+        family's image processor, whose rule `preprocess` restates."""
+        return cls(
+            tower=tower,
+            image_size=config.image_size,
+            patch_size=config.patch_size,
+            preprocess=preprocess,
+            reference_pixels=processor_pixels(processor),
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class TextSide:
@@ -96,6 +110,33 @@ class TextSide:
     token_ids: Callable[[Sequence[str]], np.ndarray]
     # writes the tokenizer as a `tokenizers` file into a package directory, and describes it
     save_tokenizer: Callable[[Path], TokenizerSpec]
+
+    @classmethod
+    def of(
+        cls,
+        tower: Tower,
+        *,
+        reference: Any,
+        packaged: Any,
+        context_length: int,
+        vocab_size: int,
+        pooling: str,
+    ) -> TextSide:
+        """A text tower checked against the family's `reference` tokenizer; `packaged` is its
+        fast (`tokenizers`) equivalent the server runs, pooled by the manifest's rule."""
+        return cls(
+            tower=tower,
+            context_length=context_length,
+            vocab_size=vocab_size,
+            token_ids=lambda texts: token_ids(reference, list(texts), context_length),
+            save_tokenizer=lambda directory: package_tokenizer(
+                packaged,
+                directory,
+                max_length=context_length,
+                pooling=pooling,
+                vocab_size=vocab_size,
+            ),
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,15 +27,13 @@ from lookalike.export.checkpoint import (
     TextSide,
     Tower,
     per_channel,
-    processor_pixels,
     resample_name,
 )
 from lookalike.export.errors import ModelUnavailableError, UnsupportedModelError
 from lookalike.export.hub import HubAccess, first_line
 from lookalike.export.manifest import ModelSource, PreprocessSpec
 from lookalike.export.optimize import QuantizationPlan
-from lookalike.export.tokenizer import CONTEXT_LENGTH, clip_bpe_tokenizer, package_tokenizer
-from lookalike.export.verify import token_ids
+from lookalike.export.tokenizer import CONTEXT_LENGTH, clip_bpe_tokenizer
 
 __all__ = [
     "FAMILY",
@@ -186,40 +184,31 @@ def pretrained_checkpoint(access: HubAccess, config: Any, *, text: bool) -> Chec
 
 def _image_side(model: CLIPVisionModelWithProjection, processor: CLIPImageProcessor) -> ImageSide:
     config = model.config
-    return ImageSide(
-        tower=Tower.of(
-            Normalized(model, input_name="pixel_values", output="image_embeds"),
-            config,
-            dims=config.projection_dim,
-            int8_plans=IMAGE_INT8_PLANS,
-        ),
-        image_size=config.image_size,
-        patch_size=config.patch_size,
-        preprocess=preprocess_spec(processor, config.image_size),
-        reference_pixels=processor_pixels(processor),
+    tower = Tower.of(
+        Normalized(model, input_name="pixel_values", output="image_embeds"),
+        config,
+        dims=config.projection_dim,
+        int8_plans=IMAGE_INT8_PLANS,
     )
+    return ImageSide.of(tower, config, processor, preprocess_spec(processor, config.image_size))
 
 
 def _text_side(model: CLIPTextModelWithProjection, tokenizer: CLIPTokenizerFast) -> TextSide:
     config = model.config
-    return TextSide(
-        tower=Tower.of(
-            # pooled at the first end token: with the causal mask, padding after it is unseen
-            Normalized(model, input_name="input_ids", output="text_embeds"),
-            config,
-            dims=config.projection_dim,
-            int8_plans=TEXT_INT8_PLANS,
-        ),
+    tower = Tower.of(
+        # pooled at the first end token: with the causal mask, padding after it is unseen
+        Normalized(model, input_name="input_ids", output="text_embeds"),
+        config,
+        dims=config.projection_dim,
+        int8_plans=TEXT_INT8_PLANS,
+    )
+    return TextSide.of(
+        tower,
+        reference=tokenizer,
+        packaged=tokenizer,
         context_length=CONTEXT_LENGTH,
         vocab_size=config.vocab_size,
-        token_ids=lambda texts: token_ids(tokenizer, list(texts), CONTEXT_LENGTH),
-        save_tokenizer=lambda directory: package_tokenizer(
-            tokenizer,
-            directory,
-            max_length=CONTEXT_LENGTH,
-            pooling="first-end-token",
-            vocab_size=config.vocab_size,
-        ),
+        pooling="first-end-token",
     )
 
 

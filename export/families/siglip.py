@@ -34,7 +34,6 @@ from lookalike.export.checkpoint import (
     TextSide,
     Tower,
     per_channel,
-    processor_pixels,
     resample_name,
 )
 from lookalike.export.errors import ModelUnavailableError, UnsupportedModelError
@@ -45,8 +44,6 @@ from lookalike.export.families.siglip_tokenizer import (
 from lookalike.export.hub import HubAccess, first_line
 from lookalike.export.manifest import ModelSource, PreprocessSpec, ScoreScale
 from lookalike.export.optimize import QuantizationPlan
-from lookalike.export.tokenizer import package_tokenizer
-from lookalike.export.verify import token_ids
 
 __all__ = ["FAMILY", "MODEL_TYPES", "PRESETS", "pretrained_checkpoint", "random_checkpoint"]
 
@@ -234,40 +231,30 @@ def _checkpoint(
 
 def _image_side(model: SiglipModel, processor: SiglipImageProcessor) -> ImageSide:
     config = model.config.vision_config
-    return ImageSide(
-        tower=Tower.of(
-            _ImageEmbedder(model.vision_model),
-            config,
-            dims=config.hidden_size,
-            int8_plans=IMAGE_INT8_PLANS,
-        ),
-        image_size=config.image_size,
-        patch_size=config.patch_size,
-        preprocess=preprocess_spec(processor, config.image_size),
-        reference_pixels=processor_pixels(processor),
+    tower = Tower.of(
+        _ImageEmbedder(model.vision_model),
+        config,
+        dims=config.hidden_size,
+        int8_plans=IMAGE_INT8_PLANS,
     )
+    return ImageSide.of(tower, config, processor, preprocess_spec(processor, config.image_size))
 
 
 def _text_side(model: SiglipModel, tokenizer: SiglipTokenizer) -> TextSide:
     config = model.config.text_config
-    fast = fast_siglip_tokenizer(tokenizer)
-    return TextSide(
-        tower=Tower.of(
-            Normalized(model.text_model, input_name="input_ids", output="pooler_output"),
-            config,
-            dims=config.projection_size,
-            int8_plans=TEXT_INT8_PLANS,
-        ),
+    tower = Tower.of(
+        Normalized(model.text_model, input_name="input_ids", output="pooler_output"),
+        config,
+        dims=config.projection_size,
+        int8_plans=TEXT_INT8_PLANS,
+    )
+    return TextSide.of(
+        tower,
+        reference=tokenizer,
+        packaged=fast_siglip_tokenizer(tokenizer),
         context_length=config.max_position_embeddings,
         vocab_size=config.vocab_size,
-        token_ids=lambda texts: token_ids(tokenizer, list(texts), config.max_position_embeddings),
-        save_tokenizer=lambda directory: package_tokenizer(
-            fast,
-            directory,
-            max_length=config.max_position_embeddings,
-            pooling="last-token",
-            vocab_size=config.vocab_size,
-        ),
+        pooling="last-token",
     )
 
 

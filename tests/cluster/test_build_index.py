@@ -302,26 +302,27 @@ def test_a_damaged_shard_is_refused_with_a_clear_error(
         pass
 
 
-def test_images_ingested_and_built_find_themselves_through_the_server(
+def test_images_ingested_and_built_find_themselves_and_move_to_a_new_model_while_served(
     cluster: Cluster,
     photos: Path,
     tiny_export: Path,
+    siglip_export: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """ingest -> build-index -> serve; then the README's move to a new model: the same sources
+    ingested with SigLIP into a new dataset, built into a new index (the old index refuses its
+    vectors) and served, while the old index's server answers as before until the switch."""
     dataset, index = tmp_path / "dataset", tmp_path / "index"
-    ingest(
-        [str(photos / "album"), str(photos / "list.csv")],
-        IngestSettings(model_dir=tiny_export, output=dataset, partitions=4),
-    )
+    sources = [str(photos / "album"), str(photos / "list.csv")]
+    ingest(sources, IngestSettings(model_dir=tiny_export, output=dataset, partitions=4))
     assert main(["build-index", str(dataset), "-o", str(index), "--shards", str(SHARDS)]) == 0
     assert "3 shards" in capsys.readouterr().out
     built = read_manifest(index)
-    with serving(tiny_export, index_dir=index) as stub:
-        for image in sorted((photos / "album").glob("photo-*.jpg"))[2:8]:  # (01 is listed too)
-            request = pb.SearchRequest(image=image.read_bytes(), k=3)
-            assert stub.Search(request, timeout=30).matches[0].id == f"{image.name}"
-        filtered = stub.Search(
+    queries = sorted((photos / "album").glob("photo-*.jpg"))[2:8]  # (01 is listed too)
+    with serving(tiny_export, index_dir=index) as old:
+        answers = [_finds_itself(old, image) for image in queries]
+        filtered = old.Search(
             pb.SearchRequest(
                 image=(photos / "album" / "photo-01.jpg").read_bytes(),
                 k=3,
@@ -330,7 +331,37 @@ def test_images_ingested_and_built_find_themselves_through_the_server(
             timeout=30,
         ).matches
         assert [m.id for m in filtered] == ["listed-1"]
-        assert stub.Stats(pb.StatsRequest(), timeout=30).items == built.items
+        assert old.Stats(pb.StatsRequest(), timeout=30).items == built.items
+
+        new_dataset, new_index = tmp_path / "dataset-siglip", tmp_path / "index-siglip"
+        ingest(sources, IngestSettings(model_dir=siglip_export, output=new_dataset, partitions=4))
+        moved = _dataset_ids(new_dataset)
+        assert sorted(moved) == sorted(_dataset_ids(dataset))
+        assert len(moved) == len(set(moved)) == built.items  # every item embedded once
+        refused = main(["build-index", str(new_dataset), "-o", str(index)])
+        assert refused == EXIT_BAD_INPUT
+        said = capsys.readouterr().err
+        assert "random-init:tiny (clip, 16-d)" in said
+        assert "(siglip," in said
+        assert read_manifest(index).name == built.name  # the old index is untouched
+        assert main(["build-index", str(new_dataset), "-o", str(new_index)]) == 0
+        assert [_finds_itself(old, image) for image in queries] == answers  # still serving
+
+        with serving(siglip_export, index_dir=new_index) as new:
+            for image in queries:
+                _finds_itself(new, image)
+            stats = new.Stats(pb.StatsRequest(), timeout=30)
+            assert (stats.items, stats.model_family) == (built.items, "siglip")
+
+
+def _dataset_ids(dataset: Path) -> list[str]:
+    return pq.read_table(dataset / "parts", columns=["id"]).column("id").to_pylist()
+
+
+def _finds_itself(stub: pb_grpc.ImageSearchStub, image: Path) -> list[tuple[str, float]]:
+    matches = stub.Search(pb.SearchRequest(image=image.read_bytes(), k=3), timeout=30).matches
+    assert matches[0].id == image.name
+    return [(match.id, match.score) for match in matches]
 
 
 def test_regions_made_at_ingest_are_searched_on_the_built_index_as_on_a_server(
