@@ -105,7 +105,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     defaults = BUILT_INDEX_SETTINGS
     build.add_argument(
-        "--dtype", choices=DTYPES, default=defaults.dtype, help="vector type in the shards"
+        "--dtype",
+        choices=DTYPES,
+        help="vector type in a new index's shards (default: bf16 where the CPU has native bf16 "
+        "dot products, else f16)",
     )
     build.add_argument(
         "--connectivity", type=int, default=defaults.connectivity, help="HNSW graph degree"
@@ -229,6 +232,17 @@ def ingest_command(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if summary.failures or summary.failed_before else 0
 
 
+def _dtype_for_this_cpu(output: Path) -> str:
+    """The dtype a new index gets on this CPU, said; an existing index keeps its own."""
+    from lookalike.server.built_index import CURRENT_FILE
+    from lookalike.server.index import dtype_for_this_cpu
+
+    choice = dtype_for_this_cpu(dims=512)  # the kernel does not depend on the width
+    if not (output / CURRENT_FILE).is_file():
+        print(f"dtype {choice.dtype}: {choice.reason} (--dtype to choose)")
+    return choice.dtype
+
+
 def build_index_command(args: argparse.Namespace) -> int:
     with _cluster_extra("build-index"):
         from lookalike.batch.build_index import BuildSettings, build_index
@@ -244,7 +258,7 @@ def build_index_command(args: argparse.Namespace) -> int:
         shards=args.shards,
         index=dataclasses.replace(
             BUILT_INDEX_SETTINGS,
-            dtype=args.dtype,
+            dtype=args.dtype or _dtype_for_this_cpu(args.output),
             connectivity=args.connectivity,
             expansion_add=args.expansion_add,
             expansion_search=args.expansion_search,

@@ -12,6 +12,7 @@ connectivity.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -21,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import avx2
 from benchmarks.common import entry_point, figure_file, print_table, write_result
 from lookalike.server.index import VectorIndex
 from lookalike.server.index_settings import IndexSettings
@@ -143,13 +145,29 @@ def faiss_runs(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, connect
     return {"library": "faiss-hnsw-flat-f32", "add_per_s": add_rate, "curve": curve}
 
 
+def faiss_level() -> str:
+    import faiss
+
+    return str(faiss.SIMDConfig.get_level_name())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--quick", action="store_true", help="smoke test: 20k vectors, 200 queries")
+    parser.add_argument(
+        "--emulate-avx2",
+        action="store_true",
+        help="USearch's and FAISS's AVX2 kernels on a newer CPU (benchmarks/avx2.py)",
+    )
     args = parser.parse_args()
+    emulated = os.environ.get(avx2.FLAG) == "1"
+    if args.emulate_avx2 and not emulated:
+        avx2.run_as_avx2(sys.argv)
+    kernels = avx2.check_emulated() if emulated else {**avx2.kernels(), "faiss": faiss_level()}
+    print(f"kernels: {kernels}{' (AVX2 emulated)' if emulated else ''}", flush=True)
     sizes = [20_000] if args.quick else [int(s) for s in args.sizes.split(",")]
     query_count = 200 if args.quick else args.queries
     settings = IndexSettings()
@@ -200,6 +218,8 @@ def main() -> None:
             "expansions": EXPANSIONS,
             "quick": args.quick,
             "single_query_batches": True,
+            "kernels": kernels,
+            "emulated_avx2": emulated,
         },
         results=results,
     )

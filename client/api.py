@@ -393,6 +393,7 @@ class Client:
                 "expansion_add": index.expansion_add,
                 "expansion_search": index.expansion_search,
                 "exact_search_below": index.exact_search_below,
+                "kernel": index.kernel,
             },
             queue_depth=r.queue_depth,
             uptime_seconds=r.uptime_seconds,

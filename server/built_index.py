@@ -371,7 +371,7 @@ def open_shards(
         try:
             index = VectorIndex.load(index_path, manifest.dims, settings, view=True)
         except SnapshotError as exc:
-            raise BuiltIndexError(str(exc)) from exc
+            raise BuiltIndexError(f"{exc}: build the index again") from exc
         try:
             table = ShardTable(table_path)
             table.counts()

@@ -12,12 +12,13 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from usearch.index import Index, Matches
+from usearch.compiled import hardware_acceleration
+from usearch.index import Index, Matches, MetricKind, ScalarKind
 
 from lookalike.export.durable import fsync_directory, fsync_file
-from lookalike.server.index_settings import IndexSettings
+from lookalike.server.index_settings import DtypeChoice, IndexSettings, dtype_for_cpu
 
-__all__ = ["Hit", "VectorIndex", "SnapshotError"]
+__all__ = ["Hit", "VectorIndex", "SnapshotError", "dtype_for_this_cpu", "kernel"]
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,37 @@ class SnapshotError(Exception):
 
 # Every stored and query vector has unit norm, so the inner product is the cosine, without two
 # norms per distance (15% more queries/s, benchmarks/search.py). Snapshots written with "cos"
-# keep it: USearch reads the metric from the file.
+# keep it: USearch reads the metric from the file. Not for i8: USearch stores 127 * x truncated,
+# and its i8 inner product is the integer dot of those (about 15,000 for a cosine of 1), where
+# its i8 cosine divides by both quantized norms: a cosine again, and a better ranking
+# (benchmarks/fidelity.py).
 SEARCHED_AS = "ip"
+I8_SEARCHED_AS = "cos"
+
+
+def searched_as(dtype: str) -> str:
+    return I8_SEARCHED_AS if dtype == "i8" else SEARCHED_AS
+
+
+_SCALAR_KINDS = {
+    "f32": ScalarKind.F32,
+    "f16": ScalarKind.F16,
+    "bf16": ScalarKind.BF16,
+    "i8": ScalarKind.I8,
+}
+_METRIC_KINDS = {"ip": MetricKind.IP, "cos": MetricKind.Cos}
+
+
+def kernel(dtype: str, dims: int) -> str:
+    """The instruction set of the distance kernel USearch runs for `dtype` on this CPU, as
+    NumKong names it: haswell (AVX2), skylake (AVX-512), icelake (AVX-512 VNNI), genoa
+    (AVX-512 BF16), sapphire, neon..., or serial."""
+    metric = _METRIC_KINDS[searched_as(dtype)]
+    return str(hardware_acceleration(dtype=_SCALAR_KINDS[dtype], ndim=dims, metric_kind=metric))
+
+
+def dtype_for_this_cpu(dims: int) -> DtypeChoice:
+    return dtype_for_cpu(kernel("bf16", dims))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +78,7 @@ class VectorIndex:
         self.dims, self.settings = dims, settings
         self._index = index or Index(
             ndim=dims,
-            metric=SEARCHED_AS,
+            metric=searched_as(settings.dtype),
             dtype=settings.dtype,
             connectivity=settings.connectivity,
             expansion_add=settings.expansion_add,
@@ -82,8 +112,12 @@ class VectorIndex:
             self._index.remove(keys.astype(np.uint64))
 
     def vectors(self, keys: np.ndarray) -> np.ndarray:
+        """The stored vectors as float32 (an i8 one scaled back to unit norm)."""
         vectors = self._index.get(keys.astype(np.uint64), dtype="f32")
-        return np.asarray(vectors, dtype=np.float32).reshape(len(keys), self.dims)
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(keys), self.dims)
+        if self.settings.dtype == "i8":
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors
 
     def is_exact_for(self, candidates: int | None = None) -> bool:
         return (
@@ -159,5 +193,10 @@ class VectorIndex:
         if str(index.dtype).lower().split(".")[-1] != settings.dtype:
             raise SnapshotError(
                 f"snapshot {path} stores {index.dtype}, configured {settings.dtype}"
+            )
+        if settings.dtype == "i8" and index.metric_kind != MetricKind.Cos:
+            raise SnapshotError(
+                f"snapshot {path} is an i8 index searched by integer inner product (an older "
+                "Lookalike's: its scores were not cosines)"
             )
         return cls(dims, settings, index=index)

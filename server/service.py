@@ -19,6 +19,7 @@ import grpc
 
 from lookalike.server.core import AddGroup, Core, CoreSlot
 from lookalike.server.errors import InvalidArgumentError, LookalikeError
+from lookalike.server.index import kernel
 from lookalike.server.metrics import Metrics
 from lookalike.server.regions import Region, RegionPolicy
 from lookalike.server.repository import ScoredItem, SearchResult
@@ -205,6 +206,7 @@ class ImageSearchService(pb_grpc.ImageSearchServicer):
                 expansion_add=index.expansion_add,
                 expansion_search=index.expansion_search,
                 exact_search_below=index.exact_search_below,
+                kernel=kernel(index.dtype, model.dims),
             ),
             queue_depth=stats.batcher.queue_depth,
             uptime_seconds=stats.uptime_seconds,

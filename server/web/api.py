@@ -29,6 +29,7 @@ from starlette.datastructures import UploadFile
 
 from lookalike.server.core import CoreSlot, ServerStats, package_version
 from lookalike.server.errors import InvalidArgumentError, LookalikeError, NotFoundError
+from lookalike.server.index import kernel
 from lookalike.server.metrics import Metrics
 from lookalike.server.regions import Region, RegionPolicy
 from lookalike.server.repository import ScoredItem
@@ -492,7 +493,10 @@ def _stats_json(stats: ServerStats) -> dict[str, Any]:
         "precision": model.precision.value,
         "providers": list(model.providers),
         "preprocess_mode": stats.preprocess_mode,
-        "index": dataclasses.asdict(repository.index),
+        "index": {
+            **dataclasses.asdict(repository.index),
+            "kernel": kernel(repository.index.dtype, model.dims),
+        },
         "index_version": repository.index_version,
         "shards": [dataclasses.asdict(shard) for shard in repository.shards],
         "queue_depth": stats.batcher.queue_depth,

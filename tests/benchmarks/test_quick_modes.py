@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -114,6 +115,29 @@ def test_search_benchmark_reports_recall_curves(tmp_path: Path) -> None:
         libraries["lookalike-usearch-f16"]["file_bytes"]
         < libraries["lookalike-usearch-f32"]["file_bytes"]
     )
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="the AVX2 emulation builds a C shim")
+def test_the_search_profile_splits_a_query_with_the_kernels_of_an_avx2_cpu(tmp_path: Path) -> None:
+    """The emulation is real: USearch dispatches NumKong's haswell kernels and FAISS runs at AVX2
+    on this newer CPU; each query's time splits into the call, the kernels and the rest."""
+    document = run_benchmark("search_profile", tmp_path, "--emulate-avx2")
+    assert document["settings"]["emulated_avx2"]
+    assert document["settings"]["kernels"] == {
+        "f32": "haswell",
+        "f16": "haswell",
+        "bf16": "haswell",
+        "i8": "haswell",
+        "faiss": "AVX2",
+    }
+    rows = {row["library"]: row for row in document["results"]}
+    assert set(rows) == {f"lookalike-usearch-{d}" for d in ("f32", "f16", "bf16", "i8")} | {
+        "faiss-hnsw-flat-f32"
+    }
+    for row in rows.values():
+        assert row["distances"] > 10
+        assert 0 < row["call_us"] < row["us_per_query"]
+        assert row["kernel_ns_per_distance_in_cache"] > 0
 
 
 def test_ingest_benchmark_compares_one_server_with_ray_and_the_bulk_paths(

@@ -31,6 +31,7 @@ from lookalike.server.built_index import (
 from lookalike.server.core import NEIGHBOUR_PAGE
 from lookalike.server.engine import ModelIdentity
 from lookalike.server.errors import NotFoundError, ThumbnailMissingError
+from lookalike.server.index import dtype_for_this_cpu
 from lookalike.server.index_settings import IndexSettings
 from lookalike.server.regions import Region, RegionPolicy, policy_regions
 from lookalike.server.sharded_repository import ShardedRepository
@@ -345,6 +346,9 @@ def test_images_ingested_and_built_find_themselves_and_move_to_a_new_model_while
         assert "(siglip," in said
         assert read_manifest(index).name == built.name  # the old index is untouched
         assert main(["build-index", str(new_dataset), "-o", str(new_index)]) == 0
+        chosen = dtype_for_this_cpu(dims=16)  # a new index: its dtype chosen for this CPU, said
+        assert f"dtype {chosen.dtype}: {chosen.reason}" in capsys.readouterr().out
+        assert read_manifest(new_index).settings.dtype == chosen.dtype
         assert [_finds_itself(old, image) for image in queries] == answers  # still serving
 
         with serving(siglip_export, index_dir=new_index) as new:

@@ -17,6 +17,7 @@ from PIL import Image
 from transformers import CLIPImageProcessor
 
 from lookalike.export.manifest import Manifest, Precision
+from lookalike.server.index import kernel
 from lookalike.server.index_settings import IndexSettings
 from lookalike.server.onnx_engine import EngineSettings
 from lookalike.server.preprocess import PreprocessMode
@@ -319,6 +320,7 @@ def test_stats_describe_the_server(stub, collection, dims) -> None:
     assert stats.preprocess_mode == "exact"
     assert stats.index.metric == "cos"
     assert stats.index.exact_search_below == EXACT_BELOW
+    assert stats.index.kernel == kernel(stats.index.dtype, dims)  # this CPU's, e.g. "skylake"
     assert stats.uptime_seconds > 0
     assert stats.batches >= 1
 

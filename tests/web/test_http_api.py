@@ -350,6 +350,7 @@ def test_stats_and_health(api: httpx.Client, stub: pb_grpc.ImageSearchStub) -> N
     assert stats["model_id"] == over_grpc.model_id
     assert stats["random_weights"] is True
     assert stats["dims"] == over_grpc.dims
+    assert stats["index"]["kernel"] == over_grpc.index.kernel != ""
     assert stats["duplicates_threshold_calibrated"] is False
     assert api.get("/healthz").json() == {"status": "SERVING"}
 

@@ -272,20 +272,22 @@ class StatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class IndexSettings(_message.Message):
-    __slots__ = ("metric", "dtype", "connectivity", "expansion_add", "expansion_search", "exact_search_below")
+    __slots__ = ("metric", "dtype", "connectivity", "expansion_add", "expansion_search", "exact_search_below", "kernel")
     METRIC_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     CONNECTIVITY_FIELD_NUMBER: _ClassVar[int]
     EXPANSION_ADD_FIELD_NUMBER: _ClassVar[int]
     EXPANSION_SEARCH_FIELD_NUMBER: _ClassVar[int]
     EXACT_SEARCH_BELOW_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
     metric: str
     dtype: str
     connectivity: int
     expansion_add: int
     expansion_search: int
     exact_search_below: int
-    def __init__(self, metric: _Optional[str] = ..., dtype: _Optional[str] = ..., connectivity: _Optional[int] = ..., expansion_add: _Optional[int] = ..., expansion_search: _Optional[int] = ..., exact_search_below: _Optional[int] = ...) -> None: ...
+    kernel: str
+    def __init__(self, metric: _Optional[str] = ..., dtype: _Optional[str] = ..., connectivity: _Optional[int] = ..., expansion_add: _Optional[int] = ..., expansion_search: _Optional[int] = ..., exact_search_below: _Optional[int] = ..., kernel: _Optional[str] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
     __slots__ = ("items", "dims", "model_id", "random_weights", "precision", "providers", "preprocess_mode", "index", "queue_depth", "uptime_seconds", "batches", "mean_batch_size", "version", "text_enabled", "text_precision", "text_queue_depth", "index_version", "shards", "vectors", "model_family", "model_revision", "manifest_sha256", "score_scale")
