@@ -55,8 +55,7 @@ def usearch_split(base: np.ndarray, queries: np.ndarray, dtype: str) -> dict:
     settings = IndexSettings(dtype=dtype, exact_search_below=0, expansion_search=EXPANSION)
     index = VectorIndex(DIMS, settings)
     index.add(np.arange(len(base), dtype=np.uint64), base)
-    raw = index._index  # the USearch object, for its distance counts
-    counts = [raw.search(q, K, threads=1).computed_distances for q in queries]
+    counts = [index.distances_computed(q, K) for q in queries]
     total = per_call(lambda q: index.search(q, K), queries)
     tiny = VectorIndex(DIMS, settings)
     tiny.add(np.arange(3, dtype=np.uint64), base[:3])

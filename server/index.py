@@ -137,6 +137,13 @@ class VectorIndex:
         matches = self._index.search(query, count, exact=self.is_exact_for(), threads=1)
         return _hits(matches.keys, matches.distances)
 
+    def distances_computed(self, query: np.ndarray, count: int) -> int:
+        """How many distances `search(query, count)` computes: the work a search does, for
+        profiles (`benchmarks/search_profile.py`)."""
+        count = min(count, len(self))
+        found = self._index.search(query, count, exact=self.is_exact_for(), threads=1)
+        return int(found.computed_distances)
+
     def search_batch(self, queries: np.ndarray, count: int) -> list[list[Hit]]:
         """`search` for each row of `queries` (float32[N, D]) in one call, spread over every
         core: for queries that arrive together."""

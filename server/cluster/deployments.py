@@ -150,11 +150,15 @@ def replicas_running(names: list[str]) -> dict[str, tuple[int, str]]:
     controller notices a crashed replica only at its next health check (9.4 s after a kill,
     measured with Serve's default period), the cluster's actor table at once; counting on the
     controller alone, a call whose lone replica died was asked again and waited for the
-    replacement instead of failing UNAVAILABLE."""
+    replacement instead of failing UNAVAILABLE.
+
+    The live actors are listed *before* the controller is asked: the other way round, a
+    replacement created in between (alive, still starting) made up for the dead replica the
+    controller had still called RUNNING, and health said SERVING seconds too early."""
     from ray import serve
 
-    applications = serve.status().applications
     alive = _live_replicas()
+    applications = serve.status().applications
     found: dict[str, tuple[int, str]] = {}
     for name in names:
         application = applications.get(name)

@@ -325,7 +325,9 @@ def test_a_lone_replica_restarting_gives_unavailable_never_a_wrong_answer(
         assert outcome in (expected[number], grpc.StatusCode.UNAVAILABLE)
     # back for good: every call sent after the front said SERVING again was answered right (a
     # call sent before may still end UNAVAILABLE after it, among the later outcomes)
-    assert all(outcome == expected[n] for sent, n, outcome in load.timed if sent > back)
+    late = [(round(sent - back, 2), outcome) for sent, n, outcome in load.timed if sent > back]
+    timeline = [round(t - back, 2) for t in health.received], health.statuses
+    assert all(o == expected[n] for sent, n, o in load.timed if sent > back), (late, timeline)
     assert health.statuses[:2] == [SERVING, NOT_SERVING]
     assert health.statuses[-1] == SERVING
     # the front's metrics per Serve application: calls, replicas, failures

@@ -37,6 +37,15 @@ def test_a_batch_of_queries_answers_as_each_query_alone(exact_search_below: int)
     assert [h.key for h in single] == [h.key for h in index.search(queries[0], 5)]
 
 
+def test_an_exact_search_computes_a_distance_per_vector_and_the_graph_far_fewer() -> None:
+    rows = unit_rows(3000, seed=4)
+    query = unit_rows(1, seed=5)[0]
+    for exact_search_below, few, many in ((10_000, 3000, 3000), (0, 10, 1500)):
+        index = VectorIndex(DIMS, IndexSettings(exact_search_below=exact_search_below))
+        index.add(np.arange(3000, dtype=np.uint64), rows)
+        assert few <= index.distances_computed(query, 10) <= many
+
+
 def test_an_empty_index_answers_every_query_with_nothing() -> None:
     index = VectorIndex(DIMS, IndexSettings())
     assert index.search(unit_rows(1, seed=3)[0], 5) == []
