@@ -60,7 +60,7 @@ class DtypeChoice:
 def dtype_for_cpu(bf16_kernel: str) -> DtypeChoice:
     """The dtype `lookalike build-index` stores by default on a CPU whose bf16 inner product
     runs on `bf16_kernel`: bf16 where that is native (the fastest per query), f16 elsewhere
-    (as fast there as emulated bf16, with recall up to 1.0 and a tenth of bf16's score drift:
+    (as fast there as emulated bf16, with recall up to 1.0 and an eighth of bf16's score drift:
     benchmarks/README.md)."""
     if bf16_kernel in NATIVE_BF16_KERNELS:
         return DtypeChoice("bf16", f"native bf16 dot products on this CPU ({bf16_kernel} kernels)")
