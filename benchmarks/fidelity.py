@@ -221,7 +221,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     if args.quick:
-        args.bases_per_photo, args.distractors = 2, 60
+        args.bases_per_photo, args.distractors = 1, 40
 
     model_dir = ensure_benchmark_model(args.model_dir)
     manifest = Manifest.load(model_dir)
