@@ -121,14 +121,22 @@ class TextSide:
         context_length: int,
         vocab_size: int,
         pooling: str,
+        lowercase: bool = False,
     ) -> TextSide:
         """A text tower checked against the family's `reference` tokenizer; `packaged` is its
-        fast (`tokenizers`) equivalent the server runs, pooled by the manifest's rule."""
+        fast (`tokenizers`) equivalent the server runs, pooled by the manifest's rule. With
+        `lowercase`, the family's texts are lowercased before its tokenizer sees them (the
+        packaged tokenizer does it itself)."""
+
+        def reference_ids(texts: Sequence[str]) -> np.ndarray:
+            texts = [text.lower() for text in texts] if lowercase else list(texts)
+            return token_ids(reference, texts, context_length)
+
         return cls(
             tower=tower,
             context_length=context_length,
             vocab_size=vocab_size,
-            token_ids=lambda texts: token_ids(reference, list(texts), context_length),
+            token_ids=reference_ids,
             save_tokenizer=lambda directory: package_tokenizer(
                 packaged,
                 directory,

@@ -1,4 +1,4 @@
-"""`lookalike-export`: a CLIP checkpoint in, a verified ONNX model package out."""
+"""`lookalike-export`: a CLIP or SigLIP checkpoint in, a verified ONNX model package out."""
 
 from __future__ import annotations
 
@@ -21,21 +21,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="lookalike-export",
-        description="Export a CLIP checkpoint's image and text towers (each with its "
-        "projection, L2-normalised) to ONNX: optimized fp32, fp16 and int8 variants, each "
-        "checked against PyTorch, with the text tokenizer, described by OUTPUT/manifest.json.",
+        description="Export a CLIP, SigLIP or SigLIP 2 checkpoint's image and text towers "
+        "(each ending in its embedding, L2-normalised) to ONNX: optimized fp32, fp16 and int8 "
+        "variants, each checked against PyTorch, with the text tokenizer, described by "
+        "OUTPUT/manifest.json.",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help="Hugging Face model id or local directory of a saved CLIP model "
+        help="Hugging Face model id or local directory of a saved CLIPModel or SiglipModel "
         f"(default: {DEFAULT_MODEL})",
     )
     source.add_argument(
         "--random-init",
         choices=sorted(RANDOM_INIT_PRESETS),
-        help="build a CLIP with RANDOM weights of this size instead of loading one "
+        help="build a model of this family and size with RANDOM weights instead of loading one "
         "(no network needed; embeddings carry no meaning)",
     )
     parser.add_argument("--revision", help="hub revision (branch, tag or commit) to load")

@@ -65,10 +65,14 @@ def package_tokenizer(
     files = sorted(path.name for path in set(directory.iterdir()) - before)
     if TOKENIZER_JSON not in files:
         raise ModelUnavailableError("the checkpoint's tokenizer has no fast (tokenizer.json) form")
-    start, end = tokenizer.bos_token_id, tokenizer.eos_token_id
+    end = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end
-    if end is None:
-        raise ModelUnavailableError("the checkpoint's tokenizer has no end token")
+    added = tokenizer("")["input_ids"]  # the special tokens it adds around a text, if any
+    if end is None or not added or added[-1] != end:
+        raise ModelUnavailableError(
+            "the checkpoint's tokenizer does not end a text with its end token"
+        )
+    start = added[0] if len(added) > 1 else None
     return TokenizerSpec(
         files=tuple(files),
         tokenizer_json=TOKENIZER_JSON,

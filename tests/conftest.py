@@ -68,6 +68,12 @@ def siglip_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def siglip2_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random SigLIP 2 (fixed resolution): SigLIP's towers, Gemma's tokenizer."""
+    return export_random_init("siglip2-tiny", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
 def benchmark_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The full-size ViT-B/32 the benchmarks use (random weights, the real compute)."""
     return export_random_init("vit-b-32", tmp_path_factory)

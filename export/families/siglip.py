@@ -4,12 +4,14 @@ resized to the input size, no crop, mean and std 0.5) and a SentencePiece tokeni
 tower has a projection: the pooled vectors are the embeddings. Scores become SigLIP's
 probability as sigmoid(cosine * exp(logit_scale) + logit_bias), which the manifest records.
 
-SigLIP 2 checkpoints with the Gemma tokenizer, and the NaFlex (variable resolution) ones, are
-refused: their tokenizer pads on the left, and NaFlex takes patches, not a fixed-size image.
+SigLIP 2's fixed-resolution checkpoints are the same model with Gemma's tokenizer (texts
+lowercased, see `gemma_tokenizer`); its NaFlex (variable resolution) ones are refused: they
+take patches, not an image of a fixed size.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -17,6 +19,10 @@ import torch
 from PIL import Image
 from transformers import (
     AutoTokenizer,
+    GemmaTokenizer,
+    GemmaTokenizerFast,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
     SiglipConfig,
     SiglipImageProcessor,
     SiglipModel,
@@ -37,6 +43,11 @@ from lookalike.export.checkpoint import (
     resample_name,
 )
 from lookalike.export.errors import ModelUnavailableError, UnsupportedModelError
+from lookalike.export.families.gemma_tokenizer import (
+    check_siglip2_rule,
+    lowercasing_tokenizer,
+    trained_gemma_tokenizers,
+)
 from lookalike.export.families.siglip_tokenizer import (
     fast_siglip_tokenizer,
     trained_siglip_tokenizer,
@@ -57,20 +68,34 @@ REFUSED_MODEL_TYPES = {
 }
 CONTEXT_LENGTH = 64  # SigLIP's text positions; texts are padded to all of them
 BASE = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12)
+TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+GEMMA_VOCABULARY = 256000  # SigLIP 2's text embedding rows (the trained vocabulary uses fewer)
+# shape, tokenizer ("siglip": SentencePiece unigram; "gemma": SigLIP 2's) and resize filter
+# (SigLIP's processors name bicubic; SigLIP 2's presets take Siglip2ImageProcessor's bilinear)
 PRESETS: dict[str, dict[str, Any]] = {
     "siglip-tiny": dict(
-        vision=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=224,
-            patch_size=32,
-        ),
-        text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4),
+        vision={**TINY, "image_size": 224, "patch_size": 32},
+        text=dict(TINY),
+        tokenizer="siglip",
+        resample=Image.Resampling.BICUBIC,
     ),
     "siglip-base-patch16-224": dict(
-        vision={**BASE, "image_size": 224, "patch_size": 16}, text=dict(BASE)
+        vision={**BASE, "image_size": 224, "patch_size": 16},
+        text=dict(BASE),
+        tokenizer="siglip",
+        resample=Image.Resampling.BICUBIC,
+    ),
+    "siglip2-tiny": dict(
+        vision={**TINY, "image_size": 224, "patch_size": 32},
+        text=dict(TINY),
+        tokenizer="gemma",
+        resample=Image.Resampling.BILINEAR,
+    ),
+    "siglip2-base-patch16-224": dict(
+        vision={**BASE, "image_size": 224, "patch_size": 16},
+        text={**BASE, "vocab_size": GEMMA_VOCABULARY},
+        tokenizer="gemma",
+        resample=Image.Resampling.BILINEAR,
     ),
 }
 # The pooling head reads the whole image and writes the embedding; the MLP down-projections
@@ -87,6 +112,26 @@ TEXT_INT8_PLANS = (
 ATTENTION = "eager"  # the ONNX Runtime optimizer fuses eager attention
 RANDOM_INIT_SEED = 0
 SIGLIP_MEAN_STD = (0.5, 0.5, 0.5)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tokenizers:
+    """The family's reference tokenizer, the fast one the server runs, and whether texts are
+    lowercased before the reference sees them (SigLIP 2 was trained on lowercased text)."""
+
+    reference: PreTrainedTokenizerBase
+    packaged: PreTrainedTokenizerFast
+    lowercase: bool
+
+    @classmethod
+    def siglip(cls, tokenizer: SiglipTokenizer) -> _Tokenizers:
+        return cls(tokenizer, fast_siglip_tokenizer(tokenizer), lowercase=False)
+
+    @classmethod
+    def siglip2(
+        cls, reference: GemmaTokenizer | GemmaTokenizerFast, fast: GemmaTokenizerFast
+    ) -> _Tokenizers:
+        return cls(reference, lowercasing_tokenizer(fast), lowercase=True)
 
 
 class _AttentionPool(torch.nn.Module):
@@ -136,16 +181,16 @@ class _ImageEmbedder(torch.nn.Module):
 
 def random_checkpoint(preset: str, *, text: bool) -> Checkpoint:
     shape = PRESETS[preset]
-    tokenizer = trained_siglip_tokenizer(CONTEXT_LENGTH) if text else None
-    vocab_size = len(tokenizer) if tokenizer is not None else 32000
+    tokenizers = _trained_tokenizers(shape["tokenizer"]) if text else None
+    vocab_size = len(tokenizers.packaged) if tokenizers is not None else 32000
     config = SiglipConfig(
         vision_config=shape["vision"],
         text_config={
-            **shape["text"],
             "vocab_size": vocab_size,
+            **shape["text"],
             "max_position_embeddings": CONTEXT_LENGTH,
-            "pad_token_id": 1,
-            "eos_token_id": 1,
+            "pad_token_id": tokenizers.packaged.pad_token_id if tokenizers else None,
+            "eos_token_id": tokenizers.packaged.eos_token_id if tokenizers else None,
         },
     )
     torch.manual_seed(RANDOM_INIT_SEED)
@@ -153,13 +198,22 @@ def random_checkpoint(preset: str, *, text: bool) -> Checkpoint:
     size = config.vision_config.image_size
     processor = SiglipImageProcessor(
         size={"height": size, "width": size},
-        resample=Image.Resampling.BICUBIC,
+        resample=shape["resample"],
         image_mean=list(SIGLIP_MEAN_STD),
         image_std=list(SIGLIP_MEAN_STD),
     )
     return _checkpoint(
-        model, processor, tokenizer, ModelSource(kind="random-init", id=preset, random_weights=True)
+        model,
+        processor,
+        tokenizers,
+        ModelSource(kind="random-init", id=preset, random_weights=True),
     )
+
+
+def _trained_tokenizers(kind: str) -> _Tokenizers:
+    if kind == "gemma":
+        return _Tokenizers.siglip2(*trained_gemma_tokenizers(CONTEXT_LENGTH))
+    return _Tokenizers.siglip(trained_siglip_tokenizer(CONTEXT_LENGTH))
 
 
 def pretrained_checkpoint(access: HubAccess, config: Any, *, text: bool) -> Checkpoint:
@@ -181,16 +235,16 @@ def pretrained_checkpoint(access: HubAccess, config: Any, *, text: bool) -> Chec
             f"{name} has no preprocessor_config.json: SigLIP's resize and statistics differ per "
             f"checkpoint, so Lookalike does not guess them ({first_line(exc)})"
         ) from exc
-    tokenizer = _pretrained_tokenizer(access) if text else None
+    tokenizers = _pretrained_tokenizer(access) if text else None
     source = ModelSource(
         kind=access.kind,
         id=name,
         revision=getattr(config, "_commit_hash", None) if access.kind == "hub" else None,
     )
-    return _checkpoint(model, processor, tokenizer, source)
+    return _checkpoint(model, processor, tokenizers, source)
 
 
-def _pretrained_tokenizer(access: HubAccess) -> SiglipTokenizer:
+def _pretrained_tokenizer(access: HubAccess) -> _Tokenizers:
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             access.name, revision=access.revision or "main", local_files_only=access.local_only
@@ -201,26 +255,29 @@ def _pretrained_tokenizer(access: HubAccess) -> SiglipTokenizer:
             f"({first_line(exc)}): SigLIP's needs spiece.model and sentencepiece; or pass "
             "--no-text"
         ) from exc
-    if not isinstance(tokenizer, SiglipTokenizer):
-        raise UnsupportedModelError(
-            f"{access.name}'s tokenizer is {type(tokenizer).__name__}, not SigLIP's "
-            "SentencePiece tokenizer: SigLIP 2's Gemma tokenizer is not supported yet (pass "
-            "--no-text to export its image tower alone)"
-        )
-    return tokenizer
+    if isinstance(tokenizer, SiglipTokenizer):
+        return _Tokenizers.siglip(tokenizer)
+    if isinstance(tokenizer, GemmaTokenizerFast):
+        check_siglip2_rule(access.name, tokenizer)
+        return _Tokenizers.siglip2(tokenizer, tokenizer)
+    raise UnsupportedModelError(
+        f"{access.name}'s tokenizer is {type(tokenizer).__name__}, neither SigLIP's "
+        "SentencePiece tokenizer nor SigLIP 2's fast Gemma tokenizer (tokenizer.json): pass "
+        "--no-text to export its image tower alone"
+    )
 
 
 def _checkpoint(
     model: SiglipModel,
     processor: SiglipImageProcessor,
-    tokenizer: SiglipTokenizer | None,
+    tokenizers: _Tokenizers | None,
     source: ModelSource,
 ) -> Checkpoint:
     return Checkpoint(
         family=FAMILY,
         source=source,
         image=_image_side(model, processor),
-        text=None if tokenizer is None else _text_side(model, tokenizer),
+        text=None if tokenizers is None else _text_side(model, tokenizers),
         scores=ScoreScale(
             kind="sigmoid",
             scale=float(model.logit_scale.detach().exp()),
@@ -240,7 +297,7 @@ def _image_side(model: SiglipModel, processor: SiglipImageProcessor) -> ImageSid
     return ImageSide.of(tower, config, processor, preprocess_spec(processor, config.image_size))
 
 
-def _text_side(model: SiglipModel, tokenizer: SiglipTokenizer) -> TextSide:
+def _text_side(model: SiglipModel, tokenizers: _Tokenizers) -> TextSide:
     config = model.config.text_config
     tower = Tower.of(
         Normalized(model.text_model, input_name="input_ids", output="pooler_output"),
@@ -250,8 +307,9 @@ def _text_side(model: SiglipModel, tokenizer: SiglipTokenizer) -> TextSide:
     )
     return TextSide.of(
         tower,
-        reference=tokenizer,
-        packaged=fast_siglip_tokenizer(tokenizer),
+        reference=tokenizers.reference,
+        packaged=tokenizers.packaged,
+        lowercase=tokenizers.lowercase,
         context_length=config.max_position_embeddings,
         vocab_size=config.vocab_size,
         pooling="last-token",

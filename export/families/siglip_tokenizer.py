@@ -14,11 +14,14 @@ unigram model, NFKC); only the vocabulary's size and content differ from Google'
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import string
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Regex, Tokenizer, normalizers
 from transformers import PreTrainedTokenizerFast, SiglipTokenizer
@@ -27,7 +30,12 @@ from transformers.convert_slow_tokenizer import Converter, SpmConverter, import_
 from lookalike.export.errors import ModelUnavailableError
 from lookalike.export.tokenizer import bpe_merges
 
-__all__ = ["fast_siglip_tokenizer", "trained_siglip_tokenizer"]
+__all__ = [
+    "fast_siglip_tokenizer",
+    "fast_tokenizer",
+    "trained_sentencepiece",
+    "trained_siglip_tokenizer",
+]
 
 TRAINING_WORDS_PER_LINE = 12
 TRAINED_VOCABULARY = 32000  # SigLIP's; the BPE words give fewer pieces (hard limit off)
@@ -65,47 +73,60 @@ class _SiglipConverter(SpmConverter):
 
 def fast_siglip_tokenizer(tokenizer: SiglipTokenizer) -> PreTrainedTokenizerFast:
     """The same tokenizer on `tokenizers`, with the special tokens of the original."""
-    backend: Tokenizer = _SiglipConverter(tokenizer).converted()
+    return fast_tokenizer(_SiglipConverter(tokenizer).converted(), like=tokenizer)
+
+
+def fast_tokenizer(backend: Tokenizer, *, like: Any) -> PreTrainedTokenizerFast:
+    """A `tokenizers` pipeline with the end, unknown and pad tokens and the length of `like`."""
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
-        eos_token=str(tokenizer.eos_token),
-        unk_token=str(tokenizer.unk_token),
-        pad_token=str(tokenizer.pad_token),
-        model_max_length=tokenizer.model_max_length,
+        eos_token=str(like.eos_token),
+        unk_token=str(like.unk_token),
+        pad_token=str(like.pad_token),
+        model_max_length=like.model_max_length,
     )
 
 
 def trained_siglip_tokenizer(context_length: int) -> SiglipTokenizer:
     """A SigLIP tokenizer trained here, the same every time (see the module's docstring)."""
+    layout = dict(model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
+    with trained_sentencepiece("SigLIP", normalization_rule_name="nmt_nfkc", **layout) as path:
+        return SiglipTokenizer(str(path), model_max_length=context_length)
+
+
+@contextlib.contextmanager
+def trained_sentencepiece(family: str, **layout: Any) -> Iterator[Path]:
+    """A SentencePiece model file trained on `training_lines()` with the family's `layout`
+    (model type, special ids, normalisation), for as long as the context lasts (tokenizers
+    read their model file when built)."""
     try:
         import sentencepiece
     except ImportError as exc:
         raise ModelUnavailableError(
-            "a SigLIP text tower needs sentencepiece for its tokenizer: pip install sentencepiece "
-            "(it is in lookalike[export]), or pass --no-text"
+            f"a {family} text tower needs sentencepiece for its tokenizer: pip install "
+            "sentencepiece (it is in lookalike[export]), or pass --no-text"
         ) from exc
-    words = ["".join(merge).replace("</w>", " ") for merge in bpe_merges()]
-    lines = [
-        " ".join(words[i : i + TRAINING_WORDS_PER_LINE])
-        for i in range(0, len(words), TRAINING_WORDS_PER_LINE)
-    ]
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines),
+        sentence_iterator=iter(training_lines()),
         model_writer=model,
         vocab_size=TRAINED_VOCABULARY,
         hard_vocab_limit=False,
-        model_type="unigram",
-        pad_id=0,
-        eos_id=1,
-        unk_id=2,
-        bos_id=-1,
         character_coverage=1.0,
-        normalization_rule_name="nmt_nfkc",
         num_threads=1,
         minloglevel=2,
+        **layout,
     )
-    with tempfile.TemporaryDirectory() as scratch:  # SiglipTokenizer reads its model at init
-        path = Path(scratch) / "spiece.model"
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "tokenizer.model"
         path.write_bytes(model.getvalue())
-        return SiglipTokenizer(str(path), model_max_length=context_length)
+        yield path
+
+
+def training_lines() -> list[str]:
+    """The offline vocabularies' training text: the words CLIP's BPE merges spell out."""
+    words = ["".join(merge).replace("</w>", " ") for merge in bpe_merges()]
+    return [
+        " ".join(words[i : i + TRAINING_WORDS_PER_LINE])
+        for i in range(0, len(words), TRAINING_WORDS_PER_LINE)
+    ]

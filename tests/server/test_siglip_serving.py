@@ -1,6 +1,6 @@
-"""A SigLIP package served by the unchanged server over real gRPC: its embeddings equal
-PyTorch's (the family's own processor and tokenizer feeding `SiglipModel`), and text finds
-images."""
+"""SigLIP and SigLIP 2 packages served by the unchanged server over real gRPC: their
+embeddings equal PyTorch's (the family's own processor and tokenizer feeding `SiglipModel`),
+and text finds images."""
 
 from __future__ import annotations
 
@@ -26,20 +26,31 @@ from tests.server.images import encode
 from tests.server.serving import config_for, running_server
 
 PHOTOGRAPHS = ("astronaut", "chelsea", "coffee", "rocket")
-TEXTS = ["a photo of a cat", "A RED CAR in the rain, 1987!", "猫と犬 🐱", "word " * 80]
+TEXTS = ["a photo of a cat", "A RED CAR in the rain, 1987!", "猫と犬 🐱", "ΟΔΟΣ", "word " * 80]
+
+
+@pytest.fixture(scope="module", params=["siglip-tiny", "siglip2-tiny"])
+def preset(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")
-def checkpoint() -> Checkpoint:
-    return load_checkpoint(random_init="siglip-tiny")  # the same seed, the same weights
+def package(preset: str, request: pytest.FixtureRequest) -> Path:
+    exported: Path = request.getfixturevalue(preset.removesuffix("-tiny") + "_export")
+    return exported
+
+
+@pytest.fixture(scope="module")
+def checkpoint(preset: str) -> Checkpoint:
+    return load_checkpoint(random_init=preset)  # the same seed, the same weights
 
 
 @pytest.fixture(scope="module")
 def stub(
-    siglip_export: Path, tmp_path_factory: pytest.TempPathFactory
+    package: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[pb_grpc.ImageSearchStub]:
     config = config_for(
-        siglip_export,
+        package,
         tmp_path_factory.mktemp("data"),
         engine=EngineSettings(precision=Precision.FP32, intra_op_threads=1),
     )
@@ -58,8 +69,9 @@ def unit(rows: np.ndarray) -> np.ndarray:
 def test_served_images_equal_pytorch_on_photographs(
     stub: pb_grpc.ImageSearchStub, checkpoint: Checkpoint
 ) -> None:
-    """Fast preprocessing (draft decode, one squash resize) against SiglipImageProcessor and
-    SiglipModel's vision tower: the same embedding to cosine 0.999."""
+    """Fast preprocessing (draft decode, one squash resize: bicubic for SigLIP, bilinear for
+    SigLIP 2) against SiglipImageProcessor and SiglipModel's vision tower: the same embedding
+    to cosine 0.999."""
     photos = [Image.fromarray(getattr(photographs, name)()).convert("RGB") for name in PHOTOGRAPHS]
     payloads = [encode(photo, "JPEG", quality=95) for photo in photos]
     got = vectors(stub.Embed(pb.EmbedRequest(images=payloads), timeout=60))
@@ -83,11 +95,11 @@ def test_served_texts_equal_pytorch(stub: pb_grpc.ImageSearchStub, checkpoint: C
 
 
 def test_stats_name_the_model_and_its_score_scale(
-    stub: pb_grpc.ImageSearchStub, siglip_export: Path, checkpoint: Checkpoint
+    stub: pb_grpc.ImageSearchStub, package: Path, preset: str, checkpoint: Checkpoint
 ) -> None:
     stats = stub.Stats(pb.StatsRequest(), timeout=30)
-    assert (stats.model_id, stats.model_family, stats.dims) == ("siglip-tiny", "siglip", 32)
-    assert stats.manifest_sha256 == sha256_file(siglip_export / MANIFEST_FILE)
+    assert (stats.model_id, stats.model_family, stats.dims) == (preset, "siglip", 32)
+    assert stats.manifest_sha256 == sha256_file(package / MANIFEST_FILE)
     assert stats.HasField("score_scale")
     assert checkpoint.scores is not None
     assert stats.score_scale.kind == "sigmoid"
@@ -95,18 +107,36 @@ def test_stats_name_the_model_and_its_score_scale(
     assert stats.score_scale.bias == pytest.approx(checkpoint.scores.bias)
 
 
-def test_a_data_dir_of_another_family_is_refused_naming_both(
-    siglip_export: Path, tiny_export: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    ("first", "second", "names"),
+    [
+        # another family
+        (
+            "tiny",
+            "siglip",
+            ("random-init:tiny (clip, 16-d)", "random-init:siglip-tiny (siglip, 32-d)"),
+        ),
+        # the same family and dimension: the model's identity still tells them apart
+        (
+            "siglip",
+            "siglip2",
+            ("random-init:siglip-tiny (siglip, 32-d)", "random-init:siglip2-tiny (siglip, 32-d)"),
+        ),
+    ],
+)
+def test_a_data_dir_of_another_model_is_refused_naming_both(
+    first: str, second: str, names: tuple[str, str], request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    with running_server(config_for(tiny_export, tmp_path)):
-        pass  # a CLIP server made this data directory
+    made_by, opened_by = (request.getfixturevalue(f"{name}_export") for name in (first, second))
+    with running_server(config_for(made_by, tmp_path)):
+        pass  # the first model's server made this data directory
     with (
-        running_server(config_for(siglip_export, tmp_path), load=False) as server,
+        running_server(config_for(opened_by, tmp_path), load=False) as server,
         pytest.raises(DataDirError, match="cannot be mixed") as refused,
     ):
         server.call(server.server.load())
-    assert "random-init:tiny (clip, 16-d)" in str(refused.value)
-    assert "random-init:siglip-tiny (siglip, 32-d)" in str(refused.value)
+    for name in names:
+        assert name in str(refused.value)
 
 
 def test_search_by_text_ranks_by_the_text_embedding(stub: pb_grpc.ImageSearchStub) -> None:
