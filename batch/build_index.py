@@ -260,7 +260,8 @@ def _write_shards(
             functools.partial(_rows_to_add, adds=changes.adds, shards=job.shards),
             batch_format="pyarrow",
         )
-        grouped = rows.groupby("shard").map_groups(
+        most = ray.data.DataContext.get_current().default_hash_shuffle_parallelism
+        grouped = rows.groupby("shard", num_partitions=min(job.shards, most)).map_groups(
             functools.partial(_write_group, job=job, removes=changes.removes, before=before),
             batch_format="pyarrow",
         )

@@ -242,7 +242,11 @@ def _run_pipeline(
         num_gpus=settings.gpus_per_actor or None,
     )
     manifest_sha256 = sha256_file(settings.model_dir / MANIFEST_FILE)
-    written = embedded.groupby("partition").map_groups(
+    # one shuffle partition per pending partition, up to Ray Data's default (200): a small
+    # run does not start 200 reducers
+    most = ray.data.DataContext.get_current().default_hash_shuffle_parallelism
+    shuffle_partitions = max(1, min(len(pending), most))
+    written = embedded.groupby("partition", num_partitions=shuffle_partitions).map_groups(
         functools.partial(
             _write_partition,
             dataset=job.dataset,

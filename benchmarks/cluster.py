@@ -42,7 +42,7 @@ from lookalike.server.engine import ModelIdentity
 
 SHARDS = (1, 2, 4)
 REPLICAS = (1, 2)
-QUICK_SHARDS = (2,)  # --quick: the script's every path, briefly
+QUICK_SHARDS, QUICK_REPLICAS = (2,), (1,)  # --quick: the script's every path, briefly
 IN_FLIGHT = (1, 32)
 QUERIES = 500  # distinct query vectors, cycled
 # Every shard on its HNSW graph, whatever its size: by default a shard under 20,000 vectors is
@@ -124,7 +124,13 @@ def build_indexes(
     return indexes
 
 
-def on_cluster(model_dir: Path, indexes: dict[int, Path], queries: np.ndarray, seconds: float):
+def on_cluster(
+    model_dir: Path,
+    indexes: dict[int, Path],
+    queries: np.ndarray,
+    seconds: float,
+    replica_counts: tuple[int, ...],
+):
     """Every shard count and replica count behind a front, on a local two-node cluster."""
     import ray
     from ray import serve
@@ -136,7 +142,7 @@ def on_cluster(model_dir: Path, indexes: dict[int, Path], queries: np.ndarray, s
     runs = []
     try:
         for shards, index in indexes.items():
-            for replicas in REPLICAS:
+            for replicas in replica_counts:
                 print(f"cluster: {shards} shard(s) x {replicas} replica(s) ...", flush=True)
                 options = ("--shards-on-ray", "--ray-address", cluster.address)
                 options += ("--shard-replicas", str(replicas), *SEARCH_FLAGS)
@@ -151,8 +157,10 @@ def on_cluster(model_dir: Path, indexes: dict[int, Path], queries: np.ndarray, s
                             "loads": loads(front.address, queries, seconds),
                         }
                     )
-                for name in serve.status().applications:
-                    serve.delete(name)
+                for name in serve.status().applications:  # every shard's at once
+                    serve.delete(name, _blocking=False)
+                while serve.status().applications:
+                    time.sleep(0.2)
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -181,7 +189,8 @@ def main() -> None:
             print(f"one process: {shards} shard(s) ...", flush=True)
             with lookalike_server(model_dir, *SEARCH_FLAGS, store=("--index", str(index))) as one:
                 local.append({"shards": shards, "loads": loads(one.address, queries, seconds)})
-        cluster = on_cluster(model_dir, indexes, queries, seconds)
+        replica_counts = QUICK_REPLICAS if args.quick else REPLICAS
+        cluster = on_cluster(model_dir, indexes, queries, seconds, replica_counts)
     hops = {
         run["shards"]: cluster_run["loads"][0]["p50_ms"] - run["loads"][0]["p50_ms"]
         for run in local
@@ -231,7 +240,7 @@ def plot(result: dict, path: Path) -> None:
     with figure_file(path, columns=2, size=(11, 4.5)) as (throughput, latency):
         series = [("one process", result["local"])] + [
             (f"Ray Serve, {r} replica(s)", [c for c in result["cluster"] if c["replicas"] == r])
-            for r in REPLICAS
+            for r in sorted({run["replicas"] for run in result["cluster"]})
         ]
         for label, runs in series:
             shards = [run["shards"] for run in runs]

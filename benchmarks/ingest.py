@@ -244,7 +244,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--vectors", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=Path("results"))
-    parser.add_argument("--quick", action="store_true", help="smoke test: 40 images, 3k vectors")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke test: 40 images, 1 actor, 3k vectors"
+    )
     args = parser.parse_args()
     count = 40 if args.quick else args.images
     vectors = 3000 if args.quick else args.vectors
@@ -259,7 +261,7 @@ def main() -> None:
         server = index_through_server(model_dir, folder, count)
         ray_runs = [
             ingest_on_ray(model_dir, folder, scratch / f"dataset-{actors}", actors)
-            for actors in (1, 2)
+            for actors in ((1,) if args.quick else (1, 2))
         ]
         bulk = built_and_imported(model_dir, scratch, vectors)
     result = {
@@ -293,7 +295,10 @@ def main() -> None:
     )
     kinds = sorted({kind for run in ray_runs for kind in run["peak_rss_mb_by_worker"]})
     print_table(
-        ("Ray worker (peak MB)", "RSS, 1 actor", "private", "RSS, 2 actors", "private"),
+        (
+            "Ray worker (peak MB)",
+            *(h for run in ray_runs for h in (f"RSS, {run['actors']} actor(s)", "private")),
+        ),
         [
             (
                 kind,

@@ -30,8 +30,10 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no test may reach for the network
 
 
-def export_random_init(preset: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`lookalike-export --random-init PRESET`, as a user would run it."""
+def export_random_init(
+    preset: str, tmp_path_factory: pytest.TempPathFactory, *options: str
+) -> Path:
+    """`lookalike-export --random-init PRESET [OPTIONS]`, as a user would run it."""
     output = tmp_path_factory.mktemp("models") / preset
     env = {k: v for k, v in os.environ.items() if not k.startswith(LEAKY_ENV_PREFIXES)}
     result = subprocess.run(
@@ -43,6 +45,7 @@ def export_random_init(preset: str, tmp_path_factory: pytest.TempPathFactory) ->
             preset,
             "--output",
             str(output),
+            *options,
         ],
         capture_output=True,
         text=True,
@@ -75,8 +78,9 @@ def siglip2_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def benchmark_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The full-size ViT-B/32 the benchmarks use (random weights, the real compute)."""
-    return export_random_init("vit-b-32", tmp_path_factory)
+    """The full-size ViT-B/32 image tower the benchmarks use (random weights, the real
+    compute); the tests that take it embed no text."""
+    return export_random_init("vit-b-32", tmp_path_factory, "--no-text")
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,11 @@ A cluster started the way Ray's docs start one, `ray start --head`, has token au
 where a token exists (`~/.ray/auth_token`, which `ray get-auth-token --generate` and any local
 `ray.init()` of Ray 2.60 write); a driver that joins it by address sends the token only when
 `RAY_AUTH_MODE=token` is set, and otherwise fails with "Failed to connect to Ray cluster".
-So when a token is at hand (`RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH` or that file) and no mode
-was chosen, a refused join is tried once more in token mode; a join refused again says what to
+So when no mode was chosen, one quick call asks the cluster first whether it wants a token (a
+refused join would otherwise spend Ray's 20 s of retries first): if it does, the join is made
+in token mode with the token at hand (`RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH` or that file), or
+refused at once where there is none. Where the cluster cannot be asked (a `ray://` or `auto`
+address), a refused join is tried once more in token mode. A join refused again says what to
 check.
 """
 
@@ -26,6 +29,7 @@ __all__ = ["ray_session", "RayConnectionError"]
 log = logging.getLogger(__name__)
 
 AUTH_MODE = "RAY_AUTH_MODE"
+PROBE_TIMEOUT_S = 3.0  # the one call asking a cluster whether it wants a token
 LOG_FOLDER = "/tmp/ray/session_latest/logs"  # Ray's documented link to the current session
 TOKEN, TOKEN_PATH = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"
 
@@ -64,15 +68,23 @@ def ray_session(address: str | None, *, quiet: bool = False) -> Iterator[None]:
 
 
 def _join(ray, address: str, options: dict[str, Any]) -> None:
-    """Join as Ray is configured; where that is refused, this machine has a Ray token and no
-    auth mode was chosen, join again in token mode (a cluster without authentication must be
-    joined without: a driver in token mode there never hears back from its workers)."""
+    """Join as Ray is configured, in token mode where no mode was chosen and the cluster
+    wants a token. Where a join is refused, this machine has a Ray token and no mode was
+    chosen, join again in token mode (a cluster without authentication must be joined
+    without: a driver in token mode there never hears back from its workers)."""
+    token = token_at_hand()
+    if AUTH_MODE not in os.environ and _wants_token(address):
+        if token is None:
+            raise RayConnectionError(_refusal(address, "it requires a Ray token", None))
+        log.info(
+            "%s requires a token: joining with that of %s (%s=token)", address, token, AUTH_MODE
+        )
+        _use_token_mode()
     try:
         ray.init(address=address, **options)
         return
     except ConnectionError as exc:
         refused = exc
-    token = token_at_hand()
     if token is None or AUTH_MODE in os.environ:
         raise RayConnectionError(_refusal(address, refused, token)) from refused
     log.info("joining %s again with the Ray token of %s (%s=token)", address, token, AUTH_MODE)
@@ -94,6 +106,26 @@ def _use_token_mode() -> None:
     Config.initialize("")
 
 
+def _wants_token(address: str) -> bool:
+    """Whether the cluster's GCS at `address` (host:port) refuses a call without a token.
+    False where it cannot be asked: another form of address, or no answer (then the join
+    itself says what is wrong)."""
+    import grpc
+
+    if "://" in address or ":" not in address:
+        return False
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        try:
+            request = gcs_service_pb2.GetClusterIdRequest()  # type: ignore[attr-defined]
+            stub.GetClusterId(request, timeout=PROBE_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            return bool(exc.code() == grpc.StatusCode.UNAUTHENTICATED)
+    return False
+
+
 def token_at_hand() -> str | None:
     """Where this machine's Ray token is (an environment variable or a file), if it has one."""
     if os.environ.get(TOKEN):
@@ -102,7 +134,7 @@ def token_at_hand() -> str | None:
     return str(path) if path.is_file() else None
 
 
-def _refusal(address: str, error: ConnectionError, token: str | None) -> str:
+def _refusal(address: str, error: object, token: str | None) -> str:
     mode = os.environ.get(AUTH_MODE)
     if token is None:
         advice = (

@@ -145,7 +145,7 @@ def test_a_wrong_token_is_refused_with_what_to_check(
     # Ray retries a refused join 20 times a second apart, as if the head were still starting;
     # its own setting for that wait makes each try here take ~3 s instead of ~20 s
     retries = {"RAY_gcs_server_port_wait_time_s": "3"}
-    wrong_token, no_token = lookalikes(
+    wrong_token, no_token, tokenless_machine = lookalikes(
         home,
         (
             [*arguments, "--output", str(tmp_path / "wrong")],
@@ -156,6 +156,9 @@ def test_a_wrong_token_is_refused_with_what_to_check(
             [*arguments, "--output", str(tmp_path / "none")],
             {"RAY_AUTH_MODE": "disabled", **retries},
         ),
+        # a machine with no Ray token at all: the cluster is asked first, so this is said
+        # before any join is tried
+        ([*arguments, "--output", str(tmp_path / "tokenless")], {"HOME": str(tmp_path)}),
     )
     assert wrong_token.returncode == EXIT_UNREACHABLE, wrong_token.stderr[-3000:]
     last = wrong_token.stderr.strip().splitlines()[-1]
@@ -164,3 +167,7 @@ def test_a_wrong_token_is_refused_with_what_to_check(
     assert not list((tmp_path / "wrong").glob("parts/*.parquet"))
     assert no_token.returncode == EXIT_UNREACHABLE, no_token.stderr[-3000:]
     assert "RAY_AUTH_MODE=disabled" in no_token.stderr
+    assert tokenless_machine.returncode == EXIT_UNREACHABLE, tokenless_machine.stderr[-3000:]
+    last = tokenless_machine.stderr.strip().splitlines()[-1]
+    assert "it requires a Ray token" in last, last
+    assert "copy its head node's ~/.ray/auth_token" in last
