@@ -108,13 +108,16 @@ def _use_token_mode() -> None:
 
 def _wants_token(address: str) -> bool:
     """Whether the cluster's GCS at `address` (host:port) refuses a call without a token.
-    False where it cannot be asked: another form of address, or no answer (then the join
-    itself says what is wrong)."""
+    False where it cannot be asked: another form of address, no stubs, or no answer (then the
+    join itself says what is wrong)."""
     import grpc
 
     if "://" in address or ":" not in address:
         return False
-    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    try:  # Ray's own stubs of its GCS service (another Ray may lay them out differently)
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    except ImportError:
+        return False
 
     with grpc.insecure_channel(address) as channel:
         stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
