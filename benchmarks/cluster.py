@@ -42,7 +42,7 @@ from lookalike.server.engine import ModelIdentity
 
 SHARDS = (1, 2, 4)
 REPLICAS = (1, 2)
-QUICK_SHARDS, QUICK_REPLICAS = (2,), (1,)  # --quick: the script's every path, briefly
+QUICK_SHARDS, QUICK_REPLICAS = (2,), (1,)  # --quick: one of each, briefly
 IN_FLIGHT = (1, 32)
 QUERIES = 500  # distinct query vectors, cycled
 # Every shard on its HNSW graph, whatever its size: by default a shard under 20,000 vectors is

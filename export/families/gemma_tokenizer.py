@@ -15,6 +15,7 @@ content differ from Google's.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tokenizers import Regex, Tokenizer, normalizers
@@ -28,7 +29,7 @@ __all__ = ["check_siglip2_rule", "lowercasing_tokenizer", "trained_gemma_tokeniz
 SIGLIP2_RULE = dict(add_bos_token=False, add_eos_token=True, padding_side="right")
 # str.lower() writes a word-final capital sigma as the final form; Lowercase, char by char,
 # as the medial one
-FINAL_SIGMA = Regex(r"(?<=\p{Cased})Σ(?!\p{Case_Ignorable}*\p{Cased})")
+FINAL_SIGMA = Regex(r"(?<=\p{Cased}\p{Case_Ignorable}*)Σ(?!\p{Case_Ignorable}*\p{Cased})")
 
 
 def check_siglip2_rule(name: str, tokenizer: GemmaTokenizer | GemmaTokenizerFast) -> None:
@@ -43,8 +44,14 @@ def check_siglip2_rule(name: str, tokenizer: GemmaTokenizer | GemmaTokenizerFast
 
 
 def lowercasing_tokenizer(tokenizer: GemmaTokenizerFast) -> PreTrainedTokenizerFast:
-    """The same fast tokenizer, lowercasing as `str.lower` does before its own normalisation."""
-    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    """The same fast tokenizer, lowercasing as `str.lower` does before its own normalisation.
+    Its special tokens are matched in the lowercased text too (`<EOS>` is `<eos>`, as for the
+    reference, which sees the text lowercased), except those with a space in them (the
+    normaliser rewrites spaces)."""
+    layout = json.loads(tokenizer.backend_tokenizer.to_str())
+    for added in layout["added_tokens"]:
+        added["normalized"] = not any(character.isspace() for character in added["content"])
+    backend = Tokenizer.from_str(json.dumps(layout))
     lowercase = [normalizers.Replace(FINAL_SIGMA, "ς"), normalizers.Lowercase()]
     own = backend.normalizer
     backend.normalizer = normalizers.Sequence(lowercase if own is None else [*lowercase, own])

@@ -252,7 +252,8 @@ def _pretrained_tokenizer(access: HubAccess) -> _Tokenizers:
     except (OSError, ValueError, TypeError, ImportError) as exc:
         raise ModelUnavailableError(
             f"{access.name} has a text tower but its tokenizer does not load "
-            f"({first_line(exc)}): SigLIP's needs spiece.model and sentencepiece; or pass "
+            f"({first_line(exc)}): SigLIP's needs spiece.model and sentencepiece, SigLIP 2's "
+            "tokenizer.json (or tokenizer.model and sentencepiece); or pass "
             "--no-text"
         ) from exc
     if isinstance(tokenizer, SiglipTokenizer):

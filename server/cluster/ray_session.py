@@ -116,14 +116,15 @@ def _wants_token(address: str) -> bool:
         return False
     try:  # Ray's own stubs of its GCS service (another Ray may lay them out differently)
         from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
-    except ImportError:
-        return False
 
-    with grpc.insecure_channel(address) as channel:
-        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        stub_of = gcs_service_pb2_grpc.NodeInfoGcsServiceStub
+        request = gcs_service_pb2.GetClusterIdRequest()  # type: ignore[attr-defined]
+    except (ImportError, AttributeError):
+        return False
+    # straight to the cluster, as Ray's own channels go (never through an HTTP proxy)
+    with grpc.insecure_channel(address, options=[("grpc.enable_http_proxy", 0)]) as channel:
         try:
-            request = gcs_service_pb2.GetClusterIdRequest()  # type: ignore[attr-defined]
-            stub.GetClusterId(request, timeout=PROBE_TIMEOUT_S)
+            stub_of(channel).GetClusterId(request, timeout=PROBE_TIMEOUT_S)
         except grpc.RpcError as exc:
             return bool(exc.code() == grpc.StatusCode.UNAUTHENTICATED)
     return False

@@ -35,6 +35,8 @@ GEMMA_HOSTILE_TEXTS = (
     "ΟΔΟΣ ΣΟΦΟΣ, ΑΣ. Σ",
     "İSTANBUL ǅ ẞ ﬁ",
     "<eos> <pad> <bos> <unk> x",
+    "<EOS> x a<Eos>b <Pad>",
+    "ΑΣ.Σ ΑΣ'Σ \u039f\u0301Σ",
     "1234567890 and 3.14",
     "",
 )
