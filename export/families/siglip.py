@@ -85,18 +85,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         tokenizer="siglip",
         resample=Image.Resampling.BICUBIC,
     ),
-    "siglip2-tiny": dict(
-        vision={**TINY, "image_size": 224, "patch_size": 32},
-        text=dict(TINY),
-        tokenizer="gemma",
-        resample=Image.Resampling.BILINEAR,
-    ),
-    "siglip2-base-patch16-224": dict(
-        vision={**BASE, "image_size": 224, "patch_size": 16},
-        text={**BASE, "vocab_size": GEMMA_VOCABULARY},
-        tokenizer="gemma",
-        resample=Image.Resampling.BILINEAR,
-    ),
+}
+SIGLIP2 = dict(tokenizer="gemma", resample=Image.Resampling.BILINEAR)  # the same towers
+PRESETS["siglip2-tiny"] = {**PRESETS["siglip-tiny"], **SIGLIP2}
+PRESETS["siglip2-base-patch16-224"] = {
+    **PRESETS["siglip-base-patch16-224"],
+    **SIGLIP2,
+    "text": {**BASE, "vocab_size": GEMMA_VOCABULARY},
 }
 # The pooling head reads the whole image and writes the embedding; the MLP down-projections
 # carry the activation outliers, as in CLIP.
