@@ -84,7 +84,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         root,
         source,
         ignore=shutil.ignore_patterns(
-            ".git", ".venv", "build", "*.egg-info", "*_cache", "models", "results", "data"
+            ".git", ".venv*", "build", "*.egg-info", "*_cache", "models", "results", "data"
         ),
     )
     subprocess.run(
