@@ -1,7 +1,8 @@
 """Lookalike's offline jobs on Ray: bulk embedding of large collections into a resumable
 Parquet dataset (`ingest`: `sources`, `listing`, `dataset`), sharded indexes built from it
-(`build_index`), a dataset loaded into a server's data directory (`importer`), and the commands
-that run them (`cli`).
+(`build_index`), a dataset loaded into a server's data directory (`importer`), and a data
+directory moved to a new model (`reembed`, in one process, no Ray). Their commands are in
+`lookalike.cli.offline_commands`.
 
 Optional: needs the `cluster` extra (`pip install 'lookalike[cluster]'`). The same `OnnxEngine`
 and `Preprocessor` as the server run inside the Ray workers, so an image gets the same vector

@@ -4,7 +4,7 @@ A first build reads every part and writes every shard. A later build into the sa
 makes the next version: it compares the dataset's parts with those the current version was
 built from (by their ids digest), adds the ids a changed part gained, removes those it lost and
 the ids given to `delete`, and rewrites only the shards those ids hash to; the others are shared
-with the previous version. The layout is in `lookalike.server.built_index`.
+with the previous version. The layout is in `lookalike.server.index.built_index`.
 
 Ray Data reads the changed parts, keeps the rows to add and groups them by shard; each group
 becomes one task that writes its shard (the previous version's shard plus its changes, or a
@@ -36,7 +36,8 @@ from lookalike.batch.dataset import (
     unit_vectors,
 )
 from lookalike.export.durable import fsync_directory, fsync_file
-from lookalike.server.built_index import (
+from lookalike.server.cluster.ray_session import ray_session
+from lookalike.server.index.built_index import (
     CURRENT_FILE,
     SHARDS_DIR,
     VERSIONS_DIR,
@@ -51,9 +52,8 @@ from lookalike.server.built_index import (
     shard_key,
     shard_of,
 )
-from lookalike.server.cluster.ray_session import ray_session
-from lookalike.server.index import VectorIndex
-from lookalike.server.index_settings import BUILT_INDEX_SETTINGS, IndexSettings
+from lookalike.server.index.settings import BUILT_INDEX_SETTINGS, IndexSettings
+from lookalike.server.index.vector_index import VectorIndex
 
 __all__ = ["BuildSettings", "BuildSummary", "build_index"]
 

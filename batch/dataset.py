@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from lookalike.client.files import SOURCE_PATH_KEY
 from lookalike.export.durable import fsync_directory, fsync_file, write_atomically
-from lookalike.server.engine import ModelIdentity
+from lookalike.export.manifest import ModelIdentity
 
 __all__ = [
     "DatasetError",

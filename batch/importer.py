@@ -24,12 +24,12 @@ from lookalike.batch.dataset import (
     region_vectors,
     unit_vectors,
 )
-from lookalike.server.datadir import DataDirLock
-from lookalike.server.index_settings import IndexSettings
-from lookalike.server.local_repository import DATABASE_FILE, LocalRepository
+from lookalike.server.index.datadir import DataDirLock
+from lookalike.server.index.local_repository import DATABASE_FILE, LocalRepository
+from lookalike.server.index.repository import EmbeddedItem, RegionVector
+from lookalike.server.index.settings import IndexSettings
+from lookalike.server.index.store import ItemStore
 from lookalike.server.regions import Region
-from lookalike.server.repository import EmbeddedItem, RegionVector
-from lookalike.server.store import ItemStore
 
 __all__ = ["ImportSummary", "import_dataset", "BATCH_ROWS"]
 

@@ -41,20 +41,20 @@ from lookalike.batch.sources import SourceError, iter_sources, read_bytes
 from lookalike.export.manifest import (
     MANIFEST_FILE,
     Manifest,
+    ModelIdentity,
     Precision,
     PreprocessSpec,
     sha256_file,
 )
 from lookalike.server.cluster.ray_session import ray_session
-from lookalike.server.engine import ModelIdentity
-from lookalike.server.errors import LookalikeError
-from lookalike.server.onnx_engine import (
+from lookalike.server.embed.onnx_engine import (
     EngineSettings,
     OnnxEngine,
     choose_variant,
     read_manifest,
 )
-from lookalike.server.preprocess import PreprocessMode, Preprocessor, with_regions
+from lookalike.server.embed.preprocess import PreprocessMode, Preprocessor, with_regions
+from lookalike.server.errors import LookalikeError
 from lookalike.server.regions import Region, RegionPolicy, policy_regions
 
 __all__ = ["IngestSettings", "IngestSummary", "ingest"]

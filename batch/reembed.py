@@ -24,17 +24,17 @@ from pathlib import Path
 
 from lookalike.batch.sources import SourceError, read_bytes
 from lookalike.client.files import SOURCE_PATH_KEY
-from lookalike.server.config import ServerConfig
 from lookalike.server.core import Core
-from lookalike.server.datadir import DataDirLock
-from lookalike.server.embedders import LocalEmbedders
+from lookalike.server.embed.embedders import LocalEmbedders
+from lookalike.server.embed.onnx_engine import EngineSettings, OnnxEngine
+from lookalike.server.embed.settings import EmbedSettings
 from lookalike.server.errors import DataDirError, NotFoundError
-from lookalike.server.index_settings import IndexSettings
-from lookalike.server.local_repository import DATABASE_FILE, LocalRepository
+from lookalike.server.index.datadir import DataDirLock
+from lookalike.server.index.local_repository import DATABASE_FILE, LocalRepository
+from lookalike.server.index.settings import IndexSettings
+from lookalike.server.index.store import StoreReader
 from lookalike.server.metrics import Metrics
-from lookalike.server.onnx_engine import EngineSettings, OnnxEngine
 from lookalike.server.request_types import AddItem, RequestLimits
-from lookalike.server.store import StoreReader
 
 __all__ = ["FAILURES_FILE", "ReembedSettings", "ReembedSummary", "reembed"]
 
@@ -85,14 +85,9 @@ async def reembed(
     lock.acquire()
     embedders = LocalEmbedders()
     try:
-        config = ServerConfig(
-            model_dir=settings.model_dir,
-            data_dir=settings.output,
-            text=False,
-            engine=settings.engine,
-        )
+        embedding = EmbedSettings(model_dir=settings.model_dir, text=False, engine=settings.engine)
         metrics = Metrics.create()
-        await embedders.load(config, metrics, OnnxEngine)
+        await embedders.load(embedding, metrics, OnnxEngine)
         model = embedders.model
         if reader.identity is not None and reader.identity == model.identity:
             raise DataDirError(
@@ -108,7 +103,7 @@ async def reembed(
                 repository,
                 metrics,
                 limits=RequestLimits(),
-                preprocess_mode=config.preprocess_mode.value,
+                preprocess_mode=embedding.preprocess_mode.value,
             )
             counts = await _move(reader, core, repository, settings.output, on_item)
         finally:

@@ -49,8 +49,8 @@ def run_as_avx2(argv: list[str]) -> NoReturn:
 
 def kernels() -> dict[str, str]:
     """The instruction set of USearch's distance kernel here, per index dtype."""
-    from lookalike.server.index import kernel
-    from lookalike.server.index_settings import DTYPES
+    from lookalike.server.index.settings import DTYPES
+    from lookalike.server.index.vector_index import kernel
 
     return {dtype: kernel(dtype, 512) for dtype in DTYPES}
 

@@ -37,8 +37,7 @@ from benchmarks.common import (
     write_result,
 )
 from benchmarks.datasets import unit_rows, write_dataset
-from lookalike.export.manifest import Manifest
-from lookalike.server.engine import ModelIdentity
+from lookalike.export.manifest import Manifest, ModelIdentity
 
 SHARDS = (1, 2, 4)
 REPLICAS = (1, 2)

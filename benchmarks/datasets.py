@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from lookalike.batch.dataset import Dataset, IdsDigest, partition_of
-from lookalike.server.engine import ModelIdentity
+from lookalike.export.manifest import ModelIdentity
 
 __all__ = ["unit_rows", "write_dataset"]
 

@@ -46,7 +46,7 @@ from benchmarks.common import (
 )
 from lookalike.export.manifest import Manifest, Precision
 from lookalike.export.verify import PARITY_TEXTS
-from lookalike.server.onnx_engine import EngineSettings, OnnxEngine
+from lookalike.server.embed.onnx_engine import EngineSettings, OnnxEngine
 
 GEMM_SHAPE = (800, 768, 3072)  # 16 images x 50 tokens, ViT-B width -> MLP width
 TEXT_BATCH_SIZES = (1, 8, 32)

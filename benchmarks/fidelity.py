@@ -51,11 +51,11 @@ from benchmarks.common import (
 from benchmarks.engine import pytorch_checkpoint, pytorch_image_embed
 from benchmarks.photos import jpeg_bytes, sample_photos
 from lookalike.export.manifest import Manifest, Precision
-from lookalike.server.built_index import shard_of
-from lookalike.server.index import VectorIndex
-from lookalike.server.index_settings import DTYPES, IndexSettings
-from lookalike.server.onnx_engine import EngineSettings, OnnxEngine
-from lookalike.server.preprocess import PreprocessMode, Preprocessor
+from lookalike.server.embed.onnx_engine import EngineSettings, OnnxEngine
+from lookalike.server.embed.preprocess import PreprocessMode, Preprocessor
+from lookalike.server.index.built_index import shard_of
+from lookalike.server.index.settings import DTYPES, IndexSettings
+from lookalike.server.index.vector_index import VectorIndex
 
 K = 10
 BATCH = 16

@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import entry_point, measure, print_table, write_result
 from benchmarks.engine import flops_per_image
 from lookalike.export.manifest import Manifest, Precision
-from lookalike.server.host_memory import pinned_zeros
-from lookalike.server.onnx_engine import (
+from lookalike.server.embed.host_memory import pinned_zeros
+from lookalike.server.embed.onnx_engine import (
     CUDA_OPTIONS,
     EngineSettings,
     OnnxEngine,
@@ -246,7 +246,7 @@ def photo_batch(manifest: Manifest) -> np.ndarray:
     from PIL import ImageOps
 
     from benchmarks.photos import jpeg_bytes, sample_photos
-    from lookalike.server.preprocess import Preprocessor
+    from lookalike.server.embed.preprocess import Preprocessor
 
     preprocess = Preprocessor(manifest.preprocess)
     images = [image for _, photo in sample_photos() for image in (photo, ImageOps.mirror(photo))]
@@ -288,7 +288,7 @@ def cuda_without_gpu(model_dir: Path) -> dict:
     """Load the engine with --provider cuda and no visible GPU: it must refuse, loudly."""
     code = (
         "from pathlib import Path\n"
-        "from lookalike.server.onnx_engine import OnnxEngine, EngineSettings, Provider\n"
+        "from lookalike.server.embed.onnx_engine import OnnxEngine, EngineSettings, Provider\n"
         f"OnnxEngine(Path({str(model_dir)!r}), EngineSettings(provider=Provider.CUDA))\n"
     )
     environment = dict(os.environ, CUDA_VISIBLE_DEVICES="-1")
@@ -546,7 +546,7 @@ class Run:
 
 
 def text_ids(manifest: Manifest, count: int) -> np.ndarray:
-    from lookalike.server.onnx_engine import TokenInputs
+    from lookalike.server.embed.onnx_engine import TokenInputs
 
     tokenizer = manifest.graphs["text"].tokenizer
     assert tokenizer is not None

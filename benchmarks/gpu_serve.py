@@ -62,7 +62,7 @@ def decode_rates(
 
 
 def _preprocessor(manifest: Manifest):
-    from lookalike.server.preprocess import Preprocessor
+    from lookalike.server.embed.preprocess import Preprocessor
 
     return Preprocessor(manifest.preprocess)
 
@@ -136,7 +136,7 @@ def loaded_run(address: str, pid: int, payload: bytes, concurrency: int, seconds
 
 def bare_engine_rate(model_dir: Path, provider: str, batch: int, seconds: float) -> float:
     """Images/s of the engine as the server makes it, on preprocessed pixels in memory."""
-    from lookalike.server.onnx_engine import EngineSettings, OnnxEngine, Provider
+    from lookalike.server.embed.onnx_engine import EngineSettings, OnnxEngine, Provider
 
     engine = OnnxEngine(model_dir, EngineSettings(provider=Provider(provider)))
     pixels = np.random.default_rng(0).normal(size=(batch, *engine.inputs.shape))

@@ -44,9 +44,8 @@ from benchmarks.common import (
     write_result,
 )
 from benchmarks.datasets import unit_rows, write_dataset
-from lookalike.export.manifest import Manifest
-from lookalike.server.engine import ModelIdentity
-from lookalike.server.index_settings import BUILT_INDEX_SETTINGS
+from lookalike.export.manifest import Manifest, ModelIdentity
+from lookalike.server.index.settings import BUILT_INDEX_SETTINGS
 
 SIZES = ((640, 480), (1280, 720), (1920, 1080), (1024, 768))
 STAGES = ("preprocess", "inference", "commit")

@@ -31,8 +31,8 @@ from benchmarks.common import (
     write_result,
 )
 from lookalike.export.manifest import Manifest, Precision
-from lookalike.server.onnx_engine import EngineSettings, OnnxEngine
-from lookalike.server.preprocess import PreprocessMode, Preprocessor
+from lookalike.server.embed.onnx_engine import EngineSettings, OnnxEngine
+from lookalike.server.embed.preprocess import PreprocessMode, Preprocessor
 
 SIZES = {
     "jpeg-640x480": ((640, 480), "JPEG"),

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import avx2
 from benchmarks.common import entry_point, figure_file, print_table, write_result
-from lookalike.server.index import VectorIndex
-from lookalike.server.index_settings import IndexSettings
+from lookalike.server.index.settings import IndexSettings
+from lookalike.server.index.vector_index import VectorIndex
 
 DIMS = 512
 K = 10

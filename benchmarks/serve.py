@@ -260,8 +260,8 @@ class EngineProbe:
     """
 
     def __init__(self, model_dir: Path) -> None:
-        from lookalike.server.onnx_engine import OnnxEngine, read_manifest
-        from lookalike.server.preprocess import Preprocessor
+        from lookalike.server.embed.onnx_engine import OnnxEngine, read_manifest
+        from lookalike.server.embed.preprocess import Preprocessor
 
         self.engine = OnnxEngine(model_dir)  # the server's defaults
         self.preprocess = Preprocessor(read_manifest(model_dir).preprocess)

@@ -1,10 +1,12 @@
-"""`lookalike`: the command line, its families put together.
+"""`lookalike`: every command, each family in its own module.
 
-The commands that talk to a server (`index`, `search`, `duplicates`, `stats`, `get`,
-`delete`) live in `lookalike.client.cli`; those that need no server (`ingest`, `build-index`,
-`import`, `versions`, `cluster serve`) in `lookalike.batch.cli`, whose work (Ray, USearch, ONNX
-Runtime) is imported only when one of them runs: `lookalike --help` loads none of it.
-Every command's failure is one line on stderr and an exit code (`--help` lists them).
+Talking to a server (`connection`: its options and errors): `index_command`, `search_command`,
+`duplicates_command`, `item_commands` (`stats`, `get`, `delete`). Needing no server:
+`offline_commands` (`ingest`, `build-index`, `import`, `reembed`, `versions`, `cluster serve`),
+whose work (Ray, USearch, ONNX Runtime) is imported only when one of them runs: `lookalike
+--help` loads none of it. `common` holds what they share: every failure is one line on stderr
+and an exit code (`--help` lists them). The server (`lookalike-server`) and the exporter
+(`lookalike-export`) are programs of their own, with their flags beside their settings.
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ import os
 import sys
 from collections.abc import Sequence
 
-from lookalike.batch.cli import add_commands as add_batch_commands
-from lookalike.client.cli import (
-    EXIT_BROKEN_PIPE,
-    EXIT_CODES_HELP,
-    CommandError,
-    add_commands,
-    connection_options,
+from lookalike.cli import (
+    duplicates_command,
+    index_command,
+    item_commands,
+    offline_commands,
+    search_command,
 )
+from lookalike.cli.common import EXIT_BROKEN_PIPE, EXIT_CODES_HELP, CommandError
+from lookalike.cli.connection import connection_options
 
 __all__ = ["main", "build_parser"]
 
@@ -37,8 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     connection_options(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", required=True)
-    add_commands(commands)
-    add_batch_commands(commands)
+    index_command.add_command(commands)
+    search_command.add_command(commands)
+    duplicates_command.add_command(commands)
+    item_commands.add_commands(commands)
+    offline_commands.add_commands(commands)
     return parser
 
 

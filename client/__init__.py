@@ -1,4 +1,6 @@
-"""A typed Python client for Lookalike, and the `lookalike` command line."""
+"""A typed Python client for Lookalike (`api`, `errors`), and what its users and the `lookalike`
+commands (in `lookalike.cli`) share: image files and their ids (`files`), near-duplicate groups
+and calibration (`duplicates`), the HTML pages of results (`report`)."""
 
 from lookalike.client.api import (
     AddOutcome,

@@ -1,4 +1,5 @@
-"""CLIP checkpoint -> verified, optimized ONNX model package (`lookalike-export`).
+"""A CLIP, SigLIP or SigLIP 2 checkpoint -> verified, optimized ONNX model package
+(`lookalike-export`; one module per family in `families/`).
 
 Importing this package stays light: the manifest and runtime check need no torch, so the
 serving install reads manifests through `export.manifest` without the `export` extra.

@@ -97,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _export(args: argparse.Namespace) -> int:
     from lookalike.export.errors import ExportError
     from lookalike.export.pipeline import ExportRequest, run_export
+    from lookalike.export.runtime import RuntimeMissingError
 
     precisions = tuple(Precision(p) for p in dict.fromkeys(args.precision or [])) or tuple(
         Precision
@@ -113,7 +114,7 @@ def _export(args: argparse.Namespace) -> int:
     )
     try:
         manifest = run_export(request)
-    except ExportError as exc:
+    except (ExportError, RuntimeMissingError) as exc:
         print(f"lookalike-export: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -8,7 +8,6 @@ __all__ = [
     "UnsupportedModelError",
     "OutputExistsError",
     "ParityError",
-    "RuntimeMissingError",
 ]
 
 
@@ -40,9 +39,3 @@ class ParityError(ExportError):
     """An exported variant disagrees with PyTorch beyond its precision's bar."""
 
     exit_code = 6
-
-
-class RuntimeMissingError(ExportError):
-    """ONNX Runtime is absent, or both the CPU and GPU builds are installed."""
-
-    exit_code = 7

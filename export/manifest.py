@@ -18,6 +18,7 @@ __all__ = [
     "Graph",
     "Manifest",
     "ManifestError",
+    "ModelIdentity",
     "ModelSource",
     "ParityFigures",
     "Precision",
@@ -54,6 +55,35 @@ class ModelSource:
     id: str  # hub id, local path, or random-init preset name
     revision: str | None = None  # resolved hub commit, when known
     random_weights: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelIdentity:
+    """What makes two models' embeddings comparable: the same weights (source, id and
+    revision) and dimension. The family and the sha256 of the package's manifest are recorded
+    beside them but not compared: a re-export of the same weights (another Lookalike, another
+    precision) writes another manifest and the same embeddings."""
+
+    source: str
+    dims: int
+    family: str = dataclasses.field(default="clip", compare=False)
+    manifest_sha256: str = dataclasses.field(default="", compare=False)
+
+    @classmethod
+    def of(
+        cls, source: ModelSource, dims: int, *, family: str = "clip", manifest_sha256: str = ""
+    ) -> ModelIdentity:
+        revision = f"@{source.revision}" if source.revision else ""
+        return cls(f"{source.kind}:{source.id}{revision}", dims, family, manifest_sha256)
+
+    @classmethod
+    def from_record(cls, record: dict[str, object]) -> ModelIdentity:
+        """From `dataclasses.asdict` of one, as stored (records before the family have none)."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in known})  # type: ignore[arg-type]
+
+    def describe(self) -> str:
+        return f"{self.source} ({self.family}, {self.dims}-d)"
 
 
 RESIZE_RULES = ("shortest_edge", "squash")

@@ -140,6 +140,18 @@ def patch_embedding_as_matmul(model: onnx.ModelProto) -> None:
         numpy_helper.from_array(np.array(shape, dtype=np.int64), f"{name}/{key}_shape")
         for key, shape in shapes.items()
     ]
+    rewrite = _patch_matmul_nodes(conv, name, flat_kernel.name)
+    position = list(graph.node).index(conv)
+    graph.node.remove(conv)
+    for offset, node in enumerate(rewrite):
+        graph.node.insert(position + offset, node)
+    graph.initializer.remove(initializers[conv.input[1]])
+    graph.initializer.extend([flat_kernel, *constants])
+
+
+def _patch_matmul_nodes(conv: onnx.NodeProto, name: str, kernel: str) -> list[onnx.NodeProto]:
+    """The nodes that replace `conv`: patchify, MatMul with `kernel`, the Conv's bias if it has
+    one, and back to the Conv's [B, hidden, grid, grid] output (shapes from `name`/*_shape)."""
     patchify = [
         helper.make_node(
             "Reshape",
@@ -161,7 +173,7 @@ def patch_embedding_as_matmul(model: onnx.ModelProto) -> None:
             f"{name}/flatten_patches",
         ),
         helper.make_node(
-            "MatMul", [f"{name}/patches", flat_kernel.name], [f"{name}/embedded"], f"{name}/MatMul"
+            "MatMul", [f"{name}/patches", kernel], [f"{name}/embedded"], f"{name}/MatMul"
         ),
     ]
     embedded = f"{name}/embedded"
@@ -188,12 +200,7 @@ def patch_embedding_as_matmul(model: onnx.ModelProto) -> None:
             perm=[0, 3, 1, 2],
         ),
     ]
-    position = list(graph.node).index(conv)
-    graph.node.remove(conv)
-    for offset, node in enumerate(rewrite):
-        graph.node.insert(position + offset, node)
-    graph.initializer.remove(initializers[conv.input[1]])
-    graph.initializer.extend([flat_kernel, *constants])
+    return rewrite
 
 
 @dataclasses.dataclass(frozen=True)

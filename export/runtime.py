@@ -6,9 +6,12 @@ import importlib
 import importlib.metadata
 from types import ModuleType
 
-from lookalike.export.errors import RuntimeMissingError
-
-__all__ = ["RUNTIME_DISTRIBUTIONS", "import_onnxruntime", "installed_runtimes"]
+__all__ = [
+    "RUNTIME_DISTRIBUTIONS",
+    "RuntimeMissingError",
+    "import_onnxruntime",
+    "installed_runtimes",
+]
 
 # Every distribution that installs the `onnxruntime` module.
 RUNTIME_DISTRIBUTIONS = (
@@ -18,6 +21,14 @@ RUNTIME_DISTRIBUTIONS = (
     "onnxruntime-openvino",
     "onnxruntime-qnn",
 )
+
+
+class RuntimeMissingError(Exception):
+    """ONNX Runtime is absent, or several of its builds are installed. The server and the
+    exporter (which checks its graphs on it) both need one, so this is not an export error."""
+
+    exit_code = 7  # lookalike-export's
+
 
 INSTALL_HINT = "pip install 'lookalike[cpu]'  (or 'lookalike[gpu]' for CUDA, never both)"
 

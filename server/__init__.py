@@ -1,19 +1,20 @@
-"""Lookalike's serving side: the gRPC (and HTTP) server over a durable image index.
+"""Lookalike's serving side: the gRPC and HTTP server over a durable image index.
 
-Layers, each calling only the ones below: the transports, `service` (gRPC: proto <-> plain
-types) and `web` (HTTP: JSON <-> plain types, and the web app's files), both with `status` for
-error codes, finding the core through `core.CoreSlot` -> `core` (the application, no transport;
-`request_types` holds what callers send and its checks) -> `embedders` (both towers behind
-their queues: `batcher`, dynamic batching and admission, -> `preprocess` and an `engine`, the
-interface that `onnx_engine` runs on ONNX Runtime) and a `Repository` (the protocol and its
-values in `repository`; over a data directory `local_repository`: `store`, SQLite, the truth,
-and `index`, USearch; over a built index `sharded_repository`, its shards searched by
-`shard_search`; shards on Ray Serve `cluster.serving`; `thumbnails` makes the small JPEG kept
-per item). `app` wires them and owns their lifecycle; `config` builds the settings once.
+One room per role; each imports only the rooms below it:
+- the process, here: `app` (wiring, lifecycle), `config` (the settings, built once), `core` (the
+  application without transport; `request_types` holds what callers send and its checks),
+  `regions` (boxes on an image), `errors` (the domain errors) and `error_codes` (their gRPC codes
+  and HTTP statuses), `metrics`;
+- the transports, side by side over the core: `grpc` (proto <-> plain types) and `http` (JSON
+  <-> plain types, the web app);
+- `embed`: images and texts to vectors (decoding, batching, ONNX Runtime);
+- `index`: the stored items and their vectors (SQLite, USearch, built indexes);
+- `cluster`: a built index's shards and the embedder on Ray Serve (optional).
+`embed` and `index` know nothing of each other, the transports or the process.
 
 Needs no torch: install `lookalike[cpu]` or `lookalike[gpu]`.
 """
 
-from lookalike.server.native import share_system_libstdcxx
+from lookalike.server.index.native import share_system_libstdcxx
 
-share_system_libstdcxx()  # before any submodule imports USearch (see `native`)
+share_system_libstdcxx()  # before any submodule imports USearch (see `index.native`)

@@ -1,6 +1,7 @@
-"""Wiring: engine, batcher, repository and core, served by one grpc.aio server.
+"""Wiring: the embedders, the repository and the core, served over gRPC (one grpc.aio
+server, with health and reflection) and, with --http-port, over HTTP in the same event loop.
 
-`LookalikeServer` owns every part's lifecycle: start (port bound, health NOT_SERVING), load
+`LookalikeServer` owns every part's lifecycle: start (ports bound, health NOT_SERVING), load
 (model warm, index loaded, then SERVING), and a graceful stop (NOT_SERVING, drain, snapshot).
 """
 
@@ -23,28 +24,29 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from lookalike.export.manifest import ModelIdentity
 from lookalike.server.cluster.embedding import RemoteEmbedders
 from lookalike.server.cluster.ray_session import ray_session
-from lookalike.server.cluster.serving import ClusterRepository
+from lookalike.server.cluster.repository import ClusterRepository
 from lookalike.server.config import ServerConfig, parse_config
 from lookalike.server.core import Core, CoreSlot
-from lookalike.server.datadir import DataDirLock
-from lookalike.server.embedders import EngineFactory, LocalEmbedders
-from lookalike.server.engine import ModelIdentity, ModelInfo
+from lookalike.server.embed.embedders import EngineFactory, LocalEmbedders
+from lookalike.server.embed.engine import ModelInfo
+from lookalike.server.embed.onnx_engine import OnnxEngine
 from lookalike.server.errors import AddressInUseError, LookalikeError
-from lookalike.server.index import kernel
-from lookalike.server.index_settings import NATIVE_BF16_KERNELS
-from lookalike.server.local_repository import LocalRepository
+from lookalike.server.grpc.service import ImageSearchService
+from lookalike.server.index.datadir import DataDirLock
+from lookalike.server.index.local_repository import LocalRepository
+from lookalike.server.index.repository import Repository
+from lookalike.server.index.settings import NATIVE_BF16_KERNELS
+from lookalike.server.index.sharded_repository import ShardedRepository
+from lookalike.server.index.vector_index import kernel
 from lookalike.server.metrics import Metrics
-from lookalike.server.onnx_engine import OnnxEngine
-from lookalike.server.repository import Repository
-from lookalike.server.service import ImageSearchService
-from lookalike.server.sharded_repository import ShardedRepository
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
-    from lookalike.server.web import HttpListener
+    from lookalike.server.http import HttpListener
 
 __all__ = ["LookalikeServer", "main", "SERVICE_NAME"]
 
@@ -134,16 +136,16 @@ class LookalikeServer:
         """The JSON API and the web app on --http-port, over the same core."""
         if config.http_port is None:
             return None
-        from lookalike.server import web  # FastAPI and uvicorn load only when HTTP is on
+        from lookalike.server import http  # FastAPI and uvicorn load only when HTTP is on
 
-        settings = web.HttpSettings(
+        settings = http.HttpSettings(
             token=config.token,
             cors_origins=config.http_cors,
-            max_body_bytes=web.body_limit(config.max_message_bytes),
+            max_body_bytes=http.body_limit(config.max_message_bytes),
             duplicates_threshold=config.duplicates_threshold,
         )
-        app = web.create_api(self.cores, self.metrics, settings, not_serving=self._not_serving)
-        return web.HttpListener(
+        app = http.create_api(self.cores, self.metrics, settings, not_serving=self._not_serving)
+        return http.HttpListener(
             app,
             host=config.host,
             port=config.http_port,
@@ -222,8 +224,8 @@ class LookalikeServer:
             repository,
             self.metrics,
             limits=config.request_limits,
-            preprocess_mode=config.preprocess_mode.value,
-            image_limits=config.image_limits,
+            preprocess_mode=config.embed.preprocess_mode.value,
+            image_limits=config.embed.image_limits,
             regions=config.regions,
             text=text,
             no_text_reason=embedders.no_text_reason,
@@ -252,9 +254,9 @@ class LookalikeServer:
             items,
             index.dtype,
             index_kernel,
-            config.preprocess_mode.value,
-            config.batcher.max_batch,
-            config.batcher.max_delay_ms,
+            config.embed.preprocess_mode.value,
+            config.embed.batcher.max_batch,
+            config.embed.batcher.max_delay_ms,
             _precision(text.model) if text else "off",
             ", embedding on Ray Serve" if isinstance(embedders, RemoteEmbedders) else "",
             self._http_address(),
@@ -265,7 +267,7 @@ class LookalikeServer:
         cluster = self.config.shards_on_ray
         if cluster is not None and cluster.embedding is not None:
             remote = RemoteEmbedders(
-                self.config,
+                self.config.embed,
                 cluster.embedding,
                 timeout_s=cluster.embed_timeout_s,
                 watch_interval_s=cluster.watch_interval_s,
@@ -278,7 +280,7 @@ class LookalikeServer:
         local = LocalEmbedders()
         self._embedders = local  # from here on, stop() closes what load() opened
         await local.load(
-            self.config, self.metrics, self._engine_factory, self._engine_health_changed
+            self.config.embed, self.metrics, self._engine_factory, self._engine_health_changed
         )
         return local
 

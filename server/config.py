@@ -1,4 +1,5 @@
-"""Server settings: frozen, keyword-only, built once in `main` from flags and LOOKALIKE_* env."""
+"""Server settings: frozen, keyword-only, built once in `main` from flags and LOOKALIKE_* env.
+The model's part is the embedding runtime's own `EmbedSettings`."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lookalike.export.manifest import Precision
-from lookalike.server.batcher import BatcherSettings
 from lookalike.server.cluster.settings import ClusterSettings, EmbedPlacement, ShardPlacement
-from lookalike.server.index_settings import DTYPES, IndexSettings
-from lookalike.server.onnx_engine import EngineSettings, Provider
-from lookalike.server.preprocess import ImageLimits, PreprocessMode
+from lookalike.server.embed.batcher import BatcherSettings
+from lookalike.server.embed.onnx_engine import EngineSettings, Provider
+from lookalike.server.embed.preprocess import ImageLimits, PreprocessMode
+from lookalike.server.embed.settings import EmbedSettings
+from lookalike.server.index.settings import DTYPES, IndexSettings
 from lookalike.server.regions import RegionPolicy
 from lookalike.server.request_types import RequestLimits
 
@@ -25,20 +27,12 @@ TRUE = ("1", "true", "yes", "on")  # what a switch's environment variable accept
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ServerConfig:
-    model_dir: Path
+    embed: EmbedSettings  # the model package, its engines and queues
     data_dir: Path | None = None  # the durable store; or, read-only:
     index_dir: Path | None = None  # a built index (lookalike build-index)
     shards_on_ray: ClusterSettings | None = None  # serve index_dir's shards on Ray Serve
     host: str = "127.0.0.1"
     port: int = 50051
-    engine: EngineSettings = dataclasses.field(default_factory=EngineSettings)
-    batcher: BatcherSettings = dataclasses.field(default_factory=BatcherSettings)
-    text: bool = True  # load the text tower when the package has one
-    text_batcher: BatcherSettings = dataclasses.field(
-        default_factory=lambda: BatcherSettings(preprocess_threads=1)  # tokenising is quick
-    )
-    preprocess_mode: PreprocessMode = PreprocessMode.FAST
-    image_limits: ImageLimits = dataclasses.field(default_factory=ImageLimits)
     index: IndexSettings = dataclasses.field(default_factory=IndexSettings)
     max_message_bytes: int = 64 * 2**20
     request_limits: RequestLimits = dataclasses.field(default_factory=RequestLimits)
@@ -66,31 +60,44 @@ class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class _Flags:
+    """Adds flags to one section of the help, each also read from LOOKALIKE_<FLAG>."""
+
+    def __init__(self, parser: argparse.ArgumentParser, title: str, environ: Mapping[str, str]):
+        self._group = parser.add_argument_group(title)
+        self._environ = environ
+
+    def __call__(self, name: str, **kwargs: object) -> None:
+        env = ENV_PREFIX + name.lstrip("-").replace("-", "_").upper()
+        if env in self._environ:
+            switch = kwargs.get("action") == "store_true"
+            kwargs["default"] = self._environ[env].lower() in TRUE if switch else self._environ[env]
+            kwargs["required"] = False
+        help_text = str(kwargs.pop("help", ""))
+        self._group.add_argument(name, help=f"{help_text} [{env}]", **kwargs)  # type: ignore[arg-type]
+
+
+DEFAULTS = ServerConfig(embed=EmbedSettings(model_dir=Path()))
+
+
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lookalike-server",
         formatter_class=_HelpWithDefaults,
-        description="Lookalike image search server (gRPC). Every flag can also be set with "
-        f"the environment variable {ENV_PREFIX}<FLAG> (e.g. {ENV_PREFIX}MODEL_DIR).",
+        description="Lookalike image search server (gRPC, and HTTP with --http-port). Every "
+        f"flag can also be set with the environment variable {ENV_PREFIX}<FLAG> (e.g. "
+        f"{ENV_PREFIX}MODEL_DIR).",
     )
+    _storage_flags(_Flags(parser, "what it serves", environ))
+    _embed_flags(_Flags(parser, "the model and its queues", environ))
+    _request_flags(_Flags(parser, "requests", environ))
+    _transport_flags(_Flags(parser, "listening", environ))
+    _cluster_flags(_Flags(parser, "a built index on Ray Serve (--shards-on-ray)", environ))
+    return parser
 
-    def flag(name: str, **kwargs: object) -> None:
-        env = ENV_PREFIX + name.lstrip("-").replace("-", "_").upper()
-        if env in environ:
-            switch = kwargs.get("action") == "store_true"
-            kwargs["default"] = environ[env].lower() in TRUE if switch else environ[env]
-            kwargs["required"] = False
-        help_text = str(kwargs.pop("help", ""))
-        parser.add_argument(name, help=f"{help_text} [{env}]", **kwargs)  # type: ignore[arg-type]
 
-    defaults = ServerConfig(model_dir=Path())
-    engine, batcher, limits, index = (
-        defaults.engine,
-        defaults.batcher,
-        defaults.image_limits,
-        defaults.index,
-    )
-    text_batcher, requests = defaults.text_batcher, defaults.request_limits
+def _storage_flags(flag: _Flags) -> None:
+    index = DEFAULTS.index
     flag("--model-dir", type=Path, required=True, help="directory written by lookalike-export")
     flag("--data-dir", type=Path, help="where the items and index are kept (read and write)")
     flag(
@@ -98,6 +105,104 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         type=Path,
         help="serve a built index (lookalike build-index) read-only, instead of a --data-dir",
     )
+    flag("--index-connectivity", type=int, default=index.connectivity)
+    flag("--index-expansion-add", type=int, default=index.expansion_add)
+    flag("--index-expansion-search", type=int, default=index.expansion_search)
+    flag("--index-dtype", choices=DTYPES, default=index.dtype)
+    flag("--exact-search-below", type=int, default=index.exact_search_below)
+    flag("--snapshot-interval-s", type=float, default=DEFAULTS.snapshot_interval_s)
+    flag(
+        "--regions",
+        choices=[p.value for p in RegionPolicy],
+        default=DEFAULTS.regions.value,
+        help="regions the server cuts from each added image (an Add may choose otherwise): "
+        "none, or grid (9 overlapping boxes of half the image's width and height, stored as "
+        "vectors besides the whole image)",
+    )
+    flag(
+        "--no-thumbnails",
+        action="store_true",
+        help="keep no thumbnail of added images (saves about 10 KB per item; pages then show "
+        "no pictures of results)",
+    )
+
+
+def _embed_flags(flag: _Flags) -> None:
+    embed = DEFAULTS.embed
+    engine, batcher, text_batcher = embed.engine, embed.batcher, embed.text_batcher
+    flag("--precision", choices=[p.value for p in Precision], help="default: int8 CPU, fp16 GPU")
+    flag("--provider", choices=[p.value for p in Provider], default=engine.provider.value)
+    flag("--threads", type=int, default=engine.intra_op_threads, help="inference threads; 0 all")
+    flag("--max-batch", type=int, default=batcher.max_batch, help="images per inference batch")
+    flag(
+        "--max-delay-ms",
+        type=float,
+        default=batcher.max_delay_ms,
+        help="longest wait for inputs still being prepared to join a batch",
+    )
+    flag("--max-queue", type=int, default=batcher.max_queue, help="queued images before refusal")
+    flag("--preprocess-threads", type=int, default=batcher.preprocess_threads)
+    flag("--preprocess", choices=[m.value for m in PreprocessMode], default="fast")
+    flag("--max-pixels", type=int, default=embed.image_limits.max_pixels, help="per image")
+    flag(
+        "--no-text",
+        action="store_true",
+        help="do not load the text tower (saves its memory; text requests are then refused)",
+    )
+    flag("--text-max-batch", type=int, default=text_batcher.max_batch, help="texts per batch")
+    flag("--text-max-queue", type=int, default=text_batcher.max_queue, help="queued texts")
+
+
+def _request_flags(flag: _Flags) -> None:
+    requests = DEFAULTS.request_limits
+    flag("--max-message-bytes", type=int, default=DEFAULTS.max_message_bytes)
+    flag(
+        "--max-images-per-request",
+        type=int,
+        default=requests.max_images_per_request,
+        help="images, or texts, in one Embed request",
+    )
+    flag("--max-text-bytes", type=int, default=requests.max_text_bytes, help="UTF-8, per text")
+    flag(
+        "--max-regions",
+        type=int,
+        default=requests.max_regions_per_item,
+        help="regions per item, given and server-made together",
+    )
+    flag(
+        "--duplicates-threshold",
+        type=float,
+        help="the cosine the web app's duplicates view starts at: the one `lookalike "
+        "duplicates --calibrate` recommends for this model (unset: 0.95, marked uncalibrated)",
+    )
+
+
+def _transport_flags(flag: _Flags) -> None:
+    flag("--host", default=DEFAULTS.host, help="address to listen on")
+    flag("--port", type=int, default=DEFAULTS.port, help="port; 0 picks a free one")
+    flag(
+        "--http-port",
+        type=int,
+        help="also serve the JSON API and the web app over HTTP on this port, with the same "
+        "token and TLS certificate (0 picks a free one; off if unset)",
+    )
+    flag(
+        "--http-cors",
+        metavar="ORIGIN[,ORIGIN]",
+        default="",
+        help="let pages from these origins call the HTTP API (e.g. https://app.example.com; "
+        "off by default)",
+    )
+    flag("--tls-cert", type=Path, help="PEM certificate chain; with --tls-key enables TLS")
+    flag("--tls-key", type=Path, help="PEM private key")
+    flag("--token", help="require 'authorization: Bearer TOKEN' on every call")
+    flag("--metrics-port", type=int, help="serve Prometheus metrics on this port (off if unset)")
+    flag("--grace-s", type=float, default=DEFAULTS.grace_s, help="drain time on shutdown")
+    flag("--log-level", default=DEFAULTS.log_level, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def _cluster_flags(flag: _Flags) -> None:
+    cluster, placement, embedding = ClusterSettings(), ShardPlacement(), EmbedPlacement()
     flag(
         "--shards-on-ray",
         action="store_true",
@@ -105,7 +210,6 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "answer as their gRPC front",
     )
     flag("--ray-address", help="with --shards-on-ray (default: RAY_ADDRESS, else a local Ray)")
-    cluster, placement, embedding = ClusterSettings(), ShardPlacement(), EmbedPlacement()
     flag(
         "--shard-replicas",
         type=int,
@@ -158,89 +262,6 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=cluster.retire_after_s,
         help="a replaced version's shards keep running this long after a switch",
     )
-    flag("--host", default=defaults.host, help="address to listen on")
-    flag("--port", type=int, default=defaults.port, help="port; 0 picks a free one")
-    flag("--precision", choices=[p.value for p in Precision], help="default: int8 CPU, fp16 GPU")
-    flag("--provider", choices=[p.value for p in Provider], default=engine.provider.value)
-    flag("--threads", type=int, default=engine.intra_op_threads, help="inference threads; 0 all")
-    flag("--max-batch", type=int, default=batcher.max_batch, help="images per inference batch")
-    flag(
-        "--max-delay-ms",
-        type=float,
-        default=batcher.max_delay_ms,
-        help="longest wait for inputs still being prepared to join a batch",
-    )
-    flag("--max-queue", type=int, default=batcher.max_queue, help="queued images before refusal")
-    flag("--preprocess-threads", type=int, default=batcher.preprocess_threads)
-    flag("--preprocess", choices=[m.value for m in PreprocessMode], default="fast")
-    flag("--max-message-bytes", type=int, default=defaults.max_message_bytes)
-    flag(
-        "--max-images-per-request",
-        type=int,
-        default=requests.max_images_per_request,
-        help="images, or texts, in one Embed request",
-    )
-    flag(
-        "--no-text",
-        action="store_true",
-        help="do not load the text tower (saves its memory; text requests are then refused)",
-    )
-    flag(
-        "--regions",
-        choices=[p.value for p in RegionPolicy],
-        default=defaults.regions.value,
-        help="regions the server cuts from each added image (an Add may choose otherwise): "
-        "none, or grid (9 overlapping boxes of half the image's width and height, stored as "
-        "vectors besides the whole image)",
-    )
-    flag(
-        "--max-regions",
-        type=int,
-        default=requests.max_regions_per_item,
-        help="regions per item, given and server-made together",
-    )
-    flag(
-        "--no-thumbnails",
-        action="store_true",
-        help="keep no thumbnail of added images (saves about 10 KB per item; pages then show "
-        "no pictures of results)",
-    )
-    flag(
-        "--http-port",
-        type=int,
-        help="also serve the JSON API and the web app over HTTP on this port, with the same "
-        "token and TLS certificate (0 picks a free one; off if unset)",
-    )
-    flag(
-        "--http-cors",
-        metavar="ORIGIN[,ORIGIN]",
-        default="",
-        help="let pages from these origins call the HTTP API (e.g. https://app.example.com; "
-        "off by default)",
-    )
-    flag(
-        "--duplicates-threshold",
-        type=float,
-        help="the cosine the web app's duplicates view starts at: the one `lookalike "
-        "duplicates --calibrate` recommends for this model (unset: 0.95, marked uncalibrated)",
-    )
-    flag("--max-text-bytes", type=int, default=requests.max_text_bytes, help="UTF-8, per text")
-    flag("--text-max-batch", type=int, default=text_batcher.max_batch, help="texts per batch")
-    flag("--text-max-queue", type=int, default=text_batcher.max_queue, help="queued texts")
-    flag("--max-pixels", type=int, default=limits.max_pixels, help="per image, before decoding")
-    flag("--index-connectivity", type=int, default=index.connectivity)
-    flag("--index-expansion-add", type=int, default=index.expansion_add)
-    flag("--index-expansion-search", type=int, default=index.expansion_search)
-    flag("--index-dtype", choices=DTYPES, default=index.dtype)
-    flag("--exact-search-below", type=int, default=index.exact_search_below)
-    flag("--snapshot-interval-s", type=float, default=defaults.snapshot_interval_s)
-    flag("--tls-cert", type=Path, help="PEM certificate chain; with --tls-key enables TLS")
-    flag("--tls-key", type=Path, help="PEM private key")
-    flag("--token", help="require 'authorization: Bearer TOKEN' on every call")
-    flag("--metrics-port", type=int, help="serve Prometheus metrics on this port (off if unset)")
-    flag("--grace-s", type=float, default=defaults.grace_s, help="drain time on shutdown")
-    flag("--log-level", default=defaults.log_level, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    return parser
 
 
 def parse_config(
@@ -259,52 +280,12 @@ def parse_config(
         parser.error("--tls-cert and --tls-key go together")
     try:
         return ServerConfig(
-            model_dir=Path(args.model_dir),
+            embed=_embed_settings(args),
             data_dir=Path(args.data_dir) if args.data_dir else None,
             index_dir=Path(args.index) if args.index else None,
-            shards_on_ray=ClusterSettings(
-                address=args.ray_address or None,
-                placement=ShardPlacement(
-                    replicas=int(args.shard_replicas),
-                    replicas_of=_replicas_of(args.shard_replicas_of),
-                    cpus=float(args.shard_cpus),
-                ),
-                embedding=EmbedPlacement(
-                    replicas=int(args.embed_replicas),
-                    max_replicas=int(args.embed_max_replicas),
-                    cpus=float(args.embed_cpus),
-                    gpus=float(args.embed_gpus),
-                )
-                if args.embed_on_ray
-                else None,
-                shard_timeout_s=float(args.shard_timeout_s),
-                watch_interval_s=float(args.watch_interval_s),
-                retire_after_s=float(args.retire_after_s),
-            )
-            if args.shards_on_ray
-            else None,
+            shards_on_ray=_cluster_settings(args) if args.shards_on_ray else None,
             host=args.host,
             port=int(args.port),
-            engine=EngineSettings(
-                provider=Provider(args.provider),
-                precision=Precision(args.precision) if args.precision else None,
-                intra_op_threads=int(args.threads),
-            ),
-            batcher=BatcherSettings(
-                max_batch=int(args.max_batch),
-                max_delay_ms=float(args.max_delay_ms),
-                max_queue=int(args.max_queue),
-                preprocess_threads=int(args.preprocess_threads),
-            ),
-            text=not args.no_text,
-            text_batcher=dataclasses.replace(
-                ServerConfig(model_dir=Path()).text_batcher,
-                max_batch=int(args.text_max_batch),
-                max_delay_ms=float(args.max_delay_ms),
-                max_queue=int(args.text_max_queue),
-            ),
-            preprocess_mode=PreprocessMode(args.preprocess),
-            image_limits=ImageLimits(max_pixels=int(args.max_pixels)),
             index=IndexSettings(
                 connectivity=int(args.index_connectivity),
                 expansion_add=int(args.index_expansion_add),
@@ -335,6 +316,54 @@ def parse_config(
         )
     except ValueError as exc:
         parser.error(str(exc))
+
+
+def _embed_settings(args: argparse.Namespace) -> EmbedSettings:
+    return EmbedSettings(
+        model_dir=Path(args.model_dir),
+        engine=EngineSettings(
+            provider=Provider(args.provider),
+            precision=Precision(args.precision) if args.precision else None,
+            intra_op_threads=int(args.threads),
+        ),
+        batcher=BatcherSettings(
+            max_batch=int(args.max_batch),
+            max_delay_ms=float(args.max_delay_ms),
+            max_queue=int(args.max_queue),
+            preprocess_threads=int(args.preprocess_threads),
+        ),
+        text=not args.no_text,
+        text_batcher=dataclasses.replace(
+            DEFAULTS.embed.text_batcher,
+            max_batch=int(args.text_max_batch),
+            max_delay_ms=float(args.max_delay_ms),
+            max_queue=int(args.text_max_queue),
+        ),
+        preprocess_mode=PreprocessMode(args.preprocess),
+        image_limits=ImageLimits(max_pixels=int(args.max_pixels)),
+    )
+
+
+def _cluster_settings(args: argparse.Namespace) -> ClusterSettings:
+    return ClusterSettings(
+        address=args.ray_address or None,
+        placement=ShardPlacement(
+            replicas=int(args.shard_replicas),
+            replicas_of=_replicas_of(args.shard_replicas_of),
+            cpus=float(args.shard_cpus),
+        ),
+        embedding=EmbedPlacement(
+            replicas=int(args.embed_replicas),
+            max_replicas=int(args.embed_max_replicas),
+            cpus=float(args.embed_cpus),
+            gpus=float(args.embed_gpus),
+        )
+        if args.embed_on_ray
+        else None,
+        shard_timeout_s=float(args.shard_timeout_s),
+        watch_interval_s=float(args.watch_interval_s),
+        retire_after_s=float(args.retire_after_s),
+    )
 
 
 def _replicas_of(listed: str) -> dict[int, int]:

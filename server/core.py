@@ -24,19 +24,24 @@ from importlib import metadata
 
 import numpy as np
 
-from lookalike.server.batcher import BatcherStats
-from lookalike.server.embedders import Embedder, TextSide
-from lookalike.server.engine import ModelInfo
+from lookalike.server.embed.batcher import BatcherStats
+from lookalike.server.embed.embedders import Embedder, TextSide
+from lookalike.server.embed.engine import ModelInfo
+from lookalike.server.embed.preprocess import (
+    Crop,
+    ImageInput,
+    ImageLimits,
+    SourceImage,
+    with_regions,
+)
+from lookalike.server.embed.thumbnails import make_thumbnail
 from lookalike.server.errors import (
     InvalidArgumentError,
     LookalikeError,
     NotReadyError,
     TextUnavailableError,
 )
-from lookalike.server.metrics import Metrics
-from lookalike.server.preprocess import Crop, ImageInput, ImageLimits, SourceImage, with_regions
-from lookalike.server.regions import Region, RegionPolicy, check_regions, policy_regions
-from lookalike.server.repository import (
+from lookalike.server.index.repository import (
     EmbeddedItem,
     ItemNeighbours,
     NeighbourPage,
@@ -47,6 +52,8 @@ from lookalike.server.repository import (
     StoredItem,
     WriteOutcome,
 )
+from lookalike.server.metrics import Metrics
+from lookalike.server.regions import Region, RegionPolicy, check_regions, policy_regions
 from lookalike.server.request_types import (
     AddItem,
     Example,
@@ -59,7 +66,6 @@ from lookalike.server.request_types import (
     check_texts,
     unit_vector,
 )
-from lookalike.server.thumbnails import make_thumbnail
 
 __all__ = [
     "Core",

@@ -1,4 +1,5 @@
-"""The server's one error family. It knows no transport: `server/status.py` maps it to gRPC."""
+"""The server's one error family. It knows no transport: `error_codes` maps each error to a gRPC
+status code and an HTTP status."""
 
 from __future__ import annotations
 

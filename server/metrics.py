@@ -40,6 +40,8 @@ class Metrics:
 
     @classmethod
     def create(cls) -> Metrics:
+        """Every metric on a registry of its own: one declaration per field (a table, long but
+        without logic)."""
         registry = CollectorRegistry()
         return cls(
             registry=registry,

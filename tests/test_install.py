@@ -13,8 +13,12 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from lookalike.export.errors import RuntimeMissingError
-from lookalike.export.runtime import RUNTIME_DISTRIBUTIONS, import_onnxruntime, installed_runtimes
+from lookalike.export.runtime import (
+    RUNTIME_DISTRIBUTIONS,
+    RuntimeMissingError,
+    import_onnxruntime,
+    installed_runtimes,
+)
 
 
 def runtimes_required(extra: str) -> list[str]:
@@ -123,12 +127,12 @@ def test_the_distribution_installs_one_top_level_package(wheel: Path) -> None:
         for folder in PACKAGE_FOLDERS
         for source in (root / folder).rglob("*.py")
     ]
-    assert "server/cluster/serving.py" in modules  # subpackages too
+    assert "server/cluster/repository.py" in modules  # subpackages too
     missing = [module for module in modules if f"lookalike/{module}" not in names]
     assert missing == []  # every module of the repository ships in the wheel
     assert "lookalike/v1/lookalike_pb2.py" in names
-    pages = sorted(p.name for p in (root / "server" / "web" / "static").iterdir())
-    assert {f"lookalike/server/web/static/{page}" for page in pages} <= names  # the web app
+    pages = sorted(p.name for p in (root / "server" / "http" / "static").iterdir())
+    assert {f"lookalike/server/http/static/{page}" for page in pages} <= names  # the web app
     entry_points = metadata.distribution("lookalike").entry_points
     assert {e.name: e.value for e in entry_points if e.group == "console_scripts"} == {
         "lookalike": "lookalike.cli:main",
@@ -137,44 +141,91 @@ def test_the_distribution_installs_one_top_level_package(wheel: Path) -> None:
     }
 
 
-# What each package of the wheel may not import (also inside functions): imports go one way,
-# cli -> batch -> client, server -> export.
+# What each part of the wheel may not import (also inside functions), by the longest folder
+# that holds the file: imports go one way, cli -> batch -> client, server -> export; the client
+# needs only the generated code; inside the server, the embedding runtime (`embed`) and the
+# storage (`index`) know nothing of each other, the transports or the process around them.
+JOBS_AND_COMMANDS = ("lookalike.client", "lookalike.batch", "lookalike.cli")
+SERVER_ABOVE_ROOMS = tuple(
+    f"lookalike.server.{module}"
+    for module in (
+        "app",
+        "config",
+        "core",
+        "error_codes",
+        "request_types",
+        "grpc",
+        "http",
+        "cluster",
+    )
+)
 FORBIDDEN_IMPORTS = {
-    "server": ("lookalike.client", "lookalike.batch", "lookalike.cli"),
-    "client": ("lookalike.server", "lookalike.batch", "lookalike.cli"),
-    "export": ("lookalike.server", "lookalike.client", "lookalike.batch", "lookalike.cli"),
-    "batch": ("lookalike.cli",),
+    "lookalike/server/": JOBS_AND_COMMANDS,
+    "lookalike/server/embed/": (
+        *JOBS_AND_COMMANDS,
+        *SERVER_ABOVE_ROOMS,
+        "lookalike.server.index",
+    ),
+    "lookalike/server/index/": (
+        *JOBS_AND_COMMANDS,
+        *SERVER_ABOVE_ROOMS,
+        "lookalike.server.embed",
+    ),
+    "lookalike/client/": (
+        "lookalike.server",
+        "lookalike.export",
+        "lookalike.batch",
+        "lookalike.cli",
+    ),
+    "lookalike/export/": ("lookalike.server", *JOBS_AND_COMMANDS),
+    "lookalike/batch/": ("lookalike.cli",),
 }
 
 
 def imported_modules(source: str) -> set[str]:
-    """Every module an `import` or `from ... import` anywhere in `source` names."""
+    """Every module an `import` or `from ... import` anywhere in `source` names (with `from`,
+    also each name imported, which may be a submodule)."""
     found = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
     return found
 
 
+def forbidden_for(name: str) -> tuple[str, ...]:
+    """The rule of the deepest folder in FORBIDDEN_IMPORTS holding the wheel's file `name`."""
+    folders = [folder for folder in FORBIDDEN_IMPORTS if name.startswith(folder)]
+    return FORBIDDEN_IMPORTS[max(folders, key=len)] if folders else ()
+
+
 def test_imports_go_one_way_in_the_installed_package(wheel: Path) -> None:
-    """The server never imports the client, the client never imports the server, and neither
-    imports the offline jobs or the command line that put them together."""
+    """The server never imports the client, the client never imports the server, neither
+    imports the offline jobs or the command line that put them together, and the server's
+    embedding runtime and storage import neither each other nor what is built on them."""
     crossings = []
+    checked = set()
     with zipfile.ZipFile(wheel) as archive:
         for name in archive.namelist():
-            package = name.split("/")[1] if name.count("/") >= 2 else ""
-            if not name.endswith(".py") or package not in FORBIDDEN_IMPORTS:
+            forbidden = forbidden_for(name)
+            if not name.endswith(".py") or not forbidden:
                 continue
+            checked.add(name.rsplit("/", 1)[0])
             for module in imported_modules(archive.read(name).decode("utf-8")):
-                if any(
-                    module == f or module.startswith(f"{f}.") for f in FORBIDDEN_IMPORTS[package]
-                ):
+                if any(module == f or module.startswith(f"{f}.") for f in forbidden):
                     crossings.append(f"{name} imports {module}")
     assert crossings == []
+    assert {f.rstrip("/") for f in FORBIDDEN_IMPORTS} <= checked  # every rule met its files
     assert imported_modules("import a.b\nfrom c import d\ndef f():\n    from e.f import g\n") == {
         "a.b",
         "c",
+        "c.d",
         "e.f",
-    }  # the check sees imports inside functions too
+        "e.f.g",
+    }  # the check sees imports inside functions too, and submodules imported by name
+    assert (
+        forbidden_for("lookalike/server/embed/batcher.py")
+        == FORBIDDEN_IMPORTS["lookalike/server/embed/"]
+    )

@@ -11,16 +11,17 @@ gRPC front reaches the replicas through their handles.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lookalike.server.built_index import IndexManifest
 from lookalike.server.cluster.settings import EmbedPlacement, ShardPlacement
-from lookalike.server.config import ServerConfig
-from lookalike.server.index_settings import IndexSettings
+from lookalike.server.embed.settings import EmbedSettings
+from lookalike.server.index.built_index import IndexManifest
+from lookalike.server.index.settings import IndexSettings
 
 __all__ = [
     "shard_app_names",
@@ -80,34 +81,26 @@ def deploy_version(
     return names
 
 
-def embedder_replica_config(config: ServerConfig) -> ServerConfig:
-    """What of the front's settings an embedding replica runs with: the model and how it
-    embeds, nothing of the front's store, address or secrets."""
-    return ServerConfig(
-        model_dir=config.model_dir.resolve(),
-        engine=config.engine,
-        batcher=config.batcher,
-        text=config.text,
-        text_batcher=config.text_batcher,
-        preprocess_mode=config.preprocess_mode,
-        image_limits=config.image_limits,
-    )
+def embedder_replica_settings(settings: EmbedSettings) -> EmbedSettings:
+    """What an embedding replica runs with: the front's embedding settings (nothing of its
+    store, address or secrets), the model package by its absolute path."""
+    return dataclasses.replace(settings, model_dir=settings.model_dir.resolve())
 
 
-def embedder_app_name(config: ServerConfig) -> str:
+def embedder_app_name(settings: EmbedSettings) -> str:
     """One embedding application per model package and embedding settings: fronts that
     agree share it."""
-    tag = hashlib.sha256(repr(embedder_replica_config(config)).encode()).hexdigest()[:8]
+    tag = hashlib.sha256(repr(embedder_replica_settings(settings)).encode()).hexdigest()[:8]
     return f"lookalike-{tag}-embedder"
 
 
-def deploy_embedder(config: ServerConfig, placement: EmbedPlacement) -> str:
+def deploy_embedder(settings: EmbedSettings, placement: EmbedPlacement) -> str:
     """Run the embedding deployment (unless it runs) and wait for its replicas; its name."""
     from ray import serve
 
     from lookalike.server.cluster.replicas import EmbedderReplica
 
-    name = embedder_app_name(config)
+    name = embedder_app_name(settings)
     if name in serve.status().applications:
         return name
     scaling: dict[str, Any] = (
@@ -123,13 +116,13 @@ def deploy_embedder(config: ServerConfig, placement: EmbedPlacement) -> str:
     )
     deployment = serve.deployment(
         name="embedder",
-        max_ongoing_requests=config.batcher.max_queue,
+        max_ongoing_requests=settings.batcher.max_queue,
         health_check_period_s=HEALTH_CHECK_PERIOD_S,
         ray_actor_options={"num_cpus": placement.cpus, "num_gpus": placement.gpus},
         **scaling,
     )(EmbedderReplica)
     serve.start(proxy_location="Disabled")
-    serve.run(deployment.bind(embedder_replica_config(config)), name=name, route_prefix=None)
+    serve.run(deployment.bind(embedder_replica_settings(settings)), name=name, route_prefix=None)
     return name
 
 

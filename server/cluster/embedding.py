@@ -17,16 +17,16 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from lookalike.server.batcher import BatcherStats
 from lookalike.server.cluster.calls import ask
 from lookalike.server.cluster.deployments import deploy_embedder, replicas_running, silent_apps
 from lookalike.server.cluster.settings import EmbedPlacement
-from lookalike.server.config import ServerConfig
-from lookalike.server.embedders import TextSide
-from lookalike.server.engine import ModelInfo
+from lookalike.server.embed.batcher import BatcherStats
+from lookalike.server.embed.embedders import TextSide
+from lookalike.server.embed.engine import ModelInfo
+from lookalike.server.embed.preprocess import ImageInput
+from lookalike.server.embed.settings import EmbedSettings
 from lookalike.server.errors import OverloadedError
 from lookalike.server.metrics import Metrics
-from lookalike.server.preprocess import ImageInput
 
 __all__ = ["EmbedderDeployment", "RemoteEmbedder", "RemoteEmbedders"]
 
@@ -111,7 +111,7 @@ class RemoteEmbedders:
 
     def __init__(
         self,
-        config: ServerConfig,
+        settings: EmbedSettings,
         placement: EmbedPlacement,
         *,
         timeout_s: float,
@@ -119,7 +119,7 @@ class RemoteEmbedders:
         on_health_change: Callable[[str | None], None],
         metrics: Metrics,
     ) -> None:
-        self._config, self._placement, self._timeout_s = config, placement, timeout_s
+        self._settings, self._placement, self._timeout_s = settings, placement, timeout_s
         self._metrics = metrics
         self._watch_interval_s, self._on_health_change = watch_interval_s, on_health_change
         self._watcher: asyncio.Task[None] | None = None
@@ -142,20 +142,20 @@ class RemoteEmbedders:
     async def open(self) -> None:
         from ray import serve
 
-        app = await asyncio.to_thread(deploy_embedder, self._config, self._placement)
+        app = await asyncio.to_thread(deploy_embedder, self._settings, self._placement)
         deployment = EmbedderDeployment(
             app, serve.get_app_handle(app), self._timeout_s, self._metrics
         )
         described = await deployment.call("describe")
         self._model, self.no_text_reason = described.model, described.no_text_reason
         self._image = RemoteEmbedder(
-            deployment, "embed_images", max_queue=self._config.batcher.max_queue, kind="image"
+            deployment, "embed_images", max_queue=self._settings.batcher.max_queue, kind="image"
         )
         if described.text_model is not None:
             texts: RemoteEmbedder[str] = RemoteEmbedder(
                 deployment,
                 "embed_texts",
-                max_queue=self._config.text_batcher.max_queue,
+                max_queue=self._settings.text_batcher.max_queue,
                 kind="text",
             )
             self.text = TextSide(described.text_model, texts)

@@ -16,17 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.server.built_index import open_shards, read_manifest
-from lookalike.server.config import ServerConfig
-from lookalike.server.embedders import LocalEmbedders
-from lookalike.server.engine import ModelInfo
+from lookalike.server.embed.embedders import LocalEmbedders
+from lookalike.server.embed.engine import ModelInfo
+from lookalike.server.embed.onnx_engine import OnnxEngine
+from lookalike.server.embed.preprocess import ImageInput
+from lookalike.server.embed.settings import EmbedSettings
 from lookalike.server.errors import EngineError, TextUnavailableError
-from lookalike.server.index_settings import IndexSettings
+from lookalike.server.index.built_index import open_shards, read_manifest
+from lookalike.server.index.repository import StoredItem
+from lookalike.server.index.settings import IndexSettings
+from lookalike.server.index.shard_search import Query, ShardAnswer, ShardItems, ShardSearcher
 from lookalike.server.metrics import Metrics
-from lookalike.server.onnx_engine import OnnxEngine
-from lookalike.server.preprocess import ImageInput
-from lookalike.server.repository import StoredItem
-from lookalike.server.shard_search import Query, ShardAnswer, ShardItems, ShardSearcher
 
 __all__ = ["ShardReplica", "EmbedderReplica", "Described"]
 
@@ -68,10 +68,10 @@ class Described:
 
 
 class EmbedderReplica:
-    async def __init__(self, config: ServerConfig) -> None:  # type: ignore[misc]
+    async def __init__(self, settings: EmbedSettings) -> None:  # type: ignore[misc]
         """Serve awaits an async constructor: the model loads and warms up here."""
         self._embedders = LocalEmbedders()
-        await self._embedders.load(config, Metrics.create(), OnnxEngine)
+        await self._embedders.load(settings, Metrics.create(), OnnxEngine)
 
     def describe(self) -> Described:
         embedders = self._embedders

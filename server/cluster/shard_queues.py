@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import numpy as np
 
-from lookalike.server.shard_search import Query, ShardAnswer
+from lookalike.server.index.shard_search import Query, ShardAnswer
 
 __all__ = ["ShardQueue", "SendBatch", "MAX_BATCH"]
 

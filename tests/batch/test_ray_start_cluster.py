@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from benchmarks.common import free_port
-from lookalike.client.cli import EXIT_UNREACHABLE
+from lookalike.cli.common import EXIT_UNREACHABLE
 from lookalike.v1 import lookalike_pb2 as pb
 from tests.ray_commands import cluster_serve
 from tests.server.images import natural

@@ -14,8 +14,8 @@ import pytest
 
 from lookalike.batch.reembed import FAILURES_FILE, ReembedSettings, reembed
 from lookalike.cli import main
+from lookalike.cli.common import EXIT_BAD_INPUT, EXIT_SOME_FAILED
 from lookalike.client import Client, Region
-from lookalike.client.cli import EXIT_BAD_INPUT, EXIT_SOME_FAILED
 from lookalike.client.files import SOURCE_PATH_KEY
 from lookalike.server import core
 from lookalike.server.errors import DataDirError

@@ -21,20 +21,20 @@ from lookalike.batch.build_index import BuildSettings, build_index
 from lookalike.batch.importer import import_dataset
 from lookalike.batch.ingest import IngestSettings, ingest
 from lookalike.cli import main
-from lookalike.client.cli import EXIT_BAD_INPUT
-from lookalike.server.built_index import (
+from lookalike.cli.common import EXIT_BAD_INPUT
+from lookalike.export.manifest import ModelIdentity
+from lookalike.server.core import NEIGHBOUR_PAGE
+from lookalike.server.errors import NotFoundError, ThumbnailMissingError
+from lookalike.server.index.built_index import (
     SHARDS_DIR,
     BuiltIndexError,
     read_manifest,
     shard_of,
 )
-from lookalike.server.core import NEIGHBOUR_PAGE
-from lookalike.server.engine import ModelIdentity
-from lookalike.server.errors import NotFoundError, ThumbnailMissingError
-from lookalike.server.index import dtype_for_this_cpu
-from lookalike.server.index_settings import IndexSettings
+from lookalike.server.index.settings import IndexSettings
+from lookalike.server.index.sharded_repository import ShardedRepository
+from lookalike.server.index.vector_index import dtype_for_this_cpu
 from lookalike.server.regions import Region, RegionPolicy, policy_regions
-from lookalike.server.sharded_repository import ShardedRepository
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from tests.server.serving import config_for, running_server

@@ -26,9 +26,8 @@ from ray.cluster_utils import Cluster
 from lookalike.batch.dataset import DATASET_FILE, LISTING_DIR, Dataset, DatasetError
 from lookalike.batch.ingest import IngestSettings, ingest
 from lookalike.cli import main
-from lookalike.client.cli import EXIT_BAD_INPUT, EXIT_SOME_FAILED
-from lookalike.export.manifest import MANIFEST_FILE, Precision, sha256_file
-from lookalike.server.engine import ModelIdentity
+from lookalike.cli.common import EXIT_BAD_INPUT, EXIT_SOME_FAILED
+from lookalike.export.manifest import MANIFEST_FILE, ModelIdentity, Precision, sha256_file
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from tests.cluster.conftest import BROKEN, GOOD

@@ -27,13 +27,13 @@ from benchmarks import datasets
 from benchmarks.common import free_port
 from lookalike.batch.build_index import BuildSettings, build_index
 from lookalike.cli import main as lookalike
-from lookalike.client.cli import EXIT_BAD_INPUT
-from lookalike.server.built_index import open_shards, read_manifest
+from lookalike.cli.common import EXIT_BAD_INPUT
+from lookalike.export.manifest import ModelIdentity
 from lookalike.server.cluster.deployments import shard_app_names
 from lookalike.server.cluster.settings import ClusterSettings, ShardPlacement
-from lookalike.server.engine import ModelIdentity
-from lookalike.server.index_settings import IndexSettings
-from lookalike.server.shard_search import Query, ShardSearcher
+from lookalike.server.index.built_index import open_shards, read_manifest
+from lookalike.server.index.settings import IndexSettings
+from lookalike.server.index.shard_search import Query, ShardSearcher
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from tests.ray_commands import SERVICE, SERVING, cluster_serve, wait_for

@@ -9,8 +9,8 @@ import pytest
 
 from lookalike.server.cluster.shard_queues import ShardQueue
 from lookalike.server.errors import ReplicaUnavailableError
-from lookalike.server.repository import ScoredItem, StoredItem
-from lookalike.server.shard_search import Query, ShardAnswer
+from lookalike.server.index.repository import ScoredItem, StoredItem
+from lookalike.server.index.shard_search import Query, ShardAnswer
 
 
 def answer_for(vector: np.ndarray, k: int) -> ShardAnswer:

@@ -21,8 +21,8 @@ from lookalike.export.errors import (
     UnsupportedModelError,
 )
 from lookalike.export.manifest import MANIFEST_FILE, Manifest, Precision
+from lookalike.server.embed.onnx_engine import EngineSettings, OnnxEngine
 from lookalike.server.errors import ModelLoadError
-from lookalike.server.onnx_engine import EngineSettings, OnnxEngine
 from tests.mounts import small_tmpfs
 
 

@@ -15,7 +15,7 @@ from lookalike.export.families.siglip import CONTEXT_LENGTH, PRESETS
 from lookalike.export.manifest import FORMAT_VERSION, Manifest, Precision
 from lookalike.export.source import load_checkpoint
 from lookalike.export.verify import PARITY_BARS, PARITY_TEXTS
-from lookalike.server.tokenizer import TextTokenizer
+from lookalike.server.embed.tokenizer import TextTokenizer
 
 PRESET = PRESETS["siglip-tiny"]
 # Beyond the parity texts: case, punctuation SigLIP drops, whitespace it collapses, digits,

@@ -25,7 +25,7 @@ from lookalike.export.families.gemma_tokenizer import trained_gemma_tokenizers
 from lookalike.export.families.siglip import CONTEXT_LENGTH
 from lookalike.export.manifest import Manifest, Precision
 from lookalike.export.verify import token_ids
-from lookalike.server.tokenizer import TextTokenizer
+from lookalike.server.embed.tokenizer import TextTokenizer
 from tests.export.test_siglip import HOSTILE_TEXTS
 
 # Beyond SigLIP's hostile strings: what lowercasing must do as `str.lower` does (a word-final

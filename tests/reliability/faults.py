@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lookalike.server.embed.onnx_engine import EngineSettings, OnnxEngine
 from lookalike.server.errors import EngineError
-from lookalike.server.onnx_engine import EngineSettings, OnnxEngine
 
 
 class FaultyEngine(OnnxEngine):

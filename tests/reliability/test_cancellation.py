@@ -12,8 +12,8 @@ import grpc
 import numpy as np
 import pytest
 
-from lookalike.server.batcher import BatcherSettings
 from lookalike.server.core import COMMIT_GROUP
+from lookalike.server.embed.batcher import BatcherSettings
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from tests.reliability.faults import EngineHandle

@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from lookalike.server.batcher import BatcherSettings
+from lookalike.server.embed.batcher import BatcherSettings
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from tests.reliability.faults import EngineHandle

@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.export.manifest import Precision
-from lookalike.server.batcher import Batcher, BatcherSettings
 from lookalike.server.core import Core
-from lookalike.server.engine import ModelInfo
+from lookalike.server.embed.batcher import Batcher, BatcherSettings
+from lookalike.server.embed.engine import ModelInfo
+from lookalike.server.embed.preprocess import Crop, ImageInput
 from lookalike.server.errors import InvalidImageError
-from lookalike.server.index_settings import IndexSettings
-from lookalike.server.local_repository import LocalRepository
+from lookalike.server.index.local_repository import LocalRepository
+from lookalike.server.index.settings import IndexSettings
 from lookalike.server.metrics import Metrics
-from lookalike.server.preprocess import Crop, ImageInput
 from lookalike.server.request_types import RequestLimits
 
 DIMS = 16

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -14,6 +15,7 @@ import grpc
 
 from lookalike.server.app import LookalikeServer
 from lookalike.server.config import ServerConfig
+from lookalike.server.embed.settings import EmbedSettings
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 
 START_TIMEOUT = 120
@@ -85,6 +87,13 @@ async def _create(config: ServerConfig, options: dict[str, Any]) -> LookalikeSer
 
 def config_for(model_dir: Path, data_dir: Path | None, **overrides: object) -> ServerConfig:
     """Loopback, a free port; `data_dir` None with `index_dir=` in `overrides` serves an index."""
+    embed_fields = {field.name for field in dataclasses.fields(EmbedSettings)}
+    embed = {name: overrides.pop(name) for name in list(overrides) if name in embed_fields}
     return ServerConfig(
-        model_dir=model_dir, data_dir=data_dir, host="127.0.0.1", port=0, grace_s=2.0, **overrides
-    )  # type: ignore[arg-type]
+        embed=EmbedSettings(model_dir=model_dir, **embed),  # type: ignore[arg-type]
+        data_dir=data_dir,
+        host="127.0.0.1",
+        port=0,
+        grace_s=2.0,
+        **overrides,  # type: ignore[arg-type]
+    )

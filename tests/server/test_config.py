@@ -8,8 +8,8 @@ import pytest
 
 from lookalike.export.manifest import Precision
 from lookalike.server.config import parse_config
-from lookalike.server.onnx_engine import Provider
-from lookalike.server.preprocess import PreprocessMode
+from lookalike.server.embed.onnx_engine import Provider
+from lookalike.server.embed.preprocess import PreprocessMode
 
 
 def test_flags_build_a_frozen_config() -> None:
@@ -34,10 +34,10 @@ def test_flags_build_a_frozen_config() -> None:
         ],
         environ={},
     )
-    assert (config.model_dir, config.data_dir, config.port) == (Path("m"), Path("d"), 0)
-    assert config.engine.precision is Precision.FP32
-    assert config.batcher.max_batch == 8
-    assert config.preprocess_mode is PreprocessMode.EXACT
+    assert (config.embed.model_dir, config.data_dir, config.port) == (Path("m"), Path("d"), 0)
+    assert config.embed.engine.precision is Precision.FP32
+    assert config.embed.batcher.max_batch == 8
+    assert config.embed.preprocess_mode is PreprocessMode.EXACT
     assert config.index.dtype == "f16"
     assert config.token == "s3cret"
     assert "s3cret" not in repr(config)  # the token is never printed
@@ -54,10 +54,10 @@ def test_environment_supplies_defaults_and_flags_win() -> None:
         "LOOKALIKE_MAX_QUEUE": "64",
     }
     config = parse_config([], environ=environ)
-    assert config.model_dir == Path("/models/b32")
+    assert config.embed.model_dir == Path("/models/b32")
     assert config.port == 6000
-    assert config.engine.provider is Provider.CPU
-    assert config.batcher.max_queue == 64
+    assert config.embed.engine.provider is Provider.CPU
+    assert config.embed.batcher.max_queue == 64
     assert parse_config(["--port", "7000"], environ=environ).port == 7000
 
 

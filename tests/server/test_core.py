@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lookalike.server.batcher import BatcherSettings
 from lookalike.server.core import COMMIT_GROUP, Core
+from lookalike.server.embed.batcher import BatcherSettings
 from lookalike.server.errors import (
     InvalidArgumentError,
     InvalidImageError,

@@ -14,10 +14,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from usearch.index import Index
 
 from lookalike.export.manifest import MANIFEST_FILE
-from lookalike.server.batcher import BatcherSettings
+from lookalike.server.embed.batcher import BatcherSettings
+from lookalike.server.embed.onnx_engine import physical_cores
 from lookalike.server.errors import DataDirError
-from lookalike.server.local_repository import DATABASE_FILE, SNAPSHOT_FILE
-from lookalike.server.onnx_engine import physical_cores
+from lookalike.server.index.local_repository import DATABASE_FILE, SNAPSHOT_FILE
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from tests.server.images import jpeg

@@ -15,9 +15,9 @@ import pytest
 from lookalike.cli import main
 from lookalike.export.manifest import Precision
 from lookalike.server.core import NEIGHBOUR_PAGE
-from lookalike.server.index_settings import IndexSettings
-from lookalike.server.onnx_engine import EngineSettings
-from lookalike.server.preprocess import PreprocessMode
+from lookalike.server.embed.onnx_engine import EngineSettings
+from lookalike.server.embed.preprocess import PreprocessMode
+from lookalike.server.index.settings import IndexSettings
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from tests.server.images import encode, natural

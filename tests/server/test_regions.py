@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from lookalike.export.manifest import Precision
-from lookalike.server.index_settings import IndexSettings
-from lookalike.server.onnx_engine import EngineSettings
-from lookalike.server.preprocess import PreprocessMode
+from lookalike.server.embed.onnx_engine import EngineSettings
+from lookalike.server.embed.preprocess import PreprocessMode
+from lookalike.server.index.settings import IndexSettings
 from lookalike.server.regions import GRID, MIN_REGION_PIXELS, grid_regions
 from lookalike.server.request_types import RequestLimits
 from lookalike.v1 import lookalike_pb2 as pb

@@ -18,8 +18,8 @@ from skimage import data as photographs
 from lookalike.export.checkpoint import Checkpoint
 from lookalike.export.manifest import MANIFEST_FILE, Precision, sha256_file
 from lookalike.export.source import load_checkpoint
+from lookalike.server.embed.onnx_engine import EngineSettings
 from lookalike.server.errors import DataDirError
-from lookalike.server.onnx_engine import EngineSettings
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from tests.server.images import encode

@@ -15,7 +15,7 @@ import torch
 
 from lookalike.export.manifest import MANIFEST_FILE, Precision
 from lookalike.export.source import load_checkpoint
-from lookalike.server.onnx_engine import EngineSettings
+from lookalike.server.embed.onnx_engine import EngineSettings
 from lookalike.server.request_types import RequestLimits
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc

@@ -23,16 +23,16 @@ SCRIPT = textwrap.dedent(
     for name in BLOCKED:
         sys.modules[name] = None  # `import name` now raises ImportError
 
-    import lookalike.server.batcher
+    import lookalike.server.embed.batcher
     import lookalike.server.core
-    import lookalike.server.engine
-    import lookalike.server.index
-    import lookalike.server.repository
-    import lookalike.server.onnx_engine
-    import lookalike.server.preprocess
-    import lookalike.server.local_repository
+    import lookalike.server.embed.engine
+    import lookalike.server.index.vector_index
+    import lookalike.server.index.repository
+    import lookalike.server.embed.onnx_engine
+    import lookalike.server.embed.preprocess
+    import lookalike.server.index.local_repository
     import lookalike.server.request_types
-    import lookalike.server.store
+    import lookalike.server.index.store
     from lookalike.server.request_types import AddItem, SearchQuery
     from tests.server.fakes import open_core
 

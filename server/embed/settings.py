@@ -1,0 +1,27 @@
+"""How a model package is loaded and fed: `EmbedSettings`, what `LocalEmbedders` needs and
+all it needs (the server's `ServerConfig` composes it; an embedding replica and `reembed` build
+their own)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from lookalike.server.embed.batcher import BatcherSettings
+from lookalike.server.embed.onnx_engine import EngineSettings
+from lookalike.server.embed.preprocess import ImageLimits, PreprocessMode
+
+__all__ = ["EmbedSettings"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EmbedSettings:
+    model_dir: Path  # a lookalike-export package
+    engine: EngineSettings = dataclasses.field(default_factory=EngineSettings)
+    batcher: BatcherSettings = dataclasses.field(default_factory=BatcherSettings)
+    text: bool = True  # load the text tower when the package has one
+    text_batcher: BatcherSettings = dataclasses.field(
+        default_factory=lambda: BatcherSettings(preprocess_threads=1)  # tokenising is quick
+    )
+    preprocess_mode: PreprocessMode = PreprocessMode.FAST
+    image_limits: ImageLimits = dataclasses.field(default_factory=ImageLimits)

@@ -1,0 +1,126 @@
+"""The HTTP/JSON transport's application: the JSON API and the web app, over the same core as
+gRPC, behind the token and size guard (and CORS, when origins are allowed).
+
+Like the gRPC service it only translates: the routes (`routes`) turn JSON or a multipart upload
+into the core's plain types (`convert`) and the core's results into JSON; its errors go through
+`error_codes.http_status` to a JSON error naming the same gRPC code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
+
+from lookalike.server.core import CoreSlot, package_version
+from lookalike.server.error_codes import grpc_status, http_status
+from lookalike.server.errors import LookalikeError
+from lookalike.server.http.convert import explain
+from lookalike.server.http.guard import Guard, error_json
+from lookalike.server.http.routes import BODY_MODELS, STATIC, router
+from lookalike.server.metrics import Metrics
+
+__all__ = ["HttpSettings", "body_limit", "create_api"]
+
+log = logging.getLogger(__name__)
+
+
+def body_limit(max_message_bytes: int) -> int:
+    """The largest HTTP body for gRPC's message limit: its bytes as base64, and room for the
+    JSON around them."""
+    return max_message_bytes * 4 // 3 + 2**16
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HttpSettings:
+    token: str | None = dataclasses.field(default=None, repr=False)
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = body_limit(64 * 2**20)
+    duplicates_threshold: float | None = None  # calibrated for the model, if it was
+
+
+def create_api(
+    cores: CoreSlot,
+    metrics: Metrics,
+    settings: HttpSettings,
+    *,
+    not_serving: Callable[[], str | None],
+) -> Any:
+    """The ASGI app. `not_serving()` says why the server does not serve, or None when it does
+    (what /healthz reports)."""
+    app = FastAPI(
+        title="Lookalike",
+        summary="Image search by image, text, stored item or several examples",
+        version=package_version(),
+        docs_url=None,  # Swagger UI loads from a CDN: the server works offline
+        redoc_url=None,
+    )
+    app.state.cores, app.state.settings, app.state.not_serving = cores, settings, not_serving
+    _add_error_handlers(app)
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    guarded = Guard(
+        app, token=settings.token, max_body_bytes=settings.max_body_bytes, metrics=metrics
+    )
+    if not settings.cors_origins:
+        return guarded
+    # outside the guard: a preflight carries no token, and a refusal must be readable by the
+    # page that asked
+    return CORSMiddleware(
+        guarded,
+        allow_origins=list(settings.cors_origins),
+        allow_methods=["GET", "POST", "PUT", "DELETE"],
+        allow_headers=["authorization", "content-type"],
+    )
+
+
+def _answer(status: int, code: str, kind: str, message: str) -> Response:
+    headers = {"retry-after": "1"} if status in (429, 503) else None
+    return Response(
+        error_json(code, kind, message), status, headers=headers, media_type="application/json"
+    )
+
+
+async def _lookalike_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LookalikeError)
+    return _answer(http_status(exc), grpc_status(exc).name, type(exc).__name__, str(exc))
+
+
+async def _invalid(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return _answer(400, "INVALID_ARGUMENT", "InvalidArgumentError", explain(exc.errors()))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.error("HTTP %s %s failed unexpectedly", request.method, request.url.path, exc_info=exc)
+    return _answer(500, "INTERNAL", "InternalError", "internal error; the server logged it")
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(LookalikeError, _lookalike_error)
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, plus the models of the bodies the routes read themselves."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in BODY_MODELS:
+            full = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(full.pop("$defs", {}))
+            components[model.__name__] = full
+        app.openapi_schema = schema
+    return app.openapi_schema

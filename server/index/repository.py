@@ -1,0 +1,213 @@
+"""What the core stores and finds, and the repository interface it stores them through.
+
+Plain values, no transport and no storage detail: vector keys (the index's integers) stay
+inside a repository, callers speak of item ids only. A sharded repository (several indexes,
+several machines) satisfies the same `Repository` protocol without the core changing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Collection, Mapping, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from lookalike.server.index.settings import IndexSettings
+from lookalike.server.regions import Region
+
+__all__ = [
+    "EmbeddedItem",
+    "RegionVector",
+    "VectorOwner",
+    "StoredItem",
+    "ScoredItem",
+    "SearchResult",
+    "WriteOutcome",
+    "RepositoryStats",
+    "ItemNeighbours",
+    "NeighbourPage",
+    "ShardStats",
+    "Repository",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class RegionVector:
+    region: Region
+    vector: np.ndarray  # float32[D], unit norm
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddedItem:
+    """An item ready to store: its id, its whole image's unit vector, its metadata, and the
+    vectors of its regions."""
+
+    id: str
+    vector: np.ndarray  # float32[D], unit norm
+    metadata: Mapping[str, str]
+    regions: tuple[RegionVector, ...] = ()
+    thumbnail: bytes | None = None  # a small JPEG of the image (`thumbnails`), if one was made
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredItem:
+    """A stored item; `vector` (the whole image's) only when asked for."""
+
+    id: str
+    metadata: dict[str, str]
+    vector: np.ndarray | None = None
+    regions: tuple[Region, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class VectorOwner:
+    """Whose a stored vector is: an item's whole image (`region` None), or one of its regions."""
+
+    item: StoredItem
+    region: Region | None
+
+    @classmethod
+    def from_row(cls, item_id: str, metadata: str, region: str | None) -> VectorOwner:
+        """From a table row: the item's id, its metadata JSON, the region JSON or NULL."""
+        return cls(
+            StoredItem(item_id, json.loads(metadata)),
+            Region.from_json(region) if region is not None else None,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoredItem:
+    item: StoredItem
+    score: float  # cosine similarity to the query, of the item's best vector
+    region: Region | None = None  # the region that scored it; None: the whole image
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    matches: list[ScoredItem]  # best first
+    exact: bool  # exhaustive search (not approximate)
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteOutcome:
+    id: str
+    replaced: bool  # an item with this id was stored before and is now replaced
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemNeighbours:
+    """An item and the other items whose whole image scores at least the threshold against
+    its whole image, best first."""
+
+    id: str
+    neighbours: list[tuple[str, float]]  # (id, score)
+
+
+@dataclasses.dataclass(frozen=True)
+class NeighbourPage:
+    items: list[ItemNeighbours]  # those of the page with at least one neighbour
+    scanned: int  # items looked at in this page
+    cursor: int | None  # where the next page starts; None: the scan is done
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardStats:
+    """One shard of a built index, and how many replicas answer for it now."""
+
+    number: int
+    items: int
+    vectors: int
+    replicas: int
+
+
+@dataclasses.dataclass(frozen=True)
+class RepositoryStats:
+    items: int
+    index: IndexSettings
+    vectors: int  # the items' whole images and regions
+    index_version: str = ""  # a built index's version; "" for a data directory
+    shards: tuple[ShardStats, ...] = ()
+
+
+class Repository(Protocol):
+    """Durable items and the search over their vectors. Writes are durable when they return."""
+
+    async def open(self) -> int:
+        """Open (migrating stored data if needed) and return the number of items."""
+        ...
+
+    async def close(self) -> None: ...
+
+    @property
+    def item_count(self) -> int:
+        """Items stored, as of the last completed write."""
+        ...
+
+    @property
+    def vector_count(self) -> int:
+        """Vectors stored (whole images and regions), as of the last completed write."""
+        ...
+
+    async def upsert(self, items: Sequence[EmbeddedItem]) -> list[WriteOutcome]:
+        """Store all items as one durable commit; a later item with the same id wins."""
+        ...
+
+    async def delete(self, ids: Sequence[str]) -> list[str]:
+        """Remove the items that are stored; return their ids."""
+        ...
+
+    async def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem:
+        """The stored item; NotFoundError if there is none."""
+        ...
+
+    async def thumbnail(self, item_id: str) -> bytes:
+        """The item's thumbnail (JPEG); NotFoundError if there is no such item, or
+        ThumbnailMissingError if it has none (added as a vector, or thumbnails off)."""
+        ...
+
+    async def search(
+        self,
+        vector: np.ndarray,
+        k: int,
+        *,
+        filter_pairs: Mapping[str, str] | None = None,
+        min_score: float | None = None,
+        exclude_ids: Collection[str] = (),
+    ) -> SearchResult:
+        """The k items nearest `vector` whose metadata holds every filter pair, none of them
+        one of `exclude_ids`."""
+        ...
+
+    async def search_by_id(
+        self,
+        item_id: str,
+        k: int,
+        *,
+        filter_pairs: Mapping[str, str] | None = None,
+        min_score: float | None = None,
+        exclude_self: bool = True,
+    ) -> SearchResult:
+        """Like `search`, from the stored item's vector; NotFoundError if there is none."""
+        ...
+
+    async def neighbours(
+        self,
+        cursor: int,
+        count: int,
+        *,
+        k: int,
+        min_score: float,
+        filter_pairs: Mapping[str, str] | None = None,
+    ) -> NeighbourPage:
+        """The next `count` items from `cursor` (0: the start; then the previous page's),
+        those the filter allows, each with up to `k` other items the filter allows scoring at
+        least `min_score`, whole image against whole image."""
+        ...
+
+    async def stats(self) -> RepositoryStats: ...
+
+    async def save_snapshot(self) -> bool:
+        """Persist the search index if it changed since the last time; return whether it did."""
+        ...

@@ -1,0 +1,454 @@
+"""The web app in a real browser (Playwright driving Debian's headless Chromium) against a real
+server filled through the JSON API: search by text, image and a box on it, examples, the
+duplicates view, the token form, and the layout on a phone and a desktop. The page may load
+nothing but the server's own files."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+import skimage.data
+from PIL import Image
+
+from tests.server.http.conftest import http_client, http_server
+from tests.server.images import jpeg
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="needs Debian's chromium (apt install chromium)"
+)
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install)")
+expect = sync_api.expect
+expect.set_options(timeout=15_000)  # 2 busy CPUs can be slow; a passing check returns at once
+
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1440, "height": 900}
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins")
+# random weights: unrelated photos reach 0.98 (none are alike), a re-encoded copy 0.99999
+DUPLICATE_THRESHOLD = 0.9995
+REGION = [0.5, 0.0, 1.0, 1.0]  # the right half of the collage: a photo stored nowhere else
+CARDS = '[data-testid="result-card"]'
+ORIENTATION = 0x0112  # the EXIF tag
+
+
+def photo(name: str, size: int | None = None) -> Image.Image:
+    image = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+    return image.resize((size, size)) if size else image
+
+
+def encoded(image: Image.Image, quality: int = 90) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def sideways(image: Image.Image) -> bytes:
+    """The image stored turned a quarter left, with the EXIF orientation (6) that turns it
+    upright again, as a phone writes a portrait photo."""
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6
+    buffer = io.BytesIO()
+    image.rotate(90, expand=True).save(buffer, "JPEG", quality=90, exif=exif)
+    return buffer.getvalue()
+
+
+def side_by_side(left: Image.Image, right: Image.Image) -> Image.Image:
+    both = Image.new("RGB", (left.width + right.width, left.height))
+    both.paste(left, (0, 0))
+    both.paste(right, (left.width, 0))
+    return both
+
+
+def put(client: httpx.Client, item_id: str, image: bytes, **fields: Any) -> None:
+    body = {"image": base64.b64encode(image).decode(), **fields}
+    client.put(f"/v1/items/{item_id}", json=body).raise_for_status()
+
+
+def api_search(client: httpx.Client, **body: Any) -> list[dict[str, Any]]:
+    answer = client.post("/v1/search", json=body)
+    answer.raise_for_status()
+    return answer.json()["matches"]  # type: ignore[no-any-return]
+
+
+# -- fixtures: one server, one browser, a fresh page per test --------------------------------
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Query images as files the page's file input can take."""
+    folder = tmp_path_factory.mktemp("queries")
+    files = {
+        "astronaut": encoded(photo("astronaut")),
+        # a part that only the collage's region holds, beside a photo stored nowhere; upright
+        # only through its EXIF orientation, as the browser shows it and the server reads it
+        "collage-query": sideways(
+            side_by_side(photo("moon", 256), photo("hubble_deep_field", 256))
+        ),
+    }
+    for name, data in files.items():
+        (folder / f"{name}.jpg").write_bytes(data)
+    return {name: folder / f"{name}.jpg" for name in files}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    data_dir = tmp_path_factory.mktemp("web-data")
+    with http_server(tiny_export, data_dir, duplicates_threshold=DUPLICATE_THRESHOLD) as (_, url):
+        with http_client(url) as client:
+            fill(client)
+        yield url
+
+
+def fill(client: httpx.Client) -> None:
+    for name in PHOTOS:
+        put(client, f"photos/{name}.jpg", encoded(photo(name)), metadata={"kind": "photo"})
+    copy = photo("coffee").resize((576, 380))
+    put(client, "copies/coffee.jpg", encoded(copy, 60), metadata={"kind": "photo"})
+    for seed in range(4):
+        put(
+            client,
+            f"synthetic/{seed}.jpg",
+            jpeg(160 + 40 * seed, 120, seed),
+            metadata={"kind": "art"},
+        )
+    collage = side_by_side(photo("chelsea", 256), photo("hubble_deep_field", 256))
+    regions = [{"box": REGION, "label": "galaxies"}]
+    put(client, "posters/collage.jpg", encoded(collage), regions=regions, metadata={"kind": "art"})
+    vector = client.put("/v1/items/vector-only", json={"vector": [1.0] * 16})  # no thumbnail
+    vector.raise_for_status()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def open_page(browser: Any) -> Iterator[Any]:
+    """Opens the app at a URL in a fresh context; every request off this machine is refused
+    and, at the end, must not have been attempted."""
+    contexts, external, thrown = [], [], []
+
+    def route(route: Any) -> None:
+        if urlsplit(route.request.url).hostname in ("127.0.0.1", "localhost"):
+            route.continue_()
+        else:
+            external.append(route.request.url)
+            route.abort()
+
+    def opener(url: str, viewport: dict[str, int] = DESKTOP) -> Any:
+        context = browser.new_context(viewport=viewport)
+        contexts.append(context)
+        context.route("**/*", route)
+        page = context.new_page()
+        page.on("pageerror", lambda error: thrown.append(str(error)))
+        page.goto(url)
+        return page
+
+    yield opener
+    for context in contexts:
+        context.close()
+    assert external == [], "the page reached off this machine"
+    assert thrown == [], "the page's script threw"
+
+
+@pytest.fixture
+def page(server: str, open_page: Any) -> Any:
+    page = open_page(server)
+    expect(page.get_by_test_id("stats")).to_contain_text("items")
+    return page
+
+
+def cards(page: Any) -> Any:
+    return page.locator(CARDS)
+
+
+def card(page: Any, item_id: str) -> Any:
+    return page.locator(f'{CARDS}[data-id="{item_id}"]')
+
+
+def shown_ids(page: Any) -> list[str]:
+    ids: list[str] = cards(page).evaluate_all("cards => cards.map(card => card.dataset.id)")
+    return ids
+
+
+def searched(page: Any, action: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Does `action`, which makes the page search: the request's body and the matches, once
+    the page shows them."""
+    with page.expect_response("**/v1/search") as response:
+        action()
+    request = response.value.request.post_data_json
+    matches = response.value.json()["matches"]
+    expect(page.get_by_test_id("status")).to_contain_text(f"{len(matches)} match")
+    expect(cards(page)).to_have_count(len(matches))
+    return request, matches
+
+
+# -- the tests -------------------------------------------------------------------------------
+
+
+def test_text_search_shows_the_apis_matches_with_the_filter_and_k(page: Any, server: str) -> None:
+    expect(page.get_by_test_id("random-notice")).to_be_visible()
+    expect(page.get_by_test_id("random-notice")).to_contain_text("results carry no meaning")
+    expect(page.get_by_test_id("stats")).to_contain_text("13 items")
+    expect(page.get_by_test_id("stats")).to_contain_text("model tiny")
+    expect(page.get_by_test_id("stats")).to_contain_text("fp32")
+    page.get_by_test_id("k").select_option("10")
+    page.get_by_label("Describe what you look for").fill("a cup of coffee on a table")
+    request, _ = searched(page, lambda: page.get_by_test_id("search-button").click())
+    with http_client(server) as client:
+        expected = api_search(client, text="a cup of coffee on a table", k=10)
+    assert request["text"] == "a cup of coffee on a table"
+    assert request["k"] == 10
+    assert len(expected) == 10
+    assert shown_ids(page) == [m["id"] for m in expected]
+    first = card(page, expected[0]["id"])
+    expect(first.get_by_test_id("card-score")).to_have_text(f"score {expected[0]['score']:.3f}")
+
+    page.get_by_label("Metadata filter").fill("kind=art")
+    request, _ = searched(page, lambda: page.get_by_label("Metadata filter").press("Enter"))
+    assert request["filter"] == {"kind": "art"}
+    with http_client(server) as client:
+        expected = api_search(
+            client, text="a cup of coffee on a table", k=10, filter={"kind": "art"}
+        )
+    assert shown_ids(page) == [m["id"] for m in expected]
+    assert len(expected) == 5
+    expect(page.locator(f"{CARDS} dd")).to_have_text(["art"] * 5)
+
+    page.get_by_label("Metadata filter").fill("kind")
+    page.get_by_label("Metadata filter").press("Enter")
+    expect(page.get_by_test_id("error")).to_contain_text('"kind" is not one')
+
+
+def hand_over(page: Any, how: str, path: Path) -> None:
+    """Pastes or drops the image file on the page, as the clipboard or a drag would."""
+    page.evaluate(
+        """([how, data]) => {
+            const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], 'query.jpg', { type: 'image/jpeg' }));
+            const init = { bubbles: true, cancelable: true };
+            document.body.dispatchEvent(how === 'paste'
+                ? new ClipboardEvent('paste', { ...init, clipboardData: transfer })
+                : new DragEvent('drop', { ...init, dataTransfer: transfer }));
+        }""",
+        [how, base64.b64encode(path.read_bytes()).decode()],
+    )
+
+
+@pytest.mark.parametrize("how", ["file input", "paste", "drop"])
+def test_an_image_finds_itself_first(page: Any, images: dict[str, Path], how: str) -> None:
+    astronaut = images["astronaut"]
+    if how == "file input":
+        upload = page.get_by_label("Or search by an image")
+        request, matches = searched(page, lambda: upload.set_input_files(astronaut))
+    else:
+        request, matches = searched(page, lambda: hand_over(page, how, astronaut))
+    assert request["image"].startswith("data:image/jpeg;base64,")
+    assert base64.b64decode(request["image"].split(",", 1)[1]) == astronaut.read_bytes()
+    assert "box" not in request
+    assert shown_ids(page)[0] == "photos/astronaut.jpg"
+    assert matches[0]["score"] > 0.999
+    expect(page.get_by_test_id("query-image")).to_be_visible()
+    first = cards(page).first
+    expect(first.get_by_test_id("card-score")).to_have_text(f"score {matches[0]['score']:.3f}")
+    expect(first.locator("img")).to_be_visible()  # its thumbnail
+    expect(card(page, "vector-only").locator(".placeholder")).to_have_text("no thumbnail")
+
+
+def test_a_box_drawn_on_the_query_image_finds_the_matching_region(
+    page: Any, images: dict[str, Path]
+) -> None:
+    upload = page.get_by_label("Or search by an image")
+    _, whole = searched(page, lambda: upload.set_input_files(images["collage-query"]))
+    assert whole[0]["id"] != "posters/collage.jpg"  # the whole query image finds another
+    shown = page.get_by_test_id("query-image").bounding_box()
+    left, top, width, height = shown["x"], shown["y"], shown["width"], shown["height"]
+    assert width == pytest.approx(2 * height, abs=2)  # upright: the file itself is portrait
+
+    def drag() -> None:  # from the top of the middle to past the bottom right corner
+        page.mouse.move(left + width / 2 + 1, top + 1)
+        page.mouse.down()
+        page.mouse.move(left + width * 0.8, top + height * 0.6, steps=4)
+        expect(page.get_by_test_id("query-box")).to_be_visible()
+        page.mouse.move(left + width + 30, top + height + 30, steps=4)
+        page.mouse.up()
+
+    request, matches = searched(page, drag)
+    assert request["box"] == pytest.approx(REGION, abs=0.01)
+    assert matches[0]["id"] == "posters/collage.jpg"
+    assert matches[0]["region"] == {"box": REGION, "label": "galaxies"}
+    assert matches[0]["score"] > 0.99
+    collage = card(page, "posters/collage.jpg")
+    region = collage.get_by_test_id("region-box")
+    expect(region).to_be_visible()
+    expect(region).to_have_attribute("title", "matched region: galaxies")
+    expect(collage.locator("img")).to_be_visible()
+    # the box lies over the right half of the thumbnail as shown (letterboxed in its square)
+    image, drawn = collage.locator("img").bounding_box(), region.bounding_box()
+    shown_height = image["width"] / 2  # the collage is twice as wide as it is high
+    assert drawn["x"] == pytest.approx(image["x"] + image["width"] / 2, abs=2)
+    assert drawn["width"] == pytest.approx(image["width"] / 2, abs=2)
+    assert drawn["height"] == pytest.approx(shown_height, abs=2)
+    others = [m for m in matches if m["region"] is None]
+    assert others
+    assert all(card(page, m["id"]).get_by_test_id("region-box").is_hidden() for m in others)
+
+    page.get_by_test_id("clear-box").click()
+    expect(page.get_by_test_id("query-box")).to_be_hidden()
+
+
+def test_examples_search_sends_the_chosen_ids_and_leaves_them_out(page: Any, server: str) -> None:
+    page.get_by_label("Describe what you look for").fill("a photo")
+    searched(page, lambda: page.get_by_test_id("search-button").click())
+    first = shown_ids(page)[0]
+    more_like_first = card(page, first).get_by_test_id("more-like-this")
+    expect(more_like_first).to_have_accessible_name(f"More like {first}")
+    request, _ = searched(page, more_like_first.click)
+    assert request == {"id": first, "exclude_self": True, "k": 20, "filter": {}}
+    assert first not in shown_ids(page)
+
+    chosen, rejected = shown_ids(page)[:2], shown_ids(page)[2]
+    for item_id in chosen:
+        card(page, item_id).get_by_role("checkbox", name=f"Select {item_id}").check()
+    card(page, rejected).get_by_role("button", name="Not like this").click()
+    expect(page.get_by_test_id("selection-count")).to_have_text("2 selected · 1 not like this")
+    expect(card(page, rejected).get_by_test_id("not-like")).to_have_attribute(
+        "aria-pressed", "true"
+    )
+    request, matches = searched(page, page.get_by_test_id("more-like-these").click)
+    assert request["positives"] == [{"id": item_id} for item_id in chosen]
+    assert request["negatives"] == [{"id": rejected}]
+    assert request["exclude_self"] is True
+    assert matches
+    assert not {*chosen, rejected} & set(shown_ids(page))
+    with http_client(server) as client:
+        expected = api_search(client, **request)
+    assert shown_ids(page) == [m["id"] for m in expected]
+    expect(page.get_by_test_id("selection-bar")).to_be_hidden()
+
+
+def test_duplicates_view_deletes_a_confirmed_copy(page: Any, server: str) -> None:
+    page.get_by_role("button", name="Duplicates").click()
+    threshold = page.get_by_label("Similarity threshold")
+    expect(threshold).to_have_value(str(DUPLICATE_THRESHOLD))
+    expect(page.get_by_test_id("dup-calibration")).to_contain_text("calibrated for tiny")
+    page.get_by_test_id("dup-scan").click()
+    expect(page.get_by_test_id("dup-progress")).to_contain_text("Scanned 13 of 13 items")
+    groups = page.get_by_test_id("dup-group")
+    expect(groups).to_have_count(1)
+    expect(groups.get_by_test_id("dup-id")).to_have_text(["copies/coffee.jpg", "photos/coffee.jpg"])
+    expect(groups.locator("img")).to_have_count(2)
+    expect(groups.get_by_test_id("dup-score")).to_have_text([re.compile(r"closest 0\.999\d")] * 2)
+    expect(groups.locator("img").first).to_be_visible()
+
+    page.get_by_role("checkbox", name="Delete copies/coffee.jpg").check()
+    expect(page.get_by_test_id("dup-count")).to_have_text("1 copy marked")
+    page.get_by_test_id("dup-delete").click()
+    dialog = page.get_by_test_id("confirm-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("Delete 1 item?")
+    page.get_by_test_id("confirm-cancel").click()  # nothing happens
+    expect(dialog).to_be_hidden()
+    expect(groups).to_have_count(1)
+
+    page.get_by_test_id("dup-delete").click()
+    with page.expect_response(lambda r: r.url.endswith("/v1/delete")) as deleted:
+        page.get_by_test_id("confirm-delete").click()
+    assert deleted.value.request.post_data_json == {"ids": ["copies/coffee.jpg"]}
+    assert deleted.value.json() == {"deleted": 1, "missing": []}
+    expect(page.get_by_test_id("dup-progress")).to_contain_text("Scanned 12 of 12 items")
+    expect(page.get_by_test_id("dup-progress")).to_contain_text("no near-duplicates")
+    expect(groups).to_have_count(0)
+    expect(page.get_by_test_id("stats")).to_contain_text("12 items")
+    with http_client(server) as client:
+        assert client.get("/v1/items/copies/coffee.jpg").status_code == 404
+        coffee = base64.b64encode(encoded(photo("coffee"))).decode()
+        found = [m["id"] for m in api_search(client, image=coffee, k=20)]
+    assert "photos/coffee.jpg" in found
+    assert "copies/coffee.jpg" not in found
+
+
+def test_layout_on_a_phone_and_a_desktop(
+    server: str, open_page: Any, images: dict[str, Path]
+) -> None:
+    page = open_page(server, PHONE)
+    upload = page.get_by_label("Or search by an image")
+    _, matches = searched(page, lambda: upload.set_input_files(images["collage-query"]))
+    assert len(matches) >= 10
+    card(page, matches[0]["id"]).get_by_test_id("select").check()  # shows the selection bar
+    with_thumbnails = [m for m in matches if m["id"] != "vector-only"]
+    expect(page.locator(f"{CARDS} img:visible")).to_have_count(len(with_thumbnails))
+    assert page.evaluate("innerWidth") == PHONE["width"]
+    assert columns(page) in (1, 2)
+    assert not scrolls_sideways(page)
+    for control in ("search-button", "more-like-these", "tab-duplicates", "not-like"):
+        box = page.get_by_test_id(control).first.bounding_box()
+        assert box["height"] >= 44, f"{control} is too small to touch"
+    page.get_by_role("button", name="Duplicates").click()
+    page.get_by_label("Similarity threshold").fill("0.9")  # many groups of random-weight photos
+    page.get_by_test_id("dup-scan").click()
+    expect(page.get_by_test_id("dup-group").first).to_be_visible()
+    assert not scrolls_sideways(page)
+
+    page.get_by_test_id("tab-search").click()
+    page.set_viewport_size(DESKTOP)
+    assert columns(page) >= 5
+    assert not scrolls_sideways(page)
+
+
+def columns(page: Any) -> int:
+    """How many cards the first row of results holds."""
+    tops = cards(page).evaluate_all("cards => cards.map(c => c.getBoundingClientRect().top)")
+    return sum(1 for top in tops if abs(top - tops[0]) < 1)
+
+
+def scrolls_sideways(page: Any) -> bool:
+    return page.evaluate(  # type: ignore[no-any-return]
+        "document.documentElement.scrollWidth > document.documentElement.clientWidth"
+    )
+
+
+def test_a_token_is_asked_for_kept_and_sent(
+    tiny_export: Path, tmp_path: Path, open_page: Any
+) -> None:
+    with http_server(tiny_export, tmp_path, token="secret") as (_, url):
+        with http_client(url, token="secret") as client:
+            put(client, "photos/rocket.jpg", encoded(photo("rocket")))
+        page = open_page(url)
+        dialog = page.get_by_test_id("token-dialog")
+        expect(dialog).to_be_visible()
+        expect(dialog).to_contain_text("needs a token")
+        page.get_by_label("Token", exact=True).fill("wrong")
+        page.get_by_test_id("token-submit").click()
+        expect(dialog).to_contain_text("refused")
+        page.get_by_label("Token", exact=True).fill("secret")
+        page.get_by_test_id("token-submit").click()
+        expect(dialog).to_be_hidden()
+        expect(page.get_by_test_id("stats")).to_contain_text("1 item · model tiny")
+        expect(page.get_by_test_id("error")).to_be_hidden()
+        assert page.evaluate("sessionStorage.getItem('lookalike-token')") == "secret"
+        expect(page.get_by_test_id("dup-calibration")).to_contain_text("uncalibrated default")
+
+        page.get_by_label("Describe what you look for").fill("a rocket")
+        searched(page, page.get_by_test_id("search-button").click)
+        thumbnail = card(page, "photos/rocket.jpg").locator("img")
+        expect(thumbnail).to_be_visible()  # fetched with the token, shown from a blob: URL
+        assert thumbnail.get_attribute("src").startswith("blob:")
+
+        page.reload()  # the token stays for the session
+        expect(page.get_by_test_id("stats")).to_contain_text("1 item")
+        expect(dialog).to_be_hidden()
