@@ -290,8 +290,9 @@ def entry_point(main: Callable[[], None]) -> None:
     """Run a benchmark's `main`: a model or package it cannot get ends in one line saying how to
     get it (the exporter's errors carry the install line), not in a traceback."""
     from lookalike.export.errors import ExportError
+    from lookalike.export.runtime import RuntimeMissingError
 
     try:
         main()
-    except ExportError as exc:
+    except (ExportError, RuntimeMissingError) as exc:
         raise SystemExit(f"error: {exc}") from None

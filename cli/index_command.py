@@ -20,8 +20,7 @@ from lookalike.cli.common import (
 from lookalike.cli.connection import server_command
 from lookalike.client.api import REGION_POLICIES, Client, NewItem
 from lookalike.client.errors import ItemNotFoundError
-from lookalike.client.files import file_id, image_files
-from lookalike.client.report import SOURCE_PATH_KEY
+from lookalike.client.files import SOURCE_PATH_KEY, file_id, image_files
 
 __all__ = ["add_command", "index_command"]
 

@@ -21,8 +21,8 @@ from lookalike.cli.common import (
 from lookalike.cli.connection import server_command
 from lookalike.client.api import Client, Example, Match, Region
 from lookalike.client.errors import InvalidRequestError
+from lookalike.client.files import SOURCE_PATH_KEY
 from lookalike.client.report import (
-    SOURCE_PATH_KEY,
     describe_region,
     render_html,
     source_file_bytes,

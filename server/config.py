@@ -98,7 +98,6 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
 
 def _storage_flags(flag: _Flags) -> None:
     index = DEFAULTS.index
-    flag("--model-dir", type=Path, required=True, help="directory written by lookalike-export")
     flag("--data-dir", type=Path, help="where the items and index are kept (read and write)")
     flag(
         "--index",
@@ -130,6 +129,7 @@ def _storage_flags(flag: _Flags) -> None:
 def _embed_flags(flag: _Flags) -> None:
     embed = DEFAULTS.embed
     engine, batcher, text_batcher = embed.engine, embed.batcher, embed.text_batcher
+    flag("--model-dir", type=Path, required=True, help="directory written by lookalike-export")
     flag("--precision", choices=[p.value for p in Precision], help="default: int8 CPU, fp16 GPU")
     flag("--provider", choices=[p.value for p in Provider], default=engine.provider.value)
     flag("--threads", type=int, default=engine.intra_op_threads, help="inference threads; 0 all")
@@ -143,7 +143,12 @@ def _embed_flags(flag: _Flags) -> None:
     flag("--max-queue", type=int, default=batcher.max_queue, help="queued images before refusal")
     flag("--preprocess-threads", type=int, default=batcher.preprocess_threads)
     flag("--preprocess", choices=[m.value for m in PreprocessMode], default="fast")
-    flag("--max-pixels", type=int, default=embed.image_limits.max_pixels, help="per image")
+    flag(
+        "--max-pixels",
+        type=int,
+        default=embed.image_limits.max_pixels,
+        help="per image, before decoding",
+    )
     flag(
         "--no-text",
         action="store_true",

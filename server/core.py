@@ -6,8 +6,8 @@ cropped from the decoded image and embedded in the same queue as the whole image
 is stored with all its vectors at once.
 
 Plain dataclasses in and out (`request_types` for what comes in); failures are
-`LookalikeError`s. The gRPC service and the tests call it alike (with shards on Ray, the front
-process runs it over a `ClusterRepository`). It validates a whole request
+`LookalikeError`s. The gRPC service, the HTTP routes and the tests call it alike (with shards
+on Ray, the front process runs it over a `ClusterRepository`). It validates a whole request
 before any image is decoded, groups bulk adds into durable commits, and pushes back on a bulk
 stream when the batch queue is full.
 """

@@ -1,6 +1,6 @@
 """What callers ask of the core, and the checks every request passes before any work is done.
 
-Plain dataclasses, filled by any transport (the gRPC service, a test).
+Plain dataclasses, filled by any transport (the gRPC service, the HTTP routes, a test).
 Each check raises `InvalidArgumentError` (or `LimitExceededError`) with a message for a person.
 """
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -89,8 +90,10 @@ def embedder_replica_settings(settings: EmbedSettings) -> EmbedSettings:
 
 def embedder_app_name(settings: EmbedSettings) -> str:
     """One embedding application per model package and embedding settings: fronts that
-    agree share it."""
-    tag = hashlib.sha256(repr(embedder_replica_settings(settings)).encode()).hexdigest()[:8]
+    agree share it (the settings hashed in a canonical form, not as their Python repr)."""
+    fields = dataclasses.asdict(embedder_replica_settings(settings))
+    canonical = json.dumps(fields, sort_keys=True, default=str)
+    tag = hashlib.sha256(canonical.encode()).hexdigest()[:8]
     return f"lookalike-{tag}-embedder"
 
 

@@ -4,8 +4,8 @@ USearch's extension carries its own static copy of libstdc++. Loaded before the 
 libstdc++ is in the global namespace, its copy's locale state wins, and ONNX Runtime imported
 afterwards crashes in `std::codecvt` (SIGSEGV at `import onnxruntime`; seen with usearch 2.26 and
 onnxruntime 1.32 whenever USearch was imported first and nothing had loaded the system
-libstdc++ yet). The package's `__init__` loads the system libstdc++ globally first, so every
-later extension shares that one copy.
+libstdc++ yet). `lookalike.server`'s `__init__` loads the system libstdc++ globally first, so
+every later extension shares that one copy.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ class IndexSettings:
     @property
     def metric(self) -> str:
         """What scores mean: the cosine (computed as an inner product where that is the cosine:
-        `index.searched_as`)."""
+        `vector_index.searched_as`)."""
         return "cos"
 
 
