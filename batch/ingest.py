@@ -42,6 +42,7 @@ from lookalike.export.manifest import (
     MANIFEST_FILE,
     Manifest,
     ModelIdentity,
+    PixelLayout,
     Precision,
     PreprocessSpec,
     sha256_file,
@@ -221,6 +222,7 @@ def _run_pipeline(
         functools.partial(
             _prepare_batch,
             spec=job.manifest.preprocess,
+            layout=PixelLayout.of(job.manifest.graphs["image"]),
             mode=settings.preprocess_mode,
             regions=policy_regions(settings.regions),
         ),
@@ -351,12 +353,13 @@ def _actor_limit(settings: IngestSettings, cpus: int) -> int:
 def _prepare_batch(
     batch: dict[str, np.ndarray],
     spec: PreprocessSpec,
+    layout: PixelLayout,
     mode: PreprocessMode,
     regions: tuple[Region, ...],
 ) -> dict:
     """Read and preprocess in a CPU task: a row per vector to make, the whole image's (its
     `region` "") then its regions'; an unreadable image becomes one error row."""
-    preprocess = Preprocessor(spec, mode=mode)
+    preprocess = Preprocessor(spec, layout=layout, mode=mode)
     made: list[tuple[int, str, np.ndarray | None, str]] = []  # input row, region, pixels, error
     read_s = prepare_s = 0.0
     for row, uri in enumerate(batch["uri"]):
@@ -374,7 +377,7 @@ def _prepare_batch(
             made.append((row, "", None, str(exc)))
         prepare_s += time.perf_counter() - read
     rows = [row for row, *_ in made]
-    blank = np.zeros((3, spec.image_size, spec.image_size), np.float32)
+    blank = preprocess.blank()
     return {
         **{name: column[rows] for name, column in batch.items()},
         REGION_COLUMN: np.array([box for _, box, *_ in made], dtype=object),

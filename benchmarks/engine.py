@@ -44,7 +44,7 @@ from benchmarks.common import (
     print_table,
     write_result,
 )
-from lookalike.export.manifest import Manifest, Precision
+from lookalike.export.manifest import Manifest, PixelLayout, Precision
 from lookalike.export.verify import PARITY_TEXTS
 from lookalike.server.embed.onnx_engine import EngineSettings, OnnxEngine
 
@@ -207,14 +207,32 @@ def pytorch_checkpoint(manifest: Manifest, threads: int):
     return load_checkpoint(source.id, revision=source.revision, text=text)
 
 
-def pytorch_image_embed(checkpoint) -> Callable[[np.ndarray], np.ndarray]:
+def pytorch_image_embed(
+    checkpoint, layout: PixelLayout = PixelLayout.FLOAT32_NCHW
+) -> Callable[[np.ndarray], np.ndarray]:
+    """PyTorch's image tower, taking pixels as an image graph of `layout` takes them (uint8
+    pixels go through the same rescaling and normalisation as the graph's first operations)."""
     import torch
+
+    from lookalike.export.towers import FromPixels
+
+    tower = checkpoint.image.tower.module
+    if layout is PixelLayout.UINT8_NHWC:
+        tower = FromPixels(tower, checkpoint.image.preprocess).eval()
 
     def embed(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return checkpoint.image.tower.module(torch.from_numpy(batch)).numpy()
+            return tower(torch.from_numpy(batch)).numpy()
 
     return embed
+
+
+def random_pixels(rng: np.random.Generator, count: int, manifest: Manifest) -> np.ndarray:
+    """`count` noise images as the package's image graph takes them."""
+    size = int(manifest.preprocess.image_size)
+    if PixelLayout.of(manifest.graphs["image"]) is PixelLayout.UINT8_NHWC:
+        return rng.integers(0, 256, size=(count, size, size, 3), dtype=np.uint8)
+    return rng.normal(size=(count, 3, size, size)).astype(np.float32)
 
 
 def text_runs(
@@ -300,7 +318,8 @@ def family_runs(presets: list[str], threads: int, min_seconds: float) -> list[di
             with torch.inference_mode():
                 return tower(torch.from_numpy(batch)).numpy()
 
-        backends = {"pytorch-eager-fp32": (pytorch_image_embed(checkpoint), torch_text)}
+        layout = PixelLayout.of(manifest.graphs["image"])
+        backends = {"pytorch-eager-fp32": (pytorch_image_embed(checkpoint, layout), torch_text)}
         for precision in (Precision.FP32, Precision.INT8):
             image = OnnxEngine(
                 model_dir, EngineSettings(precision=precision, intra_op_threads=threads)
@@ -318,7 +337,7 @@ def family_runs(presets: list[str], threads: int, min_seconds: float) -> list[di
         models[preset] = {
             "family": manifest.family,
             "gflop_per_image": flops_per_image(checkpoint.image.tower.module, size) / 1e9,
-            "pixels": rng.normal(size=(FAMILY_BATCH, 3, size, size)).astype(np.float32),
+            "pixels": random_pixels(rng, FAMILY_BATCH, manifest),
             "ids": ids,
             "backends": backends,
         }
@@ -435,7 +454,7 @@ def main() -> None:
     manifest = Manifest.load(model_dir)
     probe = GemmProbe(args.threads)
     checkpoint = pytorch_checkpoint(manifest, args.threads)
-    torch_embed = pytorch_image_embed(checkpoint)
+    torch_embed = pytorch_image_embed(checkpoint, PixelLayout.of(manifest.graphs["image"]))
     size = int(manifest.preprocess.image_size)
     flops = flops_per_image(checkpoint.image.tower.module, size)
 
@@ -454,7 +473,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     rows, results, round_rates = [], [], []
     for batch_size in batch_sizes:
-        pixels = rng.normal(size=(batch_size, 3, size, size)).astype(np.float32)
+        pixels = random_pixels(rng, batch_size, manifest)
         reference = torch_embed(pixels)
         seconds: dict[str, list[float]] = {name: [] for name in backends}
         batch_rates = []
@@ -506,7 +525,7 @@ def main() -> None:
             )
     rates = _median_rates(round_rates)
     profile_batch = max(batch_sizes)
-    pixels = rng.normal(size=(profile_batch, 3, size, size)).astype(np.float32)
+    pixels = random_pixels(rng, profile_batch, manifest)
     breakdowns = {}
     for name, (_, engine) in backends.items():
         if engine is not None and name == f"onnxruntime-{engine.info.precision.value}":

@@ -254,7 +254,7 @@ def main() -> None:
         engine = OnnxEngine(model_dir, EngineSettings(precision=Precision(precision)))
         for mode in modes:
             print(f"  {mode} preprocessing, {precision} ...", flush=True)
-            preprocessor = Preprocessor(manifest.preprocess, mode=PreprocessMode(mode))
+            preprocessor = Preprocessor.for_package(manifest, mode=PreprocessMode(mode))
 
             def pixels(batch: Sequence[bytes], preprocess=preprocessor) -> np.ndarray:
                 return np.stack([preprocess(data) for data in batch])

@@ -32,8 +32,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import entry_point, measure, print_table, write_result
-from benchmarks.engine import flops_per_image
-from lookalike.export.manifest import Manifest, Precision
+from benchmarks.engine import flops_per_image, random_pixels
+from lookalike.export.manifest import Manifest, PixelLayout, Precision
 from lookalike.server.embed.host_memory import pinned_zeros
 from lookalike.server.embed.onnx_engine import (
     CUDA_OPTIONS,
@@ -153,6 +153,7 @@ def torch_towers(manifest: Manifest, device: Device, dtype_name: str):
     import torch
 
     from lookalike.export.source import load_checkpoint
+    from lookalike.export.towers import FromPixels
 
     source = manifest.source
     if source.kind == "random-init":  # same seed, same weights
@@ -167,6 +168,9 @@ def torch_towers(manifest: Manifest, device: Device, dtype_name: str):
             if hasattr(part, "set_attn_implementation"):
                 part.set_attn_implementation("sdpa")
         modules.append(tower.module.to(device.torch_device, dtype).eval())
+    if PixelLayout.of(manifest.graphs["image"]) is PixelLayout.UINT8_NHWC:  # as the graph takes
+        as_graph = FromPixels(modules[0], checkpoint.image.preprocess)
+        modules[0] = as_graph.to(device.torch_device, dtype)
     return modules[0], (modules[1] if len(modules) > 1 else None)
 
 
@@ -177,7 +181,8 @@ def torch_image_embed(model, device: Device) -> Callable[[np.ndarray], np.ndarra
 
     def embed(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            pixels = torch.from_numpy(batch).to(device.torch_device).to(dtype)
+            pixels = torch.from_numpy(batch).to(device.torch_device)
+            pixels = pixels.to(dtype) if pixels.is_floating_point() else pixels
             return model(pixels).float().cpu().numpy()
 
     return embed
@@ -248,7 +253,7 @@ def photo_batch(manifest: Manifest) -> np.ndarray:
     from benchmarks.photos import jpeg_bytes, sample_photos
     from lookalike.server.embed.preprocess import Preprocessor
 
-    preprocess = Preprocessor(manifest.preprocess)
+    preprocess = Preprocessor.for_package(manifest)
     images = [image for _, photo in sample_photos() for image in (photo, ImageOps.mirror(photo))]
     return np.stack([preprocess(jpeg_bytes(image)) for image in images])
 
@@ -265,7 +270,9 @@ def invariance(embed: Callable[[np.ndarray], np.ndarray], photos: np.ndarray) ->
     copy is still its nearest neighbour among the batch's vectors."""
     rng = np.random.default_rng(3)
     filler = rng.normal(size=(INVARIANCE_BATCH - len(photos), *photos.shape[1:]))
-    batch = np.concatenate([photos, filler.astype(np.float32)])
+    if photos.dtype == np.uint8:
+        filler = np.clip(128 + 64 * filler, 0, 255).round()
+    batch = np.concatenate([photos, filler.astype(photos.dtype)])
     alone = np.concatenate([embed(photo[None]) for photo in photos])
     together = embed(batch)
     alone = alone / np.linalg.norm(alone, axis=1, keepdims=True)
@@ -399,16 +406,17 @@ class Run:
         self.model_dir, self.device = model_dir, device
         self.batch_sizes, self.text_batch, self.min_seconds = batch_sizes, text_batch, min_seconds
         self.manifest = Manifest.load(model_dir)
-        size = int(self.manifest.graphs["image"].input_shape[-1])
+        size = int(self.manifest.preprocess.image_size)
         cpu_vision, _ = torch_towers(self.manifest, Device(dry_run=True), "float32")
-        self.flops = flops_per_image(cpu_vision, size)  # 8.82 G for ViT-B/32
+        from lookalike.export.towers import FromPixels
+
+        tower = cpu_vision.tower if isinstance(cpu_vision, FromPixels) else cpu_vision
+        self.flops = flops_per_image(tower, size)  # 8.82 G for ViT-B/32
         del cpu_vision
         self.peak = dense_fp16_rate(device, 1024 if device.dry_run else MATMUL_SIZE)
         log.warning("dense fp16 matrix rate: %.0f TFLOP/s", self.peak / 1e12)
         rng = np.random.default_rng(0)
-        self.batches = {
-            b: rng.normal(size=(b, 3, size, size)).astype(np.float32) for b in batch_sizes
-        }
+        self.batches = {b: random_pixels(rng, b, self.manifest) for b in batch_sizes}
         self.photos = photo_batch(self.manifest)
         self.embedded_photos: dict[str, np.ndarray] = {}
         self.results: dict = {

@@ -64,7 +64,7 @@ def decode_rates(
 def _preprocessor(manifest: Manifest):
     from lookalike.server.embed.preprocess import Preprocessor
 
-    return Preprocessor(manifest.preprocess)
+    return Preprocessor.for_package(manifest)
 
 
 _worker_preprocess = None
@@ -139,8 +139,7 @@ def bare_engine_rate(model_dir: Path, provider: str, batch: int, seconds: float)
     from lookalike.server.embed.onnx_engine import EngineSettings, OnnxEngine, Provider
 
     engine = OnnxEngine(model_dir, EngineSettings(provider=Provider(provider)))
-    pixels = np.random.default_rng(0).normal(size=(batch, *engine.inputs.shape))
-    pixels = pixels.astype(np.float32)
+    pixels = engine.inputs.varied(batch)
     timing = measure(lambda: engine.embed(pixels), min_seconds=seconds)
     engine.close()
     return batch / timing.median

@@ -79,7 +79,7 @@ def main() -> None:
         image_mean=list(spec.mean),
         image_std=list(spec.std),
     )
-    modes = {mode: Preprocessor(spec, mode=mode) for mode in PreprocessMode}
+    modes = {mode: Preprocessor.for_package(manifest, mode=mode) for mode in PreprocessMode}
     engine = OnnxEngine(model_dir, EngineSettings(precision=Precision.FP32))
 
     def with_reference(data: bytes) -> np.ndarray:

@@ -8,7 +8,10 @@ revision and one from this checkout, in turns: baseline, current, current, basel
 (whichever runs second in a pair read about 3% faster in an A/A run, so the order alternates
 too). Alternating spreads the machine's drift over both sides; the spread of each side's
 rounds is its noise.
-Both servers run with the defaults (int8 on CPU, fast preprocessing) on the same model.
+Both servers run with the defaults (int8 on CPU, fast preprocessing) on the same model, or
+the baseline on `--baseline-model-dir`: a package its revision can read (an older manifest
+format), or another package of the same model on the same revision (`HEAD`), to compare two
+ways of exporting it.
 """
 
 from __future__ import annotations
@@ -42,6 +45,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("baseline", help="git revision to compare this checkout against")
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
+    parser.add_argument(
+        "--baseline-model-dir",
+        type=Path,
+        help="the package the baseline's server runs (default: --model-dir)",
+    )
     parser.add_argument("--rounds", type=int, default=5, help="rounds per side")
     parser.add_argument("--seconds", type=float, default=10.0, help="per round")
     parser.add_argument("--in-flight", type=int, default=16)
@@ -50,6 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     rounds, seconds = (2, 2.0) if args.quick else (args.rounds, args.seconds)
     model_dir = ensure_benchmark_model(args.model_dir)
+    models = {"baseline": args.baseline_model_dir or model_dir, "current": model_dir}
     payload = encoded(PAYLOAD, "JPEG", seed=1)
     commit = _git("rev-parse", args.baseline)
 
@@ -62,7 +71,7 @@ def main() -> None:
                 order = [("baseline", worktree), ("current", ROOT)]
                 for side, tree in order if round_number % 2 == 0 else order[::-1]:
                     print(f"  round {round_number + 1}/{rounds}: {side} ...", flush=True)
-                    with lookalike_server(model_dir, source_tree=tree) as server:
+                    with lookalike_server(models[side], source_tree=tree) as server:
                         runs[side].append(
                             load_run(server.address, payload, args.in_flight, seconds)
                         )
@@ -97,6 +106,7 @@ def main() -> None:
             _git("status", "--porcelain", "--untracked-files=no")
         ),
         "model_dir": str(model_dir),
+        "baseline_model_dir": str(models["baseline"]),
         "payload": f"jpeg-{PAYLOAD[0]}x{PAYLOAD[1]}",
         "in_flight": args.in_flight,
         "rounds": rounds,

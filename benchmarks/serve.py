@@ -264,9 +264,8 @@ class EngineProbe:
         from lookalike.server.embed.preprocess import Preprocessor
 
         self.engine = OnnxEngine(model_dir)  # the server's defaults
-        self.preprocess = Preprocessor(read_manifest(model_dir).preprocess)
-        shape = (32, *self.engine.inputs.shape)
-        self.batch = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+        self.preprocess = Preprocessor.for_package(read_manifest(model_dir))
+        self.batch = self.engine.inputs.varied(32)
 
     def measure(self, payload: bytes, min_seconds: float) -> dict[str, float]:
         tensor = self.preprocess(payload)[None]

@@ -30,6 +30,7 @@ __all__ = [
     "Tower",
     "per_channel",
     "processor_pixels",
+    "processor_resized_pixels",
     "resample_name",
 ]
 
@@ -87,6 +88,8 @@ class ImageSide:
     patch_size: int
     preprocess: PreprocessSpec  # the processor's rule, as the server applies it
     reference_pixels: Callable[[Sequence[Image.Image]], np.ndarray]  # the family's processor
+    # the same processor's resized and cropped pixels before it rescales them: uint8[N, S, S, 3]
+    resized_pixels: Callable[[Sequence[Image.Image]], np.ndarray]
 
     @classmethod
     def of(cls, tower: Tower, config: Any, processor: Any, preprocess: PreprocessSpec) -> ImageSide:
@@ -98,6 +101,7 @@ class ImageSide:
             patch_size=config.patch_size,
             preprocess=preprocess,
             reference_pixels=processor_pixels(processor),
+            resized_pixels=processor_resized_pixels(processor),
         )
 
 
@@ -181,5 +185,21 @@ def processor_pixels(processor: Any) -> Callable[[Sequence[Image.Image]], np.nda
     def pixels(images: Sequence[Image.Image]) -> np.ndarray:
         batch = processor(images=list(images), return_tensors="np")["pixel_values"]
         return np.asarray(batch, dtype=np.float32)
+
+    return pixels
+
+
+def processor_resized_pixels(processor: Any) -> Callable[[Sequence[Image.Image]], np.ndarray]:
+    """A Hugging Face image processor's pixels before rescaling and normalisation: images ->
+    uint8[N, S, S, 3], what an image graph of format 4 takes."""
+
+    def pixels(images: Sequence[Image.Image]) -> np.ndarray:
+        kept = processor(
+            images=list(images), do_rescale=False, do_normalize=False, return_tensors="np"
+        )["pixel_values"]
+        rounded = np.round(kept)
+        if np.abs(kept - rounded).max() > 1e-3 or rounded.min() < 0 or rounded.max() > 255:
+            raise ValueError("the image processor resized to pixels other than whole 0..255")
+        return np.ascontiguousarray(rounded.astype(np.uint8).transpose(0, 2, 3, 1))
 
     return pixels

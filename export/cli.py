@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from lookalike.export.manifest import Precision
+from lookalike.export.manifest import PixelLayout, Precision
 
 __all__ = ["main"]
 
@@ -51,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-text",
         action="store_true",
         help="export the image tower alone (no search by text; a smaller package)",
+    )
+    parser.add_argument(
+        "--image-input",
+        choices=[layout.value for layout in PixelLayout],
+        default=PixelLayout.UINT8_NHWC.value,
+        help="what the image graph takes: uint8 [batch, S, S, 3] pixels, resized and cropped "
+        "(default; it rescales and normalises them itself), or float32 [batch, 3, S, S] pixels "
+        "already normalised, as packages before format 4 (for a runtime that normalises itself)",
     )
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
     parser.add_argument(
@@ -111,6 +119,7 @@ def _export(args: argparse.Namespace) -> int:
         opset=args.opset,
         overwrite=args.overwrite,
         text=not args.no_text,
+        image_input=PixelLayout(args.image_input),
     )
     try:
         manifest = run_export(request)

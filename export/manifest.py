@@ -21,6 +21,7 @@ __all__ = [
     "ModelIdentity",
     "ModelSource",
     "ParityFigures",
+    "PixelLayout",
     "Precision",
     "PreprocessSpec",
     "ScoreScale",
@@ -32,9 +33,12 @@ __all__ = [
 MANIFEST_FILE = "manifest.json"
 # 2: a `text` graph beside `image`, with its tokenizer; graphs name their input dtype.
 # 3: the model's family (CLIP, SigLIP), its resize rule, its score scale; a tokenizer may have
-# no start token. Format 1 and 2 packages (CLIP) are still read.
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+# no start token.
+# 4: the image graph takes uint8 pixels as decoders write them, [batch, S, S, 3] (input_dtype
+# "uint8"), and rescales, normalises and transposes them itself. Packages of formats 1 to 3
+# (float32 [batch, 3, S, S], normalised by the caller) are still read and served.
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 
 
 class ManifestError(Exception):
@@ -187,6 +191,19 @@ class Graph:
     # reduced-precision variants that missed their parity bar at export, and why: the graph
     # ships without them (the server picks the best variant it has)
     rejected: dict[Precision, str] = dataclasses.field(default_factory=dict)
+
+
+class PixelLayout(str, enum.Enum):
+    """What an image graph takes, named by its input's dtype: uint8 [batch, S, S, 3] pixels as
+    decoders write them, resized and cropped (format 4), or float32 [batch, 3, S, S] pixels the
+    caller also rescaled and normalised (formats 1 to 3, and `--image-input float32`)."""
+
+    UINT8_NHWC = "uint8"
+    FLOAT32_NCHW = "float32"
+
+    @classmethod
+    def of(cls, graph: Graph) -> PixelLayout:
+        return cls(graph.input_dtype)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

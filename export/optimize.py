@@ -107,7 +107,7 @@ def _split_skip_layer_norms(graph: onnx.GraphProto) -> None:
     graph.node.extend(nodes)
 
 
-def patch_embedding_as_matmul(model: onnx.ModelProto) -> None:
+def patch_embedding_as_matmul(model: onnx.ModelProto, *, image_size: int) -> None:
     """Rewrite the patch-embedding Conv as patchify (Reshape, Transpose) + MatMul, in place.
 
     The Conv has stride = kernel = patch size, so it is a MatMul of flattened patches with the
@@ -124,8 +124,6 @@ def patch_embedding_as_matmul(model: onnx.ModelProto) -> None:
     initializers = {tensor.name: tensor for tensor in graph.initializer}
     kernel = numpy_helper.to_array(initializers[conv.input[1]])  # [hidden, channels, p, p]
     hidden, channels, patch, _ = kernel.shape
-    pixels = next(i for i in graph.input if i.name == conv.input[0])
-    image_size = pixels.type.tensor_type.shape.dim[2].dim_value
     grid = image_size // patch
     name = conv.name.rsplit("/", 1)[0]  # .../patch_embedding, which plans match on
     flat_kernel = numpy_helper.from_array(

@@ -35,6 +35,7 @@ from lookalike.export.manifest import (
     Graph,
     Manifest,
     ParityFigures,
+    PixelLayout,
     Precision,
     Variant,
     sha256_file,
@@ -47,7 +48,7 @@ from lookalike.export.optimize import (
     save_fp16,
     split_for_cpu,
 )
-from lookalike.export.runtime import import_onnxruntime
+from lookalike.export.runtime import RuntimeMissingError, import_onnxruntime
 from lookalike.export.source import DEFAULT_MODEL, Checkpoint, load_checkpoint
 from lookalike.export.towers import GraphJob, graph_jobs
 from lookalike.export.verify import check_parity
@@ -70,6 +71,7 @@ class ExportRequest:
     opset: int = DEFAULT_OPSET
     overwrite: bool = False
     text: bool = True  # the text tower beside the image tower
+    image_input: PixelLayout = PixelLayout.UINT8_NHWC  # what the image graph takes
 
 
 def variant_file(role: str, precision: Precision) -> str:
@@ -127,7 +129,7 @@ def _build(request: ExportRequest, staging: Path) -> Manifest:
         warnings.catch_warnings(),
     ):
         warnings.simplefilter("ignore")  # tracer chatter about Python control flow
-        jobs = graph_jobs(checkpoint, staging, opset=request.opset)
+        jobs = graph_jobs(checkpoint, staging, opset=request.opset, image_input=request.image_input)
     family, source, scores = checkpoint.family, checkpoint.source, checkpoint.scores
     preprocess = checkpoint.image.preprocess
     del checkpoint  # the PyTorch weights are done with: free them before the ONNX steps
@@ -328,7 +330,7 @@ def _disk_full_is_explained(output: Path) -> Iterator[None]:
     """Name a full disk as the cause: ONNX writers often fail with a corrupt file, not ENOSPC."""
     try:
         yield
-    except ExportError:
+    except (ExportError, RuntimeMissingError):
         raise
     except Exception as exc:
         free = shutil.disk_usage(output.parent).free

@@ -65,6 +65,13 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_float_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny CLIP with the image graph of packages before format 4: normalised float32
+    pixels, [batch, 3, S, S] (`--image-input float32`)."""
+    return export_random_init("tiny", tmp_path_factory, "--image-input", "float32")
+
+
+@pytest.fixture(scope="session")
 def siglip_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random SigLIP: attention-pooled, squash-resized, SentencePiece-tokenized."""
     return export_random_init("siglip-tiny", tmp_path_factory)

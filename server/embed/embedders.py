@@ -25,7 +25,7 @@ from lookalike.server.embed.settings import EmbedSettings
 from lookalike.server.embed.tokenizer import TextTokenizer
 from lookalike.server.metrics import Metrics
 
-__all__ = ["Embedder", "TextSide", "LocalEmbedders", "EngineFactory", "EmbedSettings"]
+__all__ = ["Embedder", "TextSide", "LocalEmbedders", "EngineFactory"]
 
 Input = TypeVar("Input", contravariant=True)
 EngineFactory = Callable[[Path, EngineSettings], Engine]
@@ -92,8 +92,8 @@ class LocalEmbedders:
             None, engine_factory, settings.model_dir, settings.engine
         )
         await loop.run_in_executor(None, self.engine.warm_up, settings.batcher.max_batch)
-        preprocess = Preprocessor(
-            manifest.preprocess, mode=settings.preprocess_mode, limits=settings.image_limits
+        preprocess = Preprocessor.for_package(
+            manifest, mode=settings.preprocess_mode, limits=settings.image_limits
         )
         self._image = Batcher(
             self.engine.embed,

@@ -32,6 +32,7 @@ from lookalike.export.manifest import (
     Graph,
     Manifest,
     ManifestError,
+    PixelLayout,
     Precision,
     TokenizerSpec,
     Variant,
@@ -134,32 +135,53 @@ class GraphInputs(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class ImageInputs:
-    """The image graph's input: preprocessed pixels, float32[B, 3, S, S]."""
+    """The image graph's input: uint8[B, S, S, 3] pixels, or float32[B, 3, S, S] normalised
+    pixels for a package exported before format 4 (`layout`)."""
 
     size: int
+    layout: PixelLayout
+
+    @classmethod
+    def of(cls, graph: Graph) -> ImageInputs:
+        return cls(int(graph.input_shape[2]), PixelLayout.of(graph))  # S in either layout
 
     @property
     def shape(self) -> tuple[int, ...]:
+        if self.layout is PixelLayout.UINT8_NHWC:
+            return (self.size, self.size, 3)
         return (3, self.size, self.size)
 
+    @property
+    def dtype(self) -> type[np.generic]:
+        return np.uint8 if self.layout is PixelLayout.UINT8_NHWC else np.float32
+
     def check(self, batch: np.ndarray) -> np.ndarray:
-        if batch.ndim != 4 or batch.shape[1:] != self.shape:
+        """Pixels of this layout; uint8 ones must be uint8 (a float is no pixel value)."""
+        uint8 = self.layout is PixelLayout.UINT8_NHWC
+        if batch.ndim != 4 or batch.shape[1:] != self.shape or (uint8 and batch.dtype != np.uint8):
             raise EngineError(
-                f"expected a batch of shape [B, 3, {self.size}, {self.size}], "
-                f"got {list(batch.shape)}"
+                f"expected a batch of {np.dtype(self.dtype).name}[B, "
+                f"{', '.join(map(str, self.shape))}], got {batch.dtype.name}{list(batch.shape)}"
             )
-        return np.ascontiguousarray(batch, dtype=np.float32)
+        return np.ascontiguousarray(batch, dtype=self.dtype)
 
     def fixed(self, batch_size: int) -> np.ndarray:
-        ramp = np.linspace(-1.5, 1.5, int(np.prod(self.shape)), dtype=np.float32)
-        return np.broadcast_to(ramp.reshape(1, *self.shape), (batch_size, *self.shape))
+        count = int(np.prod(self.shape))
+        if self.layout is PixelLayout.UINT8_NHWC:
+            ramp: np.ndarray = np.arange(count) % 256
+        else:
+            ramp = np.linspace(-1.5, 1.5, count)
+        one = ramp.astype(self.dtype).reshape(1, *self.shape)
+        return np.broadcast_to(one, (batch_size, *self.shape))
 
     def varied(self, count: int) -> np.ndarray:
         """Images with different value ranges, as different photos have."""
         rng = np.random.default_rng(0)
         scales = rng.uniform(0.2, 2.0, size=(count, 1, 1, 1))
         pixels = rng.normal(size=(count, *self.shape)) * scales
-        return np.ascontiguousarray(pixels, dtype=np.float32)
+        if self.layout is PixelLayout.UINT8_NHWC:
+            pixels = np.clip(128 + 64 * pixels, 0, 255).round()
+        return np.ascontiguousarray(pixels, dtype=self.dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,7 +233,7 @@ def _token_inputs(graph: Graph) -> GraphInputs:
 
 
 INPUTS_BY_ROLE: dict[str, Callable[[Graph], GraphInputs]] = {
-    "image": lambda graph: ImageInputs(int(graph.input_shape[-1])),
+    "image": ImageInputs.of,
     "text": _token_inputs,
 }
 

@@ -1,4 +1,6 @@
-"""Image bytes -> normalised float32[3, H, W], as the exported checkpoint expects.
+"""Image bytes -> the pixels the exported image graph takes (`PixelLayout`): uint8[H, W, 3],
+resized and cropped (the graph rescales and normalises them), or, for packages exported before
+format 4, float32[3, H, W] normalised here.
 
 Pure functions, parameterised by the manifest's `PreprocessSpec`; safe to call from threads
 (Pillow releases the GIL while decoding and resizing).
@@ -8,8 +10,8 @@ Two modes:
   of the shortest edge, center crop, rescale, normalise; `SiglipImageProcessor`: the same
   with both sides resized to the input size and no crop) to within 1e-4.
 - `fast` decodes JPEGs at a reduced DCT scale no smaller than needed ("draft" mode) and resizes
-  only the center-crop region, once, with a reducing gap; it stays uint8 until the final
-  normalisation.
+  only the center-crop region, once, with a reducing gap; it stays uint8 (until the final
+  normalisation, for a float32 graph).
 
 A region of an image (`Crop`) is cut from the fully decoded image, which every region of that
 image shares (`SourceImage` decodes once), and preprocessed like a whole image in `exact` mode.
@@ -32,7 +34,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from lookalike.export.manifest import PreprocessSpec
+from lookalike.export.manifest import Manifest, PixelLayout, PreprocessSpec
 from lookalike.server.errors import ImageTooLargeError, InvalidImageError
 from lookalike.server.regions import Region, check_fits, fitting
 
@@ -253,18 +255,41 @@ class _Normalizer:
 
 
 class Preprocessor:
-    """`bytes -> float32[3, H, W]` for one checkpoint's spec, in the chosen mode."""
+    """`bytes -> pixels` for one checkpoint's spec, as its image graph takes them (`layout`),
+    in the chosen mode."""
 
     def __init__(
         self,
         spec: PreprocessSpec,
         *,
+        layout: PixelLayout,
         mode: PreprocessMode = PreprocessMode.FAST,
         limits: ImageLimits = ImageLimits(),
     ) -> None:
-        self.spec, self.mode, self.limits = spec, mode, limits
-        self._normalize = _Normalizer.for_spec(spec)
+        self.spec, self.layout, self.mode, self.limits = spec, layout, mode, limits
+        self._finish: Callable[[np.ndarray], np.ndarray] = (
+            np.ascontiguousarray if layout is PixelLayout.UINT8_NHWC else _Normalizer.for_spec(spec)
+        )
         self._resample = RESAMPLE[spec.resample]
+
+    @classmethod
+    def for_package(
+        cls,
+        manifest: Manifest,
+        *,
+        mode: PreprocessMode = PreprocessMode.FAST,
+        limits: ImageLimits = ImageLimits(),
+    ) -> Preprocessor:
+        """For a model package: its spec, laid out as its image graph takes pixels."""
+        layout = PixelLayout.of(manifest.graphs["image"])
+        return cls(manifest.preprocess, layout=layout, mode=mode, limits=limits)
+
+    def blank(self) -> np.ndarray:
+        """Zero pixels of one image, as this preprocessor lays them out (a row with none)."""
+        size = self.spec.image_size
+        if self.layout is PixelLayout.UINT8_NHWC:
+            return np.zeros((size, size, 3), np.uint8)
+        return np.zeros((3, size, size), np.float32)
 
     def __call__(self, data: ImageInput) -> np.ndarray:
         if isinstance(data, Crop):
@@ -282,9 +307,9 @@ class Preprocessor:
         return self.exact(image.crop(crop.region.pixels(*image.size)))
 
     def exact(self, image: Image.Image) -> np.ndarray:
-        """The family's processor on an RGB image: resize, crop, rescale, normalise."""
+        """The family's processor on an RGB image: resize, crop (rescale, normalise)."""
         resized = image.resize(resized_shape(*image.size, self.spec), resample=self._resample)
-        return self._normalize(center_crop(np.asarray(resized), self.spec))
+        return self._finish(center_crop(np.asarray(resized), self.spec))
 
     def fast(self, data: bytes) -> np.ndarray:
         """Draft-decode, then one resize of just the crop region straight to the input size."""
@@ -301,4 +326,4 @@ class Preprocessor:
         resized = image.resize(
             (crop_w, crop_h), resample=self._resample, box=box, reducing_gap=REDUCING_GAP
         )
-        return self._normalize(np.asarray(resized))
+        return self._finish(np.asarray(resized))

@@ -20,6 +20,7 @@ from lookalike.export.cli import main
 from lookalike.export.manifest import Manifest, Precision
 from lookalike.export.tokenizer import clip_bpe_tokenizer
 from lookalike.export.verify import token_ids
+from tests.pixels import normalized, random_images
 
 VISION = dict(
     hidden_size=24,
@@ -67,9 +68,10 @@ def test_local_clip_directory_exports_with_its_own_preprocessing(
     assert prep.std == (0.25, 0.25, 0.25)
     assert set(manifest.graphs["image"].variants) == set(Precision)
 
-    batch = np.random.default_rng(5).normal(size=(3, 3, 32, 32)).astype(np.float32)
+    batch = random_images(3, 32, seed=5)
     with torch.no_grad():
-        expected = model.get_image_features(pixel_values=torch.from_numpy(batch)).numpy()
+        floats = torch.from_numpy(normalized(batch, prep))
+        expected = model.get_image_features(pixel_values=floats).numpy()
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     fp32 = manifest.graphs["image"].variants[Precision.FP32]
     sess = ort.InferenceSession(str(output / fp32.file), providers=["CPUExecutionProvider"])
@@ -115,9 +117,10 @@ def test_vision_only_checkpoint_without_processor_uses_default_preprocessing(
     assert manifest.preprocess.resize_shortest_edge == 32
     assert manifest.preprocess.crop_height == 32
 
-    batch = np.random.default_rng(2).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    batch = random_images(2, 32, seed=2)
     with torch.no_grad():
-        expected = model(pixel_values=torch.from_numpy(batch)).image_embeds.numpy()
+        floats = torch.from_numpy(normalized(batch, manifest.preprocess))
+        expected = model(pixel_values=floats).image_embeds.numpy()
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     int8 = manifest.graphs["image"].variants[Precision.INT8]
     sess = ort.InferenceSession(str(output / int8.file), providers=["CPUExecutionProvider"])

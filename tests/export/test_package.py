@@ -16,6 +16,7 @@ from lookalike.export.manifest import MANIFEST_FILE, Manifest, Precision, sha256
 from lookalike.export.optimize import patch_embedding_as_matmul
 from lookalike.export.source import load_checkpoint
 from lookalike.export.verify import PARITY_BARS
+from tests.pixels import normalized, random_images
 
 PRESET = RANDOM_INIT_PRESETS["tiny"]
 TINY = {**PRESET["vision"], "projection_dim": PRESET["projection_dim"]}
@@ -27,8 +28,7 @@ def session(package: Path, manifest: Manifest, precision: Precision) -> ort.Infe
 
 
 def pixels(batch: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(batch, 3, TINY["image_size"], TINY["image_size"])).astype(np.float32)
+    return random_images(batch, TINY["image_size"], seed)
 
 
 def test_package_holds_manifest_tokenizer_and_one_file_per_graph_and_precision(
@@ -106,9 +106,9 @@ def test_graph_has_dynamic_batch_and_unit_norm_output(
     sess = session(tiny_export, tiny_manifest, precision)
     (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
     assert inp.name == "pixel_values"
-    assert inp.type == "tensor(float)"
+    assert inp.type == "tensor(uint8)"  # pixels as decoders write them
     assert isinstance(inp.shape[0], str)  # symbolic: any batch size
-    assert inp.shape[1:] == [3, 224, 224]
+    assert inp.shape[1:] == [224, 224, 3]
     assert out.name == "image_embeds"
     assert out.type == "tensor(float)"
     for batch in (1, 3, 7):
@@ -131,11 +131,13 @@ def test_fp32_image_alone_equals_image_in_batch_of_seven(
 def test_fp32_matches_pytorch_projection_recomputed_here(
     tiny_export: Path, tiny_manifest: Manifest
 ) -> None:
-    """Independent of the exporter's own parity check: same seed, same weights."""
+    """Independent of the exporter's own parity check: same seed, same weights; the graph
+    rescales and normalises its uint8 pixels as the processor does for PyTorch."""
     model = load_checkpoint(random_init="tiny").image.tower.module.tower
     batch = pixels(4, seed=9)
     with torch.no_grad():
-        expected = model(pixel_values=torch.from_numpy(batch)).image_embeds.numpy()
+        floats = torch.from_numpy(normalized(batch, tiny_manifest.preprocess))
+        expected = model(pixel_values=floats).image_embeds.numpy()
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     got = session(tiny_export, tiny_manifest, Precision.FP32).run(None, {"pixel_values": batch})[0]
     np.testing.assert_allclose(got, expected, atol=1e-5)
@@ -188,7 +190,7 @@ def test_patch_embedding_as_matmul_computes_the_same_embeddings(
     variant = tiny_manifest.graphs["image"].variants[Precision.FP32]
     model = onnx.load(str(tiny_export / variant.file))
     assert "Conv" in {node.op_type for node in model.graph.node}
-    patch_embedding_as_matmul(model)
+    patch_embedding_as_matmul(model, image_size=TINY["image_size"])
     assert "Conv" not in {node.op_type for node in model.graph.node}
     rewritten = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     batch = pixels(3)
@@ -199,15 +201,35 @@ def test_patch_embedding_as_matmul_computes_the_same_embeddings(
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-def test_fp16_weights_are_half_precision_with_float32_io(
+def test_fp16_weights_are_half_precision_with_uint8_pixels_in_and_float32_out(
     tiny_export: Path, tiny_manifest: Manifest
 ) -> None:
     variant = tiny_manifest.graphs["image"].variants[Precision.FP16]
     graph = onnx.load(str(tiny_export / variant.file)).graph
     types = {init.data_type for init in graph.initializer if len(init.dims) == 2}
     assert types == {onnx.TensorProto.FLOAT16}
-    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+
+@pytest.mark.parametrize("precision", list(Precision))
+def test_float_pixels_as_before_format_4_give_the_same_embeddings(
+    tiny_export: Path, tiny_manifest: Manifest, tiny_float_export: Path, precision: Precision
+) -> None:
+    """`--image-input float32` writes the graph packages took before format 4 (normalised
+    float32 [B, 3, S, S]): fed the same images, it embeds as the uint8 graph does."""
+    float_manifest = Manifest.load(tiny_float_export)
+    graph = float_manifest.graphs["image"]
+    assert (graph.input_dtype, graph.input_shape) == ("float32", ("batch", 3, 224, 224))
+    assert tiny_manifest.graphs["image"].input_dtype == "uint8"
+    assert tiny_manifest.graphs["image"].input_shape == ("batch", 224, 224, 3)
+    images = pixels(6, seed=5)
+    ours = session(tiny_export, tiny_manifest, precision).run(None, {"pixel_values": images})[0]
+    floats = normalized(images, float_manifest.preprocess)
+    before = session(tiny_float_export, float_manifest, precision)
+    theirs = before.run(None, {"pixel_values": floats})[0]
+    bar = {Precision.FP32: 0.99999, Precision.FP16: 0.999, Precision.INT8: 0.99}[precision]
+    assert np.sum(ours * theirs, axis=1).min() >= bar
 
 
 def test_cli_prints_summary_and_random_weights_warning(tiny_export: Path) -> None:

@@ -16,6 +16,7 @@ from lookalike.export.manifest import FORMAT_VERSION, Manifest, Precision
 from lookalike.export.source import load_checkpoint
 from lookalike.export.verify import PARITY_BARS, PARITY_TEXTS
 from lookalike.server.embed.tokenizer import TextTokenizer
+from tests.pixels import normalized, random_images
 
 PRESET = PRESETS["siglip-tiny"]
 # Beyond the parity texts: case, punctuation SigLIP drops, whitespace it collapses, digits,
@@ -77,11 +78,12 @@ def test_fp32_graphs_equal_the_hugging_face_towers(siglip_export: Path, manifest
     plain rewrite the export traces), on inputs the exporter never saw."""
     checkpoint = load_checkpoint(random_init="siglip-tiny")
     assert checkpoint.text is not None
-    pixels = np.random.default_rng(3).normal(size=(5, 3, 224, 224)).astype(np.float32)
+    pixels = random_images(5, 224, seed=3)
     ids = checkpoint.text.token_ids(["a dog on a beach", "ROBOTS at night", "x"])
     vision, text = checkpoint.image.tower.module.tower, checkpoint.text.tower.module.tower
     with torch.no_grad():
-        image_expected = vision(pixel_values=torch.from_numpy(pixels)).pooler_output.numpy()
+        floats = torch.from_numpy(normalized(pixels, manifest.preprocess))
+        image_expected = vision(pixel_values=floats).pooler_output.numpy()
         text_expected = text(input_ids=torch.from_numpy(ids)).pooler_output.numpy()
     for role, inputs, expected in (
         ("image", {"pixel_values": pixels}, image_expected),

@@ -104,8 +104,8 @@ def test_no_text_exports_the_image_tower_alone(tmp_path: Path) -> None:
     assert sorted(p.name for p in output.iterdir()) == ["image_fp32.onnx", MANIFEST_FILE]
 
 
-def test_a_format_1_manifest_still_reads(tiny_export: Path) -> None:
-    raw = as_format_1(json.loads((tiny_export / MANIFEST_FILE).read_text()))
+def test_a_format_1_manifest_still_reads(tiny_float_export: Path) -> None:
+    raw = as_format_1(json.loads((tiny_float_export / MANIFEST_FILE).read_text()))
     manifest = Manifest.from_json(json.dumps(raw))
     assert set(manifest.graphs) == {"image"}
     assert manifest.graphs["image"].input_dtype == "float32"

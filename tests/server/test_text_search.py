@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from lookalike.export.manifest import MANIFEST_FILE, Precision
+from lookalike.export.manifest import MANIFEST_FILE, Manifest, Precision
 from lookalike.export.source import load_checkpoint
-from lookalike.server.embed.onnx_engine import EngineSettings
+from lookalike.server.embed.onnx_engine import EngineSettings, OnnxEngine
+from lookalike.server.embed.preprocess import Preprocessor
 from lookalike.server.request_types import RequestLimits
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
@@ -165,15 +166,22 @@ def format_1_package(package: Path, into: Path) -> Path:
 
 
 def test_an_image_only_package_of_the_previous_format_serves_images(
-    tiny_export: Path, tmp_path: Path
+    tiny_export: Path, tiny_float_export: Path, tmp_path: Path
 ) -> None:
-    package = format_1_package(tiny_export, tmp_path)
+    """Format 1: no text tower, and float32 pixels normalised by the server. An image gets the
+    vector the current package's uint8 graph gives it."""
+    package = format_1_package(tiny_float_export, tmp_path)
+    fp32 = EngineSettings(precision=Precision.FP32)
+    image = jpeg(96, 64)
+    current = OnnxEngine(tiny_export, fp32)
+    expected = current.embed(Preprocessor.for_package(Manifest.load(tiny_export))(image)[None])
     with (
-        running_server(config_for(package, tmp_path / "data")) as server,
+        running_server(config_for(package, tmp_path / "data", engine=fp32)) as server,
         grpc.insecure_channel(server.address) as channel,
     ):
         stub = pb_grpc.ImageSearchStub(channel)
-        assert len(stub.Embed(pb.EmbedRequest(images=[jpeg(64, 64)]), timeout=30).embeddings) == 1
+        (served,) = stub.Embed(pb.EmbedRequest(images=[image]), timeout=30).embeddings
+        assert float(np.dot(served.values, expected[0])) >= 0.99999
         with pytest.raises(grpc.RpcError) as info:
             stub.Search(pb.SearchRequest(text="a cat", k=3), timeout=30)
         assert info.value.code() == Code.FAILED_PRECONDITION

@@ -19,6 +19,7 @@ from lookalike.server.embed.batcher import BatcherSettings
 from lookalike.server.embed.onnx_engine import EngineSettings, OnnxEngine
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
+from tests.pixels import random_images
 from tests.server.images import jpeg
 from tests.server.serving import config_for, running_server
 
@@ -29,19 +30,12 @@ BATCH_SIZES = sorted({n for p in POWERS for n in (p - 1, p, p + 1) if 1 <= n <= 
 TOLERANCE = 1e-6  # max abs difference per component
 
 
-def photo_like(count: int, size: int) -> np.ndarray:
-    """Inputs with different contrast per image, as photos have (int8 scales then differ)."""
-    rng = np.random.default_rng(7)
-    scales = rng.uniform(0.1, 3.0, size=(count, 1, 1, 1))
-    return (rng.normal(size=(count, 3, size, size)) * scales).astype(np.float32)
-
-
 @pytest.mark.parametrize("precision", list(Precision))
 def test_benchmark_size_model_embeds_alike_in_every_batch_size(
     benchmark_export: Path, precision: Precision
 ) -> None:
     engine = OnnxEngine(benchmark_export, EngineSettings(precision=precision))
-    pixels = photo_like(MAX_BATCH, engine.inputs.shape[-1])
+    pixels = random_images(MAX_BATCH, engine.inputs.size, seed=7)  # contrasts differ
     alone = np.concatenate([engine.embed(image[None]) for image in pixels])
     worst = {
         size: float(np.abs(engine.embed(pixels[:size]) - alone[:size]).max())

@@ -53,7 +53,7 @@ def engine(tiny_export: Path) -> OnnxEngine:
 
 @pytest.fixture(scope="module")
 def preprocess(tiny_export: Path) -> Preprocessor:
-    return Preprocessor(Manifest.load(tiny_export).preprocess)
+    return Preprocessor.for_package(Manifest.load(tiny_export))
 
 
 IMAGES = [jpeg(160 + 8 * i, 120, seed=i) for i in range(8)]

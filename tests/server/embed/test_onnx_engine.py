@@ -18,6 +18,7 @@ from lookalike.server.embed.onnx_engine import (
     require_provider,
 )
 from lookalike.server.errors import EngineError, ModelLoadError
+from tests.pixels import random_images
 
 
 @pytest.fixture
@@ -27,15 +28,12 @@ def package_copy(tiny_export: Path, tmp_path: Path) -> Path:
 
 
 def batch(engine: OnnxEngine, size: int, seed: int = 0) -> np.ndarray:
-    shape = (size, *engine.inputs.shape)
-    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+    return random_images(size, engine.inputs.size, seed)
 
 
 def varied_images(engine: OnnxEngine, size: int, seed: int = 0) -> np.ndarray:
-    """Images with different value ranges, as photos have: int8 scales then differ."""
-    rng = np.random.default_rng(seed)
-    scales = rng.uniform(0.1, 3.0, size=(size, 1, 1, 1))
-    return (batch(engine, size, seed) * scales).astype(np.float32)
+    """Images of different contrast, as photos have: int8 scales then differ."""
+    return random_images(size, engine.inputs.size, seed)
 
 
 def test_cpu_default_is_int8_and_reports_the_providers_it_got(tiny_export: Path) -> None:
@@ -109,8 +107,8 @@ def test_io_binding_path_gives_the_same_embeddings(tiny_export: Path) -> None:
     """The path CUDA uses by default, exercised on the CPU provider."""
     plain = OnnxEngine(tiny_export, EngineSettings(precision=Precision.FP32, io_binding=False))
     bound = OnnxEngine(tiny_export, EngineSettings(precision=Precision.FP32, io_binding=True))
-    batch = np.random.default_rng(3).normal(size=(3, *bound.inputs.shape))
-    np.testing.assert_allclose(bound.embed(batch), plain.embed(batch), atol=1e-6)
+    images = random_images(3, bound.inputs.size, seed=3)
+    np.testing.assert_allclose(bound.embed(images), plain.embed(images), atol=1e-6)
 
 
 @pytest.mark.parametrize("size", [1, 3, 7])
@@ -138,10 +136,12 @@ def test_warm_up_and_self_test_pass_on_a_good_model(tiny_export: Path) -> None:
     engine.self_test()
 
 
-def test_wrong_input_shape_is_an_engine_error(tiny_export: Path) -> None:
+def test_wrong_input_shape_or_type_is_an_engine_error(tiny_export: Path) -> None:
     engine = OnnxEngine(tiny_export)
-    with pytest.raises(EngineError, match="expected a batch of shape"):
-        engine.embed(np.zeros((2, 3, 64, 64), dtype=np.float32))
+    with pytest.raises(EngineError, match=r"expected a batch of uint8\[B, 224, 224, 3\]"):
+        engine.embed(np.zeros((2, 64, 64, 3), dtype=np.uint8))
+    with pytest.raises(EngineError, match=r"got float32\[2, 224, 224, 3\]"):
+        engine.embed(np.zeros((2, 224, 224, 3), dtype=np.float32))  # floats are not pixels
 
 
 def test_random_weights_are_announced_loudly(

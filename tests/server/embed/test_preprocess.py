@@ -12,9 +12,10 @@ from skimage import data as photographs
 from transformers import BaseImageProcessor, CLIPImageProcessor, SiglipImageProcessor
 
 from lookalike.export.families import clip, siglip
-from lookalike.export.manifest import PreprocessSpec
+from lookalike.export.manifest import PixelLayout, PreprocessSpec
 from lookalike.server.embed.preprocess import ImageLimits, PreprocessMode, Preprocessor, decode
 from lookalike.server.errors import ImageTooLargeError, InvalidImageError
+from tests.pixels import normalized
 from tests.server.images import encode, jpeg, natural
 
 DEFAULT = CLIPImageProcessor()
@@ -27,6 +28,7 @@ UNUSUAL = CLIPImageProcessor(
 )
 SIGLIP = SiglipImageProcessor()  # squash to 224 x 224, bicubic, mean and std 0.5
 PROCESSORS = {"default": DEFAULT, "unusual": UNUSUAL, "siglip": SIGLIP}
+FLOAT = PixelLayout.FLOAT32_NCHW  # normalised here, as for packages before format 4
 PHOTOGRAPHS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "camera")
 
 
@@ -76,10 +78,42 @@ CASES = {
 def test_exact_mode_matches_the_family_processor(name: str, family: str) -> None:
     data, processor = CASES[name], PROCESSORS[family]
     expected = reference(processor, Image.open(io.BytesIO(data)))
-    got = Preprocessor(preprocess_spec(processor, 224), mode=PreprocessMode.EXACT)(data)
+    spec = preprocess_spec(processor, 224)
+    got = Preprocessor(spec, layout=FLOAT, mode=PreprocessMode.EXACT)(data)
     assert got.dtype == np.float32
     assert got.shape == expected.shape == (3, 224, 224)
     assert np.abs(got - expected).max() <= 1e-4
+
+
+@pytest.mark.parametrize("family", list(PROCESSORS))
+@pytest.mark.parametrize("name", list(CASES))
+def test_uint8_pixels_are_the_family_processors_before_it_rescales(name: str, family: str) -> None:
+    """What a graph of format 4 takes: the processor's resized, cropped pixels, to the level."""
+    data, processor = CASES[name], PROCESSORS[family]
+    image = Image.open(io.BytesIO(data))
+    if isinstance(processor, SiglipImageProcessor):
+        image = image.convert("RGB")
+    expected = processor(
+        images=image,
+        do_rescale=False,
+        do_normalize=False,
+        return_tensors="np",
+        input_data_format="channels_last",
+    )["pixel_values"][0].transpose(1, 2, 0)
+    spec = preprocess_spec(processor, 224)
+    got = Preprocessor(spec, layout=PixelLayout.UINT8_NHWC, mode=PreprocessMode.EXACT)(data)
+    assert got.dtype == np.uint8
+    assert got.shape == expected.shape == (224, 224, 3)
+    assert np.abs(got.astype(np.float32) - expected).max() <= 0.5
+
+
+@pytest.mark.parametrize("mode", list(PreprocessMode))
+def test_both_layouts_carry_the_same_pixels(mode: PreprocessMode) -> None:
+    spec = preprocess_spec(UNUSUAL, 224)
+    for data in (CASES["landscape-jpeg"], CASES["portrait-jpeg"], CASES["rgba"]):
+        pixels = Preprocessor(spec, layout=PixelLayout.UINT8_NHWC, mode=mode)(data)
+        floats = Preprocessor(spec, layout=FLOAT, mode=mode)(data)
+        np.testing.assert_allclose(normalized(pixels[None], spec)[0], floats, atol=1e-5)
 
 
 def test_sixteen_bit_png_is_read_by_its_high_byte_not_clipped() -> None:
@@ -89,7 +123,7 @@ def test_sixteen_bit_png_is_read_by_its_high_byte_not_clipped() -> None:
     np.testing.assert_array_equal(decoded[..., 0], (ramp >> 8).astype(np.uint8))
     # from the decoded image on, exact mode is the reference
     expected = reference(DEFAULT, Image.fromarray(decoded))
-    got = Preprocessor(preprocess_spec(DEFAULT, 224), mode=PreprocessMode.EXACT)(data)
+    got = Preprocessor(preprocess_spec(DEFAULT, 224), layout=FLOAT, mode=PreprocessMode.EXACT)(data)
     assert np.abs(got - expected).max() <= 1e-4
 
 
@@ -101,9 +135,9 @@ def test_exif_orientation_is_applied_in_both_modes() -> None:
     upright = Image.open(io.BytesIO(data)).transpose(Image.Transpose.ROTATE_270)
     assert decode(data, ImageLimits()).size == (200, 400)
     spec = preprocess_spec(DEFAULT, 224)
-    exact = Preprocessor(spec, mode=PreprocessMode.EXACT)(data)
+    exact = Preprocessor(spec, layout=FLOAT, mode=PreprocessMode.EXACT)(data)
     assert np.abs(exact - reference(DEFAULT, upright)).max() <= 1e-4
-    fast = Preprocessor(spec, mode=PreprocessMode.FAST)(data)
+    fast = Preprocessor(spec, layout=FLOAT, mode=PreprocessMode.FAST)(data)
     assert np.abs(fast - exact).mean() < 0.05
 
 
@@ -125,8 +159,8 @@ def test_a_corrupt_exif_block_does_not_hide_a_good_jpeg() -> None:
 @pytest.mark.parametrize("name", list(CASES))
 def test_fast_mode_stays_close_to_exact(name: str) -> None:
     spec = preprocess_spec(DEFAULT, 224)
-    exact = Preprocessor(spec, mode=PreprocessMode.EXACT)(CASES[name])
-    fast = Preprocessor(spec, mode=PreprocessMode.FAST)(CASES[name])
+    exact = Preprocessor(spec, layout=FLOAT, mode=PreprocessMode.EXACT)(CASES[name])
+    fast = Preprocessor(spec, layout=FLOAT, mode=PreprocessMode.FAST)(CASES[name])
     assert fast.shape == exact.shape
     assert fast.dtype == np.float32
     assert np.abs(fast - exact).mean() < 0.05  # normalised units; a pixel level is ~0.015
@@ -138,7 +172,7 @@ def test_fast_mode_stays_close_to_exact(name: str) -> None:
 def test_fast_mode_follows_the_family_rule_on_photographs(family: str) -> None:
     """The served default against the family's own processor, on real photographs as JPEGs."""
     processor = PROCESSORS[family]
-    fast = Preprocessor(preprocess_spec(processor, 224), mode=PreprocessMode.FAST)
+    fast = Preprocessor(preprocess_spec(processor, 224), layout=FLOAT, mode=PreprocessMode.FAST)
     for name in PHOTOGRAPHS:
         photo = Image.fromarray(getattr(photographs, name)()).convert("RGB")
         data = encode(photo, "JPEG", quality=95)
@@ -210,7 +244,7 @@ HOSTILE = {
 def test_hostile_input_raises_a_typed_error(name: str, mode: PreprocessMode) -> None:
     data, error, words = HOSTILE[name]
     with pytest.raises(error, match=words):
-        Preprocessor(preprocess_spec(DEFAULT, 224), mode=mode)(data)
+        Preprocessor(preprocess_spec(DEFAULT, 224), layout=FLOAT, mode=mode)(data)
 
 
 def test_pixel_limit_is_our_own_guard_not_only_pillows() -> None:
