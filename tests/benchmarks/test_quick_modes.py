@@ -284,3 +284,38 @@ def test_duplicates_benchmark_measures_grouping_and_scan_time(
     assert scan["items"] == 2000
     assert scan["scan_s"] > 0
     assert scan["all_pairs_numpy_s"] > 0
+
+
+@pytest.mark.parametrize("name", ["gpu_engine", "gpu_serve"])
+def test_gpu_benchmarks_dry_run_on_the_cpu(name: str, tiny_export: Path, tmp_path: Path) -> None:
+    """The GPU benchmarks' every step, on the CPU with the tiny model: what the lent GPU
+    machine runs cannot have rotted when it comes."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / f"{name}.py"),
+            "--dry-run",
+            "--model-dir",
+            str(tiny_export),
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    benchmark = name.replace("_", "-")
+    (document,) = [json.loads(p.read_text()) for p in tmp_path.glob(f"{benchmark}-*.json")]
+    assert document["benchmark"] == benchmark
+    assert document["settings"]["dry_run"] is True
+    results = document["results"]
+    if name == "gpu_engine":  # the uint8 graph against PyTorch on the sample photographs
+        parity = results["parity"]
+        assert set(parity) == {"fp16", "fp32"}
+        assert all(p["min_cosine_to_pytorch_fp32"] >= 0.999 for p in parity.values()), parity
+    else:  # the server under load answered every request
+        assert results["runs"]
+        assert all(run["errors"] == 0 and run["images_per_s"] > 0 for run in results["runs"])
