@@ -205,6 +205,10 @@ class PixelLayout(str, enum.Enum):
     def of(cls, graph: Graph) -> PixelLayout:
         return cls(graph.input_dtype)
 
+    def image_shape(self, size: int) -> tuple[int, int, int]:
+        """One image's pixels, without the batch axis (the dtype is the value)."""
+        return (size, size, 3) if self is PixelLayout.UINT8_NHWC else (3, size, size)
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Manifest:

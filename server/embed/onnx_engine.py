@@ -147,20 +147,18 @@ class ImageInputs:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        if self.layout is PixelLayout.UINT8_NHWC:
-            return (self.size, self.size, 3)
-        return (3, self.size, self.size)
+        return self.layout.image_shape(self.size)
 
     @property
-    def dtype(self) -> type[np.generic]:
-        return np.uint8 if self.layout is PixelLayout.UINT8_NHWC else np.float32
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.layout.value)
 
     def check(self, batch: np.ndarray) -> np.ndarray:
         """Pixels of this layout; uint8 ones must be uint8 (a float is no pixel value)."""
         uint8 = self.layout is PixelLayout.UINT8_NHWC
         if batch.ndim != 4 or batch.shape[1:] != self.shape or (uint8 and batch.dtype != np.uint8):
             raise EngineError(
-                f"expected a batch of {np.dtype(self.dtype).name}[B, "
+                f"expected a batch of {self.dtype.name}[B, "
                 f"{', '.join(map(str, self.shape))}], got {batch.dtype.name}{list(batch.shape)}"
             )
         return np.ascontiguousarray(batch, dtype=self.dtype)

@@ -286,10 +286,7 @@ class Preprocessor:
 
     def blank(self) -> np.ndarray:
         """Zero pixels of one image, as this preprocessor lays them out (a row with none)."""
-        size = self.spec.image_size
-        if self.layout is PixelLayout.UINT8_NHWC:
-            return np.zeros((size, size, 3), np.uint8)
-        return np.zeros((3, size, size), np.float32)
+        return np.zeros(self.layout.image_shape(self.spec.image_size), self.layout.value)
 
     def __call__(self, data: ImageInput) -> np.ndarray:
         if isinstance(data, Crop):
