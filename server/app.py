@@ -41,7 +41,7 @@ from lookalike.server.index.repository import Repository
 from lookalike.server.index.settings import NATIVE_BF16_KERNELS
 from lookalike.server.index.sharded_repository import ShardedRepository
 from lookalike.server.index.vector_index import kernel
-from lookalike.server.metrics import Metrics
+from lookalike.server.metrics import Metrics, MetricsListener
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 
@@ -100,6 +100,7 @@ class LookalikeServer:
         self.cores = CoreSlot()  # where gRPC and HTTP find the core once it is loaded
         self.service = ImageSearchService(self.cores, self.metrics)
         self.port: int | None = None
+        self._metrics_listener: MetricsListener | None = None
         self._started = time.monotonic()
         self._embedders: LocalEmbedders | RemoteEmbedders | None = None
         self._exits = contextlib.ExitStack()  # the Ray session, when serving on Ray
@@ -185,22 +186,39 @@ class LookalikeServer:
                 "(another lookalike-server?); stop it or pass another --port (0 picks a free one)"
             ) from exc
         await self._server.start()
-        if self.http is not None:
-            try:
+        try:
+            if self.http is not None:
                 await self.http.start()
-            except Exception:
-                await self._server.stop(None)
-                if self._data_lock:
-                    self._data_lock.release()
-                raise
+            if self.config.metrics_port is not None:
+                self._metrics_listener = self.metrics.serve(
+                    self.config.metrics_port, self.config.host
+                )
+        except Exception:
+            if self.http is not None:
+                await self.http.stop(0)
+            await self._server.stop(None)
+            if self._data_lock:
+                self._data_lock.release()
+            raise
         log.info(
-            "listening on %s:%d (%s)%s",
+            "listening on %s:%d (%s)%s%s",
             self.config.host,
             self.port,
             "TLS" if self.config.tls_cert else "plaintext",
             self._http_address(),
+            self._metrics_address(),
         )
         return self.port
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port Prometheus scrapes, once started with --metrics-port."""
+        return self._metrics_listener.port if self._metrics_listener else None
+
+    def _metrics_address(self) -> str:
+        if self._metrics_listener is None:
+            return ""
+        return f", metrics on http://{self.config.host}:{self.metrics_port}/metrics"
 
     def _http_address(self) -> str:
         if self.http is None:
@@ -235,8 +253,6 @@ class LookalikeServer:
         self.cores.attach(core)
         index = (await repository.stats()).index
         index_kernel = _index_kernel(index.dtype, model.dims)
-        if config.metrics_port:
-            self.metrics.serve(config.metrics_port, config.host)
         self._snapshots = asyncio.create_task(self._snapshot_periodically())
         self._loaded = True
         await self._publish_health()
@@ -309,6 +325,8 @@ class LookalikeServer:
         if self.http is not None:
             stopping.append(self.http.stop(self.config.grace_s))
         await asyncio.gather(*stopping)
+        if self._metrics_listener is not None:
+            await asyncio.to_thread(self._metrics_listener.close)
         self.cores.detach()
         for task in [self._snapshots, *self._tasks]:
             if task is not None:

@@ -201,7 +201,11 @@ def _transport_flags(flag: _Flags) -> None:
     flag("--tls-cert", type=Path, help="PEM certificate chain; with --tls-key enables TLS")
     flag("--tls-key", type=Path, help="PEM private key")
     flag("--token", help="require 'authorization: Bearer TOKEN' on every call")
-    flag("--metrics-port", type=int, help="serve Prometheus metrics on this port (off if unset)")
+    flag(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics on this port (off if unset; 0 picks a free one)",
+    )
     flag("--grace-s", type=float, default=DEFAULTS.grace_s, help="drain time on shutdown")
     flag("--log-level", default=DEFAULTS.log_level, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
@@ -315,7 +319,7 @@ def parse_config(
             tls_cert=Path(args.tls_cert) if args.tls_cert else None,
             tls_key=Path(args.tls_key) if args.tls_key else None,
             token=args.token or None,
-            metrics_port=int(args.metrics_port) if args.metrics_port else None,
+            metrics_port=None if args.metrics_port is None else int(args.metrics_port),
             grace_s=float(args.grace_s),
             log_level=args.log_level,
         )

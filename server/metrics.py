@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import threading
 import time
 from collections.abc import Iterator
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-__all__ = ["Metrics"]
+from lookalike.server.errors import AddressInUseError
+
+__all__ = ["Metrics", "MetricsListener"]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -134,5 +139,32 @@ class Metrics:
         finally:
             self.stage_seconds.labels(name).observe(time.perf_counter() - started)
 
-    def serve(self, port: int, host: str) -> None:
-        start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, port: int, host: str) -> MetricsListener:
+        """Answer Prometheus scrapes on host:port (0 picks a free port) until closed."""
+        try:
+            server, thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise AddressInUseError(
+                f"cannot serve metrics on {host}:{port}: the port is in use by another "
+                "process; pass another --metrics-port (0 picks a free one)"
+            ) from exc
+        return MetricsListener(server, thread)
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricsListener:
+    """prometheus_client's scrape server, running in its own thread."""
+
+    server: WSGIServer
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()

@@ -13,8 +13,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from benchmarks.common import free_port
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
+from tests.reliability.process import listening_port
 
 SERVICE = "lookalike.v1.ImageSearch"
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -38,13 +38,13 @@ def cluster_serve(
 ) -> Iterator[pb_grpc.ImageSearchStub]:
     """`lookalike cluster serve INDEX` on the Ray cluster at `address`, once its health says
     SERVING; stopped with SIGTERM, which must end it cleanly."""
-    port = free_port()
     command = [sys.executable, "-m", "lookalike.cli", "cluster", "serve", str(index)]
     command += ["--model-dir", str(model), "--ray-address", address]
-    command += ["--port", str(port), "--embed-cpus", "0.5", "--watch-interval-s", "0.2", *flags]
+    command += ["--port", "0", "--embed-cpus", "0.5", "--watch-interval-s", "0.2", *flags]
     with log.open("w") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
     try:
+        port = listening_port(process, log, timeout=180)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
             request = health_pb2.HealthCheckRequest(service=SERVICE)

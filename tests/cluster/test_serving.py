@@ -24,7 +24,6 @@ from ray import serve
 from ray.cluster_utils import Cluster
 
 from benchmarks import datasets
-from benchmarks.common import free_port
 from lookalike.batch.build_index import BuildSettings, build_index
 from lookalike.cli import main as lookalike
 from lookalike.cli.common import EXIT_BAD_INPUT
@@ -298,14 +297,13 @@ def test_a_lone_replica_restarting_gives_unavailable_never_a_wrong_answer(
     requests = vector_searches(seed=8, count=10)
     expected = expected_answers(tiny_export, index, requests)
     apps = shard_app_names(index, read_manifest(index))
-    port = free_port()
     config = config_for(
         tiny_export,
         None,
         index_dir=index,
         index=SEARCH,
         shards_on_ray=on_ray(),
-        metrics_port=port,
+        metrics_port=0,
     )
     with running_server(config) as server, grpc.insecure_channel(server.address) as channel:
         health = HealthLog(channel)
@@ -318,7 +316,7 @@ def test_a_lone_replica_restarting_gives_unavailable_never_a_wrong_answer(
             back = health.received[-1]  # calls sent from here on must all be answered right
             wait_for(lambda: len([t for t, *_ in load.timed if t > back]) >= 30)
         health.close()
-        samples = metric_samples(port)
+        samples = metric_samples(server.metrics_port)
     outcomes = [outcome for _, outcome in load.outcomes]
     assert grpc.StatusCode.UNAVAILABLE in outcomes
     for number, outcome in load.outcomes:

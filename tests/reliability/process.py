@@ -36,6 +36,18 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
 
 
+def listening_port(process: subprocess.Popen, log: Path, timeout: float = STARTUP_TIMEOUT) -> int:
+    """The gRPC port a server started with `--port 0` names in its `listening on` line."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(r"listening on 127\.0\.0\.1:(\d+)", log.read_text())
+        if found:
+            return int(found.group(1))
+        assert process.poll() is None, log.read_text()
+        time.sleep(0.05)
+    raise TimeoutError(log.read_text())
+
+
 class ServerProcess:
     """`python -m lookalike.server` as an operator runs it, on a free loopback port."""
 
@@ -54,18 +66,8 @@ class ServerProcess:
         )
         with log.open("w") as stream:
             self.process = subprocess.Popen(command, stderr=stream, stdout=stream, env=clean_env())
-        self.port = self._wait_for_port()
+        self.port = listening_port(self.process, log)
         self._wait_until_serving()
-
-    def _wait_for_port(self) -> int:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            found = re.search(r"listening on 127\.0\.0\.1:(\d+)", self.log.read_text())
-            if found:
-                return int(found.group(1))
-            assert self.process.poll() is None, self.log.read_text()
-            time.sleep(0.05)
-        raise TimeoutError(self.log.read_text())
 
     def _wait_until_serving(self) -> None:
         with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:

@@ -31,6 +31,11 @@ class RunningServer:
         return self.server.port
 
     @property
+    def metrics_port(self) -> int:
+        assert self.server.metrics_port is not None
+        return self.server.metrics_port
+
+    @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
