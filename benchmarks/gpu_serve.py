@@ -3,19 +3,22 @@
     python benchmarks/gpu_serve.py --model-dir models/gpu-vit-b-32 [--out results]
     python benchmarks/gpu_serve.py --dry-run   # no GPU: the same steps on the CPU, short
 
-First, decoding and resizing alone (the server's `fast` preprocessing, one thread per worker)
-at 1 to all cores: images/s and images/s per worker, for 640x480 and 1920x1080 JPEGs. Then a
-real `lookalike-server --provider cuda` (its defaults otherwise) driven from client processes
-with those JPEGs at 16, 64 and 256 requests in flight: images/s, p50/p99, the mean batch, the
-cores the server process used and the GPU's busy fraction (NVML), beside the bare engine on
-preprocessed pixels measured in this process while the server idled. Last, the same load at
-256 in flight with other `--max-batch` settings, to choose the GPU default.
+First, decoding and resizing alone (the server's `fast` preprocessing, in threads and in
+processes as the server runs them) at 1 to all cores: images/s and images/s per worker, for
+640x480 and 1920x1080 JPEGs. Then a real `lookalike-server --provider cuda` (its defaults
+otherwise) driven from client processes with those JPEGs at 16, 64 and 256 requests in
+flight: images/s, p50/p99, the mean batch, the cores the server process (and its decoding
+processes) used and the GPU's busy fraction (NVML), beside the bare engine on preprocessed
+pixels measured in this process; once with the server decoding in its threads (the default),
+once in `--preprocess-processes` worker processes. Last, the same load at 256 in flight with
+other `--max-batch` settings, to choose the GPU default.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import logging
 import os
 import sys
@@ -42,48 +45,37 @@ MAX_BATCH_SWEEP = (64, 256)
 def decode_rates(
     manifest: Manifest, payload: bytes, workers: int, seconds: float, *, processes: bool
 ) -> float:
-    """Images/s of the server's preprocessing with `workers` threads (as the server runs it,
-    one interpreter) or processes (each its own interpreter; tensors come back pickled)."""
+    """Images/s of the server's preprocessing with `workers` threads (one interpreter) or
+    `workers` processes (`--preprocess-processes`: pixels back through shared memory), each
+    as the server runs it."""
+    from lookalike.server.embed.preprocess import Preprocessor
+    from lookalike.server.embed.preprocess_pool import ProcessPreprocessor
+
+    local = Preprocessor.for_package(manifest)
+    in_flight = workers * 2 if processes else workers  # a thread waits on each process's image
+    work = ProcessPreprocessor(local, workers) if processes else local
     per_round = workers * 8
-    if processes:
-        pool: concurrent.futures.Executor = concurrent.futures.ProcessPoolExecutor(
-            workers, initializer=_start_preprocess_worker, initargs=(manifest,)
-        )
-        work = _preprocess_in_worker
-    else:
-        pool = concurrent.futures.ThreadPoolExecutor(workers)
-        work = _preprocessor(manifest)
-    with pool:
-        timing = measure(
-            lambda: list(pool.map(work, [payload] * per_round, chunksize=4 if processes else 1)),
-            min_seconds=seconds,
-        )
+    try:
+        with concurrent.futures.ThreadPoolExecutor(in_flight) as pool:
+            timing = measure(
+                lambda: list(pool.map(work, [payload] * per_round)), min_seconds=seconds
+            )
+    finally:
+        if isinstance(work, ProcessPreprocessor):
+            work.close()
     return per_round / timing.median
 
 
-def _preprocessor(manifest: Manifest):
-    from lookalike.server.embed.preprocess import Preprocessor
-
-    return Preprocessor.for_package(manifest)
-
-
-_worker_preprocess = None
-
-
-def _start_preprocess_worker(manifest: Manifest) -> None:
-    global _worker_preprocess
-    _worker_preprocess = _preprocessor(manifest)
-
-
-def _preprocess_in_worker(payload: bytes) -> np.ndarray:
-    assert _worker_preprocess is not None
-    return _worker_preprocess(payload)
-
-
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used so far."""
+    """User + system CPU seconds a process and its live child processes (preprocessing
+    workers) have used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    used = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                used += cpu_seconds(int(child))
+    return used
 
 
 class GpuBusy:
@@ -201,21 +193,32 @@ def main() -> None:
                     rate,
                 )
 
+    # the server decoding in its threads (the default), then in processes on the cores the
+    # clients leave it
+    processes = max(1, cores - CLIENT_PROCESSES - 2)
+    decoders = {"threads": (), f"{processes} processes": ("--preprocess-processes", str(processes))}
     runs, sweep, server_info, stopped = [], [], {}, None
     try:
-        with lookalike_server(args.model_dir, "--provider", provider) as server:
-            from lookalike.client import Client
+        bare = bare_engine_rate(args.model_dir, provider, 256, 0.3 if args.dry_run else 2.0)
+        for decoder, flags in decoders.items():
+            with lookalike_server(args.model_dir, "--provider", provider, *flags) as server:
+                from lookalike.client import Client
 
-            with Client(server.address) as client:
-                stats = client.stats()
-            server_info = {"providers": list(stats.providers), "precision": stats.precision}
-            bare = bare_engine_rate(args.model_dir, provider, 256, 0.3 if args.dry_run else 2.0)
-            for name, payload in payloads.items():
-                for level in concurrency:
-                    run = loaded_run(server.address, server.pid, payload, level, seconds)
-                    run.update(payload=name, bare_engine_images_per_s=bare)
-                    runs.append(run)
-                    log.warning("%s at %d in flight: %.0f/s", name, level, run["images_per_s"])
+                with Client(server.address) as client:
+                    stats = client.stats()
+                server_info = {"providers": list(stats.providers), "precision": stats.precision}
+                for name, payload in payloads.items():
+                    for level in concurrency:
+                        run = loaded_run(server.address, server.pid, payload, level, seconds)
+                        run.update(payload=name, decoder=decoder, bare_engine_images_per_s=bare)
+                        runs.append(run)
+                        log.warning(
+                            "%s, %s at %d in flight: %.0f/s",
+                            decoder,
+                            name,
+                            level,
+                            run["images_per_s"],
+                        )
         for max_batch in MAX_BATCH_SWEEP:
             extra = ("--provider", provider, "--max-batch", str(max_batch))
             with lookalike_server(args.model_dir, *extra) as server:
@@ -237,7 +240,7 @@ def main() -> None:
         ],
     )
     print_runs(
-        (("payload", "payload"), ("in flight", "concurrency")),
+        (("decoding", "decoder"), ("payload", "payload"), ("in flight", "concurrency")),
         runs,
         (("bare engine", "bare_engine_images_per_s"),),
     )

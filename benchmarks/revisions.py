@@ -8,8 +8,9 @@ revision and one from this checkout, in turns: baseline, current, current, basel
 (whichever runs second in a pair read about 3% faster in an A/A run, so the order alternates
 too). Alternating spreads the machine's drift over both sides; the spread of each side's
 rounds is its noise.
-Both servers run with the defaults (int8 on CPU, fast preprocessing) on the same model, or
-the baseline on `--baseline-model-dir`: a package its revision can read (an older manifest
+Both servers run with the defaults (int8 on CPU, fast preprocessing) or the flags given
+(`--baseline-flags`, `--current-flags`) on the same model, or the baseline on
+`--baseline-model-dir`: a package its revision can read (an older manifest
 format), or another package of the same model on the same revision (`HEAD`), to compare two
 ways of exporting it.
 """
@@ -17,6 +18,7 @@ ways of exporting it.
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
 import subprocess
 import sys
@@ -50,6 +52,14 @@ def main() -> None:
         type=Path,
         help="the package the baseline's server runs (default: --model-dir)",
     )
+    for side in ("baseline", "current"):
+        parser.add_argument(
+            f"--{side}-flags",
+            default="",
+            help=f"lookalike-server flags for the {side}'s server, e.g. "
+            "--current-flags='--preprocess-processes 2' (with HEAD as the baseline: two "
+            "settings of one revision)",
+        )
     parser.add_argument("--rounds", type=int, default=5, help="rounds per side")
     parser.add_argument("--seconds", type=float, default=10.0, help="per round")
     parser.add_argument("--in-flight", type=int, default=16)
@@ -59,6 +69,10 @@ def main() -> None:
     rounds, seconds = (2, 2.0) if args.quick else (args.rounds, args.seconds)
     model_dir = ensure_benchmark_model(args.model_dir)
     models = {"baseline": args.baseline_model_dir or model_dir, "current": model_dir}
+    flags = {
+        "baseline": shlex.split(args.baseline_flags),
+        "current": shlex.split(args.current_flags),
+    }
     payload = encoded(PAYLOAD, "JPEG", seed=1)
     commit = _git("rev-parse", args.baseline)
 
@@ -71,7 +85,7 @@ def main() -> None:
                 order = [("baseline", worktree), ("current", ROOT)]
                 for side, tree in order if round_number % 2 == 0 else order[::-1]:
                     print(f"  round {round_number + 1}/{rounds}: {side} ...", flush=True)
-                    with lookalike_server(models[side], source_tree=tree) as server:
+                    with lookalike_server(models[side], *flags[side], source_tree=tree) as server:
                         runs[side].append(
                             load_run(server.address, payload, args.in_flight, seconds)
                         )
@@ -107,6 +121,7 @@ def main() -> None:
         ),
         "model_dir": str(model_dir),
         "baseline_model_dir": str(models["baseline"]),
+        "server_flags": flags,
         "payload": f"jpeg-{PAYLOAD[0]}x{PAYLOAD[1]}",
         "in_flight": args.in_flight,
         "rounds": rounds,

@@ -141,7 +141,19 @@ def _embed_flags(flag: _Flags) -> None:
         help="longest wait for inputs still being prepared to join a batch",
     )
     flag("--max-queue", type=int, default=batcher.max_queue, help="queued images before refusal")
-    flag("--preprocess-threads", type=int, default=batcher.preprocess_threads)
+    flag(
+        "--preprocess-threads",
+        type=int,
+        default=batcher.preprocess_threads,
+        help="images decoded at once (with --preprocess-processes: handed to the processes)",
+    )
+    flag(
+        "--preprocess-processes",
+        type=int,
+        default=embed.preprocess_processes,
+        help="decode and resize in this many worker processes, beyond one interpreter's GIL "
+        "(0: in the server's own threads)",
+    )
     flag("--preprocess", choices=[m.value for m in PreprocessMode], default="fast")
     flag(
         "--max-pixels",
@@ -349,6 +361,7 @@ def _embed_settings(args: argparse.Namespace) -> EmbedSettings:
             max_queue=int(args.text_max_queue),
         ),
         preprocess_mode=PreprocessMode(args.preprocess),
+        preprocess_processes=int(args.preprocess_processes),
         image_limits=ImageLimits(max_pixels=int(args.max_pixels)),
     )
 

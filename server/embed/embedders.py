@@ -21,6 +21,7 @@ from lookalike.server.embed.batcher import Batcher, BatcherStats
 from lookalike.server.embed.engine import Engine, ModelInfo
 from lookalike.server.embed.onnx_engine import EngineSettings, read_manifest
 from lookalike.server.embed.preprocess import ImageInput, Preprocessor
+from lookalike.server.embed.preprocess_pool import ProcessPreprocessor
 from lookalike.server.embed.settings import EmbedSettings
 from lookalike.server.embed.tokenizer import TextTokenizer
 from lookalike.server.metrics import Metrics
@@ -68,6 +69,7 @@ class LocalEmbedders:
         self.no_text_reason = "this server has no text tower"
         self._text_engine: Engine | None = None
         self._text_batcher: Batcher[str] | None = None
+        self._processes: ProcessPreprocessor | None = None
 
     @property
     def model(self) -> ModelInfo:
@@ -92,13 +94,21 @@ class LocalEmbedders:
             None, engine_factory, settings.model_dir, settings.engine
         )
         await loop.run_in_executor(None, self.engine.warm_up, settings.batcher.max_batch)
-        preprocess = Preprocessor.for_package(
+        local = Preprocessor.for_package(
             manifest, mode=settings.preprocess_mode, limits=settings.image_limits
         )
+        batcher = settings.batcher
+        if settings.preprocess_processes:
+            # one thread waits on each image in a process: enough to keep every process busy
+            threads = max(batcher.preprocess_threads, settings.preprocess_processes)
+            batcher = dataclasses.replace(batcher, preprocess_threads=threads)
+            self._processes = await loop.run_in_executor(
+                None, ProcessPreprocessor, local, settings.preprocess_processes
+            )
         self._image = Batcher(
             self.engine.embed,
-            preprocess,
-            settings.batcher,
+            self._processes or local,
+            batcher,
             on_health_change=on_health_change,
             metrics=metrics,
         )
@@ -142,6 +152,8 @@ class LocalEmbedders:
         for batcher in (self._image, self._text_batcher):
             if batcher is not None:
                 await batcher.close()
+        if self._processes is not None:
+            await asyncio.to_thread(self._processes.close)
         for engine in (self.engine, self._text_engine):
             if engine is not None:
                 engine.close()

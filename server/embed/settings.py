@@ -24,4 +24,10 @@ class EmbedSettings:
         default_factory=lambda: BatcherSettings(preprocess_threads=1)  # tokenising is quick
     )
     preprocess_mode: PreprocessMode = PreprocessMode.FAST
+    # decode and resize images in this many worker processes (0: in the batcher's threads)
+    preprocess_processes: int = 0
     image_limits: ImageLimits = dataclasses.field(default_factory=ImageLimits)
+
+    def __post_init__(self) -> None:
+        if self.preprocess_processes < 0:
+            raise ValueError("preprocess_processes must not be negative")

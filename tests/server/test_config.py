@@ -27,6 +27,10 @@ def test_flags_build_a_frozen_config() -> None:
             "8",
             "--preprocess",
             "exact",
+            "--preprocess-processes",
+            "3",
+            "--metrics-port",
+            "0",
             "--index-dtype",
             "f16",
             "--token",
@@ -38,6 +42,8 @@ def test_flags_build_a_frozen_config() -> None:
     assert config.embed.engine.precision is Precision.FP32
     assert config.embed.batcher.max_batch == 8
     assert config.embed.preprocess_mode is PreprocessMode.EXACT
+    assert config.embed.preprocess_processes == 3
+    assert config.metrics_port == 0  # any free port, not off
     assert config.index.dtype == "f16"
     assert config.token == "s3cret"
     assert "s3cret" not in repr(config)  # the token is never printed
@@ -65,6 +71,11 @@ def test_bad_settings_are_refused_with_a_usage_error(capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit):
         parse_config(["--model-dir", "m", "--data-dir", "d", "--max-batch", "0"], environ={})
     assert "max_batch must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_config(
+            ["--model-dir", "m", "--data-dir", "d", "--preprocess-processes", "-1"], environ={}
+        )
+    assert "preprocess_processes must not be negative" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parse_config(["--model-dir", "m", "--data-dir", "d", "--tls-cert", "c"], environ={})
     with pytest.raises(SystemExit):
