@@ -35,6 +35,7 @@ from lookalike.batch.dataset import (
     region_vectors,
     unit_vectors,
 )
+from lookalike.batch.ray_data_output import quiet_ray_data
 from lookalike.export.durable import fsync_directory, fsync_file
 from lookalike.server.cluster.ray_session import ray_session
 from lookalike.server.index.built_index import (
@@ -68,6 +69,9 @@ class BuildSettings:
     index: IndexSettings = BUILT_INDEX_SETTINGS  # used when the index is new
     delete: Sequence[str] = ()  # ids to remove from the index
     address: str | None = None  # a Ray cluster; None: RAY_ADDRESS, else a local Ray
+    # Ray's and Ray Data's own output (progress lines, worker logs) on the terminal; else it
+    # stays in Ray's log folder
+    verbose: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +130,8 @@ def build_index(settings: BuildSettings) -> BuildSummary:
     _remove_unreferenced_files(settings.output)
     (settings.output / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
     job = _ShardJob(settings.output, dataset.identity.dims, index_settings, shards)
-    with ray_session(settings.address):
+    quiet = not settings.verbose
+    with ray_session(settings.address, quiet=quiet), quiet_ray_data(quiet):
         written = _write_shards(job, dataset, changes, touched, previous)
     entries = {entry.number: entry for entry in previous.shards} if previous else {}
     entries.update(written)

@@ -37,6 +37,7 @@ from lookalike.batch.dataset import (
     regions_array,
 )
 from lookalike.batch.listing import LISTING_DIR, Listing
+from lookalike.batch.ray_data_output import quiet_ray_data
 from lookalike.batch.sources import SourceError, iter_sources, read_bytes
 from lookalike.export.manifest import (
     MANIFEST_FILE,
@@ -258,7 +259,7 @@ def _run_pipeline(
         batch_format="numpy",
         num_cpus=READ_TASK_CPUS,  # tasks, not actors: an actor would hold a CPU all along
     )
-    with _quiet_ray_data(not settings.verbose), _progress_of(counter, images):
+    with quiet_ray_data(not settings.verbose), _progress_of(counter, images):
         return written.take_all()
 
 
@@ -296,33 +297,6 @@ def _progress_of(counter, images: int) -> Iterator[None]:
             stop.set()
             thread.join()
             bar.update(ray.get(counter.read.remote()) - bar.n)
-
-
-@contextlib.contextmanager
-def _quiet_ray_data(quiet: bool) -> Iterator[None]:
-    """With `quiet`, Ray Data's progress bars, INFO lines and warnings stay off the terminal
-    while the block runs (its log file keeps them)."""
-    import ray.data
-
-    if not quiet:
-        yield
-        return
-    context = ray.data.DataContext.get_current()
-    consoles = [
-        handler
-        for handler in logging.getLogger("ray.data").handlers
-        if type(handler).__name__ != "SessionFileHandler"  # its log file keeps everything
-    ]
-    saved = context.enable_progress_bars, [handler.level for handler in consoles]
-    context.enable_progress_bars = False
-    for handler in consoles:
-        handler.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        context.enable_progress_bars = saved[0]
-        for handler, level in zip(consoles, saved[1], strict=True):
-            handler.setLevel(level)
 
 
 def _in_partitions(table: pa.Table, partitions: int, pending: set[int]) -> pa.Table:

@@ -61,7 +61,7 @@ def quality(client: Client) -> dict:
 
     calibration = calibrate([jpeg_bytes(p) for p in calibration_photos], client.embed)
     chosen = calibration.recommend(TARGET_PRECISION) or max(
-        calibration.rows, key=lambda row: row.precision
+        (row for row in calibration.rows if row.recall > 0), key=lambda row: row.precision
     )
     items, truth = [], set()
     for number, photo in enumerate(test_photos):

@@ -10,17 +10,14 @@ them. With network access, a snapshot of openai/clip-vit-base-patch32 serves as 
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
-import torch
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import entry_point
-from lookalike.export.families.clip import PRESETS as RANDOM_INIT_PRESETS
 
 TEXT_TOWER = {
     "hidden_size": 512,
@@ -31,9 +28,25 @@ TEXT_TOWER = {
 
 
 def main() -> None:
-    if len(sys.argv) != 2:
-        raise SystemExit(__doc__)
-    out = Path(sys.argv[1])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", metavar="OUT_DIR", type=Path, help="the directory to write")
+    write_checkpoint(parser.parse_args().out)
+
+
+def write_checkpoint(out: Path) -> None:
+    """The checkpoint, written to `out` (torch and transformers load here: --help needs
+    neither)."""
+    import torch
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        CLIPTokenizer,
+    )
+
+    from lookalike.export.families.clip import PRESETS as RANDOM_INIT_PRESETS
+
     vision = dict(RANDOM_INIT_PRESETS["vit-b-32"])
     projection_dim = vision.pop("projection_dim")
     torch.manual_seed(0)

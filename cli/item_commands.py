@@ -75,7 +75,7 @@ def get_command(client: Client, args: argparse.Namespace) -> int:
         for key, value in sorted(item.metadata.items()):
             print(f"  {key} = {value}")
         for region in item.regions:
-            print(f"  region {describe_region(region)}")
+            print(f"  {describe_region(region)}")
     return 0
 
 

@@ -104,13 +104,7 @@ def _add_ingest(commands: argparse._SubParsersAction) -> None:
         "search on the built index: grid (9 overlapping boxes of half the width and height) or "
         "none (default; fixed when the dataset is made)",
     )
-    ingest.add_argument(
-        "--verbose",
-        "-v",
-        action="store_true",
-        help="show Ray's and Ray Data's own output (progress lines, worker logs) instead of "
-        "one progress bar",
-    )
+    _verbose_option(ingest)
 
 
 def _add_build_index(commands: argparse._SubParsersAction) -> None:
@@ -154,6 +148,18 @@ def _add_build_index(commands: argparse._SubParsersAction) -> None:
     )
     build.add_argument("--delete-file", type=Path, help="remove the ids listed, one per line")
     build.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    _verbose_option(build)
+
+
+def _verbose_option(parser: argparse.ArgumentParser) -> None:
+    """`--verbose`, as every command on Ray takes it."""
+    parser.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="show Ray's and Ray Data's own output (progress lines, worker logs) here; "
+        "without it, that output stays in Ray's log folder, said at the start",
+    )
 
 
 def _add_import(commands: argparse._SubParsersAction) -> None:
@@ -308,6 +314,7 @@ def build_index_command(args: argparse.Namespace) -> int:
         ),
         delete=delete,
         address=args.address,
+        verbose=args.verbose,
     )
     try:
         summary = build_index(settings)

@@ -5,7 +5,7 @@ Grouping is transitive (union-find over the pairs above the threshold): copies o
 one group. Calibration makes transformed copies of sample images (resized, cropped,
 recompressed, flipped, slightly rotated, colour-shifted), embeds them through the server, and
 measures how well a threshold tells a copy's score to its original from its score to the
-nearest other image.
+nearest other image. Images the server cannot read are left out, each with the server's reason.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
+from lookalike.client.errors import InvalidRequestError
+
 __all__ = [
     "Pair",
     "DuplicateGroup",
@@ -25,6 +27,7 @@ __all__ = [
     "TRANSFORMS",
     "ThresholdRow",
     "Calibration",
+    "TooFewImagesError",
     "calibrate",
     "calibration_report",
 ]
@@ -108,16 +111,31 @@ class ThresholdRow:
 
 @dataclasses.dataclass(frozen=True)
 class Calibration:
-    images: int
+    images: int  # those calibrated on (the skipped ones left out)
     copies: int
     rows: list[ThresholdRow]
     copy_scores: dict[str, list[float]]  # per transform: each copy's score to its original
     nearest_other: list[float]  # each copy's best score to another original
+    skipped: dict[int, str]  # position in the images given -> why the server could not read it
 
     def recommend(self, precision: float) -> ThresholdRow | None:
-        """The lowest threshold (the most recall) whose precision reaches `precision`."""
-        passing = [row for row in self.rows if row.precision >= precision]
+        """The lowest threshold (the most recall) whose precision reaches `precision` while
+        finding copies; None where none does (a threshold above every score finds nothing,
+        and no pair is no wrong pair)."""
+        passing = [row for row in self.rows if row.recall > 0 and row.precision >= precision]
         return min(passing, key=lambda row: row.threshold) if passing else None
+
+
+class TooFewImagesError(ValueError):
+    """Fewer than 2 images left to calibrate on; `skipped` says why each other one was left
+    out (position -> reason), as in `Calibration.skipped`."""
+
+    def __init__(self, readable: int, skipped: dict[int, str]) -> None:
+        super().__init__(
+            f"calibration needs at least 2 images the server can read, and it reads {readable} "
+            f"of {readable + len(skipped)}"
+        )
+        self.skipped = skipped
 
 
 def calibrate(
@@ -129,26 +147,26 @@ def calibrate(
     """Embed `images` and their transformed copies with `embed` (unit rows; e.g.
     `Client.embed`, called with EMBED_CHUNK images at a time); score every copy against its
     original (a true pair) and against the nearest other original (the strongest false
-    pair); precision and recall of each threshold over those pairs."""
-    if len(images) < 2:
-        raise ValueError("calibration needs at least 2 images (copies are told from others)")
-
-    def embedded(batch: Sequence[bytes]) -> np.ndarray:
-        chunks = [batch[i : i + EMBED_CHUNK] for i in range(0, len(batch), EMBED_CHUNK)]
-        return np.concatenate([embed(chunk) for chunk in chunks])
-
-    originals = embedded(list(images))
+    pair); precision and recall of each threshold over those pairs. An image `embed` refuses
+    (InvalidRequestError: not an image, corrupt, too large) is skipped, with the reason;
+    TooFewImagesError where fewer than 2 are left."""
+    vectors, skipped = _embed_readable(images, embed)
+    if len(vectors) < 2:
+        raise TooFewImagesError(len(vectors), skipped)
     copy_bytes, owners, kinds = [], [], []
-    for number, data in enumerate(images):
-        with Image.open(io.BytesIO(data)) as image:
+    for owner, number in enumerate(vectors):
+        with Image.open(io.BytesIO(images[number])) as image:
             made = transformed_copies(ImageOps.exif_transpose(image), seed=number)
         for kind, copy in made.items():
             buffer = io.BytesIO()
             copy.save(buffer, "PNG")
             copy_bytes.append(buffer.getvalue())
-            owners.append(number)
+            owners.append(owner)
             kinds.append(kind)
-    scores = embedded(copy_bytes) @ originals.T  # [copies, originals]
+    copies = np.concatenate(
+        [embed(copy_bytes[i : i + EMBED_CHUNK]) for i in range(0, len(copy_bytes), EMBED_CHUNK)]
+    )
+    scores = copies @ np.stack(list(vectors.values())).T  # [copies, originals]
     rows = np.arange(len(owners))
     true = scores[rows, owners]
     scores[rows, owners] = -np.inf
@@ -163,7 +181,28 @@ def calibrate(
     by_kind: dict[str, list[float]] = {kind: [] for kind in TRANSFORMS}
     for kind, score in zip(kinds, true.tolist(), strict=True):
         by_kind[kind].append(score)
-    return Calibration(len(images), len(copy_bytes), table, by_kind, false.tolist())
+    return Calibration(len(vectors), len(copy_bytes), table, by_kind, false.tolist(), skipped)
+
+
+def _embed_readable(
+    images: Sequence[bytes], embed: Callable[[Sequence[bytes]], np.ndarray]
+) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+    """Each image's vector by position, EMBED_CHUNK images a call, and the positions `embed`
+    refused with its reason: a refused chunk is embedded again image by image, so that only
+    the images the server cannot read are left out."""
+    vectors: dict[int, np.ndarray] = {}
+    refused: dict[int, str] = {}
+    for start in range(0, len(images), EMBED_CHUNK):
+        chunk = range(start, min(start + EMBED_CHUNK, len(images)))
+        try:
+            vectors.update(zip(chunk, embed([images[i] for i in chunk]), strict=True))
+        except InvalidRequestError:
+            for number in chunk:
+                try:
+                    (vectors[number],) = embed([images[number]])
+                except InvalidRequestError as error:
+                    refused[number] = str(error)
+    return vectors, refused
 
 
 def calibration_report(
@@ -191,7 +230,10 @@ def calibration_report(
     ]
     best = calibration.recommend(precision)
     if best is None:
-        lines.append(f"no threshold reaches precision {precision:g} on these images")
+        lines.append(
+            f"no threshold reaches precision {precision:g} on these images while finding "
+            "copies: on this sample, no threshold separates the copies from the other images"
+        )
     else:
         lines.append(
             f"recommended: --threshold {best.threshold:.3f} (precision {best.precision:.3f}, "

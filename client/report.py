@@ -34,7 +34,7 @@ BOX_COLOUR = (255, 45, 85)  # stands out on most photographs
 
 
 def describe_region(region: Region | None) -> str:
-    """`whole image`, or `region 0.25,0.5-0.75,1 "label"`."""
+    """`whole image`, or `region 0.25,0.5-0.75,1 'label'`."""
     if region is None:
         return "whole image"
     box = f"{region.x0:.3g},{region.y0:.3g}-{region.x1:.3g},{region.y1:.3g}"

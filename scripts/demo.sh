@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: set up, export a CLIP model to ONNX, start the server,
 # index sample images, search with one of them, with a transformed copy, and with a sentence,
-# write an HTML page, stop the server. A second run reuses the export and the index.
+# write an HTML page, stop the server, and say how to browse the images in the web app. A second
+# run reuses the export and the index.
 #
 # Settings (environment): LOOKALIKE_MODEL (hub id or local checkpoint directory, default
 # openai/clip-vit-base-patch32), LOOKALIKE_RANDOM_INIT (a --random-init preset instead),
@@ -15,16 +16,17 @@ source scripts/venv.sh
 MODEL="${LOOKALIKE_MODEL:-openai/clip-vit-base-patch32}"
 MODELS="${LOOKALIKE_MODELS_DIR:-models}"
 DEMO="${LOOKALIKE_DEMO_DIR:-data/demo}"
+WEB_APP_PORT=8080  # in the closing instruction: how to browse the demo's images
 mkdir -p "$DEMO"
 
-banner() {
+banner() {  # $1: why the weights are random; $2: what this run does with them
     cat <<BANNER
 ################################################################################
 #  $1
-#  Exporting a CLIP image tower with RANDOM WEIGHTS (--random-init $2): same size
-#  and speed as the real model, but search results are NOT semantically
-#  meaningful. With network access, or a local checkpoint directory in
-#  LOOKALIKE_MODEL, this script exports real weights.
+#  $2:
+#  same size and speed as the real model, but search results are NOT
+#  semantically meaningful. With network access, or a local checkpoint
+#  directory in LOOKALIKE_MODEL, this script exports real weights.
 ################################################################################
 BANNER
 }
@@ -39,17 +41,20 @@ if not Path(sys.argv[1]).is_dir():
 PY
 }
 
+RANDOM_REASON=""  # why the weights are random, if they are
 if [[ -n "${LOOKALIKE_RANDOM_INIT:-}" ]]; then
-    banner "LOOKALIKE_RANDOM_INIT=$LOOKALIKE_RANDOM_INIT asks for random weights." "$LOOKALIKE_RANDOM_INIT"
-    SOURCE=(--random-init "$LOOKALIKE_RANDOM_INIT")
-    MODEL_DIR="$MODELS/random-$LOOKALIKE_RANDOM_INIT"
-elif hub_reachable; then
+    RANDOM_REASON="LOOKALIKE_RANDOM_INIT=$LOOKALIKE_RANDOM_INIT asks for random weights."
+    PRESET="$LOOKALIKE_RANDOM_INIT"
+elif ! hub_reachable; then
+    RANDOM_REASON="The Hugging Face hub is unreachable: $MODEL cannot be downloaded."
+    PRESET=vit-b-32
+fi
+if [[ -n "$RANDOM_REASON" ]]; then
+    SOURCE=(--random-init "$PRESET")
+    MODEL_DIR="$MODELS/random-$PRESET"
+else
     SOURCE=(--model "$MODEL")
     MODEL_DIR="$MODELS/$(basename "$MODEL")"
-else
-    banner "The Hugging Face hub is unreachable: $MODEL cannot be downloaded." vit-b-32
-    SOURCE=(--random-init vit-b-32)
-    MODEL_DIR="$MODELS/random-vit-b-32"
 fi
 
 has_text_tower() {
@@ -61,10 +66,15 @@ sys.exit(0 if "text" in Manifest.load(Path(sys.argv[1])).graphs else 1)
 PY
 }
 
-echo "==> 1/5 model: $MODEL_DIR"
 if [[ -f "$MODEL_DIR/manifest.json" ]] && has_text_tower; then
+    [[ -z "$RANDOM_REASON" ]] ||
+        banner "$RANDOM_REASON" "Reusing the CLIP image tower with RANDOM WEIGHTS exported before"
+    echo "==> 1/5 model: $MODEL_DIR (exported by an earlier run)"
     "$VENV/bin/python" -m lookalike.export.describe "$MODEL_DIR"
 else
+    [[ -z "$RANDOM_REASON" ]] ||
+        banner "$RANDOM_REASON" "Exporting a CLIP image tower with RANDOM WEIGHTS (--random-init $PRESET)"
+    echo "==> 1/5 model: exporting to $MODEL_DIR"
     [[ -f "$MODEL_DIR/manifest.json" ]] && echo "(exported before search by text: exporting again)"
     "$VENV/bin/lookalike-export" "${SOURCE[@]}" --output "$MODEL_DIR" --overwrite
 fi
@@ -108,3 +118,7 @@ echo "    then with a sentence (CLIP's text tower)"
 echo "open $DEMO/results.html and $DEMO/text-results.html to see the queries and their matches"
 echo "the commands used here live in $VENV/bin: 'source $VENV/bin/activate' puts lookalike,"
 echo "lookalike-server and lookalike-export on your PATH (README: Quick start on your own folder)"
+echo "to browse these images in the web app, start the server over them with --http-port:"
+printf '  %q --model-dir %q --data-dir %q --http-port %s\n' \
+    "$VENV/bin/lookalike-server" "$MODEL_DIR" "$DEMO/index" "$WEB_APP_PORT"
+echo "then open http://127.0.0.1:$WEB_APP_PORT/ (Ctrl-C stops the server)"

@@ -34,5 +34,7 @@ ensure_venv() {
         "${pip[@]}" --no-deps "$OPEN_CLIP_REQUIREMENT"
     fi
     echo "==> installing lookalike[$extras]"
-    "${pip[@]}" --no-build-isolation --editable ".[$extras]"
+    # open_clip_torch came without its dependencies (torchvision, timm: not needed here), which
+    # pip's conflict check would report as an ERROR on every fresh install
+    "${pip[@]}" --no-build-isolation --no-warn-conflicts --editable ".[$extras]"
 }

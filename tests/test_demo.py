@@ -35,6 +35,7 @@ def test_demo_exports_serves_indexes_and_finds_the_transformed_copy(tmp_path: Pa
     }
     first = run_demo(env)
     assert "RANDOM WEIGHTS" in first.stdout
+    assert f"==> 1/5 model: exporting to {env['LOOKALIKE_MODELS_DIR']}/random-tiny" in first.stdout
     assert "24 stored, 0 already indexed, 0 failed" in first.stdout
     searches = first.stdout.split("rank    score")[1:]
     assert len(searches) == 3
@@ -49,7 +50,16 @@ def test_demo_exports_serves_indexes_and_finds_the_transformed_copy(tmp_path: Pa
     page = (tmp_path / "demo" / "results.html").read_text()
     assert "query-transformed.jpg" in page
     assert "shapes-005.jpg" in page
+    assert first.stdout.splitlines()[-3:] == [  # the next step: the web app over these images
+        "to browse these images in the web app, start the server over them with --http-port:",
+        f"  {env['LOOKALIKE_VENV']}/bin/lookalike-server --model-dir "
+        f"{env['LOOKALIKE_MODELS_DIR']}/random-tiny --data-dir {env['LOOKALIKE_DEMO_DIR']}/index "
+        "--http-port 8080",
+        "then open http://127.0.0.1:8080/ (Ctrl-C stops the server)",
+    ]
 
     second = run_demo(env)
     assert "model package" in second.stdout  # the export was reused, not redone
+    assert "exporting" not in second.stdout.lower()  # nor announced
+    assert "RANDOM WEIGHTS exported before" in second.stdout
     assert "0 stored, 24 already indexed" in second.stdout

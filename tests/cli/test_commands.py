@@ -369,3 +369,72 @@ def test_help_loads_neither_the_index_nor_the_runtime() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip().endswith("loaded: []"), result.stdout
+
+
+def test_get_names_each_region_once(
+    server_address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = tmp_path / "yard.png"
+    natural(200, 160, seed=70).save(image)
+    with Client(server_address) as client:
+        box = Region(0, 0, 0.5, 0.5, label="forklift")
+        client.add("yard.png", image=image, metadata={"set": "get"}, regions=[box])
+    code, out, _ = run(capsys, server_address, "get", "yard.png")
+    assert run(capsys, server_address, "delete", "yard.png")[0] == 0  # the others search all
+    assert code == 0
+    assert out.splitlines() == ["yard.png", "  set = get", "  region 0,0-0.5,0.5 'forklift'"]
+
+
+def test_calibration_skips_an_image_the_server_cannot_read_and_says_why(
+    server_address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "sample"
+    folder.mkdir()
+    for n in range(4):
+        natural(240 + 16 * n, 180, seed=60 + n).save(folder / f"photo-{n}.jpg", quality=92)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    arguments = ["duplicates", "--calibrate", str(folder), "--precision", "0.9"]
+    code, out, err = run(capsys, server_address, *arguments)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[:3] == [
+        "1 of 5 images skipped: the server cannot read them",
+        "  skipped  broken.jpg: not an image Pillow can read (JPEG, PNG, WebP, GIF, ...)",
+        "24 copies of 4 images, embedded by tiny",
+    ]
+    code, out, _ = run(capsys, server_address, *arguments, "--json")
+    document = json.loads(out)
+    assert (document["images"], document["copies"]) == (4, 24)
+    assert list(document["skipped"]) == ["broken.jpg"]
+
+    for n in range(1, 4):
+        (folder / f"photo-{n}.jpg").unlink()
+    code, _, err = run(capsys, server_address, "duplicates", "--calibrate", str(folder))
+    assert code == EXIT_BAD_INPUT
+    assert err == (
+        f"lookalike: {folder}: calibration needs at least 2 images the server can read, and it "
+        "reads 1 of 2 (e.g. broken.jpg: not an image Pillow can read (JPEG, PNG, WebP, GIF, "
+        "...))\n"
+    )
+
+
+def test_calibration_says_when_no_threshold_separates_the_copies(
+    server_address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each image twice: a copy scores as high against its original's twin as against its
+    original, so every threshold that finds a copy also pairs two images that are not copies
+    (precision 0.5 at most); only a threshold above every score reaches 0.99, finding none."""
+    folder = tmp_path / "twins"
+    folder.mkdir()
+    for n in range(3):
+        natural(240, 180 + 16 * n, seed=80 + n).save(folder / f"photo-{n}.jpg", quality=92)
+        (folder / f"twin-{n}.jpg").write_bytes((folder / f"photo-{n}.jpg").read_bytes())
+    code, out, _ = run(capsys, server_address, "duplicates", "--calibrate", str(folder))
+    assert code == 0
+    assert "recommended" not in out
+    assert (
+        "no threshold reaches precision 0.99 on these images while finding copies: on this "
+        "sample, no threshold separates the copies from the other images"
+    ) in out.splitlines()
+    code, out, _ = run(capsys, server_address, "duplicates", "--calibrate", str(folder), "--json")
+    assert json.loads(out)["recommended"] is None

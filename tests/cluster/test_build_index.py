@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from lookalike.batch.ingest import IngestSettings, ingest
 from lookalike.cli import main
 from lookalike.cli.common import EXIT_BAD_INPUT
 from lookalike.export.manifest import ModelIdentity
+from lookalike.server.cluster.ray_session import LOG_FOLDER
 from lookalike.server.core import NEIGHBOUR_PAGE
 from lookalike.server.errors import NotFoundError, ThumbnailMissingError
 from lookalike.server.index.built_index import (
@@ -301,6 +304,33 @@ def test_a_damaged_shard_is_refused_with_a_clear_error(
         serving(tiny_export, index_dir=tmp_path / "nowhere"),
     ):
         pass
+
+
+def test_the_cli_keeps_ray_datas_output_in_its_log_unless_verbose(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """As `ingest`: Ray Data's INFO and progress lines only with --verbose. Run as a process of
+    its own, as a user runs it: in this one, Ray Data's console handler writes to the stderr it
+    found when an earlier test imported Ray Data, which no capture of this test sees."""
+    dataset = tmp_path / "dataset"
+    write_dataset(dataset, [f"item-{i}" for i in range(60)], unit_rows(60, seed=6))
+    building = [sys.executable, "-m", "lookalike.cli", "build-index", str(dataset)]
+    building += ["--dtype", "f16", "--address", cluster.address, "--output"]
+
+    def build(*arguments: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [*building, *arguments], capture_output=True, text=True, timeout=300, check=False
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    quiet = build(str(tmp_path / "quiet"))
+    assert quiet.stdout.startswith("version v00001: 60 items in 1 shards"), quiet.stdout
+    assert quiet.stderr.splitlines() == [
+        f"Ray's logs: {LOG_FOLDER} (on the head node; --verbose shows them here)"
+    ]
+    verbose = build(str(tmp_path / "verbose"), "--verbose")
+    assert "Starting execution of Dataset" in verbose.stderr
 
 
 def test_images_ingested_and_built_find_themselves_and_move_to_a_new_model_while_served(
