@@ -20,10 +20,17 @@ from lookalike.cli.common import (
     read_file,
 )
 from lookalike.cli.connection import server_command
-from lookalike.client.api import Client
-from lookalike.client.duplicates import Pair, calibrate, calibration_report, group_pairs
-from lookalike.client.errors import InvalidRequestError
-from lookalike.client.files import image_files
+from lookalike.client.api import Client, ImageFacts
+from lookalike.client.duplicates import (
+    DuplicateGroup,
+    Pair,
+    TooFewImagesError,
+    calibrate,
+    calibration_report,
+    group_pairs,
+)
+from lookalike.client.files import file_id, image_files
+from lookalike.client.keep import KeepRule, keep_plan
 from lookalike.client.report import render_groups_html, source_file_bytes
 
 __all__ = ["add_command", "duplicates_command"]
@@ -45,6 +52,22 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     filter_option(duplicates)
     duplicates.add_argument("--json", action="store_true", help="print one JSON object")
     duplicates.add_argument("--html", type=Path, help="also write a page showing each group")
+    duplicates.add_argument(
+        "--keep",
+        choices=[rule.value for rule in KeepRule],
+        help="which copy of each group to keep: largest (most pixels, then the largest file; "
+        "copies of unknown size last), smallest (file), first (id); prints the plan",
+    )
+    duplicates.add_argument(
+        "--delete",
+        action="store_true",
+        help="with --keep: delete every copy the plan does not keep",
+    )
+    duplicates.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with --delete: print the plan as JSON and delete nothing",
+    )
     duplicates.add_argument(
         "--calibrate",
         type=Path,
@@ -72,8 +95,14 @@ def duplicates_command(client: Client, args: argparse.Namespace) -> int:
             "find one with --calibrate FOLDER)",
             EXIT_BAD_INPUT,
         )
+    if (args.delete or args.dry_run) and args.keep is None:
+        raise CommandError(
+            "--delete needs --keep RULE: which copy of each group stays", EXIT_BAD_INPUT
+        )
+    if args.dry_run and not args.delete:
+        raise CommandError("--dry-run goes with --delete", EXIT_BAD_INPUT)
     filters = key_value_pairs(args.filter, "--filter")
-    pairs, scanned = [], 0
+    pairs, scanned, images = [], 0, {}
     progress = Progress(unit="item", desc="scanning", file=sys.stderr, disable=None)
     try:
         for page in client.neighbours(args.threshold, k=args.k, filter=filters):
@@ -81,9 +110,12 @@ def duplicates_command(client: Client, args: argparse.Namespace) -> int:
             progress.update(page.scanned - scanned)
             scanned = page.scanned
             pairs += [Pair(a, b, s) for a, near in page.neighbours.items() for b, s in near]
+            images.update(page.images)
     finally:
         progress.close()
     groups = group_pairs(pairs)
+    if args.keep is not None:
+        return _keep(client, args, groups, images, scanned)
     if args.html:
         stats = client.stats()
         pictures = {i: source_file_bytes(client.get(i).metadata) for g in groups for i in g.ids}
@@ -110,6 +142,74 @@ def duplicates_command(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _keep(
+    client: Client,
+    args: argparse.Namespace,
+    groups: list[DuplicateGroup],
+    images: dict[str, ImageFacts],
+    scanned: int,
+) -> int:
+    """The plan of what each group keeps and deletes; carried out with --delete."""
+    rule = KeepRule(args.keep)
+    plans = keep_plan(groups, images, rule)
+    doomed = [item_id for plan in plans for item_id in plan.delete]
+    if args.json or args.dry_run:
+        document = {
+            "threshold": args.threshold,
+            "scanned": scanned,
+            "keep": rule.value,
+            "groups": [
+                {
+                    "keep": plan.keep,
+                    "delete": plan.delete,
+                    "images": {i: _image_json(images.get(i)) for i in group.ids},
+                }
+                for plan, group in zip(plans, groups, strict=True)
+            ],
+            "deleted": 0,
+        }
+        if args.delete and not args.dry_run:
+            document["deleted"] = _delete(client, doomed)
+        print(json.dumps(document))
+        return 0
+    print(f"keeping {rule.description}:")
+    for number, (plan, group) in enumerate(zip(plans, groups, strict=True), 1):
+        print(f"group {number}: {len(group.ids)} items")
+        print(f"  keep    {plan.keep}  {_size(images.get(plan.keep))}")
+        for item_id in plan.delete:
+            print(f"  delete  {item_id}  {_size(images.get(item_id))}")
+    if not args.delete:
+        print(
+            f"{len(doomed)} copies to delete in {len(groups)} groups, of {scanned} scanned: "
+            "nothing deleted (add --delete to delete them)"
+        )
+        return 0
+    deleted = _delete(client, doomed)
+    print(f"deleted {deleted} copies in {len(groups)} groups, of {scanned} scanned")
+    return 0
+
+
+DELETE_CHUNK = 1000  # ids per durable commit
+
+
+def _delete(client: Client, ids: list[str]) -> int:
+    """Delete the ids, a durable commit per chunk; how many were deleted."""
+    return sum(
+        client.delete(ids[start : start + DELETE_CHUNK]).deleted
+        for start in range(0, len(ids), DELETE_CHUNK)
+    )
+
+
+def _image_json(image: ImageFacts | None) -> dict[str, int] | None:
+    return None if image is None else dataclasses.asdict(image)
+
+
+def _size(image: ImageFacts | None) -> str:
+    if image is None:
+        return "(size not recorded)"
+    return f"{image.width}x{image.height} px, {image.bytes:,} bytes"
+
+
 def _calibrate(client: Client, args: argparse.Namespace) -> int:
     folder = args.calibrate
     if not folder.is_dir():
@@ -120,15 +220,21 @@ def _calibrate(client: Client, args: argparse.Namespace) -> int:
         files = [files[i] for i in sorted(chosen)]
     if len(files) < 2:
         raise CommandError(f"{folder} has {len(files)} image files; at least 2", EXIT_BAD_INPUT)
+    ids = [file_id(path, folder) for path in files]
     stats = client.stats()
     try:
         calibration = calibrate([read_file(path) for path in files], client.embed)
-    except InvalidRequestError as error:
-        raise CommandError(f"an image of {folder} was refused: {error}", EXIT_BAD_INPUT) from error
+    except TooFewImagesError as error:
+        first, reason = next(iter(error.skipped.items()))
+        raise CommandError(
+            f"{folder}: {error} (e.g. {ids[first]}: {reason})", EXIT_BAD_INPUT
+        ) from error
+    skipped = {ids[number]: reason for number, reason in calibration.skipped.items()}
     if args.json:
         best = calibration.recommend(args.precision)
         document = {
             **dataclasses.asdict(calibration),
+            "skipped": skipped,
             "precision_asked": args.precision,
             "recommended": dataclasses.asdict(best) if best is not None else None,
             "model": stats.model_id,
@@ -136,5 +242,9 @@ def _calibrate(client: Client, args: argparse.Namespace) -> int:
         }
         print(json.dumps(document))
         return 0
+    if skipped:
+        print(f"{len(skipped)} of {len(files)} images skipped: the server cannot read them")
+        for item_id, reason in skipped.items():
+            print(f"  skipped  {item_id}: {reason}")
     print(calibration_report(calibration, args.precision, stats.model_id, stats.random_weights))
     return 0

@@ -24,6 +24,7 @@ __all__ = [
     "Client",
     "Match",
     "Item",
+    "ImageFacts",
     "Region",
     "Example",
     "AddOutcome",
@@ -94,11 +95,33 @@ class Example:
 
 
 @dataclasses.dataclass(frozen=True)
+class ImageFacts:
+    """What the server recorded of an item's image when it was added: its size in pixels as
+    seen upright, and the file's size in bytes."""
+
+    width: int
+    height: int
+    bytes: int
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    @classmethod
+    def _of(cls, owner: Any) -> ImageFacts | None:
+        """From a message with an `image` field; None where it is unset."""
+        if not owner.HasField("image"):
+            return None
+        return cls(owner.image.width, owner.image.height, owner.image.bytes)
+
+
+@dataclasses.dataclass(frozen=True)
 class Match:
     id: str
     score: float
     metadata: dict[str, str]
     region: Region | None = None  # the item's region that matched; None: its whole image
+    image: ImageFacts | None = None  # None: added as a vector, or before this was recorded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +130,7 @@ class Item:
     metadata: dict[str, str]
     vector: np.ndarray | None = None
     regions: list[Region] = dataclasses.field(default_factory=list)
+    image: ImageFacts | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +164,7 @@ class NeighboursPage:
     neighbours: dict[str, list[tuple[str, float]]]  # id -> [(other id, score)], best first
     scanned: int
     total: int
+    images: dict[str, ImageFacts] = dataclasses.field(default_factory=dict)  # where recorded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -339,7 +364,13 @@ class Client:
             request.id = str(id)
         response = self._call(self._stub.Search, request)
         return [
-            Match(m.id, m.score, dict(m.metadata), None if m.whole_image else Region._of(m.region))
+            Match(
+                m.id,
+                m.score,
+                dict(m.metadata),
+                None if m.whole_image else Region._of(m.region),
+                ImageFacts._of(m),
+            )
             for m in response.matches
         ]
 
@@ -356,10 +387,12 @@ class Client:
         request = pb.NeighboursRequest(min_score=min_score, k=k, filter=dict(filter or {}))
         try:
             for page in self._stub.Neighbours(request, timeout=timeout, metadata=self._metadata):
+                owners = [owner for item in page.items for owner in (item, *item.neighbours)]
                 yield NeighboursPage(
                     {i.id: [(n.id, n.score) for n in i.neighbours] for i in page.items},
                     page.scanned,
                     page.total,
+                    {o.id: image for o in owners if (image := ImageFacts._of(o)) is not None},
                 )
         except grpc.RpcError as error:
             raise from_rpc_error(error, self.target) from None
@@ -368,7 +401,7 @@ class Client:
         response = self._call(self._stub.Get, pb.GetRequest(id=id, include_vector=include_vector))
         vector = np.array(response.vector.values, dtype=np.float32) if include_vector else None
         regions = [Region._of(region) for region in response.regions]
-        return Item(response.id, dict(response.metadata), vector, regions)
+        return Item(response.id, dict(response.metadata), vector, regions, ImageFacts._of(response))
 
     def delete(self, ids: Sequence[str]) -> Deleted:
         response = self._call(self._stub.Delete, pb.DeleteRequest(ids=list(ids)))

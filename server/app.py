@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ctypes
 import hmac
+import ipaddress
 import logging
 import os
 import signal
@@ -75,6 +76,16 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
         if hmac.compare_digest(str(given).encode(), self._expected):
             return handler
         return _refusal(handler, "missing or wrong token: send 'authorization: Bearer <token>'")
+
+
+def _is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: only this machine can connect."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: not known to be loopback
+        return False
 
 
 def _refusal(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
@@ -208,7 +219,24 @@ class LookalikeServer:
             self._http_address(),
             self._metrics_address(),
         )
+        self._warn_if_open_to_anyone()
         return self.port
+
+    def _warn_if_open_to_anyone(self) -> None:
+        """One warning when the ports listen beyond loopback and no token guards them."""
+        if self.config.token or _is_loopback(self.config.host):
+            return
+        ports = [f"gRPC port {self.port}"]
+        if self.http is not None:
+            ports.append(f"HTTP port {self.http.port}")
+        if self._metrics_listener is not None:
+            ports.append(f"metrics port {self.metrics_port}")
+        log.warning(
+            "listening on %s without a token: anyone who can reach %s can read and change the "
+            "collection; pass --token (and --tls-cert/--tls-key), or --host 127.0.0.1",
+            self.config.host,
+            ", ".join(ports),
+        )
 
     @property
     def metrics_port(self) -> int | None:

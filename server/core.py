@@ -32,6 +32,7 @@ from lookalike.server.embed.preprocess import (
     ImageInput,
     ImageLimits,
     SourceImage,
+    upright_size,
     with_regions,
 )
 from lookalike.server.embed.thumbnails import make_thumbnail
@@ -43,6 +44,7 @@ from lookalike.server.errors import (
 )
 from lookalike.server.index.repository import (
     EmbeddedItem,
+    ImageFacts,
     ItemNeighbours,
     NeighbourPage,
     RegionVector,
@@ -393,12 +395,10 @@ class Core:
             item.image, item.regions, self._made_regions(item), self._image_limits, limit=limit
         )
         vectors = asyncio.gather(*self._embedder.submit(inputs))
-        thumbnail = None
-        if self._thumbnails:
-            thumbnail = asyncio.get_running_loop().run_in_executor(
-                None, _thumbnail_or_none, item.id, item.image, self._image_limits
-            )
-        return _Started(item, regions, vectors, thumbnail)
+        described = asyncio.get_running_loop().run_in_executor(
+            None, _describe, item.id, item.image, self._image_limits, self._thumbnails
+        )
+        return _Started(item, regions, vectors, described)
 
     async def _store(self, items: list[EmbeddedItem]) -> list[WriteOutcome]:
         with self._metrics.stage("commit"):
@@ -458,18 +458,24 @@ class _Started:
     item: AddItem
     regions: tuple[Region, ...]  # given and made, fitted to its image, in storing order
     vectors: asyncio.Future[list[np.ndarray]]  # the whole image's, then each region's
-    thumbnail: asyncio.Future[bytes | None] | None = None  # being made, if the server keeps them
+    described: asyncio.Future[_Described] | None = None  # being made, for an image
 
     async def embedded(self) -> EmbeddedItem:
-        if self.thumbnail is None:
-            (whole, *parts), thumbnail = await self.vectors, None
+        if self.described is None:
+            (whole, *parts), described = await self.vectors, _Described(None, None)
         else:
-            (whole, *parts), thumbnail = await asyncio.gather(self.vectors, self.thumbnail)
-        regions = tuple(map(RegionVector, self.regions, parts))
-        return EmbeddedItem(self.item.id, whole, dict(self.item.metadata), regions, thumbnail)
+            (whole, *parts), described = await asyncio.gather(self.vectors, self.described)
+        return EmbeddedItem(
+            self.item.id,
+            whole,
+            dict(self.item.metadata),
+            tuple(map(RegionVector, self.regions, parts)),
+            described.thumbnail,
+            described.image,
+        )
 
     def cancel(self) -> None:
-        for future in (self.vectors, self.thumbnail):
+        for future in (self.vectors, self.described):
             if future is not None:
                 future.cancel()
 
@@ -483,14 +489,34 @@ class _Pending:
     started: _Started | LookalikeError  # on its way, or why it was refused
 
 
-def _thumbnail_or_none(item_id: str, image: bytes, limits: ImageLimits) -> bytes | None:
-    """The image's thumbnail, or None if it cannot be made: a thumbnail is a convenience, and
-    an image that cannot be decoded at all is refused by its embedding."""
+@dataclasses.dataclass(frozen=True)
+class _Described:
+    """What an item keeps of its image beside its vectors."""
+
+    image: ImageFacts | None
+    thumbnail: bytes | None
+
+
+def _describe(item_id: str, image: bytes, limits: ImageLimits, thumbnail: bool) -> _Described:
+    """The image's facts and, if kept, its thumbnail. An image that cannot be read gets
+    neither, silently: its embedding refuses the item and says why. A fault here costs the
+    item only what failed, never the item."""
     try:
-        return make_thumbnail(image, limits)
+        facts = ImageFacts(*upright_size(image, limits), bytes=len(image))
+    except LookalikeError:
+        return _Described(None, None)
+    except Exception:
+        log.warning("item %r is stored without its image's size", item_id, exc_info=True)
+        return _Described(None, None)
+    if not thumbnail:
+        return _Described(facts, None)
+    try:
+        return _Described(facts, make_thumbnail(image, limits))
+    except LookalikeError:
+        return _Described(facts, None)
     except Exception:
         log.warning("item %r is stored without a thumbnail", item_id, exc_info=True)
-        return None
+        return _Described(facts, None)
 
 
 def package_version() -> str:

@@ -72,6 +72,7 @@ RESAMPLE = {
     "box": Image.Resampling.BOX,
     "hamming": Image.Resampling.HAMMING,
 }
+PIXEL_LIMIT_FLAG = "the server's --max-pixels"
 REDUCING_GAP = 3.0  # Pillow: first reduce by an integer factor, then resample the last <=3x
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 EXIF_ORIENTATION = 0x0112
@@ -163,10 +164,11 @@ def _open(data: bytes, limits: ImageLimits) -> Image.Image:
         raise InvalidImageError("empty image: zero bytes")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # past MAX_IMAGE_PIXELS Pillow only warns: our own check below decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLargeError(f"image too large: {exc}") from exc
+    except Image.DecompressionBombError as exc:
+        raise _beyond_pillows_guard(limits) from exc
     except UnidentifiedImageError as exc:
         raise InvalidImageError("not an image Pillow can read (JPEG, PNG, WebP, GIF, ...)") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # e.g. a JPEG cut inside its header
@@ -179,16 +181,28 @@ def _check_limits(width: int, height: int, limits: ImageLimits) -> None:
     if width < 1 or height < 1:
         raise InvalidImageError(f"image has no pixels ({width}x{height})")
     if width * height > limits.max_pixels:
-        raise ImageTooLargeError(
-            f"image is {width}x{height} = {width * height:,} pixels; "
-            f"the limit is {limits.max_pixels:,}"
-        )
+        raise _too_large(f"{width}x{height} = {width * height:,}", limits.max_pixels)
     ratio = max(width, height) / min(width, height)
     if ratio > limits.max_aspect_ratio:
         raise InvalidImageError(
             f"image is {width}x{height}, aspect ratio {ratio:.0f}:1; "
             f"the limit is {limits.max_aspect_ratio:.0f}:1"
         )
+
+
+def _too_large(pixels: str, limit: int, set_by: str = PIXEL_LIMIT_FLAG) -> ImageTooLargeError:
+    return ImageTooLargeError(
+        f"image is {pixels} pixels, too large: the limit is {limit:,} ({set_by})"
+    )
+
+
+def _beyond_pillows_guard(limits: ImageLimits) -> ImageTooLargeError:
+    """Pillow's own refusal (past twice its MAX_IMAGE_PIXELS), worded as ours. It comes before
+    our check and names no width or height, only that the image is over its guard."""
+    guard = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    if limits.max_pixels <= guard:
+        return _too_large(f"over {guard:,}", limits.max_pixels)
+    return _too_large(f"over {guard:,}", guard, f"Pillow's, which {PIXEL_LIMIT_FLAG} cannot raise")
 
 
 def _upright(image: Image.Image) -> Image.Image:

@@ -20,7 +20,7 @@ import grpc
 from lookalike.server.core import AddGroup, Core, CoreSlot
 from lookalike.server.error_codes import error_metadata, grpc_status
 from lookalike.server.errors import InvalidArgumentError, LookalikeError
-from lookalike.server.index.repository import ScoredItem, SearchResult
+from lookalike.server.index.repository import ImageFacts, ScoredItem, SearchResult
 from lookalike.server.index.vector_index import kernel
 from lookalike.server.metrics import Metrics
 from lookalike.server.regions import Region, RegionPolicy
@@ -152,7 +152,10 @@ class ImageSearchService(pb_grpc.ImageSearchServicer):
     ) -> pb.GetResponse:
         item = await self._ready_core.get(request.id, with_vector=request.include_vector)
         response = pb.GetResponse(
-            id=item.id, metadata=item.metadata, regions=[_region_message(r) for r in item.regions]
+            id=item.id,
+            metadata=item.metadata,
+            regions=[_region_message(r) for r in item.regions],
+            image=_image_message(item.image),
         )
         if item.vector is not None:
             response.vector.values.extend(item.vector.tolist())
@@ -177,7 +180,13 @@ class ImageSearchService(pb_grpc.ImageSearchServicer):
                     items=[
                         pb.ItemNeighbours(
                             id=item.id,
-                            neighbours=[pb.Neighbour(id=i, score=s) for i, s in item.neighbours],
+                            neighbours=[
+                                pb.Neighbour(
+                                    id=i, score=s, image=_image_message(item.images.get(i))
+                                )
+                                for i, s in item.neighbours
+                            ],
+                            image=_image_message(item.images.get(item.id)),
                         )
                         for item in page.items
                     ],
@@ -293,12 +302,20 @@ def _search_response(result: SearchResult) -> pb.SearchResponse:
     return pb.SearchResponse(matches=[_match(m) for m in result.matches], exact=result.exact)
 
 
+def _image_message(image: ImageFacts | None) -> pb.ImageFacts | None:
+    """The facts as a message; None leaves the field unset."""
+    if image is None:
+        return None
+    return pb.ImageFacts(width=image.width, height=image.height, bytes=image.bytes)
+
+
 def _match(match: ScoredItem) -> pb.Match:
     message = pb.Match(
         id=match.item.id,
         score=match.score,
         metadata=match.item.metadata,
         whole_image=match.region is None,
+        image=_image_message(match.item.image),
     )
     if match.region is not None:
         message.region.CopyFrom(_region_message(match.region))

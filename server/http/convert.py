@@ -20,13 +20,23 @@ from starlette.requests import Request
 
 from lookalike.server.core import ServerStats
 from lookalike.server.errors import InvalidArgumentError
-from lookalike.server.http.schemas import ExampleIn, ItemIn, MatchOut, RegionJson, SearchIn
-from lookalike.server.index.repository import ScoredItem
+from lookalike.server.http.schemas import (
+    ExampleIn,
+    ImageFactsOut,
+    ItemIn,
+    ItemNeighboursOut,
+    MatchOut,
+    NeighbourOut,
+    RegionJson,
+    SearchIn,
+)
+from lookalike.server.index.repository import ImageFacts, ItemNeighbours, ScoredItem
 from lookalike.server.index.vector_index import kernel
 from lookalike.server.regions import Region, RegionPolicy
 from lookalike.server.request_types import NEGATIVE_WEIGHT, AddItem, Example, SearchQuery
 
 __all__ = [
+    "JSON",
     "MULTIPART",
     "add_item",
     "box_field",
@@ -34,8 +44,11 @@ __all__ = [
     "explain",
     "image_uri",
     "is_multipart",
+    "image_json",
     "json_field",
     "match_json",
+    "media_type",
+    "neighbours_json",
     "pairs",
     "parsed",
     "region_json",
@@ -45,6 +58,7 @@ __all__ = [
 ]
 
 DATA_URI = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?(;[\w=.+-]+)*;base64,", re.ASCII)
+JSON = "application/json"
 MULTIPART = "multipart/form-data"
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -123,8 +137,14 @@ def image_uri(text: str, name: str) -> bytes | None:
     return _base64_bytes(text, name)
 
 
+def media_type(request: Request) -> str:
+    """The body's Content-Type without its parameters (charset, boundary), in lower case; empty
+    when the request names none."""
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
 def is_multipart(request: Request) -> bool:
-    return request.headers.get("content-type", "").startswith(MULTIPART)
+    return media_type(request) == MULTIPART
 
 
 async def upload(field: Any, name: str) -> bytes | None:
@@ -166,8 +186,29 @@ def pairs(listed: Sequence[str]) -> dict[str, str]:
 def match_json(match: ScoredItem) -> MatchOut:
     region = None if match.region is None else region_json(match.region)
     return MatchOut(
-        id=match.item.id, score=match.score, metadata=match.item.metadata, region=region
+        id=match.item.id,
+        score=match.score,
+        metadata=match.item.metadata,
+        region=region,
+        image=image_json(match.item.image),
     )
+
+
+def neighbours_json(item: ItemNeighbours) -> ItemNeighboursOut:
+    return ItemNeighboursOut(
+        id=item.id,
+        neighbours=[
+            NeighbourOut(id=i, score=score, image=image_json(item.images.get(i)))
+            for i, score in item.neighbours
+        ],
+        image=image_json(item.images.get(item.id)),
+    )
+
+
+def image_json(image: ImageFacts | None) -> ImageFactsOut | None:
+    if image is None:
+        return None
+    return ImageFactsOut(width=image.width, height=image.height, bytes=image.bytes)
 
 
 def region_json(region: Region) -> RegionJson:

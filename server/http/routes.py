@@ -13,7 +13,9 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.params import Depends as Dependency
 from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from lookalike.server.core import CoreSlot
 from lookalike.server.errors import InvalidArgumentError, NotFoundError
@@ -28,9 +30,7 @@ from lookalike.server.http.schemas import (
     EmbeddingsOut,
     ErrorOut,
     ItemIn,
-    ItemNeighboursOut,
     ItemOut,
-    NeighbourOut,
     SearchIn,
     SearchOut,
     StatsOut,
@@ -56,6 +56,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         507: "the data directory's disk is full (RESOURCE_EXHAUSTED)",
     }.items()
 }
+BODY_ERRORS = {
+    **ERRORS,
+    415: {
+        "model": ErrorOut,
+        "description": "a body not sent as application/json (or as multipart/form-data, where "
+        "a form is taken)",
+    },
+}
 BODY_MODELS = (SearchIn, ItemIn)  # read by the routes themselves (JSON or a form): in the schema
 
 
@@ -71,7 +79,23 @@ def _calibrated_threshold(request: Request) -> float | None:
     return request.app.state.settings.duplicates_threshold  # type: ignore[no-any-return]
 
 
+def _body_sent_as(*media_types: str) -> Dependency:
+    """A route's check that its body comes as one of `media_types`, or a 415: a page on another
+    origin may POST text/plain without a CORS preflight, so a body must say that it is JSON."""
+    expected = " or ".join(media_types)
+
+    async def check(request: Request) -> None:
+        given = convert.media_type(request)
+        if given not in media_types:
+            sent = f"this request's is {given}" if given else "this request names none"
+            raise HTTPException(415, f"Content-Type must be {expected}; {sent}")
+
+    return Depends(check)
+
+
 Cores = Annotated[CoreSlot, Depends(_cores)]
+JSON_BODY = _body_sent_as(convert.JSON)
+JSON_OR_FORM_BODY = _body_sent_as(convert.JSON, convert.MULTIPART)
 router = APIRouter()
 
 
@@ -105,7 +129,8 @@ async def healthz(
 @router.post(
     "/v1/search",
     response_model=SearchOut,
-    responses=ERRORS,
+    responses=BODY_ERRORS,
+    dependencies=[JSON_OR_FORM_BODY],
     summary="The most similar items to an image, a text, a stored item, a vector, or several "
     "examples",
     openapi_extra=_body_schema(
@@ -140,7 +165,8 @@ async def search(request: Request, cores: Cores) -> SearchOut:
 @router.post(
     "/v1/embeddings",
     response_model=EmbeddingsOut,
-    responses=ERRORS,
+    responses=BODY_ERRORS,
+    dependencies=[JSON_BODY],
     summary="OpenAI-compatible embeddings: texts, and images as data:image/...;base64 URIs",
 )
 async def embeddings(body: EmbeddingsIn, cores: Cores) -> EmbeddingsOut:
@@ -175,7 +201,8 @@ async def embeddings(body: EmbeddingsIn, cores: Cores) -> EmbeddingsOut:
 @router.put(
     "/v1/items/{item_id:path}",
     response_model=WrittenOut,
-    responses=ERRORS,
+    responses=BODY_ERRORS,
+    dependencies=[JSON_OR_FORM_BODY],
     summary="Store an item (upsert): an image or a vector, with metadata",
     openapi_extra=_body_schema(
         "ItemIn",
@@ -221,6 +248,7 @@ async def get_item(item_id: str, cores: Cores, include_vector: bool = False) -> 
         metadata=item.metadata,
         regions=[convert.region_json(region) for region in item.regions],
         vector=None if item.vector is None else item.vector.tolist(),
+        image=convert.image_json(item.image),
     )
 
 
@@ -235,7 +263,8 @@ async def delete_item(item_id: str, cores: Cores) -> DeletedOut:
 @router.post(
     "/v1/delete",
     response_model=DeletedManyOut,
-    responses=ERRORS,
+    responses=BODY_ERRORS,
+    dependencies=[JSON_BODY],
     summary="Remove several items in one durable commit; ids not stored are listed",
 )
 async def delete_items(body: DeleteIn, cores: Cores) -> DeletedManyOut:
@@ -273,12 +302,7 @@ async def duplicates(
     query = NeighboursQuery(min_score=threshold, k=k, filter=convert.pairs(filter))
     page = await core.neighbours_page(query, cursor)
     return DuplicatesOut(
-        items=[
-            ItemNeighboursOut(
-                id=item.id, neighbours=[NeighbourOut(id=i, score=s) for i, s in item.neighbours]
-            )
-            for item in page.items
-        ],
+        items=[convert.neighbours_json(item) for item in page.items],
         scanned=page.scanned,
         total=core.item_count,
         next_cursor=page.cursor,

@@ -25,6 +25,7 @@ __all__ = [
     "NeighbourOut",
     "ItemNeighboursOut",
     "DuplicatesOut",
+    "ImageFactsOut",
     "StatsOut",
     "ErrorBody",
     "ErrorOut",
@@ -67,11 +68,26 @@ class RegionJson(_Strict):
     label: str = ""
 
 
+class ImageFactsOut(BaseModel):
+    """The item's image as the server saw it when it was added."""
+
+    width: int = Field(description="pixels, as seen upright (EXIF orientation applied)")
+    height: int
+    bytes: int = Field(description="the file's size as it was sent")
+
+
+IMAGE_FACTS = Field(
+    default=None,
+    description="null: added as a vector, or stored before the server recorded image sizes",
+)
+
+
 class MatchOut(BaseModel):
     id: str
     score: float = Field(description="cosine similarity, -1 to 1")
     metadata: dict[str, str]
     region: RegionJson | None = Field(description="the region that matched; null: whole image")
+    image: ImageFactsOut | None = IMAGE_FACTS
 
 
 class SearchOut(BaseModel):
@@ -119,6 +135,7 @@ class ItemOut(BaseModel):
     metadata: dict[str, str]
     regions: list[RegionJson]
     vector: list[float] | None = None
+    image: ImageFactsOut | None = IMAGE_FACTS
 
 
 class WrittenOut(BaseModel):
@@ -142,11 +159,13 @@ class DeletedManyOut(BaseModel):
 class NeighbourOut(BaseModel):
     id: str
     score: float
+    image: ImageFactsOut | None = IMAGE_FACTS
 
 
 class ItemNeighboursOut(BaseModel):
     id: str
     neighbours: list[NeighbourOut]
+    image: ImageFactsOut | None = IMAGE_FACTS
 
 
 class DuplicatesOut(BaseModel):

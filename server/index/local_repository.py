@@ -21,6 +21,7 @@ from lookalike.export.manifest import ModelIdentity
 from lookalike.server.errors import NotFoundError, ThumbnailMissingError
 from lookalike.server.index.repository import (
     EmbeddedItem,
+    ImageFacts,
     ItemNeighbours,
     NeighbourPage,
     RepositoryStats,
@@ -253,6 +254,10 @@ class LocalRepository:
                 )
             if neighbours:
                 items.append(ItemNeighbours(item_id, neighbours[:k]))
+        images = store.image_facts([i for item in items for i in (item.id, *dict(item.neighbours))])
+        items = [
+            ItemNeighbours(item.id, item.neighbours, _facts_of(item, images)) for item in items
+        ]
         last = len(rows) < count  # a short page ends the scan
         return NeighbourPage(items, len(rows), None if last else rows[-1][0])
 
@@ -285,6 +290,12 @@ class LocalRepository:
 
     async def _run(self, function: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, function)
+
+
+def _facts_of(item: ItemNeighbours, images: Mapping[str, ImageFacts]) -> dict[str, ImageFacts]:
+    """The image facts known of an item and its neighbours."""
+    ids = (item.id, *(neighbour for neighbour, _ in item.neighbours))
+    return {i: images[i] for i in ids if i in images}
 
 
 def _whole_image_neighbours(

@@ -18,6 +18,7 @@ from lookalike.server.index.settings import IndexSettings
 from lookalike.server.regions import Region
 
 __all__ = [
+    "ImageFacts",
     "EmbeddedItem",
     "RegionVector",
     "VectorOwner",
@@ -31,6 +32,30 @@ __all__ = [
     "ShardStats",
     "Repository",
 ]
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFacts:
+    """What the server saw of an item's image when it was added: its size in pixels as seen
+    upright, and the size of the file as sent. Items added as vectors, and items stored
+    before Lookalike recorded this, have none."""
+
+    width: int
+    height: int
+    bytes: int
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    @classmethod
+    def from_columns(
+        cls, width: int | None, height: int | None, size: int | None
+    ) -> ImageFacts | None:
+        """From a table row's three columns, each NULL when the item has none."""
+        if width is None or height is None or size is None:
+            return None
+        return cls(int(width), int(height), int(size))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +74,7 @@ class EmbeddedItem:
     metadata: Mapping[str, str]
     regions: tuple[RegionVector, ...] = ()
     thumbnail: bytes | None = None  # a small JPEG of the image (`thumbnails`), if one was made
+    image: ImageFacts | None = None  # None for an item added as a vector
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +85,7 @@ class StoredItem:
     metadata: dict[str, str]
     vector: np.ndarray | None = None
     regions: tuple[Region, ...] = ()
+    image: ImageFacts | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,10 +96,12 @@ class VectorOwner:
     region: Region | None
 
     @classmethod
-    def from_row(cls, item_id: str, metadata: str, region: str | None) -> VectorOwner:
+    def from_row(
+        cls, item_id: str, metadata: str, region: str | None, image: ImageFacts | None = None
+    ) -> VectorOwner:
         """From a table row: the item's id, its metadata JSON, the region JSON or NULL."""
         return cls(
-            StoredItem(item_id, json.loads(metadata)),
+            StoredItem(item_id, json.loads(metadata), image=image),
             Region.from_json(region) if region is not None else None,
         )
 
@@ -103,6 +132,7 @@ class ItemNeighbours:
 
     id: str
     neighbours: list[tuple[str, float]]  # (id, score)
+    images: Mapping[str, ImageFacts] = dataclasses.field(default_factory=dict)  # where known
 
 
 @dataclasses.dataclass(frozen=True)

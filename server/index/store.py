@@ -23,7 +23,7 @@ import numpy as np
 
 from lookalike.export.manifest import ModelIdentity
 from lookalike.server.errors import DataDirError, StorageError, StorageFullError
-from lookalike.server.index.repository import EmbeddedItem, StoredItem, VectorOwner
+from lookalike.server.index.repository import EmbeddedItem, ImageFacts, StoredItem, VectorOwner
 from lookalike.server.index.sql import MAX_PARAMETERS, in_chunks
 from lookalike.server.regions import Region
 
@@ -31,7 +31,7 @@ __all__ = ["ItemStore", "ListedItem", "Upserted", "SCHEMA_VERSION", "StoreReader
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 ITEM_TABLES_V2 = """
 CREATE TABLE items (
     item INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -52,7 +52,8 @@ CREATE TABLE metadata (
 ) WITHOUT ROWID;
 CREATE INDEX metadata_by_item ON metadata(item);
 """
-# A new database is made at version 2, then migrated forward like an old one.
+# A new database is made at version 2, then brought forward by the same steps as an old one
+# (one definition of each table), silently: nothing of the user's is migrated.
 SCHEMA_V2 = "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);" + ITEM_TABLES_V2
 # Version 1 (before versioning, user_version 0): `items(key, id, vector, metadata)`, one vector
 # per item, keyed by the vector key; `metadata(name, value, key)`.
@@ -87,11 +88,19 @@ CREATE TABLE thumbnails (
     jpeg BLOB NOT NULL
 )
 """
+# Version 5: what the server saw of each added image (NULL: added as a vector, or before).
+MIGRATE_4_TO_5 = """
+ALTER TABLE items ADD COLUMN width INTEGER;
+ALTER TABLE items ADD COLUMN height INTEGER;
+ALTER TABLE items ADD COLUMN bytes INTEGER
+"""
 MIGRATIONS: dict[int, str] = {  # from version N to N + 1
     1: MIGRATE_1_TO_2,
     2: MIGRATE_2_TO_3,
     3: MIGRATE_3_TO_4,
+    4: MIGRATE_4_TO_5,
 }
+IMAGE_COLUMNS = "width, height, bytes"
 IDENTITY_SETTING = "model_identity"
 SQLITE_FULL = 13  # the result code of a write to a full disk
 
@@ -144,12 +153,14 @@ class ItemStore:
         if version == SCHEMA_VERSION:
             return
         # DDL is transactional in SQLite: a crash leaves the old version or the new, never a mix
+        created = version == 0
         with self._transaction():
-            if version == 0:
+            if created:
                 self._execute_script(SCHEMA_V2)
                 version = 2
             for step in range(version, SCHEMA_VERSION):
-                log.info("migrating %s from schema version %d to %d", self.path, step, step + 1)
+                if not created:
+                    log.info("migrating %s from schema version %d to %d", self.path, step, step + 1)
                 self._execute_script(MIGRATIONS[step])
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -196,8 +207,12 @@ class ItemStore:
             first_item, first_key = self._next_row("items"), self._next_row("vectors")
             rows = [(first_item + n, items[p]) for n, p in enumerate(kept)]
             self._db.executemany(
-                "INSERT INTO items (item, id, metadata) VALUES (?, ?, ?)",
-                [(row, item.id, json.dumps(item.metadata)) for row, item in rows],
+                f"INSERT INTO items (item, id, metadata, {IMAGE_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (row, item.id, json.dumps(item.metadata), *_image_columns(item))
+                    for row, item in rows
+                ],
             )
             owned = [  # (item row, vector, region JSON or None): each whole image, then regions
                 (row, vector, region)
@@ -284,11 +299,11 @@ class ItemStore:
 
     def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem | None:
         row = self._db.execute(
-            "SELECT item, metadata FROM items WHERE id = ?", (item_id,)
+            f"SELECT item, metadata, {IMAGE_COLUMNS} FROM items WHERE id = ?", (item_id,)
         ).fetchone()
         if row is None:
             return None
-        item, metadata = row
+        item, metadata, *image = row
         vector = None
         if with_vector:
             (blob,) = self._db.execute(
@@ -304,7 +319,20 @@ class ItemStore:
             json.loads(metadata),
             vector,
             tuple(Region.from_json(region) for (region,) in regions),
+            ImageFacts.from_columns(*image),
         )
+
+    def image_facts(self, ids: Sequence[str]) -> dict[str, ImageFacts]:
+        """The image facts of those of these items that have them, by id."""
+        found: dict[str, ImageFacts] = {}
+        for part, marks in in_chunks(list(dict.fromkeys(ids))):
+            rows = self._db.execute(
+                f"SELECT id, {IMAGE_COLUMNS} FROM items WHERE id IN ({marks})", part
+            )
+            for item_id, *columns in rows:
+                if (facts := ImageFacts.from_columns(*columns)) is not None:
+                    found[item_id] = facts
+        return found
 
     def thumbnail(self, item_id: str) -> bytes | None:
         """The item's thumbnail; None if it has none. KeyError if there is no such item."""
@@ -318,9 +346,12 @@ class ItemStore:
     def by_keys(self, keys: Sequence[int]) -> dict[int, VectorOwner]:
         """Whose each of these vector keys is, by key."""
         found: dict[int, VectorOwner] = {}
-        columns = "key, id, metadata, region FROM vectors JOIN items USING (item)"
+        columns = f"key, id, metadata, region, {IMAGE_COLUMNS} FROM vectors JOIN items USING (item)"
         for rows in self._rows_by_key(columns, keys, chunk=MAX_PARAMETERS):
-            found.update((int(key), VectorOwner.from_row(i, m, r)) for key, i, m, r in rows)
+            found.update(
+                (int(key), VectorOwner.from_row(i, m, r, ImageFacts.from_columns(*image)))
+                for key, i, m, r, *image in rows
+            )
         return found
 
     def keys_matching(self, pairs: Mapping[str, str]) -> np.ndarray:
@@ -370,6 +401,11 @@ class ItemStore:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
+
+
+def _image_columns(item: EmbeddedItem) -> tuple[int | None, int | None, int | None]:
+    image = item.image
+    return (None, None, None) if image is None else (image.width, image.height, image.bytes)
 
 
 def _items_matching(pairs: Mapping[str, str]) -> tuple[str, list[str]]:

@@ -69,8 +69,9 @@ class Hit:
 
 
 def _hits(keys: np.ndarray, distances: np.ndarray) -> list[Hit]:
+    """Cosine scores within [-1, 1], which float rounding oversteps (1.0000001)."""
     pairs = zip(keys.tolist(), distances.tolist(), strict=True)
-    return [Hit(key, 1.0 - distance) for key, distance in pairs]
+    return [Hit(key, min(1.0, max(-1.0, 1.0 - distance))) for key, distance in pairs]
 
 
 class VectorIndex:

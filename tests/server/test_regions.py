@@ -274,6 +274,8 @@ def test_a_data_dir_made_before_regions_is_served_after_a_restart(
     database = sqlite3.connect(tmp_path / "data" / "items.sqlite3", isolation_level=None)
     database.execute("ALTER TABLE vectors DROP COLUMN region")  # what schema 3 added
     database.execute("DROP TABLE thumbnails")  # what schema 4 added
+    for column in ("width", "height", "bytes"):  # what schema 5 added
+        database.execute(f"ALTER TABLE items DROP COLUMN {column}")
     database.execute("PRAGMA user_version = 2")
     database.close()
 

@@ -155,7 +155,7 @@ class Example(_message.Message):
     def __init__(self, image: _Optional[bytes] = ..., text: _Optional[str] = ..., id: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ...) -> None: ...
 
 class Match(_message.Message):
-    __slots__ = ("id", "score", "metadata", "whole_image", "region")
+    __slots__ = ("id", "score", "metadata", "whole_image", "region", "image")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -168,12 +168,24 @@ class Match(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     WHOLE_IMAGE_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
     id: str
     score: float
     metadata: _containers.ScalarMap[str, str]
     whole_image: bool
     region: Region
-    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., metadata: _Optional[_Mapping[str, str]] = ..., whole_image: _Optional[bool] = ..., region: _Optional[_Union[Region, _Mapping]] = ...) -> None: ...
+    image: ImageFacts
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., metadata: _Optional[_Mapping[str, str]] = ..., whole_image: _Optional[bool] = ..., region: _Optional[_Union[Region, _Mapping]] = ..., image: _Optional[_Union[ImageFacts, _Mapping]] = ...) -> None: ...
+
+class ImageFacts(_message.Message):
+    __slots__ = ("width", "height", "bytes")
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    width: int
+    height: int
+    bytes: int
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("matches", "exact")
@@ -192,7 +204,7 @@ class GetRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., include_vector: _Optional[bool] = ...) -> None: ...
 
 class GetResponse(_message.Message):
-    __slots__ = ("id", "metadata", "vector", "regions")
+    __slots__ = ("id", "metadata", "vector", "regions", "image")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -204,11 +216,13 @@ class GetResponse(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     REGIONS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
     id: str
     metadata: _containers.ScalarMap[str, str]
     vector: Vector
     regions: _containers.RepeatedCompositeFieldContainer[Region]
-    def __init__(self, id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., regions: _Optional[_Iterable[_Union[Region, _Mapping]]] = ...) -> None: ...
+    image: ImageFacts
+    def __init__(self, id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., regions: _Optional[_Iterable[_Union[Region, _Mapping]]] = ..., image: _Optional[_Union[ImageFacts, _Mapping]] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
     __slots__ = ("ids",)
@@ -252,20 +266,24 @@ class NeighboursResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[ItemNeighbours, _Mapping]]] = ..., scanned: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
 
 class ItemNeighbours(_message.Message):
-    __slots__ = ("id", "neighbours")
+    __slots__ = ("id", "neighbours", "image")
     ID_FIELD_NUMBER: _ClassVar[int]
     NEIGHBOURS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
     id: str
     neighbours: _containers.RepeatedCompositeFieldContainer[Neighbour]
-    def __init__(self, id: _Optional[str] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ...) -> None: ...
+    image: ImageFacts
+    def __init__(self, id: _Optional[str] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., image: _Optional[_Union[ImageFacts, _Mapping]] = ...) -> None: ...
 
 class Neighbour(_message.Message):
-    __slots__ = ("id", "score")
+    __slots__ = ("id", "score", "image")
     ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
     id: str
     score: float
-    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+    image: ImageFacts
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., image: _Optional[_Union[ImageFacts, _Mapping]] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
     __slots__ = ()

@@ -15,6 +15,7 @@ const state = {
   selected: new Set(), // ids for "more like these"
   rejected: new Set(), // ids marked "not like this"
   tokenPrompt: null, // the pending token request, shared by all calls that got a 401
+  imageFacts: new Map(), // id -> {width, height, bytes} as the server recorded the image
 };
 
 const $ = (testid, root = document) => root.querySelector(`[data-testid="${testid}"]`);
@@ -165,7 +166,15 @@ function clearList(list) {
 // -- stats ---------------------------------------------------------------------------------
 
 async function loadStats() {
-  const stats = await api('GET', 'v1/stats');
+  let stats;
+  try {
+    stats = await api('GET', 'v1/stats');
+  } catch (error) {
+    $('stats').textContent = error.status === 401 ? 'A token is needed.' : 'Not connected.';
+    $('reconnect').hidden = false;
+    throw error;
+  }
+  $('reconnect').hidden = true;
   $('stats').textContent = [
     plural(stats.items, 'item'),
     `model ${stats.model_id}`,
@@ -203,7 +212,10 @@ async function search(query, description) {
   const seq = ++state.searchSeq;
   $('status').textContent = `Searching ${description}…`;
   const answer = await api('POST', 'v1/search', body).catch((error) => {
-    if (seq === state.searchSeq) $('status').textContent = '';
+    if (seq === state.searchSeq) {
+      $('status').textContent = '';
+      clearList($('results')); // they answered another query
+    }
     throw error;
   });
   if (seq !== state.searchSeq) return;
@@ -273,7 +285,12 @@ async function useImage(file) {
   $('text-query').value = ''; // the query is the image now
   showView('search');
   setBox(null);
-  await searchImage();
+  try {
+    await searchImage();
+  } catch (error) {
+    removeImage(); // refused: what is shown is what is searched
+    throw error;
+  }
 }
 
 function removeImage() {
@@ -345,11 +362,17 @@ function resultCard(match) {
   const card = fromTemplate('card-template');
   card.dataset.id = match.id;
   $('card-id', card).textContent = match.id;
+  $('card-id', card).title = match.id;
   $('card-score', card).textContent = `score ${match.score.toFixed(3)}`;
-  card.querySelector('.metadata').append(...metadataRows(match.metadata));
-  const thumb = $('more-like-this', card);
-  thumb.setAttribute('aria-label', `More like ${match.id}`);
-  thumb.addEventListener('click', guarded(() => moreLikeThis(match.id)));
+  const line = metadataLine(match);
+  $('card-meta', card).textContent = line;
+  $('card-meta', card).title = line;
+  const thumb = $('open-item', card);
+  thumb.setAttribute('aria-label', `Show ${match.id}`);
+  thumb.addEventListener('click', guarded(() => openItem(match.id)));
+  const more = $('more-like-this', card);
+  more.setAttribute('aria-label', `More like ${match.id}`);
+  more.addEventListener('click', guarded(() => moreLikeThis(match.id)));
   if (match.region) showRegion($('region-box', card), match.region);
   const select = $('select', card);
   select.setAttribute('aria-label', `Select ${match.id} for "more like these"`);
@@ -362,6 +385,46 @@ function resultCard(match) {
   syncCard(card);
   loadThumbnail(thumb, match.id);
   return card;
+}
+
+/** One line for a card: the image's size, then the metadata as key=value. */
+function metadataLine(match) {
+  const pairs = Object.entries(match.metadata).map(([key, value]) => `${key}=${value}`);
+  return [match.image ? describeFacts(match.image) : null, ...pairs].filter(Boolean).join(' · ');
+}
+
+/** The item view: its thumbnail with its regions, its id, size, metadata. */
+async function openItem(id) {
+  const item = await api('GET', itemPath(id));
+  const dialog = $('item-dialog');
+  $('item-id').textContent = item.id;
+  $('item-facts').textContent = describeFacts(item.image);
+  $('item-metadata').replaceChildren(...metadataRows(item.metadata));
+  $('item-regions').replaceChildren(
+    ...item.regions.map((region) => {
+      const box = document.createElement('span');
+      box.className = 'box region';
+      showRegion(box, region);
+      return box;
+    }),
+  );
+  $('item-region-count').textContent = item.regions.length
+    ? `${plural(item.regions.length, 'region')}, each searchable on its own`
+    : '';
+  const holder = dialog.querySelector('.thumb');
+  const img = holder.querySelector('img');
+  if (img.src.startsWith('blob:')) URL.revokeObjectURL(img.src);
+  img.hidden = true;
+  img.removeAttribute('src');
+  holder.querySelector('.placeholder').hidden = false;
+  holder.querySelector('.placeholder').textContent = 'no thumbnail';
+  $('item-more-like-this').onclick = guarded(async () => {
+    dialog.close();
+    showView('search');
+    await moreLikeThis(id);
+  });
+  dialog.showModal();
+  await loadThumbnail(holder, id);
 }
 
 function metadataRows(metadata) {
@@ -412,10 +475,11 @@ function clearSelection() {
 
 // -- duplicates ----------------------------------------------------------------------------
 
-/** Every pair at or above the threshold ([id, id, score]), page by page, with the progress
- * shown. */
+/** Every pair at or above the threshold ([id, id, score]) and what the server recorded of
+ * each image (id -> {width, height, bytes}), page by page, with the progress shown. */
 async function scanPairs(threshold) {
   const pairs = [];
+  const facts = new Map();
   let cursor = 0;
   let scanned = 0;
   do {
@@ -424,11 +488,15 @@ async function scanPairs(threshold) {
     scanned += page.scanned;
     showProgress(scanned, page.total);
     for (const item of page.items) {
-      for (const { id, score } of item.neighbours) pairs.push([item.id, id, score]);
+      if (item.image) facts.set(item.id, item.image);
+      for (const { id, score, image } of item.neighbours) {
+        pairs.push([item.id, id, score]);
+        if (image) facts.set(id, image);
+      }
     }
     cursor = page.next_cursor;
   } while (cursor !== null);
-  return pairs;
+  return { pairs, facts };
 }
 
 function showProgress(scanned, total) {
@@ -471,13 +539,15 @@ async function findDuplicates(event) {
   try {
     clearList($('dup-groups'));
     $('dup-actions').hidden = true;
-    const pairs = await scanPairs(threshold);
+    const { pairs, facts } = await scanPairs(threshold);
+    state.imageFacts = facts;
     const closest = new Map(); // each id's highest score with another
     for (const [a, b, score] of pairs) {
       for (const id of [a, b]) closest.set(id, Math.max(score, closest.get(id) ?? -1));
     }
     const groups = groupPairs(pairs);
     $('dup-groups').append(...groups.map((ids) => groupCard(ids, closest)));
+    showKept();
     $('dup-actions').hidden = groups.length === 0;
     $('dup-progress').querySelector('span').textContent += groups.length
       ? `: ${plural(groups.length, 'group')} of near-duplicates at ${threshold} or more`
@@ -499,6 +569,11 @@ function copyCard(id, score) {
   const copy = fromTemplate('copy-template');
   copy.dataset.id = id;
   $('dup-id', copy).textContent = id;
+  $('dup-id', copy).title = id;
+  $('dup-facts', copy).textContent = describeFacts(state.imageFacts.get(id));
+  const thumb = $('open-item', copy);
+  thumb.setAttribute('aria-label', `Show ${id}`);
+  thumb.addEventListener('click', guarded(() => openItem(id)));
   $('dup-score', copy).textContent = `closest ${score.toFixed(4)}`;
   const checkbox = $('dup-mark', copy);
   checkbox.setAttribute('aria-label', `Delete ${id}`);
@@ -522,18 +597,71 @@ function updateMarked() {
   });
 }
 
-function markAllButFirst() {
+function describeFacts(image) {
+  if (!image) return 'size not recorded';
+  return `${image.width}×${image.height} px · ${formatBytes(image.bytes)}`;
+}
+
+function formatBytes(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 ** 2) return `${(bytes / 1024).toFixed(1)} KB`;
+  return `${(bytes / 1024 ** 2).toFixed(1)} MB`;
+}
+
+/** Which copy of a group each rule keeps. Copies whose size was not recorded come last;
+ * ties go to the first id, so the same group always keeps the same copy. */
+const KEEP_RULES = {
+  largest: (a, b) => b.pixels - a.pixels || b.bytes - a.bytes,
+  smallest: (a, b) => a.bytes - b.bytes || b.pixels - a.pixels,
+  first: () => 0,
+};
+
+function keptCopy(ids, rule) {
+  const known = (id) => state.imageFacts.get(id);
+  const ranked = ids.map((id) => {
+    const image = known(id);
+    return image
+      ? { id, known: 1, pixels: image.width * image.height, bytes: image.bytes }
+      : { id, known: 0, pixels: 0, bytes: 0 };
+  });
+  const order = KEEP_RULES[rule];
+  ranked.sort(
+    (a, b) =>
+      (rule === 'first' ? 0 : b.known - a.known) || order(a, b) || (a.id < b.id ? -1 : 1),
+  );
+  return ranked[0].id;
+}
+
+/** Marks which copy of each group the chosen rule keeps. */
+function showKept() {
+  const rule = $('dup-keep-rule').value;
   for (const group of document.querySelectorAll('.group')) {
-    group.querySelectorAll('[data-testid="dup-mark"]').forEach((checkbox, i) => {
-      checkbox.checked = i > 0;
-    });
+    const copies = [...group.querySelectorAll('.copy')];
+    const kept = keptCopy(copies.map((copy) => copy.dataset.id), rule);
+    for (const copy of copies) $('dup-keep', copy).hidden = copy.dataset.id !== kept;
+  }
+}
+
+function markAllButKept() {
+  showKept();
+  for (const copy of document.querySelectorAll('.copy')) {
+    $('dup-mark', copy).checked = $('dup-keep', copy).hidden;
   }
   updateMarked();
 }
 
 async function deleteMarked() {
   const ids = markedIds();
-  $('confirm-text').textContent = `Delete ${plural(ids.length, 'item')}? This cannot be undone.`;
+  const whole = [...document.querySelectorAll('.group')].filter((group) =>
+    [...group.querySelectorAll('[data-testid="dup-mark"]')].every((box) => box.checked),
+  ).length;
+  $('confirm-text').textContent =
+    `Delete ${plural(ids.length, 'item')}? This cannot be undone.` +
+    (whole ? ` Every copy of ${plural(whole, 'group')} is among them.` : '');
+  const list = $('confirm-list');
+  list.replaceChildren(
+    ...ids.map((id) => Object.assign(document.createElement('li'), { textContent: id })),
+  );
   if (!(await showDialog($('confirm-dialog')))) return;
   $('dup-count').textContent = `Deleting ${plural(ids.length, 'item')}…`;
   await api('POST', 'v1/delete', { ids }); // one durable commit; ids already gone are listed
@@ -599,12 +727,14 @@ function listen() {
   for (const tab of document.querySelectorAll('.tab')) {
     tab.addEventListener('click', () => showView(tab.dataset.view));
   }
+  $('reconnect').addEventListener('click', guarded(loadStats));
   $('search-form').addEventListener('submit', guarded(submitSearch));
   $('k').addEventListener('change', guarded(rerun));
   $('more-like-these').addEventListener('click', guarded(moreLikeThese));
   $('clear-selection').addEventListener('click', clearSelection);
   $('duplicates-form').addEventListener('submit', guarded(findDuplicates));
-  $('dup-keep-first').addEventListener('click', markAllButFirst);
+  $('dup-keep-rule').addEventListener('change', showKept);
+  $('dup-mark-rest').addEventListener('click', markAllButKept);
   $('dup-delete').addEventListener('click', guarded(deleteMarked));
   listenForImages();
   listenForBoxes();

@@ -13,7 +13,13 @@ from transformers import BaseImageProcessor, CLIPImageProcessor, SiglipImageProc
 
 from lookalike.export.families import clip, siglip
 from lookalike.export.manifest import PixelLayout, PreprocessSpec
-from lookalike.server.embed.preprocess import ImageLimits, PreprocessMode, Preprocessor, decode
+from lookalike.server.embed.preprocess import (
+    ImageLimits,
+    PreprocessMode,
+    Preprocessor,
+    decode,
+    upright_size,
+)
 from lookalike.server.errors import ImageTooLargeError, InvalidImageError
 from tests.pixels import normalized
 from tests.server.images import encode, jpeg, natural
@@ -253,3 +259,49 @@ def test_pixel_limit_is_our_own_guard_not_only_pillows() -> None:
     with pytest.raises(ImageTooLargeError, match="9,000,000 pixels"):
         decode(data, limits)
     assert decode(data, ImageLimits(max_pixels=10_000_000)).size == (3000, 3000)
+
+
+@pytest.mark.parametrize(
+    ("size", "max_pixels", "message"),
+    [
+        (
+            (3000, 3000),
+            4_000_000,
+            "image is 3000x3000 = 9,000,000 pixels, too large: the limit is 4,000,000 "
+            "(the server's --max-pixels)",
+        ),
+        (  # past Pillow's error (2 * MAX_IMAGE_PIXELS), which names no width or height
+            (20000, 20000),
+            64_000_000,
+            "image is over 178,956,970 pixels, too large: the limit is 64,000,000 "
+            "(the server's --max-pixels)",
+        ),
+        (  # past Pillow's warning (MAX_IMAGE_PIXELS): our check decides, with the size
+            (10000, 10000),
+            64_000_000,
+            "image is 10000x10000 = 100,000,000 pixels, too large: the limit is 64,000,000 "
+            "(the server's --max-pixels)",
+        ),
+        (
+            (20000, 20000),
+            500_000_000,
+            "image is over 178,956,970 pixels, too large: the limit is 178,956,970 "
+            "(Pillow's, which the server's --max-pixels cannot raise)",
+        ),
+    ],
+)
+def test_a_pixel_limit_says_the_size_and_the_limit_and_names_the_flag(
+    size: tuple[int, int], max_pixels: int, message: str
+) -> None:
+    assert Image.MAX_IMAGE_PIXELS == 89_478_485  # Pillow's default, which the messages name
+    with pytest.raises(ImageTooLargeError) as refused:
+        decode(bomb_png(*size), ImageLimits(max_pixels=max_pixels))
+    assert str(refused.value) == message
+
+
+def test_max_pixels_is_the_limit_past_pillows_warning() -> None:
+    """Pillow only warns between MAX_IMAGE_PIXELS and twice that: there --max-pixels decides."""
+    past_the_warning = bomb_png(10000, 10000)  # 100 M pixels
+    assert upright_size(past_the_warning, ImageLimits(max_pixels=150_000_000)) == (10000, 10000)
+    with pytest.raises(ImageTooLargeError, match="10000x10000"):
+        upright_size(past_the_warning, ImageLimits(max_pixels=99_999_999))

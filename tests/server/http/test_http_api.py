@@ -215,7 +215,14 @@ def test_items_are_put_got_thumbnailed_and_deleted(api: httpx.Client) -> None:
     again = api.put("/v1/items/folder/new item.jpg", json={"image": b64(PHOTOS["photo-5"])})
     assert again.json()["replaced"] is True
     item = api.get("/v1/items/folder/new item.jpg").json()
-    assert item == {"id": "folder/new item.jpg", "metadata": {}, "regions": [], "vector": None}
+    image = {"width": photo.width, "height": photo.height, "bytes": len(PHOTOS["photo-5"])}
+    assert item == {
+        "id": "folder/new item.jpg",
+        "metadata": {},
+        "regions": [],
+        "vector": None,
+        "image": image,
+    }
     thumbnail = api.get("/v1/items/folder/new item.jpg/thumbnail")
     assert thumbnail.headers["content-type"] == "image/jpeg"
     small = Image.open(io.BytesIO(thumbnail.content))
@@ -376,6 +383,66 @@ def test_the_schema_describes_every_endpoint(api: httpx.Client) -> None:
     assert {"SearchIn", "ExampleIn", "ItemIn", "ErrorOut"} <= set(schema["components"]["schemas"])
 
 
+def test_the_schema_asks_for_the_token_on_the_api_and_lists_no_422(api: httpx.Client) -> None:
+    """Bad input is a 400 in the API's own shape: FastAPI's 422 is never sent."""
+    schema = api.get("/openapi.json").json()
+    assert schema["components"]["securitySchemes"] == {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "the server's --token; asked for only when it was started with one",
+        }
+    }
+    operations = [
+        (path, operation)
+        for path, methods in schema["paths"].items()
+        for operation in methods.values()
+    ]
+    for path, operation in operations:
+        assert "422" not in operation["responses"], path
+        if path.startswith("/v1/"):
+            assert operation["security"] == [{"bearer": []}], path
+        else:
+            assert "security" not in operation, path  # /healthz is open
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    assert schema["paths"]["/v1/search"]["post"]["responses"]["400"]["content"] == {
+        "application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}
+    }
+
+
+def test_scores_stay_within_minus_one_and_one(api: httpx.Client) -> None:
+    """A vector's cosine with itself comes out of the index as 1.0000001 for about one vector
+    in five (and with its opposite as -1.0000001): searches and the duplicates scan answer 1
+    and -1 for them."""
+    dims = api.get("/v1/stats").json()["dims"]
+    rows = np.random.default_rng(7).normal(size=(32, dims))
+    stored = {f"unit-{i}": row.tolist() for i, row in enumerate(rows)}
+    copies = {f"copy-{i}": vector for i, vector in enumerate(stored.values())}
+    try:
+        for item_id, vector in stored.items():
+            assert api.put(f"/v1/items/{item_id}", json={"vector": vector}).status_code == 200
+        for item_id, vector in stored.items():
+            for query, end in ((vector, 0), ([-value for value in vector], -1)):
+                found = api.post("/v1/search", json={"vector": query, "k": 100}).json()
+                scores = [match["score"] for match in found["matches"]]
+                assert found["matches"][end]["id"] == item_id
+                assert abs(scores[end]) == pytest.approx(1.0, abs=1e-6)
+                assert all(-1.0 <= score <= 1.0 for score in scores), (min(scores), max(scores))
+        for item_id, vector in copies.items():
+            assert api.put(f"/v1/items/{item_id}", json={"vector": vector}).status_code == 200
+        page = api.get("/v1/duplicates", params={"threshold": 0.99, "k": 1}).json()
+        neighbours = [
+            neighbour["score"]
+            for item in page["items"]
+            if item["id"] in stored or item["id"] in copies
+            for neighbour in item["neighbours"]
+        ]
+        assert len(neighbours) == len(stored) + len(copies)
+        assert all(0.99 <= score <= 1.0 for score in neighbours), max(neighbours)
+    finally:
+        api.post("/v1/delete", json={"ids": [*stored, *copies]})
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "status", "code", "says"),
     [
@@ -423,7 +490,9 @@ def test_bad_requests_get_a_json_error_and_the_server_stays_up(
     says: str,
 ) -> None:
     if isinstance(body, bytes):
-        answer = api.request(method, path, content=body, headers={"content-type": "text/json"})
+        answer = api.request(
+            method, path, content=body, headers={"content-type": "application/json"}
+        )
     else:
         answer = api.request(method, path, json=body)
     assert answer.status_code == status, answer.text

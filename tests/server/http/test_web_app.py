@@ -19,6 +19,8 @@ import pytest
 import skimage.data
 from PIL import Image
 
+from lookalike.client.api import ImageFacts
+from lookalike.client.keep import KeepRule, kept_copy
 from tests.server.http.conftest import http_client, http_server
 from tests.server.images import jpeg
 
@@ -108,11 +110,13 @@ def server(tiny_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield url
 
 
+COFFEE_COPY = photo("coffee").resize((576, 380))  # smaller, and first in alphabetical order
+
+
 def fill(client: httpx.Client) -> None:
     for name in PHOTOS:
         put(client, f"photos/{name}.jpg", encoded(photo(name)), metadata={"kind": "photo"})
-    copy = photo("coffee").resize((576, 380))
-    put(client, "copies/coffee.jpg", encoded(copy, 60), metadata={"kind": "photo"})
+    put(client, "copies/coffee.jpg", encoded(COFFEE_COPY, 60), metadata={"kind": "photo"})
     for seed in range(4):
         put(
             client,
@@ -226,7 +230,7 @@ def test_text_search_shows_the_apis_matches_with_the_filter_and_k(page: Any, ser
         )
     assert shown_ids(page) == [m["id"] for m in expected]
     assert len(expected) == 5
-    expect(page.locator(f"{CARDS} dd")).to_have_text(["art"] * 5)
+    expect(page.get_by_test_id("card-meta")).to_have_text([re.compile(r"kind=art$")] * 5)
 
     page.get_by_label("Metadata filter").fill("kind")
     page.get_by_label("Metadata filter").press("Enter")
@@ -354,13 +358,34 @@ def test_duplicates_view_deletes_a_confirmed_copy(page: Any, server: str) -> Non
     expect(groups.locator("img")).to_have_count(2)
     expect(groups.get_by_test_id("dup-score")).to_have_text([re.compile(r"closest 0\.999\d")] * 2)
     expect(groups.locator("img").first).to_be_visible()
+    sizes = {"copies/coffee.jpg": COFFEE_COPY.size, "photos/coffee.jpg": photo("coffee").size}
+    with http_client(server) as client:
+        images = {item_id: client.get(f"/v1/items/{item_id}").json()["image"] for item_id in sizes}
+    for item_id, (width, height) in sizes.items():
+        assert (images[item_id]["width"], images[item_id]["height"]) == (width, height)
+    expect(groups.get_by_test_id("dup-facts")).to_have_text(
+        [re.compile(rf"^{w}\u00d7{h} px · \d+\.\d KB$") for w, h in sizes.values()]
+    )
 
-    page.get_by_role("checkbox", name="Delete copies/coffee.jpg").check()
+    # which copy each rule keeps: as the CLI's rules keep it, from the same recorded sizes
+    recorded = {i: ImageFacts(**image) for i, image in images.items()}
+    rule = page.get_by_label("Copy to keep in each group")
+    for name in ("first", "smallest", "largest"):
+        rule.select_option(name)
+        kept = kept_copy(sorted(sizes), recorded, KeepRule(name))
+        expect(groups.get_by_test_id("dup-keep").locator("visible=true")).to_have_count(1)
+        expect(page.locator(f'.copy[data-id="{kept}"]').get_by_test_id("dup-keep")).to_be_visible()
+    assert kept_copy(sorted(sizes), recorded, KeepRule.LARGEST) == "photos/coffee.jpg"
+
+    page.get_by_test_id("dup-mark-rest").click()
+    expect(page.get_by_role("checkbox", name="Delete copies/coffee.jpg")).to_be_checked()
+    expect(page.get_by_role("checkbox", name="Delete photos/coffee.jpg")).not_to_be_checked()
     expect(page.get_by_test_id("dup-count")).to_have_text("1 copy marked")
     page.get_by_test_id("dup-delete").click()
     dialog = page.get_by_test_id("confirm-dialog")
     expect(dialog).to_be_visible()
     expect(dialog).to_contain_text("Delete 1 item?")
+    expect(dialog.get_by_test_id("confirm-list").locator("li")).to_have_text(["copies/coffee.jpg"])
     page.get_by_test_id("confirm-cancel").click()  # nothing happens
     expect(dialog).to_be_hidden()
     expect(groups).to_have_count(1)
@@ -452,3 +477,80 @@ def test_a_token_is_asked_for_kept_and_sent(
         page.reload()  # the token stays for the session
         expect(page.get_by_test_id("stats")).to_contain_text("1 item")
         expect(dialog).to_be_hidden()
+
+
+def test_an_item_opens_in_a_larger_view_with_its_size_metadata_and_regions(
+    page: Any, server: str, images: dict[str, Path]
+) -> None:
+    upload = page.get_by_label("Or search by an image")
+    searched(page, lambda: upload.set_input_files(images["collage-query"]))
+    collage = card(page, "posters/collage.jpg")
+    expect(collage.get_by_test_id("card-id")).to_have_text("posters/collage.jpg")
+    expect(collage.get_by_test_id("card-meta")).to_have_text(
+        re.compile(r"^512\u00d7256 px · \d+\.\d KB · kind=art$")
+    )
+    lines = cards(page).evaluate_all(  # one line each, however long the id or metadata
+        "cards => cards.map(c => ['card-id', 'card-meta'].map(t => "
+        "c.querySelector(`[data-testid=${t}]`).getClientRects().length))"
+    )
+    assert all(rects == [1, 1] for rects in lines)
+
+    collage.get_by_role("button", name="Show posters/collage.jpg").click()
+    dialog = page.get_by_test_id("item-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog.get_by_test_id("item-id")).to_have_text("posters/collage.jpg")
+    expect(dialog.get_by_test_id("item-facts")).to_have_text(re.compile(r"^512\u00d7256 px"))
+    expect(dialog.locator("dt")).to_have_text(["kind"])
+    expect(dialog.locator("dd")).to_have_text(["art"])
+    expect(dialog.get_by_test_id("item-region-count")).to_have_text(
+        "1 region, each searchable on its own"
+    )
+    region = dialog.locator(".box.region")
+    expect(region).to_have_attribute("title", "matched region: galaxies")
+    expect(dialog.locator("img")).to_be_visible()
+    picture, drawn = dialog.locator("img").bounding_box(), region.bounding_box()
+    assert drawn["x"] == pytest.approx(picture["x"] + picture["width"] / 2, abs=2)  # right half
+
+    request, _ = searched(page, dialog.get_by_test_id("item-more-like-this").click)
+    expect(dialog).to_be_hidden()
+    assert request["id"] == "posters/collage.jpg"
+    with http_client(server) as client:
+        vector_only = client.get("/v1/items/vector-only").json()
+    assert vector_only["image"] is None  # added as a vector: no size to show
+    card(page, shown_ids(page)[0]).get_by_test_id("open-item").click()
+    expect(dialog).to_be_visible()
+    page.get_by_test_id("item-close").click()
+    expect(dialog).to_be_hidden()
+
+
+def test_a_refused_image_clears_the_results_of_the_query_before(page: Any, tmp_path: Path) -> None:
+    page.get_by_label("Describe what you look for").fill("a photo")
+    searched(page, lambda: page.get_by_test_id("search-button").click())
+    not_an_image = tmp_path / "notes.jpg"
+    not_an_image.write_bytes(b"just some text, named like a photo\n" * 20)
+    page.get_by_label("Or search by an image").set_input_files(not_an_image)
+    expect(page.get_by_test_id("error")).to_contain_text("not an image")
+    expect(cards(page)).to_have_count(0)
+    expect(page.get_by_test_id("query-panel")).to_be_hidden()  # what is shown is what is searched
+    expect(page.get_by_test_id("status")).to_have_text("")
+
+
+def test_dismissing_the_token_dialog_says_so_and_lets_the_token_be_given_later(
+    tiny_export: Path, tmp_path: Path, open_page: Any
+) -> None:
+    with http_server(tiny_export, tmp_path, token="secret") as (_, url):
+        page = open_page(url)
+        dialog = page.get_by_test_id("token-dialog")
+        expect(dialog).to_be_visible()
+        page.keyboard.press("Escape")
+        expect(dialog).to_be_hidden()
+        expect(page.get_by_test_id("stats")).to_have_text("A token is needed.")
+        expect(page.get_by_test_id("error")).to_contain_text("A token is needed.")
+        page.get_by_test_id("reconnect").click()
+        expect(dialog).to_be_visible()
+        page.get_by_label("Token", exact=True).fill("secret")
+        page.get_by_test_id("token-submit").click()
+        expect(page.get_by_test_id("stats")).to_contain_text("0 items · model tiny")
+        expect(page.get_by_test_id("random-notice")).to_be_visible()
+        expect(page.get_by_test_id("reconnect")).to_be_hidden()
+        expect(page.get_by_test_id("error")).to_be_hidden()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from lookalike.export.manifest import ModelIdentity
 from lookalike.server.errors import DataDirError
-from lookalike.server.index.repository import EmbeddedItem, RegionVector
+from lookalike.server.index.repository import EmbeddedItem, ImageFacts, RegionVector
 from lookalike.server.index.store import SCHEMA_VERSION, ItemStore
 from lookalike.server.regions import Region
 from tests.server.fakes import DIMS, unit_vectors
@@ -75,9 +76,52 @@ def store(tmp_path: Path):
     store.close()
 
 
-def test_a_new_database_starts_at_the_current_schema(store: ItemStore) -> None:
-    assert store.schema_version == SCHEMA_VERSION
-    assert store.count() == 0
+def test_a_new_database_starts_at_the_current_schema(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        store = ItemStore(tmp_path / "items.sqlite3", IDENTITY)
+    try:
+        assert store.schema_version == SCHEMA_VERSION
+        assert store.count() == 0
+        assert "migrating" not in caplog.text  # nothing of the user's was there to migrate
+    finally:
+        store.close()
+
+
+def as_version_4(store: ItemStore) -> None:
+    """Turn a current database back into one of schema version 4 (before image facts)."""
+    for column in ("width", "height", "bytes"):
+        store._db.execute(f"ALTER TABLE items DROP COLUMN {column}")
+    store._db.execute("PRAGMA user_version = 4")
+
+
+def test_image_facts_are_kept_with_their_item_and_older_items_have_none(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "items.sqlite3"
+    store = ItemStore(path, IDENTITY)
+    store.upsert(items(2))
+    as_version_4(store)
+    store.close()
+    with caplog.at_level(logging.INFO):
+        store = ItemStore(path, IDENTITY)
+    try:
+        assert "from schema version 4 to 5" in caplog.text
+        assert store.get("item-0").image is None  # type: ignore[union-attr]
+        photo, drawn = unit_vectors(2, seed=3)
+        facts = ImageFacts(640, 480, 51_234)
+        written = store.upsert(
+            [EmbeddedItem("photo", photo, {}, image=facts), EmbeddedItem("drawn", drawn, {})]
+        )
+        assert store.get("photo").image == facts  # type: ignore[union-attr]
+        assert store.get("drawn").image is None  # type: ignore[union-attr]
+        owners = store.by_keys(written.keys.tolist())
+        assert [owner.item.image for owner in owners.values()] == [facts, None]
+        assert store.image_facts(["photo", "drawn", "item-1", "nobody"]) == {"photo": facts}
+        assert facts.pixels == 640 * 480
+    finally:
+        store.close()
 
 
 def test_upsert_replaces_an_item_under_a_new_key(store: ItemStore) -> None:
@@ -255,6 +299,7 @@ def test_thumbnails_follow_their_item_in_a_database_from_before_them(tmp_path: P
     path = tmp_path / "items.sqlite3"
     store = ItemStore(path, IDENTITY)
     store.upsert(items(2))
+    as_version_4(store)
     store._db.execute("DROP TABLE thumbnails")
     store._db.execute("PRAGMA user_version = 3")
     store.close()
