@@ -10,7 +10,8 @@ const state = {
   image: null, // {dataUrl, objectUrl} of the query image
   box: null, // [x0, y0, x1, y1] drawn on the query image, fractions
   drag: null, // where the pointer went down, while drawing a box
-  lastSearch: null, // {query, description}: what k and the filter rerun
+  base: null, // {query, description}: what is searched (text, image and box, or an item)
+  lastSearch: null, // {query, description}: the base as last refined: what k and the filter rerun
   searchSeq: 0, // only the latest search's answer is shown
   selected: new Set(), // ids for "more like these"
   rejected: new Set(), // ids marked "not like this"
@@ -206,6 +207,13 @@ function parseFilter(text) {
   return filter;
 }
 
+/** A new query: it becomes what the marks refine, and the marks of the one before go. */
+function searchAnew(query, description) {
+  state.base = { query, description };
+  clearMarks();
+  return search(query, description);
+}
+
 async function search(query, description) {
   const body = { ...query, k: Number($('k').value), filter: parseFilter($('filter').value) };
   state.lastSearch = { query, description };
@@ -234,7 +242,8 @@ function submitSearch(event) {
   const text = $('text-query').value.trim();
   if (text) {
     if (state.image) removeImage(); // the query is the text now
-    return search({ text }, `“${text}”`);
+    hideQueryItem();
+    return searchAnew({ text }, `“${text}”`);
   }
   if (!state.lastSearch) throw new Error('Type what you look for, or choose an image.');
   return rerun();
@@ -243,23 +252,48 @@ function submitSearch(event) {
 function searchImage() {
   const query = { image: state.image.dataUrl };
   if (state.box) query.box = state.box;
-  return search(query, state.box ? 'the part of the image' : 'the image');
+  return searchAnew(query, state.box ? 'the part of the image' : 'the image');
 }
 
+/** A stored item as the query: the panel shows it (not an image searched before). */
 function moreLikeThis(id) {
-  return search({ id, exclude_self: true }, `more like ${id}`);
+  if (state.image) removeImage();
+  $('text-query').value = '';
+  showQueryItem(id);
+  return searchAnew({ id, exclude_self: true }, `more like ${id}`);
 }
 
-function moreLikeThese() {
+function showQueryItem(id) {
+  const panel = $('query-item');
+  $('query-item-id', panel).textContent = id;
+  const holder = panel.querySelector('.thumb');
+  const img = holder.querySelector('img');
+  if (img.src.startsWith('blob:')) URL.revokeObjectURL(img.src);
+  img.hidden = true;
+  img.removeAttribute('src');
+  holder.querySelector('.placeholder').hidden = false;
+  panel.hidden = false;
+  loadThumbnail(holder, id);
+}
+
+function hideQueryItem() {
+  $('query-item').hidden = true;
+}
+
+/** The query searched again, moved towards the results marked "like this" and away from
+ * those marked "not like this"; the marks stay for the next refinement. */
+function refine() {
+  const { query, description } = state.base;
   const positives = [...state.selected].map((id) => ({ id }));
   const negatives = [...state.rejected].map((id) => ({ id }));
-  const description =
-    `more like ${plural(positives.length, 'example')}` +
-    (negatives.length ? `, not like ${negatives.length}` : '');
-  state.selected.clear();
-  state.rejected.clear();
-  updateSelection();
-  return search({ positives, negatives, exclude_self: true }, description);
+  const marks = [
+    positives.length ? `like ${positives.length}` : '',
+    negatives.length ? `not like ${negatives.length}` : '',
+  ].filter(Boolean);
+  return search(
+    { ...query, positives, negatives, exclude_self: true },
+    `${description}, refined: ${marks.join(', ')}`,
+  );
 }
 
 // -- the query image and its box -----------------------------------------------------------
@@ -282,6 +316,7 @@ async function useImage(file) {
   state.image = { dataUrl, objectUrl: URL.createObjectURL(file) };
   $('query-image').src = state.image.objectUrl;
   $('query-panel').hidden = false;
+  hideQueryItem();
   $('text-query').value = ''; // the query is the image now
   showView('search');
   setBox(null);
@@ -375,7 +410,7 @@ function resultCard(match) {
   more.addEventListener('click', guarded(() => moreLikeThis(match.id)));
   if (match.region) showRegion($('region-box', card), match.region);
   const select = $('select', card);
-  select.setAttribute('aria-label', `Select ${match.id} for "more like these"`);
+  select.setAttribute('aria-label', `Like ${match.id}`);
   select.addEventListener('change', () => mark(match.id, state.selected, select.checked));
   const reject = $('not-like', card);
   reject.setAttribute('aria-label', `Not like this: ${match.id}`);
@@ -461,13 +496,11 @@ function syncCard(card) {
 function updateSelection() {
   const { selected, rejected } = state;
   $('selection-bar').hidden = selected.size + rejected.size === 0;
-  $('selection-count').textContent =
-    `${selected.size} selected` + (rejected.size ? ` · ${rejected.size} not like this` : '');
-  $('more-like-these').disabled = selected.size === 0;
+  $('selection-count').textContent = `${selected.size} like this · ${rejected.size} not like this`;
   document.querySelectorAll('.card').forEach(syncCard);
 }
 
-function clearSelection() {
+function clearMarks() {
   state.selected.clear();
   state.rejected.clear();
   updateSelection();
@@ -730,8 +763,9 @@ function listen() {
   $('reconnect').addEventListener('click', guarded(loadStats));
   $('search-form').addEventListener('submit', guarded(submitSearch));
   $('k').addEventListener('change', guarded(rerun));
-  $('more-like-these').addEventListener('click', guarded(moreLikeThese));
-  $('clear-selection').addEventListener('click', clearSelection);
+  $('refine').addEventListener('click', guarded(refine));
+  $('clear-selection').addEventListener('click', clearMarks);
+  $('clear-query-item').addEventListener('click', hideQueryItem);
   $('duplicates-form').addEventListener('submit', guarded(findDuplicates));
   $('dup-keep-rule').addEventListener('change', showKept);
   $('dup-mark-rest').addEventListener('click', markAllButKept);

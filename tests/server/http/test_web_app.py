@@ -315,34 +315,82 @@ def test_a_box_drawn_on_the_query_image_finds_the_matching_region(
     expect(page.get_by_test_id("query-box")).to_be_hidden()
 
 
-def test_examples_search_sends_the_chosen_ids_and_leaves_them_out(page: Any, server: str) -> None:
+def test_marks_refine_the_query_which_stays_the_query(page: Any, server: str) -> None:
+    """A text query refined by a rejected result alone, then by liked ones too: every search
+    is the text plus the marks, and the marks stay until the query changes."""
     page.get_by_label("Describe what you look for").fill("a photo")
-    searched(page, lambda: page.get_by_test_id("search-button").click())
-    first = shown_ids(page)[0]
-    more_like_first = card(page, first).get_by_test_id("more-like-this")
-    expect(more_like_first).to_have_accessible_name(f"More like {first}")
-    request, _ = searched(page, more_like_first.click)
-    assert request == {"id": first, "exclude_self": True, "k": 20, "filter": {}}
-    assert first not in shown_ids(page)
+    _, first = searched(page, lambda: page.get_by_test_id("search-button").click())
+    rejected = first[0]["id"]
+    card(page, rejected).get_by_role("button", name=f"Not like this: {rejected}").click()
+    expect(page.get_by_test_id("selection-count")).to_have_text("0 like this · 1 not like this")
+    refine = page.get_by_test_id("refine")
+    expect(refine).to_be_enabled()  # a rejection alone refines the query
+    request, _ = searched(page, refine.click)
+    assert request == {
+        "text": "a photo",
+        "positives": [],
+        "negatives": [{"id": rejected}],
+        "exclude_self": True,
+        "k": 20,
+        "filter": {},
+    }
+    assert rejected not in shown_ids(page)
+    expect(page.get_by_test_id("status")).to_contain_text("“a photo”, refined: not like 1")
+    expect(page.get_by_label("Describe what you look for")).to_have_value("a photo")
 
-    chosen, rejected = shown_ids(page)[:2], shown_ids(page)[2]
-    for item_id in chosen:
-        card(page, item_id).get_by_role("checkbox", name=f"Select {item_id}").check()
-    card(page, rejected).get_by_role("button", name="Not like this").click()
-    expect(page.get_by_test_id("selection-count")).to_have_text("2 selected · 1 not like this")
-    expect(card(page, rejected).get_by_test_id("not-like")).to_have_attribute(
-        "aria-pressed", "true"
-    )
-    request, matches = searched(page, page.get_by_test_id("more-like-these").click)
-    assert request["positives"] == [{"id": item_id} for item_id in chosen]
+    liked = shown_ids(page)[:2]
+    for item_id in liked:
+        card(page, item_id).get_by_role("checkbox", name=f"Like {item_id}").check()
+    expect(page.get_by_test_id("selection-count")).to_have_text("2 like this · 1 not like this")
+    request, _ = searched(page, refine.click)
+    assert request["text"] == "a photo"
+    assert request["positives"] == [{"id": item_id} for item_id in liked]
     assert request["negatives"] == [{"id": rejected}]
-    assert request["exclude_self"] is True
-    assert matches
-    assert not {*chosen, rejected} & set(shown_ids(page))
+    assert not {*liked, rejected} & set(shown_ids(page))
     with http_client(server) as client:
         expected = api_search(client, **request)
     assert shown_ids(page) == [m["id"] for m in expected]
+
+    page.get_by_label("Describe what you look for").fill("a cat")  # a new query: no marks
+    request, _ = searched(page, lambda: page.get_by_test_id("search-button").click())
+    assert request == {"text": "a cat", "k": 20, "filter": {}}
     expect(page.get_by_test_id("selection-bar")).to_be_hidden()
+
+
+def test_more_like_this_shows_the_item_searched_and_refines_it(
+    page: Any, images: dict[str, Path]
+) -> None:
+    upload = page.get_by_label("Or search by an image")
+    searched(page, lambda: upload.set_input_files(images["astronaut"]))
+    first = shown_ids(page)[1]
+    more = card(page, first).get_by_role("button", name=f"More like {first}")
+    request, _ = searched(page, more.click)
+    assert request == {"id": first, "exclude_self": True, "k": 20, "filter": {}}
+    assert first not in shown_ids(page)
+    expect(page.get_by_test_id("query-panel")).to_be_hidden()  # not the image searched before
+    expect(page.get_by_test_id("query-item")).to_be_visible()
+    expect(page.get_by_test_id("query-item-id")).to_have_text(first)
+    rejected = shown_ids(page)[0]
+    card(page, rejected).get_by_test_id("not-like").click()
+    request, _ = searched(page, page.get_by_test_id("refine").click)
+    assert (request["id"], request["negatives"]) == (first, [{"id": rejected}])
+
+
+def test_a_box_refined_by_a_liked_result_keeps_its_box(page: Any, images: dict[str, Path]) -> None:
+    upload = page.get_by_label("Or search by an image")
+    searched(page, lambda: upload.set_input_files(images["collage-query"]))
+    shown = page.get_by_test_id("query-image").bounding_box()
+    page.mouse.move(shown["x"] + shown["width"] / 2 + 1, shown["y"] + 1)
+    page.mouse.down()
+    page.mouse.move(shown["x"] + shown["width"] - 1, shown["y"] + shown["height"] - 1, steps=4)
+    request, _ = searched(page, page.mouse.up)
+    box = request["box"]
+    liked = shown_ids(page)[1]
+    card(page, liked).get_by_test_id("select").check()
+    request, _ = searched(page, page.get_by_test_id("refine").click)
+    assert request["image"].startswith("data:image/jpeg;base64,")
+    assert request["box"] == box
+    assert request["positives"] == [{"id": liked}]
 
 
 def test_duplicates_view_deletes_a_confirmed_copy(page: Any, server: str) -> None:
@@ -420,7 +468,7 @@ def test_layout_on_a_phone_and_a_desktop(
     assert page.evaluate("innerWidth") == PHONE["width"]
     assert columns(page) in (1, 2)
     assert not scrolls_sideways(page)
-    for control in ("search-button", "more-like-these", "tab-duplicates", "not-like"):
+    for control in ("search-button", "refine", "tab-duplicates", "not-like", "more-like-this"):
         box = page.get_by_test_id(control).first.bounding_box()
         assert box["height"] >= 44, f"{control} is too small to touch"
     page.get_by_role("button", name="Duplicates").click()
