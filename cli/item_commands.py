@@ -32,6 +32,7 @@ def stats_command(client: Client, args: argparse.Namespace) -> int:
     weights = "RANDOM WEIGHTS (results carry no meaning)" if stats.random_weights else "trained"
     print(f"server      {client.target} (lookalike {stats.version})")
     print(f"items       {stats.items} ({stats.vectors} vectors: whole images and regions)")
+    print(f"disk        {stats.disk_bytes / 2**20:,.1f} MiB")
     revision = f"@{stats.model_revision}" if stats.model_revision else ""
     print(
         f"model       {stats.model_id}{revision} ({stats.model_family}), {stats.dims}-d, "

@@ -201,6 +201,7 @@ class Stats:
     manifest_sha256: str = ""
     # the family's calibrated probability, sigmoid(cosine * scale + bias), where it has one
     score_scale: dict[str, Any] | None = None
+    disk_bytes: int = 0  # the data directory's, or the built index's
 
 
 def _retry_service_config(attempts: int) -> str:
@@ -451,6 +452,7 @@ class Client:
             }
             if r.HasField("score_scale")
             else None,
+            disk_bytes=r.disk_bytes,
         )
 
     def _call(self, method: Any, request: Any) -> Any:

@@ -242,6 +242,7 @@ class ImageSearchService(pb_grpc.ImageSearchServicer):
             else pb.ScoreScale(
                 kind=model.scores.kind, scale=model.scores.scale, bias=model.scores.bias
             ),
+            disk_bytes=repository.disk_bytes,
         )
 
 

@@ -249,6 +249,7 @@ def stats_json(stats: ServerStats) -> dict[str, Any]:
         "model_revision": model.revision or "",
         "manifest_sha256": model.manifest_sha256,
         "score_scale": None if model.scores is None else dataclasses.asdict(model.scores),
+        "disk_bytes": repository.disk_bytes,
     }
 
 

@@ -205,6 +205,7 @@ class StatsOut(BaseModel):
     score_scale: dict[str, Any] | None = Field(
         description="the family's probability, sigmoid(cosine * scale + bias); null for CLIP"
     )
+    disk_bytes: int = Field(description="the data directory's, or the built index's")
     duplicates_threshold: float
     duplicates_threshold_calibrated: bool = Field(description="set by --duplicates-threshold")
 

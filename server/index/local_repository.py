@@ -19,6 +19,7 @@ import numpy as np
 
 from lookalike.export.manifest import ModelIdentity
 from lookalike.server.errors import NotFoundError, ThumbnailMissingError
+from lookalike.server.index.disk import bytes_on_disk
 from lookalike.server.index.repository import (
     EmbeddedItem,
     ImageFacts,
@@ -123,7 +124,12 @@ class LocalRepository:
         return self._vectors
 
     async def stats(self) -> RepositoryStats:
-        return RepositoryStats(items=self._items, index=self.settings, vectors=self._vectors)
+        return RepositoryStats(
+            items=self._items,
+            index=self.settings,
+            vectors=self._vectors,
+            disk_bytes=await asyncio.to_thread(bytes_on_disk, self.data_dir),
+        )
 
     async def upsert(self, items: Sequence[EmbeddedItem]) -> list[WriteOutcome]:
         return await self._run(lambda: self._upsert(items))

@@ -159,6 +159,7 @@ class RepositoryStats:
     vectors: int  # the items' whole images and regions
     index_version: str = ""  # a built index's version; "" for a data directory
     shards: tuple[ShardStats, ...] = ()
+    disk_bytes: int = 0  # the data directory's, or the built index's (all its versions)
 
 
 class Repository(Protocol):

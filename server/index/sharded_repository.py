@@ -32,6 +32,7 @@ from lookalike.server.index.built_index import (
     shard_key,
     shard_of,
 )
+from lookalike.server.index.disk import bytes_on_disk
 from lookalike.server.index.repository import (
     EmbeddedItem,
     ItemNeighbours,
@@ -109,6 +110,7 @@ class BuiltIndexRepository(Generic[Served]):
                 ShardStats(e.number, e.items, e.vectors, replicas[e.number])
                 for e in manifest.shards
             ),
+            disk_bytes=await asyncio.to_thread(bytes_on_disk, self.index_dir),
         )
 
     async def upsert(self, items: Sequence[EmbeddedItem]) -> list[WriteOutcome]:

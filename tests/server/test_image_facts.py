@@ -1,5 +1,6 @@
 """What the server records of each added image (its upright size, its file's bytes), to choose
-the copy of a near-duplicate group to keep: on Get, Search and Neighbours over gRPC."""
+the copy of a near-duplicate group to keep: on Get, Search and Neighbours over gRPC; and what
+the collection takes on disk."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import grpc
 import pytest
 from PIL import Image
 
+from lookalike.server.index.disk import bytes_on_disk
 from lookalike.v1 import lookalike_pb2 as pb
 from tests.server.images import encode, jpeg, natural
 from tests.server.serving import config_for, connected
@@ -61,3 +63,14 @@ def test_the_server_records_each_images_upright_size_and_bytes(
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         # refused, so nothing was stored: no word of a thumbnail, no traceback
         assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_stats_say_what_the_data_directory_takes_on_disk(tiny_export: Path, tmp_path: Path) -> None:
+    with connected(config_for(tiny_export, tmp_path / "data")) as (server, channel):
+        stub = server.stub(channel)
+        empty = stub.Stats(pb.StatsRequest(), timeout=30).disk_bytes
+        for number in range(20):
+            stub.Add(pb.AddRequest(id=f"photo-{number}", image=jpeg(320, 240, number)), timeout=60)
+        stats = stub.Stats(pb.StatsRequest(), timeout=30)
+        assert stats.disk_bytes == bytes_on_disk(tmp_path / "data")
+    assert 0 < empty < stats.disk_bytes  # the thumbnails and vectors take their room

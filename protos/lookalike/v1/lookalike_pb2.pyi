@@ -308,7 +308,7 @@ class IndexSettings(_message.Message):
     def __init__(self, metric: _Optional[str] = ..., dtype: _Optional[str] = ..., connectivity: _Optional[int] = ..., expansion_add: _Optional[int] = ..., expansion_search: _Optional[int] = ..., exact_search_below: _Optional[int] = ..., kernel: _Optional[str] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("items", "dims", "model_id", "random_weights", "precision", "providers", "preprocess_mode", "index", "queue_depth", "uptime_seconds", "batches", "mean_batch_size", "version", "text_enabled", "text_precision", "text_queue_depth", "index_version", "shards", "vectors", "model_family", "model_revision", "manifest_sha256", "score_scale")
+    __slots__ = ("items", "dims", "model_id", "random_weights", "precision", "providers", "preprocess_mode", "index", "queue_depth", "uptime_seconds", "batches", "mean_batch_size", "version", "text_enabled", "text_precision", "text_queue_depth", "index_version", "shards", "vectors", "model_family", "model_revision", "manifest_sha256", "score_scale", "disk_bytes")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     DIMS_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -332,6 +332,7 @@ class StatsResponse(_message.Message):
     MODEL_REVISION_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_SHA256_FIELD_NUMBER: _ClassVar[int]
     SCORE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
     items: int
     dims: int
     model_id: str
@@ -355,7 +356,8 @@ class StatsResponse(_message.Message):
     model_revision: str
     manifest_sha256: str
     score_scale: ScoreScale
-    def __init__(self, items: _Optional[int] = ..., dims: _Optional[int] = ..., model_id: _Optional[str] = ..., random_weights: _Optional[bool] = ..., precision: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., preprocess_mode: _Optional[str] = ..., index: _Optional[_Union[IndexSettings, _Mapping]] = ..., queue_depth: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., batches: _Optional[int] = ..., mean_batch_size: _Optional[float] = ..., version: _Optional[str] = ..., text_enabled: _Optional[bool] = ..., text_precision: _Optional[str] = ..., text_queue_depth: _Optional[int] = ..., index_version: _Optional[str] = ..., shards: _Optional[_Iterable[_Union[ShardStats, _Mapping]]] = ..., vectors: _Optional[int] = ..., model_family: _Optional[str] = ..., model_revision: _Optional[str] = ..., manifest_sha256: _Optional[str] = ..., score_scale: _Optional[_Union[ScoreScale, _Mapping]] = ...) -> None: ...
+    disk_bytes: int
+    def __init__(self, items: _Optional[int] = ..., dims: _Optional[int] = ..., model_id: _Optional[str] = ..., random_weights: _Optional[bool] = ..., precision: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., preprocess_mode: _Optional[str] = ..., index: _Optional[_Union[IndexSettings, _Mapping]] = ..., queue_depth: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., batches: _Optional[int] = ..., mean_batch_size: _Optional[float] = ..., version: _Optional[str] = ..., text_enabled: _Optional[bool] = ..., text_precision: _Optional[str] = ..., text_queue_depth: _Optional[int] = ..., index_version: _Optional[str] = ..., shards: _Optional[_Iterable[_Union[ShardStats, _Mapping]]] = ..., vectors: _Optional[int] = ..., model_family: _Optional[str] = ..., model_revision: _Optional[str] = ..., manifest_sha256: _Optional[str] = ..., score_scale: _Optional[_Union[ScoreScale, _Mapping]] = ..., disk_bytes: _Optional[int] = ...) -> None: ...
 
 class ScoreScale(_message.Message):
     __slots__ = ("kind", "scale", "bias")

@@ -183,6 +183,7 @@ async function loadStats() {
     stats.providers.join(', '),
   ].join(' · ');
   $('random-notice').hidden = !stats.random_weights;
+  showCollection(stats);
   const text = $('text-query');
   text.disabled = !stats.text_enabled;
   if (!stats.text_enabled) text.placeholder = 'this server has no text model';
@@ -191,6 +192,39 @@ async function loadStats() {
     ? `${stats.duplicates_threshold} was calibrated for ${stats.model_id}.`
     : `${stats.duplicates_threshold} is the uncalibrated default: run "lookalike duplicates ` +
       '--calibrate" and start the server with --duplicates-threshold for this model\'s own.';
+}
+
+/** The collection view: what the server holds and runs, one row each. */
+function showCollection(stats) {
+  const index = stats.index;
+  const rows = [
+    ['Items', stats.items.toLocaleString('en')],
+    ['Vectors', `${stats.vectors.toLocaleString('en')}: whole images and regions`],
+    ['Regions', (stats.vectors - stats.items).toLocaleString('en')],
+    ['Disk', formatBytes(stats.disk_bytes)],
+    [
+      'Model',
+      `${stats.model_id} (${stats.model_family}, ${stats.dims}-d)` +
+        (stats.random_weights ? ', random weights' : ''),
+    ],
+    ['Engine', `${stats.precision} on ${stats.providers.join(', ')}`],
+    ['Text', stats.text_enabled ? stats.text_precision : 'off'],
+    ['Preprocessing', stats.preprocess_mode],
+    ['Index', `${index.dtype} on ${index.kernel} kernels, connectivity ${index.connectivity}`],
+    ['Index version', stats.index_version || 'a data directory (read-write)'],
+    [
+      'Duplicates threshold',
+      `${stats.duplicates_threshold}` +
+        (stats.duplicates_threshold_calibrated ? ' (calibrated)' : ' (uncalibrated default)'),
+    ],
+    ['Server', `lookalike ${stats.version}, up ${Math.round(stats.uptime_seconds)} s`],
+  ];
+  $('collection-stats').replaceChildren(
+    ...rows.flatMap(([term, value]) => [
+      Object.assign(document.createElement('dt'), { textContent: term }),
+      Object.assign(document.createElement('dd'), { textContent: value }),
+    ]),
+  );
 }
 
 // -- search --------------------------------------------------------------------------------
@@ -707,8 +741,9 @@ function showView(name) {
   for (const tab of document.querySelectorAll('.tab')) {
     tab.setAttribute('aria-pressed', String(tab.dataset.view === name));
   }
-  document.getElementById('search-view').hidden = name !== 'search';
-  document.getElementById('duplicates-view').hidden = name !== 'duplicates';
+  for (const view of ['search', 'duplicates', 'collection']) {
+    document.getElementById(`${view}-view`).hidden = name !== view;
+  }
 }
 
 function imageFile(transfer) {
@@ -760,6 +795,7 @@ function listen() {
   for (const tab of document.querySelectorAll('.tab')) {
     tab.addEventListener('click', () => showView(tab.dataset.view));
   }
+  $('tab-collection').addEventListener('click', guarded(loadStats)); // fresh figures
   $('reconnect').addEventListener('click', guarded(loadStats));
   $('search-form').addEventListener('submit', guarded(submitSearch));
   $('k').addEventListener('change', guarded(rerun));

@@ -602,3 +602,36 @@ def test_dismissing_the_token_dialog_says_so_and_lets_the_token_be_given_later(
         expect(page.get_by_test_id("random-notice")).to_be_visible()
         expect(page.get_by_test_id("reconnect")).to_be_hidden()
         expect(page.get_by_test_id("error")).to_be_hidden()
+
+
+def test_the_collection_view_lists_what_the_server_holds_and_runs(page: Any, server: str) -> None:
+    page.get_by_test_id("tab-collection").click()
+    with http_client(server) as client:
+        stats = client.get("/v1/stats").json()
+    table = page.get_by_test_id("collection-stats")
+    expect(table).to_be_visible()
+    expect(table.locator("dt")).to_have_text(
+        [
+            "Items",
+            "Vectors",
+            "Regions",
+            "Disk",
+            "Model",
+            "Engine",
+            "Text",
+            "Preprocessing",
+            "Index",
+            "Index version",
+            "Duplicates threshold",
+            "Server",
+        ]
+    )
+    values = table.locator("dd")
+    expect(values.nth(0)).to_have_text(f"{stats['items']:,}")
+    expect(values.nth(2)).to_have_text(f"{stats['vectors'] - stats['items']:,}")
+    expect(values.nth(3)).to_have_text(re.compile(r"^\d+(\.\d)? (KB|MB)$"))
+    expect(values.nth(4)).to_have_text("tiny (clip, 16-d), random weights")
+    expect(values.nth(8)).to_have_text(re.compile(rf"^{stats['index']['dtype']} on \w+ kernels"))
+    expect(values.nth(10)).to_have_text(f"{DUPLICATE_THRESHOLD} (calibrated)")
+    assert stats["disk_bytes"] > 0
+    expect(page.locator("#search-view")).to_be_hidden()
