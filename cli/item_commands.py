@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import json
 
+from lookalike.cli.common import key_value_pairs
 from lookalike.cli.connection import server_command
 from lookalike.client.api import Client
 from lookalike.client.report import describe_region
@@ -22,6 +23,19 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     get.add_argument("--json", action="store_true", help="print one JSON object")
     delete = server_command(commands, "delete", "remove items", delete_command)
     delete.add_argument("ids", nargs="+", metavar="ID", help="ids of the items to remove")
+    tag = server_command(
+        commands,
+        "tag",
+        "set or remove metadata on stored items (their vectors stay), in one durable commit",
+        tag_command,
+    )
+    tag.add_argument("ids", nargs="+", metavar="ID", help="ids of the items to change")
+    tag.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a pair to set; repeat"
+    )
+    tag.add_argument(
+        "--remove", action="append", default=[], metavar="KEY", help="a key to remove; repeat"
+    )
 
 
 def stats_command(client: Client, args: argparse.Namespace) -> int:
@@ -77,6 +91,15 @@ def get_command(client: Client, args: argparse.Namespace) -> int:
             print(f"  {key} = {value}")
         for region in item.regions:
             print(f"  {describe_region(region)}")
+    return 0
+
+
+def tag_command(client: Client, args: argparse.Namespace) -> int:
+    pairs = key_value_pairs(args.set, "--set")
+    result = client.update_metadata(args.ids, set=pairs, remove=args.remove)
+    print(f"updated {result.updated}")
+    for item_id in result.missing:
+        print(f"  not found  {item_id}")
     return 0
 
 

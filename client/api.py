@@ -29,6 +29,7 @@ __all__ = [
     "Example",
     "AddOutcome",
     "Deleted",
+    "Updated",
     "Stats",
     "NewItem",
     "NeighboursPage",
@@ -170,6 +171,12 @@ class NeighboursPage:
 @dataclasses.dataclass(frozen=True)
 class Deleted:
     deleted: int
+    missing: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Updated:
+    updated: int
     missing: list[str]
 
 
@@ -407,6 +414,19 @@ class Client:
     def delete(self, ids: Sequence[str]) -> Deleted:
         response = self._call(self._stub.Delete, pb.DeleteRequest(ids=list(ids)))
         return Deleted(response.deleted, list(response.missing))
+
+    def update_metadata(
+        self,
+        ids: Sequence[str],
+        *,
+        set: Mapping[str, str] | None = None,
+        remove: Sequence[str] = (),
+    ) -> Updated:
+        """Set pairs and remove keys on the stored items' metadata (tag them), in one durable
+        commit; their vectors stay."""
+        request = pb.UpdateMetadataRequest(ids=list(ids), set=dict(set or {}), remove=list(remove))
+        response = self._call(self._stub.UpdateMetadata, request)
+        return Updated(response.updated, list(response.missing))
 
     def stats(self) -> Stats:
         r = self._call(self._stub.Stats, pb.StatsRequest())

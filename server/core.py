@@ -46,6 +46,7 @@ from lookalike.server.index.repository import (
     EmbeddedItem,
     ImageFacts,
     ItemNeighbours,
+    MetadataChange,
     NeighbourPage,
     RegionVector,
     Repository,
@@ -59,6 +60,7 @@ from lookalike.server.regions import Region, RegionPolicy, check_regions, policy
 from lookalike.server.request_types import (
     AddItem,
     Example,
+    MetadataUpdate,
     NeighboursQuery,
     RequestLimits,
     SearchQuery,
@@ -76,6 +78,7 @@ __all__ = [
     "AddResult",
     "AddGroup",
     "Deleted",
+    "Updated",
     "NeighboursProgress",
     "ServerStats",
     "COMMIT_GROUP",
@@ -127,6 +130,12 @@ class NeighboursProgress:
 @dataclasses.dataclass(frozen=True)
 class Deleted:
     deleted: int
+    missing: list[str]  # asked for but not stored, in the caller's order, once each
+
+
+@dataclasses.dataclass(frozen=True)
+class Updated:
+    updated: int
     missing: list[str]  # asked for but not stored, in the caller's order, once each
 
 
@@ -281,6 +290,15 @@ class Core:
         self._count_stored()
         missing = [i for i in dict.fromkeys(ids) if i not in removed]
         return Deleted(deleted=len(removed), missing=missing)
+
+    async def update_metadata(self, update: MetadataUpdate) -> Updated:
+        """Change stored items' metadata (e.g. tag them), in one durable commit."""
+        update.check()
+        change = MetadataChange(update.set, frozenset(update.remove), update.check_result)
+        with self._metrics.stage("commit"):
+            updated = set(await self._repository.update_metadata(update.ids, change))
+        missing = [i for i in dict.fromkeys(update.ids) if i not in updated]
+        return Updated(updated=len(updated), missing=missing)
 
     async def stats(self) -> ServerStats:
         repository = await self._repository.stats()

@@ -20,6 +20,7 @@ __all__ = [
     "Example",
     "SearchQuery",
     "NeighboursQuery",
+    "MetadataUpdate",
     "RequestLimits",
     "MAX_K",
     "MAX_EXAMPLES",
@@ -39,6 +40,7 @@ MAX_ID_BYTES = 1024
 MAX_METADATA_PAIRS = 64
 MAX_METADATA_KEY_BYTES = 256
 MAX_METADATA_VALUE_BYTES = 8192
+MAX_IDS_PER_UPDATE = 10_000  # items whose metadata one call changes
 
 Values = Sequence[float] | np.ndarray
 
@@ -193,6 +195,36 @@ class NeighboursQuery:
         if not -1.0 <= self.min_score <= 1.0:
             raise InvalidArgumentError(f"min_score must be between -1 and 1, got {self.min_score}")
         check_metadata(self.filter, "filter")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MetadataUpdate:
+    """Set `set`'s pairs and remove `remove`'s keys on every item of `ids`."""
+
+    ids: Sequence[str]
+    set: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    remove: Sequence[str] = ()
+
+    def check(self) -> None:
+        if not self.ids:
+            raise InvalidArgumentError("no ids: send at least one in `ids`")
+        if len(self.ids) > MAX_IDS_PER_UPDATE:
+            raise LimitExceededError(
+                f"{len(self.ids)} ids in one update; the limit is {MAX_IDS_PER_UPDATE}"
+            )
+        for item_id in self.ids:
+            check_id(item_id)
+        if not self.set and not self.remove:
+            raise InvalidArgumentError("nothing to change: give pairs in `set` or keys in `remove`")
+        check_metadata(self.set, "set")
+        both = sorted(set(self.set) & set(self.remove))
+        if both:
+            raise InvalidArgumentError(f"{both[0]!r} is both set and removed: give it once")
+
+    @staticmethod
+    def check_result(metadata: Mapping[str, str]) -> None:
+        """An item's metadata as the update leaves it keeps within the limits."""
+        check_metadata(metadata, "the item's metadata after the update")
 
 
 def check_id(item_id: str) -> None:

@@ -28,6 +28,7 @@ from lookalike.server.request_types import (
     NEGATIVE_WEIGHT,
     AddItem,
     Example,
+    MetadataUpdate,
     NeighboursQuery,
     SearchQuery,
 )
@@ -167,6 +168,16 @@ class ImageSearchService(pb_grpc.ImageSearchServicer):
     ) -> pb.DeleteResponse:
         deleted = await self._ready_core.delete(list(request.ids))
         return pb.DeleteResponse(deleted=deleted.deleted, missing=deleted.missing)
+
+    @_rpc
+    async def UpdateMetadata(
+        self, request: pb.UpdateMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateMetadataResponse:
+        update = MetadataUpdate(
+            ids=list(request.ids), set=dict(request.set), remove=list(request.remove)
+        )
+        updated = await self._ready_core.update_metadata(update)
+        return pb.UpdateMetadataResponse(updated=updated.updated, missing=updated.missing)
 
     async def Neighbours(
         self, request: pb.NeighboursRequest, context: grpc.aio.ServicerContext

@@ -31,12 +31,14 @@ from lookalike.server.http.schemas import (
     ErrorOut,
     ItemIn,
     ItemOut,
+    MetadataIn,
     SearchIn,
     SearchOut,
     StatsOut,
+    UpdatedOut,
     WrittenOut,
 )
-from lookalike.server.request_types import NeighboursQuery
+from lookalike.server.request_types import MetadataUpdate, NeighboursQuery
 
 __all__ = ["BODY_MODELS", "STATIC", "router"]
 
@@ -270,6 +272,20 @@ async def delete_item(item_id: str, cores: Cores) -> DeletedOut:
 async def delete_items(body: DeleteIn, cores: Cores) -> DeletedManyOut:
     deleted = await cores.get().delete(body.ids)
     return DeletedManyOut(deleted=deleted.deleted, missing=deleted.missing)
+
+
+@router.post(
+    "/v1/metadata",
+    response_model=UpdatedOut,
+    responses=BODY_ERRORS,
+    dependencies=[JSON_BODY],
+    summary="Set pairs and remove keys on several items' metadata (tag them), in one durable "
+    "commit; ids not stored are listed",
+)
+async def update_metadata(body: MetadataIn, cores: Cores) -> UpdatedOut:
+    update = MetadataUpdate(ids=body.ids, set=body.set, remove=body.remove)
+    updated = await cores.get().update_metadata(update)
+    return UpdatedOut(updated=updated.updated, missing=updated.missing)
 
 
 @router.get("/v1/stats", response_model=StatsOut, responses=ERRORS)

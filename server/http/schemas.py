@@ -25,6 +25,8 @@ __all__ = [
     "NeighbourOut",
     "ItemNeighboursOut",
     "DuplicatesOut",
+    "MetadataIn",
+    "UpdatedOut",
     "ImageFactsOut",
     "StatsOut",
     "ErrorBody",
@@ -153,6 +155,19 @@ class DeleteIn(_Strict):
 
 class DeletedManyOut(BaseModel):
     deleted: int = Field(description="how many of the ids were stored and are now removed")
+    missing: list[str] = Field(description="the ids that were not stored")
+
+
+class MetadataIn(_Strict):
+    """Set these pairs and remove these keys on every item named."""
+
+    ids: list[str]
+    set: dict[str, str] = Field(default_factory=dict)
+    remove: list[str] = Field(default_factory=list)
+
+
+class UpdatedOut(BaseModel):
+    updated: int = Field(description="how many of the ids were stored and now carry the change")
     missing: list[str] = Field(description="the ids that were not stored")
 
 

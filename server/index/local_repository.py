@@ -24,6 +24,7 @@ from lookalike.server.index.repository import (
     EmbeddedItem,
     ImageFacts,
     ItemNeighbours,
+    MetadataChange,
     NeighbourPage,
     RepositoryStats,
     SearchResult,
@@ -146,6 +147,9 @@ class LocalRepository:
             WriteOutcome(item.id, replaced)
             for item, replaced in zip(items, written.replaced, strict=True)
         ]
+
+    async def update_metadata(self, ids: Sequence[str], change: MetadataChange) -> list[str]:
+        return await self._run(lambda: self._ready()[0].update_metadata(ids, change))
 
     async def delete(self, ids: Sequence[str]) -> list[str]:
         def delete() -> list[str]:

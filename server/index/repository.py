@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -19,6 +19,7 @@ from lookalike.server.regions import Region
 
 __all__ = [
     "ImageFacts",
+    "MetadataChange",
     "EmbeddedItem",
     "RegionVector",
     "VectorOwner",
@@ -56,6 +57,21 @@ class ImageFacts:
         if width is None or height is None or size is None:
             return None
         return cls(int(width), int(height), int(size))
+
+
+@dataclasses.dataclass(frozen=True)
+class MetadataChange:
+    """Pairs to set and keys to remove on stored items' metadata; `check` vets each item's
+    metadata as it would become (the caller's limits), before anything is written."""
+
+    set: Mapping[str, str]
+    remove: Collection[str]
+    check: Callable[[Mapping[str, str]], None]
+
+    def applied(self, metadata: Mapping[str, str]) -> dict[str, str]:
+        changed = {k: v for k, v in {**metadata, **self.set}.items() if k not in self.remove}
+        self.check(changed)
+        return changed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,6 +203,10 @@ class Repository(Protocol):
 
     async def delete(self, ids: Sequence[str]) -> list[str]:
         """Remove the items that are stored; return their ids."""
+        ...
+
+    async def update_metadata(self, ids: Sequence[str], change: MetadataChange) -> list[str]:
+        """Change the stored items' metadata in one durable commit; return their ids."""
         ...
 
     async def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem:

@@ -36,6 +36,7 @@ from lookalike.server.index.disk import bytes_on_disk
 from lookalike.server.index.repository import (
     EmbeddedItem,
     ItemNeighbours,
+    MetadataChange,
     NeighbourPage,
     RepositoryStats,
     SearchResult,
@@ -117,6 +118,9 @@ class BuiltIndexRepository(Generic[Served]):
         raise ReadOnlyError(READ_ONLY)
 
     async def delete(self, ids: Sequence[str]) -> list[str]:
+        raise ReadOnlyError(READ_ONLY)
+
+    async def update_metadata(self, ids: Sequence[str], change: MetadataChange) -> list[str]:
         raise ReadOnlyError(READ_ONLY)
 
     async def save_snapshot(self) -> bool:

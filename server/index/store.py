@@ -23,7 +23,13 @@ import numpy as np
 
 from lookalike.export.manifest import ModelIdentity
 from lookalike.server.errors import DataDirError, StorageError, StorageFullError
-from lookalike.server.index.repository import EmbeddedItem, ImageFacts, StoredItem, VectorOwner
+from lookalike.server.index.repository import (
+    EmbeddedItem,
+    ImageFacts,
+    MetadataChange,
+    StoredItem,
+    VectorOwner,
+)
 from lookalike.server.index.sql import MAX_PARAMETERS, in_chunks
 from lookalike.server.regions import Region
 
@@ -282,6 +288,30 @@ class ItemStore:
                 if keys:
                     removed[item_id] = keys
         return removed
+
+    def update_metadata(self, ids: Sequence[str], change: MetadataChange) -> list[str]:
+        """Apply the change to each stored item's metadata, durably, all or none; return the
+        ids of those stored."""
+        updated = []
+        with self._transaction():
+            for item_id in dict.fromkeys(ids):
+                row = self._db.execute(
+                    "SELECT item, metadata FROM items WHERE id = ?", (item_id,)
+                ).fetchone()
+                if row is None:
+                    continue
+                item, metadata = row
+                changed = change.applied(json.loads(metadata))
+                self._db.execute(
+                    "UPDATE items SET metadata = ? WHERE item = ?", (json.dumps(changed), item)
+                )
+                self._db.execute("DELETE FROM metadata WHERE item = ?", (item,))
+                self._db.executemany(
+                    "INSERT INTO metadata VALUES (?, ?, ?)",
+                    [(name, value, item) for name, value in changed.items()],
+                )
+                updated.append(item_id)
+        return updated
 
     def _remove(self, item_id: str) -> list[int]:
         """Delete the item (its vectors and metadata follow); return its vector keys."""

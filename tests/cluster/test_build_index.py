@@ -154,6 +154,10 @@ def test_a_built_index_answers_like_an_exact_search_over_its_vectors(
             stub.Delete(pb.DeleteRequest(ids=[ids[0]]), timeout=30)
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "build-index" in refused.value.details()
+        tag = pb.UpdateMetadataRequest(ids=[ids[0]], set={"label": "cat"})
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.UpdateMetadata(tag, timeout=30)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         with pytest.raises(grpc.RpcError) as missing:
             stub.Get(pb.GetRequest(id="nobody"), timeout=30)
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND

@@ -65,6 +65,11 @@ class ImageSearchStub:
                 request_serializer=lookalike_dot_v1_dot_lookalike__pb2.DeleteRequest.SerializeToString,
                 response_deserializer=lookalike_dot_v1_dot_lookalike__pb2.DeleteResponse.FromString,
                 _registered_method=True)
+        self.UpdateMetadata = channel.unary_unary(
+                '/lookalike.v1.ImageSearch/UpdateMetadata',
+                request_serializer=lookalike_dot_v1_dot_lookalike__pb2.UpdateMetadataRequest.SerializeToString,
+                response_deserializer=lookalike_dot_v1_dot_lookalike__pb2.UpdateMetadataResponse.FromString,
+                _registered_method=True)
         self.Stats = channel.unary_unary(
                 '/lookalike.v1.ImageSearch/Stats',
                 request_serializer=lookalike_dot_v1_dot_lookalike__pb2.StatsRequest.SerializeToString,
@@ -126,6 +131,15 @@ class ImageSearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateMetadata(self, request, context):
+        """Change stored items' metadata (tag them), in one durable commit: set these pairs and
+        remove these keys on every item named; their vectors stay as they are. Ids that are not
+        stored are listed in `missing`. A built index (--index) is read-only: FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Stats(self, request, context):
         """What the server runs and holds.
         """
@@ -177,6 +191,11 @@ def add_ImageSearchServicer_to_server(servicer, server):
                     servicer.Delete,
                     request_deserializer=lookalike_dot_v1_dot_lookalike__pb2.DeleteRequest.FromString,
                     response_serializer=lookalike_dot_v1_dot_lookalike__pb2.DeleteResponse.SerializeToString,
+            ),
+            'UpdateMetadata': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateMetadata,
+                    request_deserializer=lookalike_dot_v1_dot_lookalike__pb2.UpdateMetadataRequest.FromString,
+                    response_serializer=lookalike_dot_v1_dot_lookalike__pb2.UpdateMetadataResponse.SerializeToString,
             ),
             'Stats': grpc.unary_unary_rpc_method_handler(
                     servicer.Stats,
@@ -352,6 +371,33 @@ class ImageSearch:
             '/lookalike.v1.ImageSearch/Delete',
             lookalike_dot_v1_dot_lookalike__pb2.DeleteRequest.SerializeToString,
             lookalike_dot_v1_dot_lookalike__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateMetadata(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.ImageSearch/UpdateMetadata',
+            lookalike_dot_v1_dot_lookalike__pb2.UpdateMetadataRequest.SerializeToString,
+            lookalike_dot_v1_dot_lookalike__pb2.UpdateMetadataResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -17,6 +17,7 @@ const state = {
   rejected: new Set(), // ids marked "not like this"
   tokenPrompt: null, // the pending token request, shared by all calls that got a 401
   imageFacts: new Map(), // id -> {width, height, bytes} as the server recorded the image
+  matches: [], // the results shown, as the API answered them
 };
 
 const $ = (testid, root = document) => root.querySelector(`[data-testid="${testid}"]`);
@@ -256,7 +257,7 @@ async function search(query, description) {
   const answer = await api('POST', 'v1/search', body).catch((error) => {
     if (seq === state.searchSeq) {
       $('status').textContent = '';
-      clearList($('results')); // they answered another query
+      showResults([]); // they answered another query
     }
     throw error;
   });
@@ -423,8 +424,100 @@ function clearBox() {
 // -- results -------------------------------------------------------------------------------
 
 function showResults(matches) {
+  state.matches = matches;
   clearList($('results'));
   $('results').append(...matches.map(resultCard));
+  $('result-actions').hidden = matches.length === 0;
+}
+
+// -- acting on results ---------------------------------------------------------------------
+
+/** The results the actions apply to: every one shown, or those marked "like this". */
+function chosenMatches() {
+  const matches = state.matches || [];
+  if ($('act-on').value === 'liked') {
+    const chosen = matches.filter((match) => state.selected.has(match.id));
+    if (!chosen.length) throw new Error('No result shown is marked “like this”.');
+    return chosen;
+  }
+  if (!matches.length) throw new Error('There are no results to act on.');
+  return matches;
+}
+
+function resultsJson(matches) {
+  const rows = matches.map(({ id, score, metadata, region, image }) => ({
+    id,
+    score,
+    metadata,
+    region,
+    image,
+  }));
+  return JSON.stringify(rows, null, 2);
+}
+
+/** id, score, the image's size, then one column per metadata key (RFC 4180 quoting). */
+function resultsCsv(matches) {
+  const keys = [...new Set(matches.flatMap((match) => Object.keys(match.metadata)))].sort();
+  const header = ['id', 'score', 'width', 'height', 'bytes', ...keys];
+  const cell = (value) => {
+    const text = value === undefined || value === null ? '' : String(value);
+    return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+  };
+  const rows = matches.map((match) => [
+    match.id,
+    match.score,
+    match.image?.width,
+    match.image?.height,
+    match.image?.bytes,
+    ...keys.map((key) => match.metadata[key]),
+  ]);
+  return [header, ...rows].map((row) => row.map(cell).join(',')).join('\r\n') + '\r\n';
+}
+
+function download(text, type, name) {
+  const link = document.createElement('a');
+  link.href = URL.createObjectURL(new Blob([text], { type }));
+  link.download = name;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+}
+
+async function copyResults() {
+  const matches = chosenMatches();
+  await navigator.clipboard.writeText(resultsJson(matches));
+  $('status').textContent = `Copied ${plural(matches.length, 'result')} as JSON.`;
+}
+
+async function tagResults() {
+  const ids = chosenMatches().map((match) => match.id);
+  $('tag-text').textContent = `Tag ${plural(ids.length, 'item')}: the next search can filter on it.`;
+  $('tag-input').value = '';
+  if (!(await showDialog($('tag-dialog')))) return;
+  const set = parseFilter($('tag-input').value);
+  if (!Object.keys(set).length) throw new Error('Give at least one key=value pair to set.');
+  const answer = await api('POST', 'v1/metadata', { ids, set });
+  await rerun();
+  $('status').textContent += ` · tagged ${plural(answer.updated, 'item')}`;
+}
+
+async function deleteResults() {
+  const ids = chosenMatches().map((match) => match.id);
+  if (!(await confirmDelete(ids, ''))) return;
+  await api('POST', 'v1/delete', { ids });
+  clearMarks();
+  await Promise.all([rerun(), loadStats()]);
+}
+
+/** Asks before deleting, listing every id that goes; true when confirmed. */
+function confirmDelete(ids, warning) {
+  $('confirm-text').textContent =
+    `Delete ${plural(ids.length, 'item')}? This cannot be undone.` + warning;
+  $('confirm-list').replaceChildren(
+    ...ids.map((id) => Object.assign(document.createElement('li'), { textContent: id })),
+  );
+  return showDialog($('confirm-dialog'));
 }
 
 function resultCard(match) {
@@ -544,13 +637,14 @@ function clearMarks() {
 
 /** Every pair at or above the threshold ([id, id, score]) and what the server recorded of
  * each image (id -> {width, height, bytes}), page by page, with the progress shown. */
-async function scanPairs(threshold) {
+async function scanPairs(threshold, filter) {
   const pairs = [];
   const facts = new Map();
   let cursor = 0;
   let scanned = 0;
   do {
     const params = new URLSearchParams({ threshold, k: DUPLICATES_PER_ITEM, cursor });
+    for (const [key, value] of Object.entries(filter)) params.append('filter', `${key}=${value}`);
     const page = await api('GET', `v1/duplicates?${params}`);
     scanned += page.scanned;
     showProgress(scanned, page.total);
@@ -602,11 +696,12 @@ function groupPairs(pairs) {
 async function findDuplicates(event) {
   event?.preventDefault();
   const threshold = Number($('dup-threshold').value);
+  const filter = parseFilter($('dup-filter').value);
   $('dup-scan').disabled = true;
   try {
     clearList($('dup-groups'));
     $('dup-actions').hidden = true;
-    const { pairs, facts } = await scanPairs(threshold);
+    const { pairs, facts } = await scanPairs(threshold, filter);
     state.imageFacts = facts;
     const closest = new Map(); // each id's highest score with another
     for (const [a, b, score] of pairs) {
@@ -722,14 +817,8 @@ async function deleteMarked() {
   const whole = [...document.querySelectorAll('.group')].filter((group) =>
     [...group.querySelectorAll('[data-testid="dup-mark"]')].every((box) => box.checked),
   ).length;
-  $('confirm-text').textContent =
-    `Delete ${plural(ids.length, 'item')}? This cannot be undone.` +
-    (whole ? ` Every copy of ${plural(whole, 'group')} is among them.` : '');
-  const list = $('confirm-list');
-  list.replaceChildren(
-    ...ids.map((id) => Object.assign(document.createElement('li'), { textContent: id })),
-  );
-  if (!(await showDialog($('confirm-dialog')))) return;
+  const warning = whole ? ` Every copy of ${plural(whole, 'group')} is among them.` : '';
+  if (!(await confirmDelete(ids, warning))) return;
   $('dup-count').textContent = `Deleting ${plural(ids.length, 'item')}…`;
   await api('POST', 'v1/delete', { ids }); // one durable commit; ids already gone are listed
   await Promise.all([findDuplicates(), loadStats()]);
@@ -800,6 +889,17 @@ function listen() {
   $('search-form').addEventListener('submit', guarded(submitSearch));
   $('k').addEventListener('change', guarded(rerun));
   $('refine').addEventListener('click', guarded(refine));
+  $('copy-results').addEventListener('click', guarded(copyResults));
+  $('download-json').addEventListener(
+    'click',
+    guarded(() => download(resultsJson(chosenMatches()), 'application/json', 'results.json')),
+  );
+  $('download-csv').addEventListener(
+    'click',
+    guarded(() => download(resultsCsv(chosenMatches()), 'text/csv', 'results.csv')),
+  );
+  $('tag-results').addEventListener('click', guarded(tagResults));
+  $('delete-results').addEventListener('click', guarded(deleteResults));
   $('clear-selection').addEventListener('click', clearMarks);
   $('clear-query-item').addEventListener('click', hideQueryItem);
   $('duplicates-form').addEventListener('submit', guarded(findDuplicates));

@@ -365,6 +365,7 @@ def test_health_is_serving_and_reflection_lists_the_service(channel) -> None:
         "Search",
         "Get",
         "Delete",
+        "UpdateMetadata",
         "Stats",
         "Neighbours",
     ]

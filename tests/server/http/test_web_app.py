@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 import shutil
 from collections.abc import Iterator
@@ -635,3 +636,65 @@ def test_the_collection_view_lists_what_the_server_holds_and_runs(page: Any, ser
     expect(values.nth(10)).to_have_text(f"{DUPLICATE_THRESHOLD} (calibrated)")
     assert stats["disk_bytes"] > 0
     expect(page.locator("#search-view")).to_be_hidden()
+
+
+def test_results_are_exported_tagged_and_deleted(page: Any, server: str, tmp_path: Path) -> None:
+    page.get_by_label("Describe what you look for").fill("art")
+    page.get_by_label("Metadata filter").fill("kind=art")
+    _, matches = searched(page, lambda: page.get_by_test_id("search-button").click())
+    assert len(matches) >= 3
+    with page.expect_download() as csv_download:
+        page.get_by_test_id("download-csv").click()
+    rows = csv_download.value.path().read_text().splitlines()
+    assert rows[0] == "id,score,width,height,bytes,kind"
+    assert [row.split(",")[0] for row in rows[1:]] == [m["id"] for m in matches]
+
+    chosen = [m["id"] for m in matches[:2]]
+    for item_id in chosen:
+        card(page, item_id).get_by_test_id("select").check()
+    page.get_by_label("Act on").select_option("liked")
+    with page.expect_download() as json_download:
+        page.get_by_test_id("download-json").click()
+    exported = json.loads(json_download.value.path().read_text())
+    assert [row["id"] for row in exported] == chosen
+    assert exported[0]["score"] == matches[0]["score"]
+    assert exported[0]["metadata"] == {"kind": "art"}
+
+    page.get_by_test_id("tag-results").click()
+    dialog = page.get_by_test_id("tag-dialog")
+    expect(dialog).to_contain_text("Tag 2 items")
+    page.get_by_test_id("tag-input").fill("review=later")
+    with page.expect_response("**/v1/metadata") as tagging:
+        page.get_by_test_id("tag-submit").click()
+    assert tagging.value.request.post_data_json == {"ids": chosen, "set": {"review": "later"}}
+    expect(page.get_by_test_id("status")).to_contain_text("tagged 2 items")
+    with http_client(server) as client:
+        found = api_search(client, text="art", k=20, filter={"review": "later"})
+        assert sorted(m["id"] for m in found) == sorted(chosen)
+        for item_id in chosen:  # leave the shared collection as it was
+            client.post("/v1/metadata", json={"ids": [item_id], "remove": ["review"]})
+
+    page.get_by_label("Act on").select_option("shown")
+    page.get_by_test_id("delete-results").click()
+    confirm = page.get_by_test_id("confirm-dialog")
+    expect(confirm).to_contain_text(f"Delete {len(matches)} items?")
+    expect(confirm.get_by_test_id("confirm-list").locator("li")).to_have_text(
+        [m["id"] for m in matches]
+    )
+    page.get_by_test_id("confirm-cancel").click()  # nothing is deleted
+    with http_client(server) as client:
+        assert client.get(f"/v1/items/{matches[0]['id']}").status_code == 200
+
+
+def test_the_duplicates_scan_takes_a_metadata_filter(page: Any) -> None:
+    page.get_by_role("button", name="Duplicates").click()
+    page.get_by_label("Similarity threshold").fill("0.9")  # random weights: many pairs
+    page.get_by_label("Only items with this metadata").fill("kind=art")
+    with page.expect_response(lambda r: "/v1/duplicates" in r.url) as scanned:
+        page.get_by_test_id("dup-scan").click()
+    assert "filter=kind%3Dart" in scanned.value.url
+    expect(page.get_by_test_id("dup-group").first).to_be_visible()
+    art = {"synthetic/0.jpg", "synthetic/1.jpg", "synthetic/2.jpg", "synthetic/3.jpg"}
+    shown = set(page.get_by_test_id("dup-id").all_inner_texts())
+    assert shown
+    assert shown <= art | {"posters/collage.jpg"}
