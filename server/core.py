@@ -43,6 +43,7 @@ from lookalike.server.errors import (
     TextUnavailableError,
 )
 from lookalike.server.index.repository import (
+    ClusterMap,
     EmbeddedItem,
     ImageFacts,
     ItemNeighbours,
@@ -59,6 +60,7 @@ from lookalike.server.metrics import Metrics
 from lookalike.server.regions import Region, RegionPolicy, check_regions, policy_regions
 from lookalike.server.request_types import (
     AddItem,
+    ClustersQuery,
     Example,
     MetadataUpdate,
     NeighboursQuery,
@@ -299,6 +301,12 @@ class Core:
             updated = set(await self._repository.update_metadata(update.ids, change))
         missing = [i for i in dict.fromkeys(update.ids) if i not in updated]
         return Updated(updated=len(updated), missing=missing)
+
+    async def clusters(self, query: ClustersQuery) -> ClusterMap:
+        """Groups of similar items without a query, from a bounded sample of the collection."""
+        query.check()
+        with self._metrics.stage("search"):
+            return await self._repository.clusters(query.count, query.per_cluster, query.sample)
 
     async def stats(self) -> ServerStats:
         repository = await self._repository.stats()

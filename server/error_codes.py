@@ -28,6 +28,7 @@ from lookalike.server.errors import (
     StorageFullError,
     TextTooLongError,
     TextUnavailableError,
+    UnsupportedError,
 )
 
 __all__ = [
@@ -58,6 +59,7 @@ GRPC_CODES: dict[type[LookalikeError], grpc.StatusCode] = {
     DataDirError: grpc.StatusCode.FAILED_PRECONDITION,
     TextUnavailableError: grpc.StatusCode.FAILED_PRECONDITION,
     ReadOnlyError: grpc.StatusCode.FAILED_PRECONDITION,
+    UnsupportedError: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 
@@ -79,6 +81,7 @@ HTTP_STATUSES: dict[type[LookalikeError], int] = {
     DataDirError: 409,
     TextUnavailableError: 409,
     ReadOnlyError: 409,
+    UnsupportedError: 409,
 }
 
 

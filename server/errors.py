@@ -14,6 +14,7 @@ __all__ = [
     "TextTooLongError",
     "TextUnavailableError",
     "ReadOnlyError",
+    "UnsupportedError",
     "OverloadedError",
     "NotReadyError",
     "ReplicaUnavailableError",
@@ -65,6 +66,10 @@ class TextUnavailableError(LookalikeError):
 
 class ReadOnlyError(LookalikeError):
     """A write to a server that serves a built index (read-only: `build-index` makes versions)."""
+
+
+class UnsupportedError(LookalikeError):
+    """A call this server's setup does not offer (e.g. clusters of a built index)."""
 
 
 class OverloadedError(LookalikeError):

@@ -21,6 +21,7 @@ __all__ = [
     "SearchQuery",
     "NeighboursQuery",
     "MetadataUpdate",
+    "ClustersQuery",
     "RequestLimits",
     "MAX_K",
     "MAX_EXAMPLES",
@@ -41,6 +42,9 @@ MAX_METADATA_PAIRS = 64
 MAX_METADATA_KEY_BYTES = 256
 MAX_METADATA_VALUE_BYTES = 8192
 MAX_IDS_PER_UPDATE = 10_000  # items whose metadata one call changes
+MAX_CLUSTERS = 100
+MAX_PER_CLUSTER = 32
+MAX_CLUSTER_SAMPLE = 100_000  # whole images clustered by one call (about 10 s on 2 cores)
 
 Values = Sequence[float] | np.ndarray
 
@@ -225,6 +229,25 @@ class MetadataUpdate:
     def check_result(metadata: Mapping[str, str]) -> None:
         """An item's metadata as the update leaves it keeps within the limits."""
         check_metadata(metadata, "the item's metadata after the update")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ClustersQuery:
+    """`count` groups of similar items among at most `sample` of them, `per_cluster` shown."""
+
+    count: int = 12
+    per_cluster: int = 4
+    sample: int = 10_000
+
+    def check(self) -> None:
+        for name, low, high in (
+            ("count", 1, MAX_CLUSTERS),
+            ("per_cluster", 1, MAX_PER_CLUSTER),
+            ("sample", 1, MAX_CLUSTER_SAMPLE),
+        ):
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise InvalidArgumentError(f"{name} must be between {low} and {high}, got {value}")
 
 
 def check_id(item_id: str) -> None:

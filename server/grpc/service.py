@@ -27,6 +27,7 @@ from lookalike.server.regions import Region, RegionPolicy
 from lookalike.server.request_types import (
     NEGATIVE_WEIGHT,
     AddItem,
+    ClustersQuery,
     Example,
     MetadataUpdate,
     NeighboursQuery,
@@ -168,6 +169,26 @@ class ImageSearchService(pb_grpc.ImageSearchServicer):
     ) -> pb.DeleteResponse:
         deleted = await self._ready_core.delete(list(request.ids))
         return pb.DeleteResponse(deleted=deleted.deleted, missing=deleted.missing)
+
+    @_rpc
+    async def Clusters(
+        self, request: pb.ClustersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ClustersResponse:
+        defaults = ClustersQuery()
+        query = ClustersQuery(
+            count=request.count or defaults.count,
+            per_cluster=request.per_cluster or defaults.per_cluster,
+            sample=request.sample or defaults.sample,
+        )
+        found = await self._ready_core.clusters(query)
+        return pb.ClustersResponse(
+            clusters=[
+                pb.Cluster(size=c.size, representatives=[_match(m) for m in c.representatives])
+                for c in found.clusters
+            ],
+            sampled=found.sampled,
+            total=found.total,
+        )
 
     @_rpc
     async def UpdateMetadata(

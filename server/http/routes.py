@@ -21,6 +21,8 @@ from lookalike.server.core import CoreSlot
 from lookalike.server.errors import InvalidArgumentError, NotFoundError
 from lookalike.server.http import convert
 from lookalike.server.http.schemas import (
+    ClusterOut,
+    ClustersOut,
     DeletedManyOut,
     DeletedOut,
     DeleteIn,
@@ -38,7 +40,7 @@ from lookalike.server.http.schemas import (
     UpdatedOut,
     WrittenOut,
 )
-from lookalike.server.request_types import MetadataUpdate, NeighboursQuery
+from lookalike.server.request_types import ClustersQuery, MetadataUpdate, NeighboursQuery
 
 __all__ = ["BODY_MODELS", "STATIC", "router"]
 
@@ -272,6 +274,34 @@ async def delete_item(item_id: str, cores: Cores) -> DeletedOut:
 async def delete_items(body: DeleteIn, cores: Cores) -> DeletedManyOut:
     deleted = await cores.get().delete(body.ids)
     return DeletedManyOut(deleted=deleted.deleted, missing=deleted.missing)
+
+
+@router.get(
+    "/v1/clusters",
+    response_model=ClustersOut,
+    responses=ERRORS,
+    summary="Groups of similar items without a query, largest first, each with the items "
+    "nearest its centre; at most `sample` whole images are clustered",
+)
+async def clusters(
+    cores: Cores,
+    count: int = Query(ClustersQuery().count, description="groups, 1 to 100"),
+    per_cluster: int = Query(ClustersQuery().per_cluster, description="items shown per group"),
+    sample: int = Query(ClustersQuery().sample, description="whole images clustered at most"),
+) -> ClustersOut:
+    query = ClustersQuery(count=count, per_cluster=per_cluster, sample=sample)
+    found = await cores.get().clusters(query)
+    return ClustersOut(
+        clusters=[
+            ClusterOut(
+                size=cluster.size,
+                representatives=[convert.match_json(m) for m in cluster.representatives],
+            )
+            for cluster in found.clusters
+        ],
+        sampled=found.sampled,
+        total=found.total,
+    )
 
 
 @router.post(

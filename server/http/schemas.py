@@ -24,6 +24,8 @@ __all__ = [
     "DeletedManyOut",
     "NeighbourOut",
     "ItemNeighboursOut",
+    "ClusterOut",
+    "ClustersOut",
     "DuplicatesOut",
     "MetadataIn",
     "UpdatedOut",
@@ -156,6 +158,21 @@ class DeleteIn(_Strict):
 class DeletedManyOut(BaseModel):
     deleted: int = Field(description="how many of the ids were stored and are now removed")
     missing: list[str] = Field(description="the ids that were not stored")
+
+
+class ClusterOut(BaseModel):
+    size: int = Field(description="sampled whole images in the group")
+    representatives: list[MatchOut] = Field(
+        description="the items nearest its centre, nearest first; score: cosine to the centre"
+    )
+
+
+class ClustersOut(BaseModel):
+    """Groups of similar items, largest first, among `sampled` of `total` whole images."""
+
+    clusters: list[ClusterOut]
+    sampled: int
+    total: int
 
 
 class MetadataIn(_Strict):

@@ -19,14 +19,18 @@ import numpy as np
 
 from lookalike.export.manifest import ModelIdentity
 from lookalike.server.errors import NotFoundError, ThumbnailMissingError
+from lookalike.server.index.clusters import spherical_kmeans
 from lookalike.server.index.disk import bytes_on_disk
 from lookalike.server.index.repository import (
+    Cluster,
+    ClusterMap,
     EmbeddedItem,
     ImageFacts,
     ItemNeighbours,
     MetadataChange,
     NeighbourPage,
     RepositoryStats,
+    ScoredItem,
     SearchResult,
     StoredItem,
     VectorOwner,
@@ -43,6 +47,7 @@ log = logging.getLogger(__name__)
 
 DATABASE_FILE = "items.sqlite3"
 SNAPSHOT_FILE = "index.usearch"
+SAMPLE_SEED = 0  # the sample clustered: the same for the same collection
 
 T = TypeVar("T")
 
@@ -147,6 +152,54 @@ class LocalRepository:
             WriteOutcome(item.id, replaced)
             for item, replaced in zip(items, written.replaced, strict=True)
         ]
+
+    async def clusters(self, count: int, per_cluster: int, sample: int) -> ClusterMap:
+        """The sample's vectors are read on the data thread, clustered beside it (writes go
+        on meanwhile), and the representatives looked up on it again."""
+        keys, vectors, total = await self._run(lambda: self._sample(sample))
+        if not len(keys):
+            return ClusterMap([], 0, total)
+        partition = await asyncio.to_thread(spherical_kmeans, vectors, count)
+        groups = []
+        for cluster in range(len(partition.centres)):
+            members = np.flatnonzero(partition.labels == cluster)
+            nearest = members[np.argsort(-partition.similarity[members], kind="stable")]
+            groups.append((len(members), nearest[:per_cluster]))
+        chosen = [int(keys[i]) for _, nearest in groups for i in nearest]
+        owners = await self._run(lambda: self._ready()[0].by_keys(chosen))
+        clusters = [
+            Cluster(
+                size,
+                [
+                    ScoredItem(owners[int(keys[i])].item, float(partition.similarity[i]))
+                    for i in nearest
+                    if int(keys[i]) in owners  # deleted since it was sampled
+                ],
+            )
+            for size, nearest in groups
+            if size
+        ]
+        clusters.sort(
+            key=lambda c: (-c.size, c.representatives[0].item.id if c.representatives else "")
+        )
+        return ClusterMap(clusters, len(keys), total)
+
+    def _sample(self, sample: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Up to `sample` whole images drawn uniformly (the same ones for the same collection):
+        their keys, their vectors and how many there are in all."""
+        store, _ = self._ready()
+        keys = store.whole_image_keys()
+        total = len(keys)
+        if total > sample:
+            keys = np.sort(np.random.default_rng(SAMPLE_SEED).choice(keys, sample, replace=False))
+        found: dict[int, np.ndarray] = {}
+        for chunk_keys, chunk in store.vectors(keys, self.identity.dims):
+            found.update(zip(chunk_keys.tolist(), chunk, strict=True))
+        present = np.array([key for key in keys.tolist() if key in found], dtype=np.uint64)
+        vectors = np.zeros((len(present), self.identity.dims), dtype=np.float32)
+        for row, key in enumerate(present.tolist()):
+            vectors[row] = found[key]
+        return present, vectors, total
 
     async def update_metadata(self, ids: Sequence[str], change: MetadataChange) -> list[str]:
         return await self._run(lambda: self._ready()[0].update_metadata(ids, change))

@@ -18,6 +18,8 @@ from lookalike.server.index.settings import IndexSettings
 from lookalike.server.regions import Region
 
 __all__ = [
+    "Cluster",
+    "ClusterMap",
     "ImageFacts",
     "MetadataChange",
     "EmbeddedItem",
@@ -130,6 +132,21 @@ class ScoredItem:
 
 
 @dataclasses.dataclass(frozen=True)
+class Cluster:
+    size: int  # the sampled whole images in it
+    representatives: list[ScoredItem]  # nearest its centre first; score: cosine to the centre
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterMap:
+    """Groups of similar items, largest first, found among `sampled` of `total` items."""
+
+    clusters: list[Cluster]
+    sampled: int
+    total: int
+
+
+@dataclasses.dataclass(frozen=True)
 class SearchResult:
     matches: list[ScoredItem]  # best first
     exact: bool  # exhaustive search (not approximate)
@@ -207,6 +224,11 @@ class Repository(Protocol):
 
     async def update_metadata(self, ids: Sequence[str], change: MetadataChange) -> list[str]:
         """Change the stored items' metadata in one durable commit; return their ids."""
+        ...
+
+    async def clusters(self, count: int, per_cluster: int, sample: int) -> ClusterMap:
+        """`count` groups of similar items among at most `sample` whole images (drawn
+        uniformly), each with its `per_cluster` items nearest its centre."""
         ...
 
     async def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem:

@@ -22,7 +22,7 @@ from typing import Generic, Protocol, TypeVar
 import numpy as np
 
 from lookalike.export.manifest import ModelIdentity
-from lookalike.server.errors import ReadOnlyError, ThumbnailMissingError
+from lookalike.server.errors import ReadOnlyError, ThumbnailMissingError, UnsupportedError
 from lookalike.server.index.built_index import (
     KEY_BITS,
     IndexManifest,
@@ -34,6 +34,7 @@ from lookalike.server.index.built_index import (
 )
 from lookalike.server.index.disk import bytes_on_disk
 from lookalike.server.index.repository import (
+    ClusterMap,
     EmbeddedItem,
     ItemNeighbours,
     MetadataChange,
@@ -122,6 +123,12 @@ class BuiltIndexRepository(Generic[Served]):
 
     async def update_metadata(self, ids: Sequence[str], change: MetadataChange) -> list[str]:
         raise ReadOnlyError(READ_ONLY)
+
+    async def clusters(self, count: int, per_cluster: int, sample: int) -> ClusterMap:
+        raise UnsupportedError(
+            "clusters are computed for a data directory (--data-dir) only, not yet for a built "
+            "index: serve its dataset imported into a data directory (lookalike import)"
+        )
 
     async def save_snapshot(self) -> bool:
         return False  # nothing changes while serving

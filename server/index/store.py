@@ -406,6 +406,11 @@ class ItemStore:
         )
         return [(int(row), i, np.frombuffer(vector, np.float32)) for row, i, vector in rows]
 
+    def whole_image_keys(self) -> np.ndarray:
+        """The keys of the items' whole images (no regions), in key order."""
+        rows = self._db.execute("SELECT key FROM vectors WHERE region IS NULL ORDER BY key")
+        return np.fromiter((row[0] for row in rows), np.uint64)
+
     def all_keys(self) -> np.ndarray:
         rows = self._db.execute("SELECT key FROM vectors")
         return np.fromiter((row[0] for row in rows), np.uint64)

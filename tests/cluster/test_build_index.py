@@ -158,6 +158,10 @@ def test_a_built_index_answers_like_an_exact_search_over_its_vectors(
         with pytest.raises(grpc.RpcError) as refused:
             stub.UpdateMetadata(tag, timeout=30)
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Clusters(pb.ClustersRequest(), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "data directory" in refused.value.details()
         with pytest.raises(grpc.RpcError) as missing:
             stub.Get(pb.GetRequest(id="nobody"), timeout=30)
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND

@@ -310,6 +310,34 @@ class Neighbour(_message.Message):
     image: ImageFacts
     def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., image: _Optional[_Union[ImageFacts, _Mapping]] = ...) -> None: ...
 
+class ClustersRequest(_message.Message):
+    __slots__ = ("count", "per_cluster", "sample")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    PER_CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    per_cluster: int
+    sample: int
+    def __init__(self, count: _Optional[int] = ..., per_cluster: _Optional[int] = ..., sample: _Optional[int] = ...) -> None: ...
+
+class ClustersResponse(_message.Message):
+    __slots__ = ("clusters", "sampled", "total")
+    CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    clusters: _containers.RepeatedCompositeFieldContainer[Cluster]
+    sampled: int
+    total: int
+    def __init__(self, clusters: _Optional[_Iterable[_Union[Cluster, _Mapping]]] = ..., sampled: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
+
+class Cluster(_message.Message):
+    __slots__ = ("size", "representatives")
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    REPRESENTATIVES_FIELD_NUMBER: _ClassVar[int]
+    size: int
+    representatives: _containers.RepeatedCompositeFieldContainer[Match]
+    def __init__(self, size: _Optional[int] = ..., representatives: _Optional[_Iterable[_Union[Match, _Mapping]]] = ...) -> None: ...
+
 class StatsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

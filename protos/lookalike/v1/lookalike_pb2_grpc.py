@@ -80,6 +80,11 @@ class ImageSearchStub:
                 request_serializer=lookalike_dot_v1_dot_lookalike__pb2.NeighboursRequest.SerializeToString,
                 response_deserializer=lookalike_dot_v1_dot_lookalike__pb2.NeighboursResponse.FromString,
                 _registered_method=True)
+        self.Clusters = channel.unary_unary(
+                '/lookalike.v1.ImageSearch/Clusters',
+                request_serializer=lookalike_dot_v1_dot_lookalike__pb2.ClustersRequest.SerializeToString,
+                response_deserializer=lookalike_dot_v1_dot_lookalike__pb2.ClustersResponse.FromString,
+                _registered_method=True)
 
 
 class ImageSearchServicer:
@@ -159,6 +164,17 @@ class ImageSearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Clusters(self, request, context):
+        """The collection's shape without a query: groups of similar items (spherical k-means over
+        the whole images' vectors), largest first, each with its size and the items nearest its
+        centre. The work is bounded: at most `sample` whole images, drawn uniformly (the same
+        ones for the same collection). A data directory only: a built index answers
+        FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImageSearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -206,6 +222,11 @@ def add_ImageSearchServicer_to_server(servicer, server):
                     servicer.Neighbours,
                     request_deserializer=lookalike_dot_v1_dot_lookalike__pb2.NeighboursRequest.FromString,
                     response_serializer=lookalike_dot_v1_dot_lookalike__pb2.NeighboursResponse.SerializeToString,
+            ),
+            'Clusters': grpc.unary_unary_rpc_method_handler(
+                    servicer.Clusters,
+                    request_deserializer=lookalike_dot_v1_dot_lookalike__pb2.ClustersRequest.FromString,
+                    response_serializer=lookalike_dot_v1_dot_lookalike__pb2.ClustersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -452,6 +473,33 @@ class ImageSearch:
             '/lookalike.v1.ImageSearch/Neighbours',
             lookalike_dot_v1_dot_lookalike__pb2.NeighboursRequest.SerializeToString,
             lookalike_dot_v1_dot_lookalike__pb2.NeighboursResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Clusters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.ImageSearch/Clusters',
+            lookalike_dot_v1_dot_lookalike__pb2.ClustersRequest.SerializeToString,
+            lookalike_dot_v1_dot_lookalike__pb2.ClustersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -824,13 +824,101 @@ async function deleteMarked() {
   await Promise.all([findDuplicates(), loadStats()]);
 }
 
+// -- the collection's shape: groups and unusual items ---------------------------------------
+
+const OUTLIERS_SHOWN = 24;
+
+async function showClusters(event) {
+  event?.preventDefault();
+  const count = Number($('cluster-count').value);
+  $('clusters-note').textContent = 'Grouping…';
+  clearList($('clusters'));
+  const answer = await api('GET', `v1/clusters?${new URLSearchParams({ count, per_cluster: 6 })}`);
+  $('clusters').append(
+    ...answer.clusters.map((cluster) => clusterCard(cluster, answer.sampled)),
+  );
+  $('clusters-note').textContent =
+    `${plural(answer.clusters.length, 'group')} of ` +
+    (answer.sampled < answer.total
+      ? `a sample of ${answer.sampled.toLocaleString('en')} of ${plural(answer.total, 'item')}`
+      : plural(answer.total, 'item')) +
+    ', largest first; each shows the items nearest its centre.';
+}
+
+function clusterCard(cluster, sampled) {
+  const card = fromTemplate('cluster-template');
+  const share = Math.round((100 * cluster.size) / sampled);
+  $('cluster-size', card).textContent = `${plural(cluster.size, 'item')} (${share}%)`;
+  card.querySelector('.group-items').append(
+    ...cluster.representatives.map((match) => memberCard(match, `centre ${match.score.toFixed(3)}`)),
+  );
+  const ids = cluster.representatives.map((match) => match.id);
+  $('search-cluster', card).addEventListener(
+    'click',
+    guarded(() => searchLikeGroup(ids)),
+  );
+  return card;
+}
+
+function memberCard(match, note) {
+  const card = fromTemplate('member-template');
+  card.dataset.id = match.id;
+  $('member-id', card).textContent = match.id;
+  $('member-id', card).title = match.id;
+  $('member-score', card).textContent = note;
+  const thumb = $('open-item', card);
+  thumb.setAttribute('aria-label', `Show ${match.id}`);
+  thumb.addEventListener('click', guarded(() => openItem(match.id)));
+  loadThumbnail(thumb, match.id);
+  return card;
+}
+
+function searchLikeGroup(ids) {
+  if (state.image) removeImage();
+  hideQueryItem();
+  $('text-query').value = '';
+  showView('search');
+  const positives = ids.map((id) => ({ id }));
+  return searchAnew({ positives, exclude_self: true }, `more like a group of ${ids.length}`);
+}
+
+/** The items farthest from their nearest neighbour: the scan of every item's nearest other
+ * (the duplicates scan at k=1, page by page), lowest first. */
+async function findOutliers() {
+  clearList($('outliers'));
+  const bar = $('outlier-progress');
+  bar.hidden = false;
+  const nearest = [];
+  let cursor = 0;
+  let scanned = 0;
+  do {
+    const params = new URLSearchParams({ threshold: -1, k: 1, cursor });
+    const page = await api('GET', `v1/duplicates?${params}`);
+    scanned += page.scanned;
+    bar.querySelector('progress').max = Math.max(page.total, 1);
+    bar.querySelector('progress').value = scanned;
+    bar.querySelector('span').textContent = `Scanned ${scanned} of ${plural(page.total, 'item')}`;
+    for (const item of page.items) {
+      nearest.push({ id: item.id, score: item.neighbours[0].score, image: item.image });
+    }
+    cursor = page.next_cursor;
+  } while (cursor !== null);
+  nearest.sort((a, b) => a.score - b.score || (a.id < b.id ? -1 : 1));
+  const shown = nearest.slice(0, OUTLIERS_SHOWN);
+  $('outliers').append(
+    ...shown.map((item) => memberCard(item, `nearest other ${item.score.toFixed(3)}`)),
+  );
+  bar.querySelector('span').textContent +=
+    `: the ${plural(shown.length, 'item')} least like any other, most unusual first`;
+}
+
 // -- views and events ----------------------------------------------------------------------
 
 function showView(name) {
   for (const tab of document.querySelectorAll('.tab')) {
     tab.setAttribute('aria-pressed', String(tab.dataset.view === name));
   }
-  for (const view of ['search', 'duplicates', 'collection']) {
+  for (const view of ['search', 'duplicates', 'overview', 'collection']) {
     document.getElementById(`${view}-view`).hidden = name !== view;
   }
 }
@@ -885,6 +973,8 @@ function listen() {
     tab.addEventListener('click', () => showView(tab.dataset.view));
   }
   $('tab-collection').addEventListener('click', guarded(loadStats)); // fresh figures
+  $('clusters-form').addEventListener('submit', guarded(showClusters));
+  $('find-outliers').addEventListener('click', guarded(findOutliers));
   $('reconnect').addEventListener('click', guarded(loadStats));
   $('search-form').addEventListener('submit', guarded(submitSearch));
   $('k').addEventListener('change', guarded(rerun));

@@ -368,4 +368,5 @@ def test_health_is_serving_and_reflection_lists_the_service(channel) -> None:
         "UpdateMetadata",
         "Stats",
         "Neighbours",
+        "Clusters",
     ]

@@ -24,6 +24,7 @@ from lookalike.client.api import ImageFacts
 from lookalike.client.keep import KeepRule, kept_copy
 from tests.server.http.conftest import http_client, http_server
 from tests.server.images import jpeg
+from tests.server.planted import GROUPS, OUTLIERS, PER_GROUP, group_of, planted
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -698,3 +699,45 @@ def test_the_duplicates_scan_takes_a_metadata_filter(page: Any) -> None:
     shown = set(page.get_by_test_id("dup-id").all_inner_texts())
     assert shown
     assert shown <= art | {"posters/collage.jpg"}
+
+
+def test_the_overview_shows_planted_groups_and_the_unusual_items(
+    tiny_export: Path, tmp_path: Path, open_page: Any
+) -> None:
+    with http_server(tiny_export, tmp_path) as (_, url):
+        with http_client(url) as client:
+            for item_id, vector in planted().items():
+                client.put(f"/v1/items/{item_id}", json={"vector": vector.tolist()})
+        page = open_page(url)
+        page.get_by_test_id("tab-overview").click()
+        page.get_by_test_id("cluster-count").select_option("6")
+        with page.expect_response(lambda r: "/v1/clusters" in r.url) as answered:
+            page.get_by_test_id("show-clusters").click()
+        assert "count=6" in answered.value.url
+        clusters = page.get_by_test_id("cluster")
+        expect(clusters.first).to_be_visible()
+        total = GROUPS * PER_GROUP + OUTLIERS
+        expect(page.get_by_test_id("clusters-note")).to_contain_text(f"of {total} items")
+        for number in range(clusters.count()):  # each group's nearest items are one planted group
+            shown = clusters.nth(number).get_by_test_id("member-id").all_inner_texts()
+            assert len({group_of(item_id) for item_id in shown}) == 1, shown
+        sizes = [
+            int(text.split()[0]) for text in page.get_by_test_id("cluster-size").all_inner_texts()
+        ]
+        assert sum(sizes) == total
+        assert sizes == sorted(sizes, reverse=True)
+
+        page.get_by_test_id("find-outliers").click()
+        expect(page.get_by_test_id("outlier-progress")).to_contain_text(
+            f"Scanned {total} of {total} items"
+        )
+        expect(page.get_by_test_id("outlier-progress")).to_contain_text("most unusual first")
+        first = page.get_by_test_id("outliers").get_by_test_id("member-id")
+        assert sorted(first.all_inner_texts()[:OUTLIERS]) == [f"odd-{n}" for n in range(OUTLIERS)]
+
+        first_group = clusters.first.get_by_test_id("member-id").all_inner_texts()
+        with page.expect_response("**/v1/search") as searched_group:
+            clusters.first.get_by_test_id("search-cluster").click()
+        request = searched_group.value.request.post_data_json
+        assert request["positives"] == [{"id": item_id} for item_id in first_group]
+        expect(page.locator("#search-view")).to_be_visible()
