@@ -470,13 +470,27 @@ def test_layout_on_a_phone_and_a_desktop(
     assert page.evaluate("innerWidth") == PHONE["width"]
     assert columns(page) in (1, 2)
     assert not scrolls_sideways(page)
-    for control in ("search-button", "refine", "tab-duplicates", "not-like", "more-like-this"):
+    controls = ("search-button", "refine", "tab-duplicates", "not-like", "more-like-this")
+    for control in (*controls, "tag-results", "tab-overview", "tab-collection"):
         box = page.get_by_test_id(control).first.bounding_box()
         assert box["height"] >= 44, f"{control} is too small to touch"
+    card(page, matches[0]["id"]).get_by_test_id("open-item").click()
+    expect(page.get_by_test_id("item-dialog")).to_be_visible()
+    assert not scrolls_sideways(page)
+    page.get_by_test_id("item-close").click()
     page.get_by_role("button", name="Duplicates").click()
     page.get_by_label("Similarity threshold").fill("0.9")  # many groups of random-weight photos
     page.get_by_test_id("dup-scan").click()
     expect(page.get_by_test_id("dup-group").first).to_be_visible()
+    assert not scrolls_sideways(page)
+    page.get_by_test_id("tab-overview").click()
+    page.get_by_test_id("show-clusters").click()
+    expect(page.get_by_test_id("cluster").first).to_be_visible()
+    page.get_by_test_id("find-outliers").click()
+    expect(page.get_by_test_id("outlier-progress")).to_contain_text("most unusual first")
+    assert not scrolls_sideways(page)
+    page.get_by_test_id("tab-collection").click()
+    expect(page.get_by_test_id("collection-stats")).to_be_visible()
     assert not scrolls_sideways(page)
 
     page.get_by_test_id("tab-search").click()
