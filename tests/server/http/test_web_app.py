@@ -668,6 +668,11 @@ def test_results_are_exported_tagged_and_deleted(page: Any, server: str, tmp_pat
     for item_id in chosen:
         card(page, item_id).get_by_test_id("select").check()
     page.get_by_label("Act on").select_option("liked")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.get_by_test_id("copy-results").click()
+    expect(page.get_by_test_id("status")).to_have_text("Copied 2 results as JSON.")
+    copied = json.loads(page.evaluate("navigator.clipboard.readText()"))
+    assert [row["id"] for row in copied] == chosen
     with page.expect_download() as json_download:
         page.get_by_test_id("download-json").click()
     exported = json.loads(json_download.value.path().read_text())
