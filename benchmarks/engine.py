@@ -291,7 +291,7 @@ def text_runs(
     return results
 
 
-FAMILY_PRESETS = ("vit-b-32", "vit-b-16", "siglip-base-patch16-224")
+FAMILY_PRESETS = ("vit-b-32", "vit-b-16", "siglip-base-patch16-224", "openclip-vit-b-32")
 FAMILY_BATCH = 8
 
 

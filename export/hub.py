@@ -14,7 +14,7 @@ from transformers import AutoConfig
 
 from lookalike.export.errors import ModelUnavailableError, UnsupportedModelError
 
-__all__ = ["HubAccess", "first_line", "hub_unreachable_reason", "load_config"]
+__all__ = ["HubAccess", "download_files", "first_line", "hub_unreachable_reason", "load_config"]
 
 HUB_PROBE_TIMEOUT_S = 3.0
 OFFLINE_VALUES = ("1", "on", "yes", "true")
@@ -85,6 +85,41 @@ def load_config(access: HubAccess) -> Any:
             "Without network access, pass a local directory with a saved model "
             "(--model /path/to/model) or build random weights (--random-init vit-b-32)."
         ) from exc
+
+
+def download_files(access: HubAccess, required: str, *, any_of: tuple[str, ...], what: str) -> Path:
+    """The folder holding a hub repository's `required` file and the first of `any_of` it has
+    (from the cache only when the hub is unreachable)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    def fetch(filename: str) -> Path:
+        return Path(
+            hf_hub_download(
+                access.name,
+                filename,
+                revision=access.revision,
+                local_files_only=access.local_only,
+            )
+        )
+
+    try:
+        config = fetch(required)
+        for name in any_of:
+            try:
+                fetch(name)
+                return config.parent
+            except EntryNotFoundError:
+                continue
+    except (OSError, ValueError) as exc:
+        reason = (
+            f"the Hugging Face hub is unreachable ({access.offline}) and it is not in the "
+            "local cache"
+            if access.offline
+            else first_line(exc)
+        )
+        raise ModelUnavailableError(f"could not load {what} {access.name!r}: {reason}") from exc
+    raise ModelUnavailableError(f"{access.name} has {required} but none of {', '.join(any_of)}")
 
 
 def first_line(exc: BaseException) -> str:

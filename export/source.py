@@ -2,7 +2,8 @@
 
 Three sources: a Hugging Face hub id, a local directory, or a random-weight preset for
 machines without network access. Loading never falls back from one to another. A hub or local
-checkpoint's family comes from its config's `model_type`; a preset names its own.
+checkpoint's family comes from its config's `model_type`; a folder in open_clip's layout
+(`open_clip_config.json`), or an `hf-hub:` name, is OpenCLIP; a preset names its own.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from types import ModuleType
 
 from lookalike.export.checkpoint import Checkpoint
 from lookalike.export.errors import ModelUnavailableError, UnsupportedModelError
-from lookalike.export.families import clip, siglip
-from lookalike.export.hub import HubAccess, load_config
+from lookalike.export.families import clip, openclip, siglip
+from lookalike.export.hub import HubAccess, download_files, load_config
 
 __all__ = ["DEFAULT_MODEL", "FAMILIES", "RANDOM_INIT_PRESETS", "load_checkpoint"]
 
@@ -24,8 +25,9 @@ DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 FAMILIES: tuple[ModuleType, ...] = (clip, siglip)
 # preset name -> its family's module; each preset has the shape (and compute) of a real model
 RANDOM_INIT_PRESETS: dict[str, ModuleType] = {
-    preset: family for family in FAMILIES for preset in family.PRESETS
+    preset: family for family in (*FAMILIES, openclip) for preset in family.PRESETS
 }
+HF_HUB_PREFIX = "hf-hub:"  # open_clip's own way of naming a hub repository
 
 
 def load_checkpoint(
@@ -39,7 +41,15 @@ def load_checkpoint(
     with `text`, the text tower and its tokenizer too."""
     if random_init is not None:
         return _random_checkpoint(random_init, text=text)
+    if model.startswith(HF_HUB_PREFIX):
+        access = HubAccess(model.removeprefix(HF_HUB_PREFIX), revision=revision, kind="hub")
+        folder = download_files(
+            access, openclip.CONFIG_FILE, any_of=openclip.WEIGHT_FILES, what="an open_clip model"
+        )
+        return openclip.folder_checkpoint(folder, text=text, source_id=model)
     local = Path(model).expanduser()
+    if local.is_dir() and openclip.is_openclip_folder(local):
+        return openclip.folder_checkpoint(local, text=text)
     if local.is_dir():
         access = HubAccess(str(local.resolve()), revision=None, kind="local")
     elif local.exists() or model.startswith((".", "/", "~")):
@@ -75,5 +85,6 @@ def _family_of(name: str, config: object) -> ModuleType:
     known = ", ".join(t for family in FAMILIES for t in family.MODEL_TYPES)
     raise UnsupportedModelError(
         f"{name} is a {model_type!r} model: Lookalike exports CLIP and SigLIP "
+        "(and OpenCLIP folders, with open_clip_config.json) "
         f"(config model_type one of {known})"
     )

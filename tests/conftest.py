@@ -84,6 +84,13 @@ def siglip2_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def openclip_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random OpenCLIP preset: open_clip's layout, through the same conversion as a
+    folder of open_clip files."""
+    return export_random_init("openclip-tiny", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
 def benchmark_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The full-size ViT-B/32 image tower the benchmarks use (random weights, the real
     compute); the tests that take it embed no text."""

@@ -36,12 +36,15 @@ from lookalike.export.optimize import QuantizationPlan
 from lookalike.export.tokenizer import CONTEXT_LENGTH, clip_bpe_tokenizer
 
 __all__ = [
+    "CLIP_TEXT",
     "FAMILY",
     "MODEL_TYPES",
     "PRESETS",
     "pretrained_checkpoint",
     "random_checkpoint",
     "preprocess_spec",
+    "image_side",
+    "text_side",
 ]
 
 log = logging.getLogger(__name__)
@@ -120,7 +123,7 @@ def random_checkpoint(preset: str, *, text: bool) -> Checkpoint:
     )
     torch.manual_seed(RANDOM_INIT_SEED)
     model = CLIPVisionModelWithProjection._from_config(config, attn_implementation=ATTENTION)
-    text_side = None
+    text_tower = None
     if tokenizer is not None:
         text_config = CLIPTextConfig(
             **shape["text"],
@@ -131,7 +134,7 @@ def random_checkpoint(preset: str, *, text: bool) -> Checkpoint:
         text_model = CLIPTextModelWithProjection._from_config(
             text_config, attn_implementation=ATTENTION
         )
-        text_side = _text_side(text_model.eval(), tokenizer)
+        text_tower = text_side(text_model.eval(), tokenizer)
     processor = CLIPImageProcessor(
         size={"shortest_edge": config.image_size},
         crop_size={"height": config.image_size, "width": config.image_size},
@@ -139,8 +142,8 @@ def random_checkpoint(preset: str, *, text: bool) -> Checkpoint:
     return Checkpoint(
         family=FAMILY,
         source=ModelSource(kind="random-init", id=preset, random_weights=True),
-        image=_image_side(model.eval(), processor),
-        text=text_side,
+        image=image_side(model.eval(), processor),
+        text=text_tower,
     )
 
 
@@ -177,12 +180,12 @@ def pretrained_checkpoint(access: HubAccess, config: Any, *, text: bool) -> Chec
             id=name,
             revision=getattr(config, "_commit_hash", None) if access.kind == "hub" else None,
         ),
-        image=_image_side(model.eval(), processor),
+        image=image_side(model.eval(), processor),
         text=_pretrained_text_side(access, config) if text else None,
     )
 
 
-def _image_side(model: CLIPVisionModelWithProjection, processor: CLIPImageProcessor) -> ImageSide:
+def image_side(model: CLIPVisionModelWithProjection, processor: CLIPImageProcessor) -> ImageSide:
     config = model.config
     tower = Tower.of(
         Normalized(model, input_name="pixel_values", output="image_embeds"),
@@ -193,7 +196,7 @@ def _image_side(model: CLIPVisionModelWithProjection, processor: CLIPImageProces
     return ImageSide.of(tower, config, processor, preprocess_spec(processor, config.image_size))
 
 
-def _text_side(model: CLIPTextModelWithProjection, tokenizer: CLIPTokenizerFast) -> TextSide:
+def text_side(model: CLIPTextModelWithProjection, tokenizer: CLIPTokenizerFast) -> TextSide:
     config = model.config
     tower = Tower.of(
         # pooled at the first end token: with the causal mask, padding after it is unseen
@@ -243,7 +246,7 @@ def _pretrained_text_side(access: HubAccess, config: Any) -> TextSide:
             f"{name}'s text tower has {text_config.max_position_embeddings} positions; "
             f"Lookalike exports CLIP's {CONTEXT_LENGTH}"
         )
-    return _text_side(model.eval(), tokenizer)
+    return text_side(model.eval(), tokenizer)
 
 
 def _vision_config(config: Any) -> CLIPVisionConfig:

@@ -1,0 +1,459 @@
+"""OpenCLIP checkpoints, from open_clip's own files: a folder with `open_clip_config.json`
+(`model_cfg`, `preprocess_cfg`) beside `open_clip_model.safetensors` or
+`open_clip_pytorch_model.bin`, as the hub publishes DFN, DataComp, LAION and MetaCLIP models.
+
+The native towers (open_clip's `VisionTransformer` and its built-in text transformer) are
+exactly Hugging Face's CLIP towers when their configuration is the standard one: their weights
+are renamed into `CLIPVisionModelWithProjection` and `CLIPTextModelWithProjection` (the
+`in_proj` of each attention split into q, k, v; the projections transposed), and from there
+the CLIP export path runs unchanged: the same fusions, precisions and parity bars. Neither
+open_clip nor torchvision is needed. A configuration this conversion cannot reproduce (timm
+or Hugging Face towers, a modified ResNet, attentional pooling, layer scale, custom attention
+blocks, another pooling) is refused before any work, naming the key: never exported wrong.
+
+Preprocessing follows `preprocess_cfg` (the short side resized to `size`, bicubic unless it
+says otherwise, centre crop, mean and std); the one difference from open_clip's torchvision
+transforms is the centre crop's offset on an odd margin (torchvision rounds half to even, the
+processor used here floors), a shift of one pixel for some sizes. Texts use CLIP's BPE
+tokenizer (OpenAI's merges), lower-cased and whitespace-cleaned as open_clip does; open_clip
+also runs `ftfy` and unescapes HTML, which the packaged tokenizer does not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from transformers import (
+    CLIPImageProcessor,
+    CLIPTextConfig,
+    CLIPTextModelWithProjection,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+)
+
+from lookalike.export.checkpoint import Checkpoint
+from lookalike.export.errors import ModelUnavailableError, UnsupportedModelError
+from lookalike.export.families import clip
+from lookalike.export.manifest import ModelSource
+from lookalike.export.tokenizer import CONTEXT_LENGTH, clip_bpe_tokenizer
+
+__all__ = [
+    "CONFIG_FILE",
+    "FAMILY",
+    "PRESETS",
+    "WEIGHT_FILES",
+    "folder_checkpoint",
+    "is_openclip_folder",
+    "random_checkpoint",
+    "to_hugging_face",
+]
+
+FAMILY = "openclip"
+CONFIG_FILE = "open_clip_config.json"
+WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+VOCAB_SIZE = 49408
+RESAMPLE = {  # PIL's filters, as open_clip names them
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+}
+
+# What the conversion reproduces: each key's value that the standard towers have. A key set
+# otherwise is refused; keys listed in IGNORED only change training.
+VISION_STANDARD: dict[str, Any] = {
+    "ls_init_value": None,
+    "attentional_pool": False,
+    "no_ln_pre": False,
+    "pos_embed_type": "learnable",
+    "final_ln_after_pool": False,
+    "pool_type": "tok",
+    "act_kwargs": None,
+    "norm_kwargs": None,
+    "block_type": None,
+    "qk_norm": False,
+    "scaled_cosine_attn": False,
+    "scale_heads": False,
+    "scale_attn_inner": False,
+    "scale_attn": False,
+    "scale_fc": False,
+    "timm_model_name": None,
+}
+TEXT_STANDARD: dict[str, Any] = {
+    "context_length": CONTEXT_LENGTH,
+    "vocab_size": VOCAB_SIZE,
+    "hf_tokenizer_name": None,
+    "tokenizer_mode": None,
+    "tokenizer_kwargs": None,
+    "ls_init_value": None,
+    "embed_cls": False,
+    "pad_id": 0,
+    "no_causal_mask": False,
+    "final_ln_after_pool": False,
+    "pool_type": "argmax",
+    "proj_bias": False,
+    "proj_type": "linear",
+    "act_kwargs": None,
+    "norm_kwargs": None,
+    "block_type": None,
+    "qk_norm": False,
+    "scaled_cosine_attn": False,
+    "scale_heads": False,
+    "scale_attn_inner": False,
+    "scale_attn": False,
+    "scale_fc": False,
+    "hf_model_name": None,
+}
+VISION_SHAPE = ("layers", "width", "head_width", "mlp_ratio", "patch_size", "image_size")
+TEXT_SHAPE = ("width", "heads", "layers", "mlp_ratio")
+IGNORED = ("patch_dropout", "output_tokens", "attn_pooler_queries", "attn_pooler_heads", "eos_id")
+IGNORED_TOP = ("init_logit_scale", "init_logit_bias", "cast_dtype", "custom_text")
+TIMM_KEYS = ("timm_model_pretrained", "timm_pool", "timm_proj", "timm_proj_bias")
+HF_KEYS = ("hf_model_pretrained", "hf_proj_type", "hf_pooler_type")
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "openclip-tiny": dict(
+        embed_dim=16,
+        vision_cfg=dict(image_size=224, layers=2, width=32, head_width=8, patch_size=32),
+        text_cfg=dict(width=32, heads=4, layers=2),
+    ),
+    "openclip-vit-b-32": dict(
+        embed_dim=512,
+        vision_cfg=dict(image_size=224, layers=12, width=768, patch_size=32),
+        text_cfg=dict(width=512, heads=8, layers=12),
+    ),
+    "openclip-vit-b-32-quickgelu": dict(
+        embed_dim=512,
+        quick_gelu=True,
+        vision_cfg=dict(image_size=224, layers=12, width=768, patch_size=32),
+        text_cfg=dict(width=512, heads=8, layers=12),
+    ),
+}
+RANDOM_INIT_SEED = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Converted:
+    """An OpenCLIP model as Hugging Face's CLIP towers (the text tower when asked for)."""
+
+    vision: CLIPVisionModelWithProjection
+    text: CLIPTextModelWithProjection | None
+
+
+def is_openclip_folder(path: Path) -> bool:
+    return (path / CONFIG_FILE).is_file()
+
+
+def folder_checkpoint(folder: Path, *, text: bool, source_id: str | None = None) -> Checkpoint:
+    """An open_clip folder's towers, preprocessing and tokenizer; `source_id` names where it
+    came from (an `hf-hub:` name), else the folder itself."""
+    document = _read_config(folder)
+    model_cfg, preprocess_cfg = document["model_cfg"], document.get("preprocess_cfg", {})
+    check_supported(model_cfg, str(folder))
+    tokenizer = clip_bpe_tokenizer() if text else None  # before minutes of work, if missing
+    state = _read_weights(folder)
+    converted = to_hugging_face(model_cfg, state, text=text)
+    source = (
+        ModelSource(kind="hub", id=source_id)
+        if source_id
+        else ModelSource(kind="local", id=str(folder.resolve()))
+    )
+    return _checkpoint(converted, model_cfg, preprocess_cfg, source, tokenizer)
+
+
+def random_checkpoint(preset: str, *, text: bool) -> Checkpoint:
+    """A preset's shape in open_clip's layout, with random weights, through the same
+    conversion as a real folder."""
+    model_cfg = PRESETS[preset]
+    tokenizer = clip_bpe_tokenizer() if text else None
+    converted = to_hugging_face(model_cfg, random_state_dict(model_cfg), text=text)
+    source = ModelSource(kind="random-init", id=preset, random_weights=True)
+    return _checkpoint(converted, model_cfg, {}, source, tokenizer)
+
+
+def check_supported(model_cfg: dict[str, Any], name: str) -> None:
+    """Refuse, naming the key, any setting the conversion cannot reproduce."""
+    vision, text = model_cfg.get("vision_cfg", {}), model_cfg.get("text_cfg", {})
+    if "multimodal_cfg" in model_cfg:
+        raise UnsupportedModelError(
+            f"{name}: a CoCa model (multimodal_cfg); export its towers only"
+        )
+    _check_section(vision, VISION_STANDARD, VISION_SHAPE + TIMM_KEYS, name, "vision_cfg")
+    _check_section(text, TEXT_STANDARD, TEXT_SHAPE + HF_KEYS, name, "text_cfg")
+    if not isinstance(vision.get("layers", 12), int):
+        raise UnsupportedModelError(
+            f"{name}: vision_cfg.layers is {vision['layers']}: a modified ResNet, which Lookalike "
+            "does not export (the ViT towers only)"
+        )
+    size = vision.get("image_size", 224)
+    if isinstance(size, (list, tuple)) and len(set(size)) != 1:
+        raise UnsupportedModelError(f"{name}: vision_cfg.image_size {size} is not square")
+    unknown = set(model_cfg) - {"embed_dim", "quick_gelu", "vision_cfg", "text_cfg", *IGNORED_TOP}
+    if unknown:
+        raise UnsupportedModelError(f"{name}: unknown model_cfg key {sorted(unknown)[0]!r}")
+
+
+def _check_section(
+    section: dict[str, Any],
+    standard: dict[str, Any],
+    shape: tuple[str, ...],
+    name: str,
+    where: str,
+) -> None:
+    for key, value in section.items():
+        if key in shape or key in IGNORED:
+            continue
+        if key not in standard:
+            raise UnsupportedModelError(f"{name}: unknown {where} key {key!r}")
+        if value != standard[key] and not (key in ("timm_pool", "timm_proj") and value):
+            raise UnsupportedModelError(
+                f"{name}: {where}.{key} = {value!r}; Lookalike exports open_clip's standard "
+                f"towers ({key} = {standard[key]!r}), and would export this one wrong"
+            )
+
+
+def to_hugging_face(
+    model_cfg: dict[str, Any], state: dict[str, torch.Tensor], *, text: bool
+) -> Converted:
+    """The state dict of open_clip's `CLIP` in Hugging Face's CLIP towers."""
+    act = "quick_gelu" if model_cfg.get("quick_gelu") else "gelu"
+    dims = int(model_cfg["embed_dim"])
+    vision = _vision_config(model_cfg.get("vision_cfg", {}), dims, act)
+    vision_model = CLIPVisionModelWithProjection._from_config(vision, attn_implementation="eager")
+    _load(vision_model, _vision_weights(state, vision.num_hidden_layers), "the image tower")
+    text_model = None
+    if text:
+        config = _text_config(model_cfg.get("text_cfg", {}), dims, act)
+        text_model = CLIPTextModelWithProjection._from_config(config, attn_implementation="eager")
+        _load(text_model, _text_weights(state, config.num_hidden_layers), "the text tower")
+    return Converted(vision_model.eval(), text_model.eval() if text_model else None)
+
+
+def _vision_config(cfg: dict[str, Any], dims: int, act: str) -> CLIPVisionConfig:
+    width = int(cfg.get("width", 768))
+    size = cfg.get("image_size", 224)
+    return CLIPVisionConfig(
+        hidden_size=width,
+        intermediate_size=int(width * cfg.get("mlp_ratio", 4.0)),
+        num_hidden_layers=int(cfg.get("layers", 12)),
+        num_attention_heads=width // int(cfg.get("head_width", 64)),
+        image_size=int(size[0] if isinstance(size, (list, tuple)) else size),
+        patch_size=int(cfg.get("patch_size", 16)),
+        projection_dim=dims,
+        hidden_act=act,
+        layer_norm_eps=1e-5,
+    )
+
+
+def _text_config(cfg: dict[str, Any], dims: int, act: str) -> CLIPTextConfig:
+    width = int(cfg.get("width", 512))
+    return CLIPTextConfig(
+        **clip.CLIP_TEXT,
+        hidden_size=width,
+        intermediate_size=int(width * cfg.get("mlp_ratio", 4.0)),
+        num_hidden_layers=int(cfg.get("layers", 12)),
+        num_attention_heads=int(cfg.get("heads", 8)),
+        projection_dim=dims,
+        hidden_act=act,
+        layer_norm_eps=1e-5,
+    )
+
+
+def _blocks(state: dict[str, torch.Tensor], source: str, target: str, layers: int) -> dict:
+    """open_clip's residual blocks as Hugging Face's encoder layers."""
+    renamed = {}
+    for i in range(layers):
+        block, layer = f"{source}.resblocks.{i}", f"{target}.layers.{i}"
+        q, k, v = state[f"{block}.attn.in_proj_weight"].chunk(3)
+        qb, kb, vb = state[f"{block}.attn.in_proj_bias"].chunk(3)
+        renamed.update(
+            {
+                f"{layer}.self_attn.q_proj.weight": q,
+                f"{layer}.self_attn.k_proj.weight": k,
+                f"{layer}.self_attn.v_proj.weight": v,
+                f"{layer}.self_attn.q_proj.bias": qb,
+                f"{layer}.self_attn.k_proj.bias": kb,
+                f"{layer}.self_attn.v_proj.bias": vb,
+            }
+        )
+        for ours, theirs in (
+            ("self_attn.out_proj", "attn.out_proj"),
+            ("layer_norm1", "ln_1"),
+            ("layer_norm2", "ln_2"),
+            ("mlp.fc1", "mlp.c_fc"),
+            ("mlp.fc2", "mlp.c_proj"),
+        ):
+            for part in ("weight", "bias"):
+                renamed[f"{layer}.{ours}.{part}"] = state[f"{block}.{theirs}.{part}"]
+    return renamed
+
+
+def _vision_weights(state: dict[str, torch.Tensor], layers: int) -> dict[str, torch.Tensor]:
+    v = "vision_model"
+    return {
+        f"{v}.embeddings.class_embedding": state["visual.class_embedding"],
+        f"{v}.embeddings.patch_embedding.weight": state["visual.conv1.weight"],
+        f"{v}.embeddings.position_embedding.weight": state["visual.positional_embedding"],
+        f"{v}.pre_layrnorm.weight": state["visual.ln_pre.weight"],
+        f"{v}.pre_layrnorm.bias": state["visual.ln_pre.bias"],
+        **_blocks(state, "visual.transformer", f"{v}.encoder", layers),
+        f"{v}.post_layernorm.weight": state["visual.ln_post.weight"],
+        f"{v}.post_layernorm.bias": state["visual.ln_post.bias"],
+        "visual_projection.weight": state["visual.proj"].T.contiguous(),
+    }
+
+
+def _text_weights(state: dict[str, torch.Tensor], layers: int) -> dict[str, torch.Tensor]:
+    t = "text_model"
+    return {
+        f"{t}.embeddings.token_embedding.weight": state["token_embedding.weight"],
+        f"{t}.embeddings.position_embedding.weight": state["positional_embedding"],
+        **_blocks(state, "transformer", f"{t}.encoder", layers),
+        f"{t}.final_layer_norm.weight": state["ln_final.weight"],
+        f"{t}.final_layer_norm.bias": state["ln_final.bias"],
+        "text_projection.weight": state["text_projection"].T.contiguous(),
+    }
+
+
+def _load(model: torch.nn.Module, weights: dict[str, torch.Tensor], what: str) -> None:
+    expected = {k for k in model.state_dict() if not k.endswith("position_ids")}
+    missing = expected - set(weights)
+    if missing:
+        raise UnsupportedModelError(f"{what} lacks {sorted(missing)[0]!r} after conversion")
+    model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
+
+
+def random_state_dict(model_cfg: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Random weights in open_clip's layout, scaled as open_clip initialises them."""
+    generator = torch.Generator().manual_seed(RANDOM_INIT_SEED)
+    vision, text = model_cfg["vision_cfg"], model_cfg["text_cfg"]
+    dims = model_cfg["embed_dim"]
+    width, patch, size = vision["width"], vision["patch_size"], vision["image_size"]
+    state: dict[str, torch.Tensor] = {}
+
+    def randn(*shape: int, scale: float) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator) * scale
+
+    def blocks(prefix: str, w: int, layers: int, ratio: float) -> None:
+        hidden = int(w * ratio)
+        for i in range(layers):
+            b = f"{prefix}.resblocks.{i}"
+            state.update(
+                {
+                    f"{b}.ln_1.weight": torch.ones(w),
+                    f"{b}.ln_1.bias": torch.zeros(w),
+                    f"{b}.attn.in_proj_weight": randn(3 * w, w, scale=w**-0.5),
+                    f"{b}.attn.in_proj_bias": torch.zeros(3 * w),
+                    f"{b}.attn.out_proj.weight": randn(w, w, scale=w**-0.5),
+                    f"{b}.attn.out_proj.bias": torch.zeros(w),
+                    f"{b}.ln_2.weight": torch.ones(w),
+                    f"{b}.ln_2.bias": torch.zeros(w),
+                    f"{b}.mlp.c_fc.weight": randn(hidden, w, scale=(2 * w) ** -0.5),
+                    f"{b}.mlp.c_fc.bias": torch.zeros(hidden),
+                    f"{b}.mlp.c_proj.weight": randn(w, hidden, scale=hidden**-0.5),
+                    f"{b}.mlp.c_proj.bias": torch.zeros(w),
+                }
+            )
+
+    grid = (size // patch) ** 2
+    state.update(
+        {
+            "visual.class_embedding": randn(width, scale=width**-0.5),
+            "visual.conv1.weight": randn(width, 3, patch, patch, scale=(3 * patch * patch) ** -0.5),
+            "visual.positional_embedding": randn(grid + 1, width, scale=width**-0.5),
+            "visual.ln_pre.weight": torch.ones(width),
+            "visual.ln_pre.bias": torch.zeros(width),
+            "visual.ln_post.weight": torch.ones(width),
+            "visual.ln_post.bias": torch.zeros(width),
+            "visual.proj": randn(width, dims, scale=width**-0.5),
+        }
+    )
+    blocks("visual.transformer", width, vision["layers"], vision.get("mlp_ratio", 4.0))
+    tw = text["width"]
+    state.update(
+        {
+            "token_embedding.weight": randn(VOCAB_SIZE, tw, scale=0.02),
+            "positional_embedding": randn(CONTEXT_LENGTH, tw, scale=0.01),
+            "ln_final.weight": torch.ones(tw),
+            "ln_final.bias": torch.zeros(tw),
+            "text_projection": randn(tw, dims, scale=tw**-0.5),
+        }
+    )
+    blocks("transformer", tw, text["layers"], text.get("mlp_ratio", 4.0))
+    return state
+
+
+def _checkpoint(
+    converted: Converted,
+    model_cfg: dict[str, Any],
+    preprocess_cfg: dict[str, Any],
+    source: ModelSource,
+    tokenizer: Any,
+) -> Checkpoint:
+    size = converted.vision.config.image_size
+    processor = image_processor(preprocess_cfg, size)
+    text_tower = None
+    if converted.text is not None and tokenizer is not None:
+        text_tower = clip.text_side(converted.text, tokenizer)
+    return Checkpoint(
+        family=FAMILY,
+        source=source,
+        image=clip.image_side(converted.vision, processor),
+        text=text_tower,
+    )
+
+
+def image_processor(preprocess_cfg: dict[str, Any], image_size: int) -> CLIPImageProcessor:
+    """open_clip's transforms for inference as the processor that restates them."""
+    size = preprocess_cfg.get("size", image_size)
+    size = int(size[0] if isinstance(size, (list, tuple)) else size)
+    mode = preprocess_cfg.get("resize_mode", "shortest")
+    if mode != "shortest":
+        raise UnsupportedModelError(
+            f"preprocess_cfg.resize_mode {mode!r}: Lookalike exports open_clip's default, the "
+            "shortest side resized then centre-cropped"
+        )
+    interpolation = preprocess_cfg.get("interpolation", "bicubic")
+    if interpolation not in RESAMPLE:
+        raise UnsupportedModelError(
+            f"preprocess_cfg.interpolation {interpolation!r}: one of {', '.join(RESAMPLE)}"
+        )
+    return CLIPImageProcessor(
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+        resample=RESAMPLE[interpolation],
+        image_mean=list(preprocess_cfg.get("mean", OPENAI_MEAN)),
+        image_std=list(preprocess_cfg.get("std", OPENAI_STD)),
+    )
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    path = folder / CONFIG_FILE
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailableError(f"{path} cannot be read as JSON: {exc}") from exc
+    if "model_cfg" not in document:
+        raise UnsupportedModelError(f"{path} has no model_cfg: not an open_clip folder")
+    return document
+
+
+def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    for name in WEIGHT_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return state.get("state_dict", state) if isinstance(state, dict) else state
+    raise ModelUnavailableError(
+        f"{folder} has {CONFIG_FILE} but no weights: it needs one of {', '.join(WEIGHT_FILES)}"
+    )

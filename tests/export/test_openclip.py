@@ -1,0 +1,136 @@
+"""OpenCLIP folders (`open_clip_config.json` + weights), exported without open_clip or
+torchvision and checked against open_clip's own model code; refused configs say why."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from lookalike.export.cli import main
+from lookalike.export.errors import ModelUnavailableError, UnsupportedModelError
+from lookalike.export.manifest import Manifest, Precision
+from lookalike.export.source import load_checkpoint
+from lookalike.export.tokenizer import clip_bpe_tokenizer
+from lookalike.export.verify import token_ids
+from tests.export.open_clip_reference import open_clip_model
+from tests.pixels import normalized, random_images
+
+MODEL_CFG: dict[str, Any] = {
+    "embed_dim": 12,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 24, "head_width": 12, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
+}
+PREPROCESS_CFG = {
+    "size": 32,
+    "mode": "RGB",
+    "mean": [0.5, 0.45, 0.4],
+    "std": [0.25, 0.26, 0.27],
+    "interpolation": "bicubic",
+    "resize_mode": "shortest",
+}
+TEXTS = ["a photo of a cat", "Two DOGS playing in the snow!", "a diagram", ""]
+
+
+def save_folder(folder: Path, model_cfg: dict[str, Any], weights: dict | None = None) -> Path:
+    folder.mkdir(parents=True)
+    document = {"model_cfg": model_cfg, "preprocess_cfg": PREPROCESS_CFG}
+    (folder / "open_clip_config.json").write_text(json.dumps(document))
+    if weights is not None:
+        save_file(
+            {k: v.contiguous() for k, v in weights.items()}, folder / "open_clip_model.safetensors"
+        )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def open_clip_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
+    """A folder as open_clip writes one, of a model built and initialised by open_clip's own
+    code; biases and norms moved off their initial values, so a mistake in them shows."""
+    torch.manual_seed(11)
+    model = open_clip_model(MODEL_CFG)
+    with torch.no_grad():
+        for name, value in model.state_dict().items():
+            if value.dtype.is_floating_point and ("bias" in name or "ln" in name):
+                value.add_(torch.randn_like(value) * 0.1)
+    weights = {k: v for k, v in model.state_dict().items() if k != "attn_mask"}
+    folder = save_folder(tmp_path_factory.mktemp("openclip") / "model", MODEL_CFG, weights)
+    return folder, model
+
+
+def test_an_open_clip_folder_exports_with_open_clips_embeddings(
+    open_clip_folder: tuple[Path, torch.nn.Module], tmp_path: Path
+) -> None:
+    folder, model = open_clip_folder
+    output = tmp_path / "out"
+    assert main(["--quiet", "--model", str(folder), "--output", str(output)]) == 0
+    manifest = Manifest.load(output)
+    assert manifest.family == "openclip"
+    assert (manifest.source.kind, manifest.source.id) == ("local", str(folder.resolve()))
+    assert manifest.embedding_dim == 12
+    prep = manifest.preprocess
+    assert (prep.image_size, prep.resize_shortest_edge, prep.resample) == (32, 32, "bicubic")
+    assert (prep.mean, prep.std) == ((0.5, 0.45, 0.4), (0.25, 0.26, 0.27))
+    assert set(manifest.graphs["image"].variants) == set(Precision)
+
+    batch = random_images(3, 32, seed=5)
+    with torch.no_grad():
+        expected = model.encode_image(torch.from_numpy(normalized(batch, prep)), normalize=True)
+    image = manifest.graphs["image"].variants[Precision.FP32]
+    session = ort.InferenceSession(str(output / image.file), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"pixel_values": batch})[0], expected, atol=1e-5)
+
+    ids = token_ids(clip_bpe_tokenizer(), TEXTS, 77)
+    with torch.no_grad():
+        expected = model.encode_text(torch.from_numpy(ids), normalize=True)
+    text = manifest.graphs["text"].variants[Precision.FP32]
+    session = ort.InferenceSession(str(output / text.file), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"input_ids": ids})[0], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"vision_cfg": {"timm_model_name": "convnext_base"}}, "vision_cfg.timm_model_name"),
+        ({"vision_cfg": {"attentional_pool": True}}, "vision_cfg.attentional_pool"),
+        ({"vision_cfg": {"no_ln_pre": True}}, "vision_cfg.no_ln_pre"),
+        ({"vision_cfg": {"layers": [3, 4, 6, 3]}}, "a modified ResNet"),
+        ({"vision_cfg": {"ls_init_value": 1e-5}}, "vision_cfg.ls_init_value"),
+        ({"text_cfg": {"hf_model_name": "xlm-roberta-base"}}, "text_cfg.hf_model_name"),
+        ({"text_cfg": {"pool_type": "last"}}, "text_cfg.pool_type"),
+        ({"text_cfg": {"proj_bias": True}}, "text_cfg.proj_bias"),
+        ({"text_cfg": {"what_is_this": 1}}, "unknown text_cfg key 'what_is_this'"),
+        ({"multimodal_cfg": {"width": 512}}, "CoCa"),
+    ],
+)
+def test_a_config_the_exporter_cannot_reproduce_is_refused_naming_it(
+    tmp_path: Path, change: dict[str, Any], named: str
+) -> None:
+    config = json.loads(json.dumps(MODEL_CFG))
+    for section, values in change.items():
+        if isinstance(config.get(section), dict):
+            config[section].update(values)
+        else:
+            config[section] = values
+    folder = save_folder(tmp_path / "model", config)  # no weights: refused before reading them
+    with pytest.raises(UnsupportedModelError, match=re.escape(named)):
+        load_checkpoint(str(folder))
+
+
+def test_a_folder_without_weights_says_which_files_it_needs(tmp_path: Path) -> None:
+    folder = save_folder(tmp_path / "model", MODEL_CFG)
+    with pytest.raises(ModelUnavailableError, match=r"open_clip_model\.safetensors"):
+        load_checkpoint(str(folder))
+
+
+def test_an_hf_hub_name_out_of_reach_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ModelUnavailableError, match="not in the local cache"):
+        load_checkpoint("hf-hub:apple/DFN2B-CLIP-ViT-L-14")
