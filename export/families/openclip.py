@@ -66,13 +66,7 @@ RESAMPLE = {  # PIL's filters, as open_clip names them
 
 # What the conversion reproduces: each key's value that the standard towers have. A key set
 # otherwise is refused; keys listed in IGNORED only change training.
-VISION_STANDARD: dict[str, Any] = {
-    "ls_init_value": None,
-    "attentional_pool": False,
-    "no_ln_pre": False,
-    "pos_embed_type": "learnable",
-    "final_ln_after_pool": False,
-    "pool_type": "tok",
+BLOCK_STANDARD: dict[str, Any] = {  # open_clip's residual block, as both towers build it
     "act_kwargs": None,
     "norm_kwargs": None,
     "block_type": None,
@@ -82,6 +76,15 @@ VISION_STANDARD: dict[str, Any] = {
     "scale_attn_inner": False,
     "scale_attn": False,
     "scale_fc": False,
+}
+VISION_STANDARD: dict[str, Any] = {
+    "ls_init_value": None,
+    "attentional_pool": False,
+    "no_ln_pre": False,
+    "pos_embed_type": "learnable",
+    "final_ln_after_pool": False,
+    "pool_type": "tok",
+    **BLOCK_STANDARD,
     "timm_model_name": None,
 }
 TEXT_STANDARD: dict[str, Any] = {
@@ -98,15 +101,7 @@ TEXT_STANDARD: dict[str, Any] = {
     "pool_type": "argmax",
     "proj_bias": False,
     "proj_type": "linear",
-    "act_kwargs": None,
-    "norm_kwargs": None,
-    "block_type": None,
-    "qk_norm": False,
-    "scaled_cosine_attn": False,
-    "scale_heads": False,
-    "scale_attn_inner": False,
-    "scale_attn": False,
-    "scale_fc": False,
+    **BLOCK_STANDARD,
     "hf_model_name": None,
 }
 VISION_SHAPE = ("layers", "width", "head_width", "mlp_ratio", "patch_size", "image_size")
@@ -210,7 +205,7 @@ def _check_section(
             continue
         if key not in standard:
             raise UnsupportedModelError(f"{name}: unknown {where} key {key!r}")
-        if value != standard[key] and not (key in ("timm_pool", "timm_proj") and value):
+        if value != standard[key]:
             raise UnsupportedModelError(
                 f"{name}: {where}.{key} = {value!r}; Lookalike exports open_clip's standard "
                 f"towers ({key} = {standard[key]!r}), and would export this one wrong"
@@ -220,7 +215,9 @@ def _check_section(
 def to_hugging_face(
     model_cfg: dict[str, Any], state: dict[str, torch.Tensor], *, text: bool
 ) -> Converted:
-    """The state dict of open_clip's `CLIP` in Hugging Face's CLIP towers."""
+    """The state dict of open_clip's `CLIP` (or `CustomTextCLIP`, whose text tower sits under
+    `text.`) in Hugging Face's CLIP towers."""
+    state = {k.removeprefix("text."): v for k, v in state.items()}
     act = "quick_gelu" if model_cfg.get("quick_gelu") else "gelu"
     dims = int(model_cfg["embed_dim"])
     vision = _vision_config(model_cfg.get("vision_cfg", {}), dims, act)
