@@ -23,9 +23,12 @@ __all__ = ["open_clip_model"]
 
 
 def open_clip_model(model_cfg: dict[str, Any]) -> torch.nn.Module:
-    """open_clip's `CLIP` built from a `model_cfg`, randomly initialised as open_clip does."""
+    """open_clip's `CLIP` (`CustomTextCLIP` where the config says `custom_text`) built from a
+    `model_cfg`, randomly initialised as open_clip does."""
     module = _bare_open_clip_model_module()
-    return module.CLIP(**model_cfg).eval()  # type: ignore[no-any-return]
+    config = dict(model_cfg)
+    kind = module.CustomTextCLIP if config.pop("custom_text", False) else module.CLIP
+    return kind(**config).eval()  # type: ignore[no-any-return]
 
 
 def _bare_open_clip_model_module() -> types.ModuleType:

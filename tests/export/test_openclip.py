@@ -134,3 +134,22 @@ def test_a_folder_without_weights_says_which_files_it_needs(tmp_path: Path) -> N
 def test_an_hf_hub_name_out_of_reach_says_so(tmp_path: Path) -> None:
     with pytest.raises(ModelUnavailableError, match="not in the local cache"):
         load_checkpoint("hf-hub:apple/DFN2B-CLIP-ViT-L-14")
+
+
+def test_a_custom_text_model_exports_its_text_tower_too(tmp_path: Path) -> None:
+    """`CustomTextCLIP` (`custom_text`) keeps the same text tower under `text.`."""
+    config = {**MODEL_CFG, "custom_text": True}
+    torch.manual_seed(12)
+    model = open_clip_model(config)
+    weights = {k: v for k, v in model.state_dict().items() if not k.endswith("attn_mask")}
+    assert any(key.startswith("text.") for key in weights)
+    folder = save_folder(tmp_path / "model", config, weights)
+    output = tmp_path / "out"
+    assert main(["--quiet", "--model", str(folder), "--output", str(output)]) == 0
+    manifest = Manifest.load(output)
+    ids = token_ids(clip_bpe_tokenizer(), TEXTS, 77)
+    with torch.no_grad():
+        expected = model.encode_text(torch.from_numpy(ids), normalize=True)
+    text = manifest.graphs["text"].variants[Precision.FP32]
+    session = ort.InferenceSession(str(output / text.file), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"input_ids": ids})[0], expected, atol=1e-5)
