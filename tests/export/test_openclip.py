@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from safetensors.torch import save_file
 
 from lookalike.export.cli import main
 from lookalike.export.errors import ModelUnavailableError, UnsupportedModelError
+from lookalike.export.families.openclip import check_supported
 from lookalike.export.manifest import Manifest, Precision
 from lookalike.export.source import load_checkpoint
 from lookalike.export.tokenizer import clip_bpe_tokenizer
@@ -153,3 +155,30 @@ def test_a_custom_text_model_exports_its_text_tower_too(tmp_path: Path) -> None:
     text = manifest.graphs["text"].variants[Precision.FP32]
     session = ort.InferenceSession(str(output / text.file), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {"input_ids": ids})[0], expected, atol=1e-5)
+
+
+def test_the_released_native_vit_configs_are_taken_and_the_rest_refused_by_name() -> None:
+    """open_clip's own bundled configs: the ViTs of DFN, DataComp, LAION and OpenAI's sizes are
+    taken; every other one is refused naming what it uses."""
+    bundled = Path(str(metadata.distribution("open_clip_torch").locate_file("open_clip")))
+    taken, refused = [], {}
+    for path in sorted((bundled / "model_configs").glob("*.json")):
+        try:
+            check_supported(json.loads(path.read_text()), path.stem)
+            taken.append(path.stem)
+        except UnsupportedModelError as error:
+            refused[path.stem] = str(error)
+    for name in (
+        "ViT-B-32",
+        "ViT-B-16",
+        "ViT-L-14",
+        "ViT-L-14-quickgelu",
+        "ViT-H-14",
+        "ViT-H-14-378-quickgelu",
+        "ViT-bigG-14",
+    ):
+        assert name in taken, refused.get(name)
+    assert "timm_model_name" in refused["EVA02-L-14"]
+    assert "modified ResNet" in refused["RN50"]
+    assert "CoCa" in refused["coca_ViT-B-32"]
+    assert all(message.startswith(f"{name}: ") for name, message in refused.items())
