@@ -27,6 +27,7 @@ __all__ = [
     "ScoreScale",
     "TokenizerSpec",
     "Variant",
+    "crop_start",
     "sha256_file",
 ]
 
@@ -37,8 +38,11 @@ MANIFEST_FILE = "manifest.json"
 # 4: the image graph takes uint8 pixels as decoders write them, [batch, S, S, 3] (input_dtype
 # "uint8"), and rescales, normalises and transposes them itself. Packages of formats 1 to 3
 # (float32 [batch, 3, S, S], normalised by the caller) are still read and served.
-FORMAT_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+# 5: the centre crop's offset rule (`crop_offset`): Hugging Face's processors floor an odd
+# margin, torchvision's (OpenCLIP) round it half to even.
+FORMAT_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
+CROP_OFFSETS = ("floor", "round-half-even")
 
 
 class ManifestError(Exception):
@@ -110,10 +114,24 @@ class PreprocessSpec:
     std: tuple[float, float, float]
     convert_rgb: bool = True
     resize: str = "shortest_edge"  # one of RESIZE_RULES
+    crop_offset: str = "floor"  # one of CROP_OFFSETS: where an odd margin's extra pixel goes
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_RULES:
             raise ValueError(f"resize rule {self.resize!r} is not one of {RESIZE_RULES}")
+        if self.crop_offset not in CROP_OFFSETS:
+            raise ValueError(f"crop offset {self.crop_offset!r} is not one of {CROP_OFFSETS}")
+
+    def crop_start(self, margin: int) -> int:
+        return crop_start(margin, self.crop_offset)
+
+
+def crop_start(margin: int, offset: str) -> int:
+    """Where a centre crop starts in a side `margin` pixels longer than the crop, by the
+    `offset` rule (one of CROP_OFFSETS)."""
+    if offset == "round-half-even":
+        return round(margin / 2)  # torchvision's CenterCrop: Python's round, half to even
+    return margin // 2
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

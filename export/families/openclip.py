@@ -12,9 +12,9 @@ or Hugging Face towers, a modified ResNet, attentional pooling, layer scale, cus
 blocks, another pooling) is refused before any work, naming the key: never exported wrong.
 
 Preprocessing follows `preprocess_cfg` (the short side resized to `size`, bicubic unless it
-says otherwise, centre crop, mean and std); the one difference from open_clip's torchvision
-transforms is the centre crop's offset on an odd margin (torchvision rounds half to even, the
-processor used here floors), a shift of one pixel for some sizes. Texts use CLIP's BPE
+says otherwise, centre crop, mean and std), the crop starting where torchvision's
+`CenterCrop` starts it (an odd margin's half rounded half to even: the package's
+`crop_offset`, which the server follows). Texts use CLIP's BPE
 tokenizer (OpenAI's merges), lower-cased and whitespace-cleaned as open_clip does; open_clip
 also runs `ftfy` and unescapes HTML, which the packaged tokenizer does not.
 """
@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from transformers import (
@@ -35,11 +36,16 @@ from transformers import (
     CLIPVisionConfig,
     CLIPVisionModelWithProjection,
 )
+from transformers.image_utils import (
+    ChannelDimension,
+    get_image_size,
+    infer_channel_dimension_format,
+)
 
 from lookalike.export.checkpoint import Checkpoint
 from lookalike.export.errors import ModelUnavailableError, UnsupportedModelError
 from lookalike.export.families import clip
-from lookalike.export.manifest import ModelSource
+from lookalike.export.manifest import ModelSource, crop_start
 from lookalike.export.tokenizer import CONTEXT_LENGTH, clip_bpe_tokenizer
 
 __all__ = [
@@ -59,6 +65,7 @@ WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 VOCAB_SIZE = 49408
+TORCHVISION_CROP = "round-half-even"  # CenterCrop's offset rule (manifest CROP_OFFSETS)
 RESAMPLE = {  # PIL's filters, as open_clip names them
     "bicubic": Image.Resampling.BICUBIC,
     "bilinear": Image.Resampling.BILINEAR,
@@ -397,12 +404,40 @@ def _checkpoint(
     text_tower = None
     if converted.text is not None and tokenizer is not None:
         text_tower = clip.text_side(converted.text, tokenizer)
+    image = clip.image_side(converted.vision, processor)
+    crop = dataclasses.replace(image.preprocess, crop_offset=TORCHVISION_CROP)
     return Checkpoint(
         family=FAMILY,
         source=source,
-        image=clip.image_side(converted.vision, processor),
+        image=dataclasses.replace(image, preprocess=crop),
         text=text_tower,
     )
+
+
+class TorchvisionCropProcessor(CLIPImageProcessor):  # type: ignore[misc]
+    """`CLIPImageProcessor` whose centre crop starts where torchvision's `CenterCrop` does
+    (an odd margin's half rounded half to even, where Hugging Face floors it): open_clip's
+    transforms, which the package's `crop_offset` restates."""
+
+    def center_crop(  # type: ignore[override]
+        self,
+        image: np.ndarray,
+        size: dict[str, int],
+        data_format: Any = None,
+        input_data_format: Any = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        if input_data_format is None:
+            input_data_format = infer_channel_dimension_format(image)
+        height, width = get_image_size(image, channel_dim=input_data_format)
+        crop_h, crop_w = size["height"], size["width"]
+        if height < crop_h or width < crop_w:
+            return super().center_crop(image, size, data_format, input_data_format, **kwargs)
+        top = crop_start(height - crop_h, TORCHVISION_CROP)
+        left = crop_start(width - crop_w, TORCHVISION_CROP)
+        if input_data_format == ChannelDimension.FIRST:
+            return image[:, top : top + crop_h, left : left + crop_w]
+        return image[top : top + crop_h, left : left + crop_w]
 
 
 def image_processor(preprocess_cfg: dict[str, Any], image_size: int) -> CLIPImageProcessor:
@@ -420,7 +455,7 @@ def image_processor(preprocess_cfg: dict[str, Any], image_size: int) -> CLIPImag
         raise UnsupportedModelError(
             f"preprocess_cfg.interpolation {interpolation!r}: one of {', '.join(RESAMPLE)}"
         )
-    return CLIPImageProcessor(
+    return TorchvisionCropProcessor(
         size={"shortest_edge": size},
         crop_size={"height": size, "width": size},
         resample=RESAMPLE[interpolation],

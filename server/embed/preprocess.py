@@ -238,9 +238,10 @@ def center_crop(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
         return pixels
     height, width = pixels.shape[:2]
     crop_h, crop_w = spec.crop_height, spec.crop_width
-    top, left = (height - crop_h) // 2, (width - crop_w) // 2
-    if top >= 0 and left >= 0:
+    if height >= crop_h and width >= crop_w:
+        top, left = spec.crop_start(height - crop_h), spec.crop_start(width - crop_w)
         return pixels[top : top + crop_h, left : left + crop_w]
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
     padded = np.zeros((max(crop_h, height), max(crop_w, width), 3), dtype=pixels.dtype)
     pad_top, pad_left = (
         math.ceil((padded.shape[0] - height) / 2),
@@ -331,7 +332,7 @@ class Preprocessor:
         crop_w, crop_h = (spec.crop_width, spec.crop_height) if spec.center_crop else (new_w, new_h)
         if crop_w > new_w or crop_h > new_h:  # the crop would pad: rare configs, exact path
             return self.exact(image)
-        left, top = (new_w - crop_w) // 2, (new_h - crop_h) // 2
+        left, top = spec.crop_start(new_w - crop_w), spec.crop_start(new_h - crop_h)
         sx, sy = width / new_w, height / new_h
         box = (left * sx, top * sy, (left + crop_w) * sx, (top + crop_h) * sy)
         resized = image.resize(

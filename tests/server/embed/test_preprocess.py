@@ -3,6 +3,7 @@ SiglipImageProcessor), the fast mode against it on photographs, and hostile inpu
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -11,7 +12,9 @@ from PIL import Image
 from skimage import data as photographs
 from transformers import BaseImageProcessor, CLIPImageProcessor, SiglipImageProcessor
 
+from lookalike.export.checkpoint import processor_resized_pixels
 from lookalike.export.families import clip, siglip
+from lookalike.export.families.openclip import image_processor
 from lookalike.export.manifest import PixelLayout, PreprocessSpec
 from lookalike.server.embed.preprocess import (
     ImageLimits,
@@ -305,3 +308,24 @@ def test_max_pixels_is_the_limit_past_pillows_warning() -> None:
     assert upright_size(past_the_warning, ImageLimits(max_pixels=150_000_000)) == (10000, 10000)
     with pytest.raises(ImageTooLargeError, match="10000x10000"):
         upright_size(past_the_warning, ImageLimits(max_pixels=99_999_999))
+
+
+def test_the_crop_starts_where_the_package_says_torchvision_or_hugging_face() -> None:
+    """An odd margin (640x427 resized to 335x224: 111 pixels) is split 55/56 by Hugging Face's
+    processors and 56/55 by torchvision's CenterCrop (OpenCLIP): the package's crop_offset."""
+    photo = Image.fromarray(photographs.rocket()).convert("RGB")
+    assert photo.size == (640, 427)
+    data = encode(photo, "PNG")
+    processor = image_processor({}, 224)
+    expected = processor_resized_pixels(processor)([photo])[0]
+    torchvision_spec = dataclasses.replace(
+        preprocess_spec(DEFAULT, 224), crop_offset="round-half-even"
+    )
+    floor_spec = preprocess_spec(DEFAULT, 224)
+    exact = PreprocessMode.EXACT
+    got = Preprocessor(torchvision_spec, layout=PixelLayout.UINT8_NHWC, mode=exact)(data)
+    np.testing.assert_allclose(got.astype(np.float32), expected.astype(np.float32), atol=0.5)
+    floored = Preprocessor(floor_spec, layout=PixelLayout.UINT8_NHWC, mode=exact)(data)
+    np.testing.assert_array_equal(floored[:, 1:], got[:, :-1])  # the same pixels, one to the left
+    fast = Preprocessor(torchvision_spec, layout=PixelLayout.UINT8_NHWC)(data)
+    assert np.abs(fast.astype(int) - got.astype(int)).mean() < 3  # fast mode crops there too
