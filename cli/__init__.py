@@ -1,7 +1,8 @@
 """`lookalike`: every command, each family in its own module.
 
 Talking to a server (`connection`: its options and errors): `index_command`, `search_command`,
-`duplicates_command`, `item_commands` (`stats`, `get`, `delete`). Needing no server:
+`duplicates_command`, `item_commands` (`stats`, `get`, `delete`, `tag`), `shape_commands`
+(`clusters`, `outliers`). Needing no server:
 `offline_commands` (`ingest`, `build-index`, `import`, `reembed`, `versions`, `cluster serve`),
 whose work (Ray, USearch, ONNX Runtime) is imported only when one of them runs: `lookalike
 --help` loads none of it. `common` holds what they share: every failure is one line on stderr
@@ -22,6 +23,7 @@ from lookalike.cli import (
     item_commands,
     offline_commands,
     search_command,
+    shape_commands,
 )
 from lookalike.cli.common import EXIT_BROKEN_PIPE, EXIT_CODES_HELP, CommandError
 from lookalike.cli.connection import connection_options
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     search_command.add_command(commands)
     duplicates_command.add_command(commands)
     item_commands.add_commands(commands)
+    shape_commands.add_commands(commands)
     offline_commands.add_commands(commands)
     return parser
 

@@ -30,6 +30,8 @@ __all__ = [
     "AddOutcome",
     "Deleted",
     "Updated",
+    "Cluster",
+    "ClusterMap",
     "Stats",
     "NewItem",
     "NeighboursPage",
@@ -175,6 +177,19 @@ class Deleted:
 
 
 @dataclasses.dataclass(frozen=True)
+class Cluster:
+    size: int  # sampled whole images in the group
+    representatives: list[Match]  # nearest its centre first; score: cosine to the centre
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterMap:
+    clusters: list[Cluster]  # largest first
+    sampled: int
+    total: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Updated:
     updated: int
     missing: list[str]
@@ -209,6 +224,11 @@ class Stats:
     # the family's calibrated probability, sigmoid(cosine * scale + bias), where it has one
     score_scale: dict[str, Any] | None = None
     disk_bytes: int = 0  # the data directory's, or the built index's
+
+
+def _match(message: pb.Match) -> Match:
+    region = None if message.whole_image else Region._of(message.region)
+    return Match(message.id, message.score, dict(message.metadata), region, ImageFacts._of(message))
 
 
 def _retry_service_config(attempts: int) -> str:
@@ -371,16 +391,7 @@ class Client:
         elif id is not None:
             request.id = str(id)
         response = self._call(self._stub.Search, request)
-        return [
-            Match(
-                m.id,
-                m.score,
-                dict(m.metadata),
-                None if m.whole_image else Region._of(m.region),
-                ImageFacts._of(m),
-            )
-            for m in response.matches
-        ]
+        return [_match(m) for m in response.matches]
 
     def neighbours(
         self,
@@ -414,6 +425,19 @@ class Client:
     def delete(self, ids: Sequence[str]) -> Deleted:
         response = self._call(self._stub.Delete, pb.DeleteRequest(ids=list(ids)))
         return Deleted(response.deleted, list(response.missing))
+
+    def clusters(
+        self, count: int = 12, *, per_cluster: int = 4, sample: int = 10_000
+    ) -> ClusterMap:
+        """Groups of similar items without a query, largest first, each with the items nearest
+        its centre, from at most `sample` whole images."""
+        request = pb.ClustersRequest(count=count, per_cluster=per_cluster, sample=sample)
+        response = self._call(self._stub.Clusters, request)
+        return ClusterMap(
+            [Cluster(c.size, [_match(m) for m in c.representatives]) for c in response.clusters],
+            response.sampled,
+            response.total,
+        )
 
     def update_metadata(
         self,

@@ -5,12 +5,14 @@ as the most unusual items, as an exact numpy computation does."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 
+from lookalike.cli import main
 from lookalike.v1 import lookalike_pb2 as pb
 from tests.server.http.conftest import http_client, http_server
 from tests.server.planted import GROUPS, OUTLIERS, PER_GROUP, group_of, planted
@@ -87,3 +89,21 @@ def test_the_neighbour_scan_ranks_the_planted_outliers_most_unusual(served) -> N
     assert all(abs(nearest[i] - exact[i]) < 1e-3 for i in ids)  # f32 index, exact search
     unusual = sorted(nearest, key=nearest.get)[:OUTLIERS]
     assert sorted(unusual) == [f"odd-{n}" for n in range(OUTLIERS)]
+
+
+def test_the_cli_shows_the_groups_and_the_unusual_items(
+    served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server, _ = served
+    assert main(["--server", server.address, "clusters", "--count", str(GROUPS), "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert sum(c["size"] for c in found["clusters"]) == found["total"]
+    for cluster in found["clusters"]:
+        assert len({group_of(m["id"]) for m in cluster["representatives"]}) == 1
+    assert main(["--server", server.address, "clusters", "--count", "2"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"2 groups of {GROUPS * PER_GROUP + OUTLIERS} items"
+    )
+    assert main(["--server", server.address, "outliers", "-n", str(OUTLIERS), "--json"]) == 0
+    unusual = json.loads(capsys.readouterr().out)["outliers"]
+    assert sorted(row["id"] for row in unusual) == [f"odd-{n}" for n in range(OUTLIERS)]
