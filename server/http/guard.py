@@ -45,12 +45,28 @@ class Guard:
             await self._app(scope, receive, send)
             return
         started, path = time.perf_counter(), scope["path"]
-        status = 500
+        status, recorded = 500, False
+
+        def record() -> None:
+            """Count the call once: as its answer's last bytes go out (a client that reads
+            the metrics after its answer finds its call counted), or when it ends without."""
+            nonlocal recorded
+            if recorded:
+                return
+            recorded = True
+            route = scope.get("route")
+            name = f"{scope['method']} {getattr(route, 'path', 'unrouted')}"
+            elapsed = time.perf_counter() - started
+            self._metrics.requests.labels(f"http {name}", str(status)).inc()
+            self._metrics.request_seconds.labels(f"http {name}").observe(elapsed)
+            log.debug("HTTP %s %s %d %.1fms", scope["method"], path, status, elapsed * 1e3)
 
         async def send_recording(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                record()
             await send(message)
 
         try:
@@ -71,12 +87,7 @@ class Guard:
                 receive = _replay(body, receive)
             await self._app(scope, receive, send_recording)
         finally:
-            route = scope.get("route")
-            name = f"{scope['method']} {getattr(route, 'path', 'unrouted')}"
-            elapsed = time.perf_counter() - started
-            self._metrics.requests.labels(f"http {name}", str(status)).inc()
-            self._metrics.request_seconds.labels(f"http {name}").observe(elapsed)
-            log.debug("HTTP %s %s %d %.1fms", scope["method"], path, status, elapsed * 1e3)
+            record()
 
     def _refusal(self, scope: Scope) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
         """A 401 or 413 answer, if the request gets one before any route runs."""
