@@ -74,8 +74,13 @@ class ProcessPreprocessor:
         self._workers = [self._spawn(slot) for slot in range(processes)]
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         for worker in self._workers:
-            self._wait_until_ready(worker)
             self._idle.put(worker)
+        try:
+            for worker in self._workers:
+                self._wait_until_ready(worker)
+        except EngineError:
+            self.close()  # the workers that did start, and the shared memory, go too
+            raise
 
     def __call__(self, data: ImageInput) -> np.ndarray:
         if isinstance(data, Crop):

@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from skimage import data as photographs
 from lookalike.export.manifest import Manifest
 from lookalike.server.embed.preprocess import Crop, PreprocessMode, Preprocessor, SourceImage
 from lookalike.server.embed.preprocess_pool import ProcessPreprocessor
-from lookalike.server.errors import InvalidImageError
+from lookalike.server.errors import EngineError, InvalidImageError
 from lookalike.server.regions import Region
 from tests.server.images import encode, jpeg, natural
 
@@ -138,3 +139,27 @@ def test_an_image_its_worker_dies_on_twice_is_refused_and_the_next_is_served(
         np.testing.assert_array_equal(pool(good), local(good))
     finally:
         pool.close()
+
+
+class UnpicklablePreprocessor(Preprocessor):
+    """One that cannot reach its workers: they die before they are ready."""
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (_fail_to_start, ())
+
+
+def _fail_to_start() -> None:
+    raise SystemExit(3)
+
+
+def test_workers_that_do_not_start_are_said_and_nothing_is_left_behind(
+    tiny_manifest: Manifest,
+) -> None:
+    local = Preprocessor.for_package(tiny_manifest)
+    broken = UnpicklablePreprocessor(local.spec, layout=local.layout, mode=local.mode)
+    others = set(multiprocessing.active_children())
+    segments = set(Path("/dev/shm").glob("psm_*"))
+    with pytest.raises(EngineError, match="did not start"):
+        ProcessPreprocessor(broken, processes=2)
+    assert [w for w in multiprocessing.active_children() if w not in others] == []
+    assert set(Path("/dev/shm").glob("psm_*")) == segments  # its shared memory freed
