@@ -27,7 +27,7 @@ from grpc_reflection.v1alpha import reflection
 
 from lookalike.export.manifest import ModelIdentity
 from lookalike.server.cluster.embedding import RemoteEmbedders
-from lookalike.server.cluster.ray_session import ray_session
+from lookalike.server.cluster.ray_session import ray_session, reclaim_sigterm
 from lookalike.server.cluster.repository import ClusterRepository
 from lookalike.server.config import ServerConfig, parse_config
 from lookalike.server.core import Core, CoreSlot
@@ -259,6 +259,7 @@ class LookalikeServer:
         if config.shards_on_ray is not None:
             session = ray_session(config.shards_on_ray.address)
             await asyncio.to_thread(self._exits.enter_context, session)
+            reclaim_sigterm()
         embedders = await self._load_embedders()
         model, text = embedders.model, embedders.text
         repository = self._repository_for(model.identity)

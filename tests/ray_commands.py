@@ -18,6 +18,7 @@ from tests.reliability.process import listening_port
 
 SERVICE = "lookalike.v1.ImageSearch"
 SERVING = health_pb2.HealthCheckResponse.SERVING
+RAY_CRASH_HANDLER_SAID = "*** SIGTERM received"  # absl's FailureSignalHandler, which Ray installs
 
 
 def wait_for(condition: Callable[[], bool], seconds: float = 60) -> None:
@@ -37,7 +38,8 @@ def cluster_serve(
     env: Mapping[str, str] | None = None,
 ) -> Iterator[pb_grpc.ImageSearchStub]:
     """`lookalike cluster serve INDEX` on the Ray cluster at `address`, once its health says
-    SERVING; stopped with SIGTERM, which must end it cleanly."""
+    SERVING; stopped with SIGTERM, which must end it cleanly: by the server's own handler, not
+    by Ray's crash handler, which aborts the process 3 s later (`RAY_CRASH_HANDLER_SAID`)."""
     command = [sys.executable, "-m", "lookalike.cli", "cluster", "serve", str(index)]
     command += ["--model-dir", str(model), "--ray-address", address]
     command += ["--port", "0", "--embed-cpus", "0.5", "--watch-interval-s", "0.2", *flags]
@@ -59,4 +61,7 @@ def cluster_serve(
             yield pb_grpc.ImageSearchStub(channel)
     finally:
         process.send_signal(signal.SIGTERM)
-        assert process.wait(60) == 0, log.read_text()
+        returncode = process.wait(60)
+        said = log.read_text()
+        assert returncode == 0, f"exit status {returncode}:\n{said}"
+        assert RAY_CRASH_HANDLER_SAID not in said, said

@@ -17,14 +17,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from lookalike.server.errors import LookalikeError
 
-__all__ = ["ray_session", "RayConnectionError"]
+__all__ = ["ray_session", "RayConnectionError", "reclaim_sigterm"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,22 @@ def ray_session(address: str | None, *, quiet: bool = False) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def reclaim_sigterm() -> None:
+    """Give SIGTERM back to the handler Python had before Ray joined, once a Ray session is
+    open; off the main thread (a server embedded in another program) there is nothing to do.
+
+    `ray.init` installs Ray's crash handler (absl's FailureSignalHandler) for SIGTERM too: it
+    prints a stack trace, arms a 3 s alarm that aborts the process, then passes the signal on.
+    A server draining for longer than 3 s would end in SIGABRT instead of stopping cleanly.
+    Crash signals (SIGSEGV, SIGABRT, ...) keep Ray's handler and its stack traces.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    handler = signal.getsignal(signal.SIGTERM)
+    if handler is not None:  # None: set outside Python, nothing of ours to give back
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _join(ray, address: str, options: dict[str, Any]) -> None:
