@@ -65,7 +65,7 @@ def package_tokenizer(
     files = sorted(path.name for path in set(directory.iterdir()) - before)
     if TOKENIZER_JSON not in files:
         raise ModelUnavailableError("the checkpoint's tokenizer has no fast (tokenizer.json) form")
-    end = tokenizer.eos_token_id
+    end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end
     added = tokenizer("")["input_ids"]  # the special tokens it adds around a text, if any
     if end is None or not added or added[-1] != end:

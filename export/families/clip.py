@@ -18,6 +18,7 @@ from transformers import (
     CLIPTokenizerFast,
     CLIPVisionConfig,
     CLIPVisionModelWithProjection,
+    PreTrainedTokenizerFast,
 )
 
 from lookalike.export.checkpoint import (
@@ -196,10 +197,19 @@ def image_side(model: CLIPVisionModelWithProjection, processor: CLIPImageProcess
     return ImageSide.of(tower, config, processor, preprocess_spec(processor, config.image_size))
 
 
-def text_side(model: CLIPTextModelWithProjection, tokenizer: CLIPTokenizerFast) -> TextSide:
+def text_side(
+    model: CLIPTextModelWithProjection,
+    tokenizer: PreTrainedTokenizerFast,
+    *,
+    packaged: PreTrainedTokenizerFast | None = None,
+    context_length: int = CONTEXT_LENGTH,
+    pooling: str = "first-end-token",
+) -> TextSide:
+    """A CLIP-shaped text tower checked against `tokenizer`; `packaged`, where the server
+    runs another form of it. CLIP's own pools at the first end token: with the causal mask,
+    padding after it is unseen."""
     config = model.config
     tower = Tower.of(
-        # pooled at the first end token: with the causal mask, padding after it is unseen
         Normalized(model, input_name="input_ids", output="text_embeds"),
         config,
         dims=config.projection_dim,
@@ -208,10 +218,10 @@ def text_side(model: CLIPTextModelWithProjection, tokenizer: CLIPTokenizerFast) 
     return TextSide.of(
         tower,
         reference=tokenizer,
-        packaged=tokenizer,
-        context_length=CONTEXT_LENGTH,
+        packaged=packaged or tokenizer,
+        context_length=context_length,
         vocab_size=config.vocab_size,
-        pooling="first-end-token",
+        pooling=pooling,
     )
 
 

@@ -2,21 +2,25 @@
 (`model_cfg`, `preprocess_cfg`) beside `open_clip_model.safetensors` or
 `open_clip_pytorch_model.bin`, as the hub publishes DFN, DataComp, LAION and MetaCLIP models.
 
-The native towers (open_clip's `VisionTransformer` and its built-in text transformer) are
-exactly Hugging Face's CLIP towers when their configuration is the standard one: their weights
-are renamed into `CLIPVisionModelWithProjection` and `CLIPTextModelWithProjection` (the
-`in_proj` of each attention split into q, k, v; the projections transposed), and from there
-the CLIP export path runs unchanged: the same fusions, precisions and parity bars. Neither
-open_clip nor torchvision is needed. A configuration this conversion cannot reproduce (timm
-or Hugging Face towers, a modified ResNet, attentional pooling, layer scale, custom attention
-blocks, another pooling) is refused before any work, naming the key: never exported wrong.
+The native towers (open_clip's `VisionTransformer` and its built-in text transformer) have
+Hugging Face's CLIP blocks: their weights are renamed into Hugging Face's CLIP towers (the
+`in_proj` of each attention split into q, k, v; the projections transposed), with open_clip's
+own choices around the blocks restated in `openclip_towers` (no LayerNorm before them, the
+patch tokens' mean, LayerNorm after pooling; no causal mask, pooling at the last position or at
+an end token, a projection bias). From there the CLIP export path runs unchanged: the same
+fusions, precisions and parity bars. Neither open_clip nor torchvision is needed. A
+configuration this conversion cannot reproduce (timm or Hugging Face towers, a modified
+ResNet, attentional pooling, layer scale, custom attention blocks) is refused before any
+work, naming the key: never exported wrong. A refusal of the text tower alone says that
+`--no-text` exports the image tower.
 
 Preprocessing follows `preprocess_cfg` (the short side resized to `size`, bicubic unless it
 says otherwise, centre crop, mean and std), the crop starting where torchvision's
 `CenterCrop` starts it (an odd margin's half rounded half to even: the package's
-`crop_offset`, which the server follows). Texts use CLIP's BPE
-tokenizer (OpenAI's merges), lower-cased and whitespace-cleaned as open_clip does; open_clip
-also runs `ftfy` and unescapes HTML, which the packaged tokenizer does not.
+`crop_offset`, which the server follows). Texts use CLIP's BPE tokenizer (OpenAI's merges),
+lower-cased and whitespace-cleaned as open_clip does, or the Hugging Face tokenizer the config
+names (`openclip_tokenizer`); open_clip also runs `ftfy` and unescapes HTML, which the
+packaged tokenizers do not.
 """
 
 from __future__ import annotations
@@ -29,13 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from transformers import (
-    CLIPImageProcessor,
-    CLIPTextConfig,
-    CLIPTextModelWithProjection,
-    CLIPVisionConfig,
-    CLIPVisionModelWithProjection,
-)
+from transformers import CLIPImageProcessor, CLIPTextConfig, CLIPVisionConfig
 from transformers.image_utils import (
     ChannelDimension,
     get_image_size,
@@ -45,6 +43,17 @@ from transformers.image_utils import (
 from lookalike.export.checkpoint import Checkpoint
 from lookalike.export.errors import ModelUnavailableError, UnsupportedModelError
 from lookalike.export.families import clip
+from lookalike.export.families.openclip_tokenizer import (
+    TOKENIZER_KWARGS,
+    TextTokenizers,
+    hf_text_tokenizer,
+)
+from lookalike.export.families.openclip_towers import (
+    TEXT_POOLS,
+    VISION_POOLS,
+    OpenClipTextTower,
+    OpenClipVisionTower,
+)
 from lookalike.export.manifest import ModelSource, crop_start
 from lookalike.export.tokenizer import CONTEXT_LENGTH, clip_bpe_tokenizer
 
@@ -71,8 +80,9 @@ RESAMPLE = {  # PIL's filters, as open_clip names them
     "bilinear": Image.Resampling.BILINEAR,
 }
 
-# What the conversion reproduces: each key's value that the standard towers have. A key set
-# otherwise is refused; keys listed in IGNORED only change training.
+# What the conversion reproduces: each key's value that the standard towers have (STANDARD) or
+# the values it restates (CHOICES). A key set otherwise is refused; keys in IGNORED only change
+# training; keys in a *_SHAPE are sizes, free.
 BLOCK_STANDARD: dict[str, Any] = {  # open_clip's residual block, as both towers build it
     "act_kwargs": None,
     "norm_kwargs": None,
@@ -87,33 +97,42 @@ BLOCK_STANDARD: dict[str, Any] = {  # open_clip's residual block, as both towers
 VISION_STANDARD: dict[str, Any] = {
     "ls_init_value": None,
     "attentional_pool": False,
-    "no_ln_pre": False,
     "pos_embed_type": "learnable",
-    "final_ln_after_pool": False,
-    "pool_type": "tok",
     **BLOCK_STANDARD,
     "timm_model_name": None,
 }
+YES_NO = (False, True)
+VISION_CHOICES: dict[str, tuple[Any, ...]] = {
+    "no_ln_pre": YES_NO,
+    "pool_type": VISION_POOLS,
+    "final_ln_after_pool": YES_NO,
+}
 TEXT_STANDARD: dict[str, Any] = {
-    "context_length": CONTEXT_LENGTH,
-    "vocab_size": VOCAB_SIZE,
-    "hf_tokenizer_name": None,
     "tokenizer_mode": None,
-    "tokenizer_kwargs": None,
     "ls_init_value": None,
     "embed_cls": False,
     "pad_id": 0,
-    "no_causal_mask": False,
     "final_ln_after_pool": False,
-    "pool_type": "argmax",
-    "proj_bias": False,
     "proj_type": "linear",
     **BLOCK_STANDARD,
     "hf_model_name": None,
 }
+TEXT_CHOICES: dict[str, tuple[Any, ...]] = {
+    "no_causal_mask": YES_NO,
+    "pool_type": TEXT_POOLS,
+    "proj_bias": YES_NO,
+}
 VISION_SHAPE = ("layers", "width", "head_width", "mlp_ratio", "patch_size", "image_size")
-TEXT_SHAPE = ("width", "heads", "layers", "mlp_ratio")
-IGNORED = ("patch_dropout", "output_tokens", "attn_pooler_queries", "attn_pooler_heads", "eos_id")
+TEXT_SHAPE = ("width", "heads", "layers", "mlp_ratio", "context_length", "vocab_size", "eos_id")
+TEXT_TOKENIZER = ("hf_tokenizer_name", "tokenizer_kwargs")  # checked in _check_text_tokenizer
+IGNORED = ("patch_dropout", "output_tokens", "attn_pooler_queries", "attn_pooler_heads")
+OPEN_CLIP_EOS_ID = 2  # TextTransformer's default eos_id
+POOLING = {  # text_cfg.pool_type as the manifest names where the graph reads a text's vector
+    "argmax": "first-end-token",
+    "eos": "first-end-token",
+    "first": "first-token",
+    "last": "last-token",
+}
 IGNORED_TOP = ("init_logit_scale", "init_logit_bias", "cast_dtype", "custom_text")
 TIMM_KEYS = ("timm_model_pretrained", "timm_pool", "timm_proj", "timm_proj_bias")
 HF_KEYS = ("hf_model_pretrained", "hf_proj_type", "hf_pooler_type")
@@ -143,8 +162,8 @@ RANDOM_INIT_SEED = 0
 class Converted:
     """An OpenCLIP model as Hugging Face's CLIP towers (the text tower when asked for)."""
 
-    vision: CLIPVisionModelWithProjection
-    text: CLIPTextModelWithProjection | None
+    vision: OpenClipVisionTower
+    text: OpenClipTextTower | None
 
 
 def is_openclip_folder(path: Path) -> bool:
@@ -156,37 +175,55 @@ def folder_checkpoint(folder: Path, *, text: bool, source_id: str | None = None)
     came from (an `hf-hub:` name), else the folder itself."""
     document = _read_config(folder)
     model_cfg, preprocess_cfg = document["model_cfg"], document.get("preprocess_cfg", {})
-    check_supported(model_cfg, str(folder))
-    tokenizer = clip_bpe_tokenizer() if text else None  # before minutes of work, if missing
+    check_supported(model_cfg, str(folder), text=text)
+    tokenizers = _tokenizers(model_cfg, folder) if text else None  # before minutes of work
     state = _read_weights(folder)
-    converted = to_hugging_face(model_cfg, state, text=text)
+    strip_id = tokenizers.strip_id if tokenizers else None
+    converted = to_hugging_face(model_cfg, state, text=text, strip_id=strip_id)
     source = (
         ModelSource(kind="hub", id=source_id)
         if source_id
         else ModelSource(kind="local", id=str(folder.resolve()))
     )
-    return _checkpoint(converted, model_cfg, preprocess_cfg, source, tokenizer)
+    return _checkpoint(converted, preprocess_cfg, source, tokenizers)
 
 
 def random_checkpoint(preset: str, *, text: bool) -> Checkpoint:
     """A preset's shape in open_clip's layout, with random weights, through the same
     conversion as a real folder."""
     model_cfg = PRESETS[preset]
-    tokenizer = clip_bpe_tokenizer() if text else None
+    tokenizers = _tokenizers(model_cfg, None) if text else None
     converted = to_hugging_face(model_cfg, random_state_dict(model_cfg), text=text)
     source = ModelSource(kind="random-init", id=preset, random_weights=True)
-    return _checkpoint(converted, model_cfg, {}, source, tokenizer)
+    return _checkpoint(converted, {}, source, tokenizers)
 
 
-def check_supported(model_cfg: dict[str, Any], name: str) -> None:
-    """Refuse, naming the key, any setting the conversion cannot reproduce."""
-    vision, text = model_cfg.get("vision_cfg", {}), model_cfg.get("text_cfg", {})
+def check_supported(model_cfg: dict[str, Any], name: str, *, text: bool = True) -> None:
+    """Refuse, naming the key, any setting the conversion cannot reproduce (in `text_cfg` only
+    where the text tower is asked for)."""
+    vision, text_cfg = model_cfg.get("vision_cfg", {}), model_cfg.get("text_cfg", {})
     if "multimodal_cfg" in model_cfg:
         raise UnsupportedModelError(
             f"{name}: a CoCa model (multimodal_cfg); export its towers only"
         )
-    _check_section(vision, VISION_STANDARD, VISION_SHAPE + TIMM_KEYS, name, "vision_cfg")
-    _check_section(text, TEXT_STANDARD, TEXT_SHAPE + HF_KEYS, name, "text_cfg")
+    _check_section(
+        vision, VISION_STANDARD, VISION_CHOICES, VISION_SHAPE + TIMM_KEYS, name, "vision_cfg"
+    )
+    if text:
+        try:
+            _check_section(
+                text_cfg,
+                TEXT_STANDARD,
+                TEXT_CHOICES,
+                TEXT_SHAPE + TEXT_TOKENIZER + HF_KEYS,
+                name,
+                "text_cfg",
+            )
+            _check_text_tokenizer(text_cfg, name)
+        except UnsupportedModelError as refused:
+            raise UnsupportedModelError(
+                f"{refused} (--no-text exports the image tower alone)"
+            ) from refused
     if not isinstance(vision.get("layers", 12), int):
         raise UnsupportedModelError(
             f"{name}: vision_cfg.layers is {vision['layers']}: a modified ResNet, which Lookalike "
@@ -203,38 +240,84 @@ def check_supported(model_cfg: dict[str, Any], name: str) -> None:
 def _check_section(
     section: dict[str, Any],
     standard: dict[str, Any],
-    shape: tuple[str, ...],
+    choices: dict[str, tuple[Any, ...]],
+    free: tuple[str, ...],
     name: str,
     where: str,
 ) -> None:
     for key, value in section.items():
-        if key in shape or key in IGNORED:
+        if key in free or key in IGNORED:
             continue
-        if key not in standard:
+        if key in choices:
+            if value not in choices[key]:
+                raise UnsupportedModelError(
+                    f"{name}: {where}.{key} = {value!r}; Lookalike exports "
+                    f"{' or '.join(map(repr, choices[key]))}"
+                )
+        elif key not in standard:
             raise UnsupportedModelError(f"{name}: unknown {where} key {key!r}")
-        if value != standard[key]:
+        elif value != standard[key]:
             raise UnsupportedModelError(
                 f"{name}: {where}.{key} = {value!r}; Lookalike exports open_clip's standard "
                 f"towers ({key} = {standard[key]!r}), and would export this one wrong"
             )
 
 
+def _check_text_tokenizer(text_cfg: dict[str, Any], name: str) -> None:
+    """CLIP's BPE tokenizer fixes the vocabulary and the context; a Hugging Face one brings
+    its own, cleaned as its `tokenizer_kwargs` say."""
+    if text_cfg.get("hf_tokenizer_name") is None:
+        for key, value in (("vocab_size", VOCAB_SIZE), ("context_length", CONTEXT_LENGTH)):
+            if text_cfg.get(key, value) != value:
+                raise UnsupportedModelError(
+                    f"{name}: text_cfg.{key} = {text_cfg[key]!r} with CLIP's BPE tokenizer, "
+                    f"whose {key} is {value}"
+                )
+        if text_cfg.get("tokenizer_kwargs"):
+            raise UnsupportedModelError(
+                f"{name}: text_cfg.tokenizer_kwargs without hf_tokenizer_name"
+            )
+        return
+    unknown = set(text_cfg.get("tokenizer_kwargs") or {}) - set(TOKENIZER_KWARGS)
+    if unknown:
+        raise UnsupportedModelError(
+            f"{name}: text_cfg.tokenizer_kwargs.{sorted(unknown)[0]}; Lookalike follows "
+            f"{' and '.join(TOKENIZER_KWARGS)}"
+        )
+
+
+def _tokenizers(model_cfg: dict[str, Any], folder: Path | None) -> TextTokenizers:
+    """CLIP's BPE tokenizer, or the Hugging Face one the config names."""
+    text_cfg = model_cfg.get("text_cfg", {})
+    if text_cfg.get("hf_tokenizer_name") is None or folder is None:
+        bpe = clip_bpe_tokenizer()
+        return TextTokenizers(bpe, bpe, None)
+    return hf_text_tokenizer(text_cfg, folder)
+
+
 def to_hugging_face(
-    model_cfg: dict[str, Any], state: dict[str, torch.Tensor], *, text: bool
+    model_cfg: dict[str, Any],
+    state: dict[str, torch.Tensor],
+    *,
+    text: bool,
+    strip_id: int | None = None,
 ) -> Converted:
     """The state dict of open_clip's `CLIP` (or `CustomTextCLIP`, whose text tower sits under
-    `text.`) in Hugging Face's CLIP towers."""
+    `text.`) in Hugging Face's CLIP towers; `strip_id`: the separator the text tower replaces
+    with padding (open_clip's `strip_sep_token`)."""
     state = {k.removeprefix("text."): v for k, v in state.items()}
     act = "quick_gelu" if model_cfg.get("quick_gelu") else "gelu"
     dims = int(model_cfg["embed_dim"])
     vision = _vision_config(model_cfg.get("vision_cfg", {}), dims, act)
-    vision_model = CLIPVisionModelWithProjection._from_config(vision, attn_implementation="eager")
+    vision_model = OpenClipVisionTower._from_config(vision, attn_implementation="eager")
     _load(vision_model, _vision_weights(state, vision.num_hidden_layers), "the image tower")
     text_model = None
     if text:
-        config = _text_config(model_cfg.get("text_cfg", {}), dims, act)
-        text_model = CLIPTextModelWithProjection._from_config(config, attn_implementation="eager")
-        _load(text_model, _text_weights(state, config.num_hidden_layers), "the text tower")
+        text_cfg = model_cfg.get("text_cfg", {})
+        config = _text_config(text_cfg, dims, act, strip_id)
+        text_model = OpenClipTextTower._from_config(config, attn_implementation="eager")
+        weights = _text_weights(state, config.num_hidden_layers, bias=config.openclip_proj_bias)
+        _load(text_model, weights, "the text tower")
     return Converted(vision_model.eval(), text_model.eval() if text_model else None)
 
 
@@ -251,13 +334,21 @@ def _vision_config(cfg: dict[str, Any], dims: int, act: str) -> CLIPVisionConfig
         projection_dim=dims,
         hidden_act=act,
         layer_norm_eps=1e-5,
+        openclip_ln_pre=not cfg.get("no_ln_pre", False),
+        openclip_pool=cfg.get("pool_type", "tok"),
+        openclip_ln_after_pool=bool(cfg.get("final_ln_after_pool", False)),
     )
 
 
-def _text_config(cfg: dict[str, Any], dims: int, act: str) -> CLIPTextConfig:
+def _text_config(cfg: dict[str, Any], dims: int, act: str, strip_id: int | None) -> CLIPTextConfig:
     width = int(cfg.get("width", 512))
+    context = int(cfg.get("context_length", CONTEXT_LENGTH))
     return CLIPTextConfig(
-        **clip.CLIP_TEXT,
+        **{
+            **clip.CLIP_TEXT,
+            "vocab_size": int(cfg.get("vocab_size", VOCAB_SIZE)),
+            "max_position_embeddings": context,
+        },
         hidden_size=width,
         intermediate_size=int(width * cfg.get("mlp_ratio", 4.0)),
         num_hidden_layers=int(cfg.get("layers", 12)),
@@ -265,6 +356,11 @@ def _text_config(cfg: dict[str, Any], dims: int, act: str) -> CLIPTextConfig:
         projection_dim=dims,
         hidden_act=act,
         layer_norm_eps=1e-5,
+        openclip_causal=not cfg.get("no_causal_mask", False),
+        openclip_pool=cfg.get("pool_type", "argmax"),
+        openclip_end_id=int(cfg.get("eos_id", OPEN_CLIP_EOS_ID)),
+        openclip_proj_bias=bool(cfg.get("proj_bias", False)),
+        openclip_strip_id=strip_id,
     )
 
 
@@ -299,12 +395,16 @@ def _blocks(state: dict[str, torch.Tensor], source: str, target: str, layers: in
 
 def _vision_weights(state: dict[str, torch.Tensor], layers: int) -> dict[str, torch.Tensor]:
     v = "vision_model"
+    ln_pre = {  # absent with no_ln_pre
+        f"{v}.pre_layrnorm.{part}": state[f"visual.ln_pre.{part}"]
+        for part in ("weight", "bias")
+        if f"visual.ln_pre.{part}" in state
+    }
     return {
         f"{v}.embeddings.class_embedding": state["visual.class_embedding"],
         f"{v}.embeddings.patch_embedding.weight": state["visual.conv1.weight"],
         f"{v}.embeddings.position_embedding.weight": state["visual.positional_embedding"],
-        f"{v}.pre_layrnorm.weight": state["visual.ln_pre.weight"],
-        f"{v}.pre_layrnorm.bias": state["visual.ln_pre.bias"],
+        **ln_pre,
         **_blocks(state, "visual.transformer", f"{v}.encoder", layers),
         f"{v}.post_layernorm.weight": state["visual.ln_post.weight"],
         f"{v}.post_layernorm.bias": state["visual.ln_post.bias"],
@@ -312,15 +412,27 @@ def _vision_weights(state: dict[str, torch.Tensor], layers: int) -> dict[str, to
     }
 
 
-def _text_weights(state: dict[str, torch.Tensor], layers: int) -> dict[str, torch.Tensor]:
+def _text_weights(
+    state: dict[str, torch.Tensor], layers: int, *, bias: bool
+) -> dict[str, torch.Tensor]:
+    """With `bias`, open_clip's projection is a `Linear` (weight [out, in] and bias), else a
+    bare [in, out] matrix."""
     t = "text_model"
+    projection = (
+        {
+            "text_projection.weight": state["text_projection.weight"],
+            "text_projection.bias": state["text_projection.bias"],
+        }
+        if bias
+        else {"text_projection.weight": state["text_projection"].T.contiguous()}
+    )
     return {
         f"{t}.embeddings.token_embedding.weight": state["token_embedding.weight"],
         f"{t}.embeddings.position_embedding.weight": state["positional_embedding"],
         **_blocks(state, "transformer", f"{t}.encoder", layers),
         f"{t}.final_layer_norm.weight": state["ln_final.weight"],
         f"{t}.final_layer_norm.bias": state["ln_final.bias"],
-        "text_projection.weight": state["text_projection"].T.contiguous(),
+        **projection,
     }
 
 
@@ -394,16 +506,22 @@ def random_state_dict(model_cfg: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 def _checkpoint(
     converted: Converted,
-    model_cfg: dict[str, Any],
     preprocess_cfg: dict[str, Any],
     source: ModelSource,
-    tokenizer: Any,
+    tokenizers: TextTokenizers | None,
 ) -> Checkpoint:
     size = converted.vision.config.image_size
     processor = image_processor(preprocess_cfg, size)
     text_tower = None
-    if converted.text is not None and tokenizer is not None:
-        text_tower = clip.text_side(converted.text, tokenizer)
+    if converted.text is not None and tokenizers is not None:
+        config = converted.text.config
+        text_tower = clip.text_side(
+            converted.text,
+            tokenizers.reference,
+            packaged=tokenizers.packaged,
+            context_length=config.max_position_embeddings,
+            pooling=POOLING[config.openclip_pool],
+        )
     image = clip.image_side(converted.vision, processor)
     crop = dataclasses.replace(image.preprocess, crop_offset=TORCHVISION_CROP)
     return Checkpoint(

@@ -1,11 +1,11 @@
 """open_clip's own model code as the parity reference, without torchvision.
 
 `import open_clip` pulls torchvision (its transforms), whose only wheels here are CUDA builds
-that fail with the CPU torch. The model code needs neither: `open_clip` is made a bare package
-whose `__path__` is the installed one (its `__init__` never runs), and the one training-only
-symbol `open_clip/utils.py` takes from torchvision (`FrozenBatchNorm2d`) gets a stub module
-with a real `__spec__`. transformers is imported first: its own torchvision probe chokes on a
-module without a spec. The model code itself is open_clip's, unmodified.
+that fail with the CPU torch. The model code and the tokenizers need neither: `open_clip` is
+made a bare package whose `__path__` is the installed one (its `__init__` never runs), and the
+one training-only symbol `open_clip/utils.py` takes from torchvision (`FrozenBatchNorm2d`)
+gets a stub module with a real `__spec__`. transformers is imported first: its own torchvision
+probe chokes on a module without a spec. The model code itself is open_clip's, unmodified.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import transformers  # noqa: F401  (before the stub: its torchvision probe runs at import)
 
-__all__ = ["open_clip_model"]
+__all__ = ["open_clip_model", "open_clip_tokenizer"]
 
 
 def open_clip_model(model_cfg: dict[str, Any]) -> torch.nn.Module:
@@ -29,6 +29,19 @@ def open_clip_model(model_cfg: dict[str, Any]) -> torch.nn.Module:
     config = dict(model_cfg)
     kind = module.CustomTextCLIP if config.pop("custom_text", False) else module.CLIP
     return kind(**config).eval()  # type: ignore[no-any-return]
+
+
+def open_clip_tokenizer(text_cfg: dict[str, Any]) -> Any:
+    """open_clip's own `HFTokenizer` for a `text_cfg` naming one (`hf_tokenizer_name`), as
+    its `get_tokenizer` builds it: texts -> int64[N, context_length]."""
+    _bare_open_clip_model_module()
+    import open_clip.tokenizer
+
+    return open_clip.tokenizer.HFTokenizer(
+        text_cfg["hf_tokenizer_name"],
+        context_length=text_cfg["context_length"],
+        **text_cfg.get("tokenizer_kwargs", {}),
+    )
 
 
 def _bare_open_clip_model_module() -> types.ModuleType:
