@@ -55,6 +55,7 @@ from lookalike.server.index.built_index import (
 )
 from lookalike.server.index.settings import BUILT_INDEX_SETTINGS, IndexSettings
 from lookalike.server.index.vector_index import VectorIndex
+from lookalike.server.item_ids import lookup_ids
 
 __all__ = ["BuildSettings", "BuildSummary", "build_index"]
 
@@ -67,7 +68,7 @@ class BuildSettings:
     output: Path
     shards: int = 0  # 0: as many as the current version has (a new index: 1)
     index: IndexSettings = BUILT_INDEX_SETTINGS  # used when the index is new
-    delete: Sequence[str] = ()  # ids to remove from the index
+    delete: Sequence[str] = ()  # ids to remove from the index, looked up as `lookup_ids` says
     address: str | None = None  # a Ray cluster; None: RAY_ADDRESS, else a local Ray
     # Ray's and Ray Data's own output (progress lines, worker logs) on the terminal; else it
     # stays in Ray's log folder
@@ -204,7 +205,10 @@ def _changes(
             now = set(_part_ids(dataset, part)) if part in parts else set()
             adds[part] = now - before
             gone |= before - now
-        gone |= {i for i in delete if tables[shard_of(i, shards)].get(i) is not None}
+        for item_id in delete:  # as a server looks it up: the first of its forms stored
+            forms = lookup_ids(item_id)
+            stored = [f for f in forms if tables[shard_of(f, shards)].get(f) is not None]
+            gone.update(stored[:1])
     finally:
         for table in tables:
             table.close()

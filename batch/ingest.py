@@ -1,11 +1,11 @@
 """`lookalike ingest`: embed a large collection on Ray Data into a resumable Parquet dataset.
 
 Stages: list sources (the driver streams them to listing files, `listing.py`, and digests each
-partition's ids) -> read and preprocess in CPU tasks (a bad image becomes an
-error row with its reason, never a failed job; with `--regions`, a row per vector: the whole
-image, then each region) -> embed in an autoscaling actor pool, each actor loading the model
-once -> group by partition and write each partition whole, an image's regions in its row
-(`dataset.py`).
+partition's ids) -> read and preprocess in CPU tasks (a bad image, or an id that
+`normalize_id` refuses, becomes an error row with its reason, never a failed job; with
+`--regions`, a row per vector: the whole image, then each region) -> embed in an autoscaling
+actor pool, each actor loading the model once -> group by partition and write each partition
+whole, an image's regions in its row (`dataset.py`).
 Only partitions not already done are read. The actor pool autoscales from one actor: a fixed
 pool holding every CPU left nothing for the read tasks and hung (ray issue #44687).
 """
@@ -57,6 +57,7 @@ from lookalike.server.embed.onnx_engine import (
 )
 from lookalike.server.embed.preprocess import PreprocessMode, Preprocessor, with_regions
 from lookalike.server.errors import LookalikeError
+from lookalike.server.item_ids import normalize_id
 from lookalike.server.regions import Region, RegionPolicy, policy_regions
 
 __all__ = ["IngestSettings", "IngestSummary", "ingest"]
@@ -332,11 +333,17 @@ def _prepare_batch(
     regions: tuple[Region, ...],
 ) -> dict:
     """Read and preprocess in a CPU task: a row per vector to make, the whole image's (its
-    `region` "") then its regions'; an unreadable image becomes one error row."""
+    `region` "") then its regions'; an unreadable image, or one whose id is refused, becomes
+    one error row."""
     preprocess = Preprocessor(spec, layout=layout, mode=mode)
     made: list[tuple[int, str, np.ndarray | None, str]] = []  # input row, region, pixels, error
     read_s = prepare_s = 0.0
     for row, uri in enumerate(batch["uri"]):
+        try:
+            normalize_id(str(batch["id"][row]))  # listed in its normal form, if it has one
+        except LookalikeError as exc:
+            made.append((row, "", None, f"invalid id: {exc}"))
+            continue
         started = time.perf_counter()
         try:
             data = read_bytes(str(uri))

@@ -9,8 +9,11 @@ Every item keeps its id, metadata and regions (the boxes it was stored with are 
 again). Resumable: an item already in NEW is not embedded again, so a rerun after an
 interruption does only what is left. Items whose source cannot be read, and items added as
 vectors (no source at all), are not moved: each is written to NEW/reembed-failures.jsonl with
-the reason, and counted. Then serve NEW with the new model (`lookalike-server --model-dir NEW
---data-dir NEW`) and retire the old server.
+the reason, and counted. Ids go through the core as a client's would (`normalize_id`): one
+stored before ids were normalised moves in its NFC form, and one holding a character now
+refused is not moved but listed with the reason (`lookalike legacy-ids` lists them first).
+Then serve NEW with the new model (`lookalike-server --model-dir NEW --data-dir NEW`) and
+retire the old server.
 """
 
 from __future__ import annotations
@@ -105,7 +108,7 @@ async def reembed(
                 limits=RequestLimits(),
                 preprocess_mode=embedding.preprocess_mode.value,
             )
-            counts = await _move(reader, core, repository, settings.output, on_item)
+            counts = await _move(reader, core, settings.output, on_item)
         finally:
             await repository.close()
     finally:
@@ -127,7 +130,6 @@ async def reembed(
 async def _move(
     reader: StoreReader,
     core: Core,
-    repository: LocalRepository,
     output: Path,
     on_item: Callable[[int], None],
 ) -> dict[str, int]:
@@ -141,25 +143,20 @@ async def _move(
             on_item(1)
 
         async def to_add() -> AsyncIterator[AddItem]:
-            after = 0
-            while page := reader.items_after(after, PAGE):
-                after = page[-1].row
-                for item in page:
-                    counts["items"] += 1
-                    if await _stored(repository, item.id):
-                        counts["already"] += 1
-                        on_item(1)
-                        continue
-                    source = item.metadata.get(SOURCE_PATH_KEY, "")
-                    image = await _source_image(source)
-                    if isinstance(image, str):
-                        failed(item.id, source, image)
-                        continue
-                    sources[item.id] = source
-                    # the regions it was stored with (given, or made then) are embedded again
-                    yield AddItem(
-                        item.id, image=image, metadata=item.metadata, regions=item.regions
-                    )
+            for item in reader.items(PAGE):
+                counts["items"] += 1
+                if await _stored(core, item.id):
+                    counts["already"] += 1
+                    on_item(1)
+                    continue
+                source = item.metadata.get(SOURCE_PATH_KEY, "")
+                image = await _source_image(source)
+                if isinstance(image, str):
+                    failed(item.id, source, image)
+                    continue
+                sources[item.id] = source
+                # the regions it was stored with (given, or made then) are embedded again
+                yield AddItem(item.id, image=image, metadata=item.metadata, regions=item.regions)
 
         async for group in core.add_many(to_add()):
             for result in group.results:
@@ -172,9 +169,10 @@ async def _move(
     return counts
 
 
-async def _stored(repository: LocalRepository, item_id: str) -> bool:
+async def _stored(core: Core, item_id: str) -> bool:
+    """Whether the new data directory has the item, looked up as a server would."""
     try:
-        await repository.get(item_id)
+        await core.get(item_id)
     except NotFoundError:
         return False
     return True

@@ -11,6 +11,10 @@ one image per sample: its id is the sample's key (the member name up to the firs
 metadata the sample's `.json` (values as strings) and `.txt` (as `caption`); the image is read
 back by its byte range, without scanning the tar again. `read_bytes` reads any of these uris,
 in the workers too.
+
+Every id is given in its normal form (`normalize_id`: NFC), so that a name written two ways
+is one image; an id `normalize_id` refuses (an invisible or format character in a file name)
+is given as found, and `lookalike ingest` reports its image as an error.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from lookalike.client.files import IMAGE_SUFFIXES, file_id, image_files
+from lookalike.server.errors import InvalidArgumentError
+from lookalike.server.item_ids import normalize_id
 
 __all__ = ["SourceError", "SourceImage", "iter_sources", "read_bytes"]
 
@@ -48,7 +54,10 @@ def iter_sources(specs: Sequence[str]) -> Iterator[SourceImage]:
     """Every image the specs name, as they are found (a stream: never all in memory). Two
     images with one id are both given; the dataset keeps one and records the other."""
     for spec in specs:
-        yield from _expand(spec)
+        for image in _expand(spec):
+            with contextlib.suppress(InvalidArgumentError):  # refused: ingest reports it
+                image = dataclasses.replace(image, id=normalize_id(image.id))
+            yield image
 
 
 def read_bytes(uri: str) -> bytes:

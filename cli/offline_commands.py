@@ -1,7 +1,8 @@
 """The `lookalike` commands that need no server: the offline jobs on Ray (`ingest`,
 `build-index`, `import`), moving a data directory to a new model in this process (`reembed`),
-a built index's versions (`versions`), and `cluster serve`, which starts a server whose shards
-run on Ray Serve. Their work lives in `lookalike.batch` (and, for serving, in
+a data directory's ids stored before ids were normalised (`legacy-ids`), a built index's
+versions (`versions`), and `cluster serve`, which starts a server whose shards run on Ray
+Serve. Their work lives in `lookalike.batch` (and, for serving, in
 `lookalike.server.cluster`), imported only when one of them runs.
 """
 
@@ -11,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +32,7 @@ from lookalike.server.index.settings import BUILT_INDEX_SETTINGS, DTYPES
 
 __all__ = ["add_commands"]
 
+LEGACY_IDS_PAGE = 10_000  # items read from the store at a time
 CLUSTER_SERVE_HELP = (
     "serve a built index on Ray Serve: every shard and the embedder as Serve deployments, "
     "behind this process's gRPC front (lookalike-server --index INDEX --shards-on-ray "
@@ -39,7 +42,14 @@ CLUSTER_SERVE_HELP = (
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Add this family's commands (they take no server connection options)."""
-    for add in (_add_ingest, _add_build_index, _add_import, _add_reembed, _add_versions):
+    for add in (
+        _add_ingest,
+        _add_build_index,
+        _add_import,
+        _add_reembed,
+        _add_legacy_ids,
+        _add_versions,
+    ):
         add(commands)
     _add_cluster(commands)
 
@@ -195,6 +205,20 @@ def _add_reembed(commands: argparse._SubParsersAction) -> None:
     )
 
 
+def _add_legacy_ids(commands: argparse._SubParsersAction) -> None:
+    """`lookalike legacy-ids`"""
+    legacy = _command(
+        commands,
+        "legacy-ids",
+        "list a data directory's ids that a server would not store today (not in Unicode NFC, "
+        "or holding an invisible or format character): stored before ids were normalised, each "
+        "is still served under its id as stored (only read: its server may keep serving)",
+        legacy_ids_command,
+    )
+    legacy.add_argument("data_dir", type=Path, help="a server's --data-dir")
+    legacy.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def _add_versions(commands: argparse._SubParsersAction) -> None:
     """`lookalike versions`"""
     versions = _command(
@@ -297,6 +321,8 @@ def build_index_command(args: argparse.Namespace) -> int:
         from lookalike.batch.build_index import BuildSettings, build_index
         from lookalike.batch.dataset import DatasetError
         from lookalike.server.index.built_index import BuiltIndexError
+    from lookalike.server.errors import InvalidArgumentError
+
     delete = list(args.delete)
     if args.delete_file:
         lines = read_file(args.delete_file).decode("utf-8").splitlines()
@@ -318,7 +344,7 @@ def build_index_command(args: argparse.Namespace) -> int:
     )
     try:
         summary = build_index(settings)
-    except (DatasetError, BuiltIndexError) as error:
+    except (DatasetError, BuiltIndexError, InvalidArgumentError) as error:
         raise CommandError(str(error), EXIT_BAD_INPUT) from error
     except RayConnectionError as error:
         raise CommandError(str(error), EXIT_UNREACHABLE) from error
@@ -394,6 +420,36 @@ def reembed_command(args: argparse.Namespace) -> int:
         raise CommandError(str(error), EXIT_BAD_INPUT) from error
     print(summary.describe())
     return EXIT_SOME_FAILED if summary.failed else 0
+
+
+def legacy_ids_command(args: argparse.Namespace) -> int:
+    """Each id is shown as a Python string literal: what makes it a legacy one is invisible."""
+    from lookalike.server.errors import DataDirError
+    from lookalike.server.index.local_repository import DATABASE_FILE
+    from lookalike.server.index.store import StoreReader
+    from lookalike.server.item_ids import stored_id_problem
+
+    legacy: dict[str, str] = {}
+    scanned = 0
+    try:
+        for item in StoreReader(args.data_dir / DATABASE_FILE).items(LEGACY_IDS_PAGE):
+            scanned += 1
+            problem = stored_id_problem(item.id)
+            if problem is not None:
+                legacy[item.id] = problem
+    except DataDirError as error:
+        raise CommandError(str(error), EXIT_BAD_INPUT) from error
+    if args.json:
+        rows = [{"id": item_id, "problem": problem} for item_id, problem in legacy.items()]
+        print(json.dumps({"scanned": scanned, "legacy": rows}))
+        return 0
+    for item_id, problem in legacy.items():
+        print(f"  {item_id!a}  {problem}")
+    print(
+        f"{len(legacy)} of {scanned:,} ids stored before ids were normalised; each is served "
+        "as stored: to replace one, add its item under a new id, then delete the old id"
+    )
+    return 0
 
 
 def cluster_command(args: argparse.Namespace) -> int:

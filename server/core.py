@@ -19,7 +19,7 @@ import collections
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from importlib import metadata
 
 import numpy as np
@@ -39,6 +39,7 @@ from lookalike.server.embed.thumbnails import make_thumbnail
 from lookalike.server.errors import (
     InvalidArgumentError,
     LookalikeError,
+    NotFoundError,
     NotReadyError,
     TextUnavailableError,
 )
@@ -56,6 +57,7 @@ from lookalike.server.index.repository import (
     StoredItem,
     WriteOutcome,
 )
+from lookalike.server.item_ids import lookup_ids, normalize_id
 from lookalike.server.metrics import Metrics
 from lookalike.server.regions import Region, RegionPolicy, check_regions, policy_regions
 from lookalike.server.request_types import (
@@ -66,7 +68,6 @@ from lookalike.server.request_types import (
     NeighboursQuery,
     RequestLimits,
     SearchQuery,
-    check_id,
     check_image_count,
     check_metadata,
     check_texts,
@@ -106,7 +107,7 @@ class AddResult:
     """One item of a bulk add: stored (`error` is None) or refused with its reason."""
 
     index: int  # position in the caller's stream
-    id: str
+    id: str  # as the caller sent it (stored in its normal form: `normalize_id`)
     replaced: bool = False
     error: LookalikeError | None = None
 
@@ -225,22 +226,20 @@ class Core:
         query.check(self._limits)
         filter_pairs, k, min_score = dict(query.filter), query.k, query.min_score
         if query.item_id is not None and not query.has_examples:
+            item_id = await self._stored_id(query.item_id)
             with self._metrics.stage("search"):
                 return await self._repository.search_by_id(
-                    query.item_id,
+                    item_id,
                     k,
                     filter_pairs=filter_pairs,
                     min_score=min_score,
                     exclude_self=query.exclude_self,
                 )
         vector = await self._query_vector(query)
+        excluded = [await self._stored_id(i) for i in query.named_ids] if query.exclude_self else []
         with self._metrics.stage("search"):
             return await self._repository.search(
-                vector,
-                k,
-                filter_pairs=filter_pairs,
-                min_score=min_score,
-                exclude_ids=query.named_ids if query.exclude_self else (),
+                vector, k, filter_pairs=filter_pairs, min_score=min_score, exclude_ids=excluded
             )
 
     async def neighbours(self, query: NeighboursQuery) -> AsyncIterator[NeighboursProgress]:
@@ -274,33 +273,27 @@ class Core:
         return self._repository.item_count
 
     async def get(self, item_id: str, *, with_vector: bool = False) -> StoredItem:
-        check_id(item_id)
-        return await self._repository.get(item_id, with_vector=with_vector)
+        return await self._repository.get(await self._stored_id(item_id), with_vector=with_vector)
 
     async def thumbnail(self, item_id: str) -> bytes:
         """The item's thumbnail (JPEG); ThumbnailMissingError if it has none."""
-        check_id(item_id)
-        return await self._repository.thumbnail(item_id)
+        return await self._repository.thumbnail(await self._stored_id(item_id))
 
     async def delete(self, ids: Sequence[str]) -> Deleted:
         if not ids:
             raise InvalidArgumentError("no ids: send at least one in `ids`")
-        for item_id in ids:
-            check_id(item_id)
-        with self._metrics.stage("commit"):
-            removed = set(await self._repository.delete(ids))
+        deleted, missing = await self._write_stored(ids, self._repository.delete)
         self._count_stored()
-        missing = [i for i in dict.fromkeys(ids) if i not in removed]
-        return Deleted(deleted=len(removed), missing=missing)
+        return Deleted(deleted=deleted, missing=missing)
 
     async def update_metadata(self, update: MetadataUpdate) -> Updated:
         """Change stored items' metadata (e.g. tag them), in one durable commit."""
         update.check()
         change = MetadataChange(update.set, frozenset(update.remove), update.check_result)
-        with self._metrics.stage("commit"):
-            updated = set(await self._repository.update_metadata(update.ids, change))
-        missing = [i for i in dict.fromkeys(update.ids) if i not in updated]
-        return Updated(updated=len(updated), missing=missing)
+        updated, missing = await self._write_stored(
+            update.ids, lambda ids: self._repository.update_metadata(ids, change)
+        )
+        return Updated(updated=updated, missing=missing)
 
     async def clusters(self, query: ClustersQuery) -> ClusterMap:
         """Groups of similar items without a query, from a bounded sample of the collection."""
@@ -327,6 +320,30 @@ class Core:
     def _count_stored(self) -> None:
         self._metrics.index_items.set(self._repository.item_count)
         self._metrics.index_vectors.set(self._repository.vector_count)
+
+    async def _stored_id(self, item_id: str) -> str:
+        """The id of the stored item that `item_id` names, by `lookup_ids`' rule: the first of
+        its forms that is stored (the id as given, then its NFC form), else the last; a read
+        only for an id not in NFC."""
+        *earlier, last = lookup_ids(item_id)
+        for candidate in earlier:
+            try:
+                await self._repository.get(candidate)
+            except NotFoundError:
+                continue
+            return candidate
+        return last
+
+    async def _write_stored(
+        self, ids: Sequence[str], write: Callable[[list[str]], Awaitable[list[str]]]
+    ) -> tuple[int, list[str]]:
+        """`write` the stored items that `ids` name (`_stored_id`) in one durable commit;
+        return how many it wrote, and the caller's ids of the items not stored (in the
+        caller's order, once each)."""
+        stored = {item_id: await self._stored_id(item_id) for item_id in ids}
+        with self._metrics.stage("commit"):
+            written = set(await write(list(dict.fromkeys(stored.values()))))
+        return len(written), [given for given, found in stored.items() if found not in written]
 
     def _text_side(self) -> TextSide:
         if self._text is None:
@@ -361,7 +378,7 @@ class Core:
         vectors: dict[int, np.ndarray] = {}
         for position, example in enumerate(examples):
             if example.item_id is not None:
-                stored = await self._repository.get(example.item_id, with_vector=True)
+                stored = await self.get(example.item_id, with_vector=True)
                 assert stored.vector is not None  # asked for
                 vectors[position] = stored.vector
             elif example.vector is not None:
@@ -400,8 +417,9 @@ class Core:
 
     def _start(self, item: AddItem) -> _Started:
         """Check the whole item, then start embedding its image and regions (or take its
-        vector). Raises at once if the item is malformed or the queue is full."""
-        check_id(item.id)
+        vector) under its id's normal form. Raises at once if the item is malformed or the
+        queue is full."""
+        item = dataclasses.replace(item, id=normalize_id(item.id))
         check_metadata(item.metadata, "metadata")
         if item.image is None and item.vector is None:
             raise InvalidArgumentError(f"item {item.id!r} has no content: set `image` or `vector`")

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from lookalike.server.errors import InvalidArgumentError, LimitExceededError, TextTooLongError
+from lookalike.server.item_ids import check_id
 from lookalike.server.regions import Region, RegionPolicy, check_regions
 
 __all__ = [
@@ -26,7 +27,6 @@ __all__ = [
     "MAX_K",
     "MAX_EXAMPLES",
     "NEGATIVE_WEIGHT",
-    "check_id",
     "check_metadata",
     "check_image_count",
     "check_texts",
@@ -37,7 +37,6 @@ MAX_K = 1000
 MAX_EXAMPLES = 64  # positives and negatives of one search, together
 NEGATIVE_WEIGHT = 0.5  # how far a search moves away from the mean of its negatives
 MAX_NEIGHBOURS = 100
-MAX_ID_BYTES = 1024
 MAX_METADATA_PAIRS = 64
 MAX_METADATA_KEY_BYTES = 256
 MAX_METADATA_VALUE_BYTES = 8192
@@ -248,16 +247,6 @@ class ClustersQuery:
             value = getattr(self, name)
             if not low <= value <= high:
                 raise InvalidArgumentError(f"{name} must be between {low} and {high}, got {value}")
-
-
-def check_id(item_id: str) -> None:
-    encoded = item_id.encode("utf-8", "surrogatepass")
-    if not encoded:
-        raise InvalidArgumentError("id is empty")
-    if len(encoded) > MAX_ID_BYTES:
-        raise InvalidArgumentError(f"id is {len(encoded)} bytes; the limit is {MAX_ID_BYTES}")
-    if "\0" in item_id:
-        raise InvalidArgumentError("id contains a NUL character")
 
 
 def check_metadata(pairs: Mapping[str, str], name: str) -> None:

@@ -28,6 +28,14 @@ def wait_for(condition: Callable[[], bool], seconds: float = 60) -> None:
         time.sleep(0.05)
 
 
+class FrontStub(pb_grpc.ImageSearchStub):
+    """The ImageSearch stub of a `cluster serve` front, and the front's process id."""
+
+    def __init__(self, channel: grpc.Channel, pid: int) -> None:
+        super().__init__(channel)
+        self.pid = pid
+
+
 @contextlib.contextmanager
 def cluster_serve(
     address: str,
@@ -36,7 +44,7 @@ def cluster_serve(
     log: Path,
     *flags: str,
     env: Mapping[str, str] | None = None,
-) -> Iterator[pb_grpc.ImageSearchStub]:
+) -> Iterator[FrontStub]:
     """`lookalike cluster serve INDEX` on the Ray cluster at `address`, once its health says
     SERVING; stopped with SIGTERM, which must end it cleanly: by the server's own handler, not
     by Ray's crash handler, which aborts the process 3 s later (`RAY_CRASH_HANDLER_SAID`)."""
@@ -58,7 +66,7 @@ def cluster_serve(
                 return False
 
             wait_for(serving, seconds=180)
-            yield pb_grpc.ImageSearchStub(channel)
+            yield FrontStub(channel, process.pid)
     finally:
         process.send_signal(signal.SIGTERM)
         returncode = process.wait(60)

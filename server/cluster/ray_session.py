@@ -20,13 +20,13 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from lookalike.server.errors import LookalikeError
 
-__all__ = ["ray_session", "RayConnectionError", "reclaim_sigterm"]
+__all__ = ["LOCKED_DOWN", "RayConnectionError", "ray_session", "ray_settings", "reclaim_sigterm"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,9 @@ AUTH_MODE = "RAY_AUTH_MODE"
 PROBE_TIMEOUT_S = 3.0  # the one call asking a cluster whether it wants a token
 LOG_FOLDER = "/tmp/ray/session_latest/logs"  # Ray's documented link to the current session
 TOKEN, TOKEN_PATH = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"
+SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": every Ray service on 127.0.0.1
+# Ray's settings for a Ray of one machine and its owner alone (see `_embedded_ray`)
+LOCKED_DOWN = {AUTH_MODE: "token", SINGLE_MACHINE: "0"}
 
 
 class RayConnectionError(LookalikeError):
@@ -43,8 +46,8 @@ class RayConnectionError(LookalikeError):
 
 @contextlib.contextmanager
 def ray_session(address: str | None, *, quiet: bool = False) -> Iterator[None]:
-    """Join the cluster at `address` (or RAY_ADDRESS), or run a local Ray (no dashboard, every
-    CPU of this machine) for the length of the block. A Ray already initialised is used as is.
+    """Join the cluster at `address` (or RAY_ADDRESS), or run an embedded Ray (see
+    `_embedded_ray`) for the length of the block. A Ray already initialised is used as is.
     `quiet`: Ray's INFO lines and the workers' output stay in Ray's log files, whose folder is
     said once."""
     import ray
@@ -56,17 +59,49 @@ def ray_session(address: str | None, *, quiet: bool = False) -> Iterator[None]:
     options: dict[str, Any] = (
         {"log_to_driver": False, "logging_level": logging.WARNING} if quiet else {}
     )
-    if address:
-        _join(ray, address, options)
-    else:
-        ray.init(include_dashboard=False, num_cpus=os.cpu_count(), **options)
-    if quiet:
-        where = "on the head node" if address else "on this machine"
-        print(f"Ray's logs: {LOG_FOLDER} ({where}; --verbose shows them here)", file=sys.stderr)
+    with contextlib.ExitStack() as session:
+        if address:
+            _join(ray, address, options)
+        else:
+            session.enter_context(_embedded_ray(ray, options))
+        session.callback(ray.shutdown)
+        if quiet:
+            where = "on the head node" if address else "on this machine"
+            print(f"Ray's logs: {LOG_FOLDER} ({where}; --verbose shows them here)", file=sys.stderr)
+        yield
+
+
+@contextlib.contextmanager
+def _embedded_ray(ray: Any, options: dict[str, Any]) -> Iterator[None]:
+    """A Ray of this process's own: no dashboard, every CPU of this machine, started anew even
+    where a `ray start` cluster runs here (a bare `ray.init()` would join that one).
+
+    Unreachable from the network: it runs in Ray's single-machine mode (the one Ray uses on
+    macOS and Windows), in which its GCS, raylet, workers, agents and metrics exporters all
+    listen on 127.0.0.1 (`ray.init` would otherwise turn a loopback node address into the
+    machine's own and bind them to every interface). And token authentication is on whatever
+    RAY_AUTH_MODE says, so another user of this machine needs its Ray token too."""
+    with ray_settings(LOCKED_DOWN):
+        ray.init(address="local", include_dashboard=False, num_cpus=os.cpu_count(), **options)
+        yield
+
+
+@contextlib.contextmanager
+def ray_settings(settings: Mapping[str, str]) -> Iterator[None]:
+    """These environment variables for the block, for this process, its Ray and the processes
+    they start; Ray's cached settings are read again on the way in and out."""
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    _reload_ray_config()
     try:
         yield
     finally:
-        ray.shutdown()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        _reload_ray_config()
 
 
 def reclaim_sigterm() -> None:
@@ -115,13 +150,24 @@ def _join(ray, address: str, options: dict[str, Any]) -> None:
 
 
 def _use_token_mode() -> None:
-    """Token mode for this process and the workers it starts. Ray reads the mode from the
-    environment into a cached config, so that is read again, as Ray itself does when it turns
-    token mode on for a local cluster (`authentication_token_setup._enable_token_auth`)."""
+    """Token mode for this process and the workers it starts."""
+    os.environ[AUTH_MODE] = "token"
+    _reload_ray_config()
+
+
+def _reload_ray_config() -> None:
+    """Ray reads its settings from the environment into a cached config, so that is read
+    again, as Ray itself does when it turns token mode on for a local cluster
+    (`authentication_token_setup._enable_token_auth`); and whether it may form a cluster
+    beyond this machine, at import, so that is read again too (processes Ray starts read it
+    from the environment they inherit)."""
+    from ray._private import ray_constants
     from ray._raylet import Config  # type: ignore[attr-defined]  # (no stub; Ray does this)
 
-    os.environ[AUTH_MODE] = "token"
     Config.initialize("")
+    ray_constants.ENABLE_RAY_CLUSTER = ray_constants.env_bool(
+        SINGLE_MACHINE, not ray_constants.IS_WINDOWS_OR_OSX
+    )
 
 
 def _wants_token(address: str) -> bool:

@@ -109,6 +109,9 @@ MIGRATIONS: dict[int, str] = {  # from version N to N + 1
 IMAGE_COLUMNS = "width, height, bytes"
 IDENTITY_SETTING = "model_identity"
 SQLITE_FULL = 13  # the result code of a write to a full disk
+# A write past the process's file size limit (`ulimit -f`) fails with EFBIG, which SQLite reports
+# as this I/O error, not as SQLITE_FULL: the limit is told apart by the files' sizes
+SQLITE_IOERR_WRITE = 778
 
 
 @dataclasses.dataclass(frozen=True)
@@ -435,7 +438,7 @@ class ItemStore:
             yield self._db.execute(f"SELECT {selection} WHERE key IN ({marks})", part).fetchall()
 
     def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+        return _Transaction(self._db, self.path)
 
 
 def _image_columns(item: EmbeddedItem) -> tuple[int | None, int | None, int | None]:
@@ -454,8 +457,8 @@ def _items_matching(pairs: Mapping[str, str]) -> tuple[str, list[str]]:
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT; a full disk becomes a StorageError and a rollback."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self._db, self._path = db, path
 
     def __enter__(self) -> None:
         self._db.execute("BEGIN IMMEDIATE")
@@ -474,7 +477,27 @@ class _Transaction:
                 raise StorageFullError(
                     "the server's disk is full; nothing was stored (searches still work)"
                 ) from exc
+            code = getattr(exc, "sqlite_errorcode", None)
+            if code == SQLITE_IOERR_WRITE and _at_file_size_limit(self._path):
+                raise StorageFullError(
+                    "the server's files reached the file size limit (ulimit -f), as good as a "
+                    "full disk; nothing was stored (searches still work)"
+                ) from exc
             raise StorageError(f"could not store durably ({exc}); nothing was stored") from exc
+
+
+def _at_file_size_limit(database: Path) -> bool:
+    """Whether the database or its write-ahead log has grown to this process's file size limit
+    (RLIMIT_FSIZE), where the system refuses to write more with EFBIG."""
+    try:
+        import resource
+    except ImportError:  # not POSIX: no such limit
+        return False
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit == resource.RLIM_INFINITY:
+        return False
+    files = (database, database.with_name(f"{database.name}-wal"))
+    return any(path.is_file() and path.stat().st_size >= limit for path in files)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -512,6 +535,13 @@ class StoreReader:
     def count(self) -> int:
         with self._connect() as db:
             return int(db.execute("SELECT COUNT(*) FROM items").fetchone()[0])
+
+    def items(self, page: int) -> Iterator[ListedItem]:
+        """Every item, in row order, `page` at a time (each page on a connection of its own)."""
+        after = 0
+        while listed := self.items_after(after, page):
+            after = listed[-1].row
+            yield from listed
 
     def items_after(self, after: int, count: int) -> list[ListedItem]:
         """Up to `count` items past the row `after`, in row order."""

@@ -4,7 +4,7 @@ for the whole package (each takes seconds to start), and a folder of photos."""
 from __future__ import annotations
 
 import csv
-import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +13,7 @@ import ray
 from moto.server import ThreadedMotoServer
 from ray.cluster_utils import Cluster
 
+from lookalike.server.cluster.ray_session import LOCKED_DOWN, ray_settings
 from tests.server.images import natural
 
 GOOD, BROKEN = 30, 3
@@ -28,29 +29,29 @@ def object_store() -> Iterator[str]:
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     settings = {**S3_ENV, "AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": "us-east-1"}
-    saved = {name: os.environ.get(name) for name in settings}
-    os.environ.update(settings)
     try:
-        yield endpoint
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in settings.items():
+                patch.setenv(name, value)
+            yield endpoint
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         server.stop()
 
 
 @pytest.fixture(scope="package")
 def cluster(object_store: str) -> Iterator[Cluster]:
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
-    ray.init(address=cluster.address, include_dashboard=False)
-    try:
-        yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+    """Two nodes on this machine, locked down as the embedded Ray is (`LOCKED_DOWN`): every
+    service on 127.0.0.1, and a token of their own, which reaches every process through the
+    environment."""
+    with ray_settings(LOCKED_DOWN | {"RAY_AUTH_TOKEN": secrets.token_hex(16)}):
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+        cluster.add_node(num_cpus=1)
+        ray.init(address=cluster.address, include_dashboard=False)
+        try:
+            yield cluster
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
 
 
 @pytest.fixture(scope="package")

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -284,6 +285,15 @@ def test_a_new_version_shares_the_shards_it_does_not_change(
     again = build_index(BuildSettings(dataset=dataset, output=index))
     assert again.written == []
     assert read_manifest(index).version == 2
+
+
+def test_delete_finds_an_id_given_in_nfd_as_a_server_does(cluster: Cluster, tmp_path: Path) -> None:
+    nfc, nfd = (unicodedata.normalize(form, "café.jpg") for form in ("NFC", "NFD"))
+    dataset, index = tmp_path / "dataset", tmp_path / "index"
+    write_dataset(dataset, [nfc, "plain.jpg"], unit_rows(2, seed=4))
+    build_index(BuildSettings(dataset=dataset, output=index, shards=SHARDS))
+    summary = build_index(BuildSettings(dataset=dataset, output=index, delete=[nfd]))
+    assert (summary.removed, read_manifest(index).items) == (1, 1)
 
 
 def test_a_damaged_shard_is_refused_with_a_clear_error(

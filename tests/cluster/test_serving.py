@@ -36,6 +36,7 @@ from lookalike.server.index.shard_search import Query, ShardSearcher
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from tests.ray_commands import SERVICE, SERVING, cluster_serve, wait_for
+from tests.reliability.process import LOOPBACK, announced_listeners, listeners_by_process
 from tests.server.images import jpeg
 from tests.server.serving import config_for, running_server
 
@@ -44,6 +45,20 @@ COUNT, SHARDS = 600, 3
 SEARCH = IndexSettings(exact_search_below=0)  # every shard on its HNSW graph
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 Answer = list[tuple[str, float]]
+
+
+def ray_port(driver_pid: int) -> int:
+    """The port of the core worker Ray runs inside a driver process, as the cluster's GCS records
+    each running driver's address."""
+    jobs = ray._private.worker.global_worker.gcs_client.get_all_job_info(
+        skip_submission_job_info_field=True, skip_is_running_tasks_field=True
+    )
+    (port,) = [
+        job.driver_address.port
+        for job in jobs.values()
+        if job.driver_pid == driver_pid and not job.is_dead
+    ]
+    return int(port)
 
 
 def on_ray(replicas_of: dict[int, int] | None = None) -> ClusterSettings:
@@ -395,8 +410,19 @@ def test_lookalike_cluster_serve_embeds_and_answers_exactly_as_one_server_does(
         expected_part = answers(local.Search(by_part, timeout=30).matches)
         expected_stats = local.Stats(pb.StatsRequest(), timeout=30)
     log = tmp_path / "front.log"
-    flags = ("--exact-search-below", str(SEARCH.exact_search_below))  # as `front` searches
-    with cluster_serve(cluster.address, index, tiny_export, log, *flags) as served:
+    search = ("--exact-search-below", str(SEARCH.exact_search_below))  # as `front` searches
+    listeners = ("--http-port", "0", "--metrics-port", "0")
+    with cluster_serve(cluster.address, index, tiny_export, log, *search, *listeners) as served:
+        announced = announced_listeners(log, LOOPBACK)  # the server's default --host
+        listening = listeners_by_process(served.pid)
+        # beside them, the front (a Ray driver) holds its Ray core worker's gRPC port: Ray's,
+        # bound by Ray on every interface (Ray 2.60), answering only Ray's token where the
+        # cluster has token authentication on (`ray start`'s default)
+        port = ray_port(served.pid)
+        rays = {socket for socket in listening[served.pid] if socket.port == port}
+        assert announced.keys() == {"gRPC", "HTTP", "metrics"}
+        assert len(rays) == 1
+        assert listening == {served.pid: set(announced.values()) | rays}  # and no children
         one_call = vectors_of(served.Embed(pb.EmbedRequest(images=photos), timeout=30))
         alone = [vectors_of(served.Embed(pb.EmbedRequest(images=[p]), timeout=30)) for p in photos]
         np.testing.assert_array_equal(one_call, expected)
