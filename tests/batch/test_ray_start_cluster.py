@@ -6,12 +6,16 @@ know nothing but the address and this machine's token file: ingest, build-index,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow.parquet as pq
 import pytest
@@ -37,13 +41,82 @@ def environment(home: Path, **extra: str) -> dict[str, str]:
     return {**clean, "HOME": str(home), **extra}
 
 
-def ray(home: Path, *arguments: str, **extra: str) -> None:
+def ray(home: Path, *arguments: str, groups: list[int] | None = None, **extra: str) -> None:
+    """`ray ARGUMENTS`; a `ray start` in a process group of its own, which the node's processes
+    keep after it returns: its id goes to `groups`, for `stop_nodes`."""
     command = shutil.which("ray", path=str(Path(sys.executable).parent))
     assert command is not None, "the cluster extra installs the `ray` command"
-    result = subprocess.run(
-        [command, *arguments], env=environment(home, **extra), capture_output=True, timeout=180
+    process = subprocess.Popen(
+        [command, *arguments],
+        env=environment(home, **extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=groups is not None,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    if groups is not None:
+        groups.append(process.pid)
+    _, stderr = process.communicate(timeout=180)
+    assert process.returncode == 0, stderr[-3000:]
+
+
+class Process(NamedTuple):
+    name: str
+    parent: int
+    group: int
+    started: int  # clock ticks after boot: with the pid, names this process and no later one
+
+
+def live_processes() -> dict[int, Process]:
+    """Every process but zombies, from /proc."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError):  # ended while being read
+            text = stat.read_text()
+            fields = text.rpartition(")")[2].split()
+            if fields[0] != "Z":
+                name = text[text.index("(") + 1 : text.rindex(")")]
+                parent, group, started = int(fields[1]), int(fields[2]), int(fields[19])
+                table[int(stat.parent.name)] = Process(name, parent, group, started)
+    return table
+
+
+def node_processes(groups: Sequence[int]) -> dict[int, Process]:
+    """The processes `ray start` left in these groups, and what they started since (Ray's
+    workers, each in a group of its own under its raylet)."""
+    table = live_processes()
+    found = {pid for pid, process in table.items() if process.group in groups}
+    while children := {pid for pid, process in table.items() if process.parent in found} - found:
+        found |= children
+    return {pid: table[pid] for pid in found}
+
+
+def stop_nodes(groups: Sequence[int], grace_s: float = 10) -> None:
+    """What `ray stop` does, for these nodes alone (it stops every Ray on the machine):
+    SIGTERM to the raylets, then to the rest but the GCS, then to the GCS, each given `grace_s`
+    before SIGKILL. A process is known by its pid and start time: a pid reused meanwhile by
+    another process is left alone."""
+    processes = node_processes(groups)
+    raylets = {(pid, p.started) for pid, p in processes.items() if p.name == "raylet"}
+    gcs = {(pid, p.started) for pid, p in processes.items() if p.name == "gcs_server"}
+    rest = {(pid, p.started) for pid, p in processes.items()} - raylets - gcs
+
+    def alive(bucket: set[tuple[int, int]]) -> set[tuple[int, int]]:
+        return bucket & {(pid, p.started) for pid, p in live_processes().items()}
+
+    for bucket in (raylets, rest, gcs):
+        for pid, _ in bucket:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while alive(bucket) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid, _ in alive(bucket):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while (left := node_processes(groups)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left, f"Ray processes of this test outlived SIGKILL: {left}"
 
 
 @pytest.fixture(scope="module")
@@ -56,17 +129,24 @@ def head(home: Path) -> Iterator[str]:
     address = f"127.0.0.1:{free_port()}"
     common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
     port = address.rsplit(":", 1)[1]
+    groups: list[int] = []  # this test's nodes: only these are stopped, never another Ray
     try:
-        ray(home, "start", "--head", "--port", port, "--include-dashboard", "false", *common)
+        ray(
+            home,
+            "start",
+            "--head",
+            "--port",
+            port,
+            "--include-dashboard",
+            "false",
+            *common,
+            groups=groups,
+        )
         # a node joining a cluster with token auth needs the mode set, as Ray's guide says
-        ray(home, "start", "--address", address, *common, RAY_AUTH_MODE="token")
+        ray(home, "start", "--address", address, *common, groups=groups, RAY_AUTH_MODE="token")
         yield address
     finally:
-        command = shutil.which("ray", path=str(Path(sys.executable).parent))
-        assert command is not None
-        subprocess.run(
-            [command, "stop"], env=environment(home), capture_output=True, timeout=120, check=False
-        )
+        stop_nodes(groups)
 
 
 def lookalike(home: Path, *arguments: str, **extra: str) -> subprocess.CompletedProcess[str]:

@@ -13,57 +13,20 @@ import pytest
 from tests.server.serving import config_for, running_server
 
 PROTO_ROOT = Path(__file__).resolve().parents[2] / "protos"
-
-SCRIPT = r"""
-const grpc = require("@grpc/grpc-js");
-const loader = require("@grpc/proto-loader");
-const [protoRoot, address] = process.argv.slice(2);
-const definition = loader.loadSync("lookalike/v1/lookalike.proto", {
-  includeDirs: [protoRoot], keepCase: true, longs: Number, defaults: true,
-});
-const { ImageSearch } = grpc.loadPackageDefinition(definition).lookalike.v1;
-const client = new ImageSearch(address, grpc.credentials.createInsecure());
-const call = (method, request) => new Promise((resolve, reject) =>
-  client[method](request, { deadline: Date.now() + 20000 }, (error, reply) =>
-    error ? reject(error) : resolve(reply)));
-(async () => {
-  const values = Array.from({ length: 16 }, (_, i) => (i === 3 ? 1 : 0.01 * i));
-  const item = { id: "from-node", vector: { values }, metadata: { lang: "js" } };
-  const added = await call("Add", item);
-  const found = await call("Search", { vector: { values }, k: 1 });
-  const deleted = await call("Delete", { ids: ["from-node", "absent"] });
-  let code = null;
-  try { await call("Get", { id: "from-node" }); } catch (error) { code = error.code; }
-  console.log(JSON.stringify({ added, found, deleted, code }));
-})().catch((error) => { console.error(error); process.exit(1); });
-"""
+# package.json pins the exact releases, package-lock.json their whole tree (with hashes);
+# the set-up installs them (scripts/test.sh: `npm ci` here): the test itself never installs
+NODE_PROJECT = Path(__file__).resolve().parent / "node"
+INSTALL = f"npm ci --ignore-scripts --prefix {NODE_PROJECT.relative_to(PROTO_ROOT.parent)}"
 
 
 @pytest.fixture(scope="module")
-def node_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are not installed")
-    project = tmp_path_factory.mktemp("node-client")
-    installed = subprocess.run(
-        [
-            "npm",
-            "install",
-            "--no-audit",
-            "--no-fund",
-            "--silent",
-            "@grpc/grpc-js@1",
-            "@grpc/proto-loader@0",
-        ],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    if installed.returncode != 0:
-        pytest.skip(f"npm could not install @grpc/grpc-js: {installed.stderr.strip()[-300:]}")
-    (project / "client.js").write_text(SCRIPT)
-    return project
+def node_project() -> Path:
+    if shutil.which("node") is None:
+        pytest.skip("needs Node.js (apt install nodejs npm; .ci/run installs them)")
+    for package in ("@grpc/grpc-js", "@grpc/proto-loader"):
+        if not (NODE_PROJECT / "node_modules" / package / "package.json").is_file():
+            pytest.skip(f"{package} is not installed: {INSTALL} (scripts/test.sh runs it)")
+    return NODE_PROJECT
 
 
 @pytest.fixture(scope="module")

@@ -372,6 +372,18 @@ function removeImage() {
   setBox(null);
 }
 
+/** "Remove image": its query ends too, with its results and marks (what is shown is what is
+ * searched); a new k or an empty search then sends nothing. */
+function endImageQuery() {
+  removeImage();
+  state.base = null;
+  state.lastSearch = null;
+  state.searchSeq += 1; // an answer still on its way is not shown
+  clearMarks();
+  showResults([]);
+  $('status').textContent = '';
+}
+
 function setBox(box) {
   state.box = box;
   if (box) placeBox($('query-box'), box);
@@ -965,7 +977,7 @@ function listenForBoxes() {
     setBox(state.box);
   });
   $('clear-box').addEventListener('click', guarded(clearBox));
-  $('clear-image').addEventListener('click', removeImage);
+  $('clear-image').addEventListener('click', endImageQuery);
 }
 
 function listen() {

@@ -6,6 +6,7 @@ nothing but the server's own files."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import re
@@ -16,12 +17,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import numpy as np
 import pytest
 import skimage.data
 from PIL import Image
 
-from lookalike.client.api import ImageFacts
+from lookalike.client.api import Client, ImageFacts, NewItem
 from lookalike.client.keep import KeepRule, kept_copy
+from lookalike.server.core import NEIGHBOUR_PAGE
 from tests.server.http.conftest import http_client, http_server
 from tests.server.images import jpeg
 from tests.server.planted import GROUPS, OUTLIERS, PER_GROUP, group_of, planted
@@ -760,3 +763,192 @@ def test_the_overview_shows_planted_groups_and_the_unusual_items(
         request = searched_group.value.request.post_data_json
         assert request["positives"] == [{"id": item_id} for item_id in first_group]
         expect(page.locator("#search-view")).to_be_visible()
+
+
+def searched_requests(page: Any) -> list[dict[str, Any]]:
+    """The bodies of the searches the page sends from now on."""
+    bodies: list[dict[str, Any]] = []
+
+    def keep(request: Any) -> None:
+        if request.url.endswith("/v1/search"):
+            bodies.append(request.post_data_json)
+
+    page.on("request", keep)
+    return bodies
+
+
+def test_removing_the_query_image_ends_its_query(page: Any, images: dict[str, Path]) -> None:
+    """The "Remove image" button takes the image out of the panel, the file input and the
+    query: its results and marks go, and neither a new k nor an empty search sends it again."""
+    upload = page.get_by_label("Or search by an image")
+    searched(page, lambda: upload.set_input_files(images["astronaut"]))
+    liked = shown_ids(page)[1]
+    card(page, liked).get_by_role("checkbox", name=f"Like {liked}").check()
+    sent = searched_requests(page)
+    page.get_by_role("button", name="Remove image").click()
+    expect(page.get_by_test_id("query-panel")).to_be_hidden()
+    expect(page.get_by_test_id("query-image")).not_to_have_attribute("src", re.compile(""))
+    expect(upload).to_have_value("")
+    expect(cards(page)).to_have_count(0)
+    expect(page.get_by_test_id("status")).to_have_text("")
+    expect(page.get_by_test_id("result-actions")).to_be_hidden()
+    expect(page.get_by_test_id("selection-bar")).to_be_hidden()
+
+    page.get_by_test_id("k").select_option("50")  # reruns the query shown: there is none
+    page.get_by_test_id("search-button").click()
+    expect(page.get_by_test_id("error")).to_have_text("Type what you look for, or choose an image.")
+    assert sent == []
+    request, _ = searched(page, lambda: upload.set_input_files(images["astronaut"]))
+    assert request["image"].startswith("data:image/jpeg;base64,")
+    assert request["k"] == 50
+    expect(page.get_by_test_id("query-panel")).to_be_visible()
+
+
+def test_clear_marks_leaves_no_result_marked(page: Any) -> None:
+    """The "Clear marks" button unmarks the liked and the rejected: no card is marked, the
+    selection bar goes, acting on the liked finds none, and a refinement carries new marks only."""
+    page.get_by_label("Describe what you look for").fill("a photo")
+    _, matches = searched(page, page.get_by_test_id("search-button").click)
+    *liked, rejected, later = shown_ids(page)[:4]
+    for item_id in liked:
+        card(page, item_id).get_by_role("checkbox", name=f"Like {item_id}").check()
+    card(page, rejected).get_by_role("button", name=f"Not like this: {rejected}").click()
+    count = page.get_by_test_id("selection-count")
+    expect(count).to_have_text("2 like this · 1 not like this")
+
+    page.get_by_role("button", name="Clear marks").click()
+    expect(page.get_by_test_id("selection-bar")).to_be_hidden()
+    expect(count).to_have_text("0 like this · 0 not like this")
+    expect(page.get_by_test_id("select")).to_have_count(len(matches))
+    expect(page.locator(f'{CARDS} [data-testid="select"]:checked')).to_have_count(0)
+    expect(page.locator(f'{CARDS} [aria-pressed="true"]')).to_have_count(0)
+    expect(page.locator(f"{CARDS}:is(.selected, .rejected)")).to_have_count(0)
+    page.get_by_label("Act on").select_option("liked")
+    page.get_by_test_id("tag-results").click()
+    expect(page.get_by_test_id("error")).to_have_text("No result shown is marked “like this”.")
+    expect(page.get_by_test_id("tag-dialog")).to_be_hidden()
+
+    card(page, later).get_by_role("checkbox", name=f"Like {later}").check()  # a fresh start
+    expect(count).to_have_text("1 like this · 0 not like this")
+    request, _ = searched(page, page.get_by_test_id("refine").click)
+    assert (request["positives"], request["negatives"]) == ([{"id": later}], [])
+
+
+def test_tag_acts_on_every_result_shown(page: Any, server: str) -> None:
+    """Act on "every result shown" (the default): Tag… sets the pair on each of them, as the
+    API then answers, and on nothing else."""
+    page.get_by_label("Describe what you look for").fill("art")
+    page.get_by_label("Metadata filter").fill("kind=art")
+    _, matches = searched(page, page.get_by_test_id("search-button").click)
+    shown = [match["id"] for match in matches]
+    assert len(shown) > 1
+    expect(page.get_by_label("Act on")).to_have_value("shown")
+    page.get_by_role("button", name="Tag…").click()
+    expect(page.get_by_test_id("tag-dialog")).to_contain_text(f"Tag {len(shown)} items")
+    page.get_by_label("Metadata to set").fill("batch=every-one")
+    with page.expect_response("**/v1/metadata") as tagging:
+        page.get_by_role("button", name="Tag", exact=True).click()
+    assert tagging.value.json()["updated"] == len(shown)
+    expect(page.get_by_test_id("status")).to_contain_text(f"tagged {len(shown)} items")
+    with http_client(server) as client:
+        try:
+            tagged = api_search(client, text="art", k=50, filter={"batch": "every-one"})
+            stored = {item_id: client.get(f"/v1/items/{item_id}").json() for item_id in shown}
+        finally:  # leave the shared collection as it was
+            client.post("/v1/metadata", json={"ids": shown, "remove": ["batch"]})
+    assert sorted(match["id"] for match in tagged) == sorted(shown)
+    for item in stored.values():
+        assert item["metadata"] == {"kind": "art", "batch": "every-one"}
+
+
+# -- more near-duplicates than one page of the server's scan ---------------------------------
+
+NEAR_COPY = 0.999  # the threshold: a planted pair scores 0.99999+, any other two below 0.81
+PAIRS_PAST_THE_PAGE = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class PlantedPairs:
+    url: str  # the server's HTTP base URL
+    address: str  # its gRPC address
+    pairs: list[list[str]]  # [a, b] ids of near-identical vectors, sorted
+
+
+@pytest.fixture
+def planted_pairs(tiny_export: Path, tmp_path: Path) -> Iterator[PlantedPairs]:
+    """A server holding more items than one page of the duplicates scan (NEIGHBOUR_PAGE): a
+    lone item first, then each planted pair's two, so one pair spans the pages' boundary and
+    the last lie wholly past it."""
+    rng = np.random.default_rng(7)
+    count = NEIGHBOUR_PAGE // 2 + PAIRS_PAST_THE_PAGE
+    pairs = [[f"pair{n:03d}-a", f"pair{n:03d}-b"] for n in range(count)]
+    vectors = {"lone": rng.normal(size=16)}
+    for first, second in pairs:
+        vectors[first] = rng.normal(size=16)
+        vectors[second] = vectors[first] + 1e-3 * rng.normal(size=16)
+    with http_server(tiny_export, tmp_path) as (running, url):
+        with Client(running.address) as client:
+            added = client.add_many(NewItem(i, vector=v) for i, v in vectors.items())
+            assert all(outcome.ok for outcome in added)
+        yield PlantedPairs(url, running.address, pairs)
+
+
+def scan_for_duplicates(page: Any, threshold: float) -> None:
+    """Scans the collection from the Duplicates view; done once the progress says so."""
+    page.get_by_role("button", name="Duplicates").click()
+    page.get_by_label("Similarity threshold").fill(str(threshold))
+    page.get_by_role("button", name="Find duplicates").click()
+    expect(page.get_by_test_id("dup-progress")).to_contain_text(f"at {threshold} or more")
+
+
+def test_a_duplicates_scan_past_one_page_shows_every_pair_once(
+    planted_pairs: PlantedPairs, open_page: Any
+) -> None:
+    """The page reads the scan's pages one after the other and shows one list of groups: each
+    planted pair a group of its own (one spans two pages), none twice, the last one reachable."""
+    pairs = planted_pairs.pairs
+    page = open_page(planted_pairs.url)
+    scans: list[str] = []
+    page.on("response", lambda r: scans.append(r.url) if "/v1/duplicates" in r.url else None)
+    scan_for_duplicates(page, NEAR_COPY)
+    items = 2 * len(pairs) + 1
+    expect(page.get_by_test_id("dup-progress")).to_have_text(
+        f"Scanned {items} of {items} items: {len(pairs)} groups of near-duplicates "
+        f"at {NEAR_COPY} or more"
+    )
+    assert len(scans) == 2  # the scan's two pages, one after the other
+    groups = page.get_by_test_id("dup-group")
+    expect(groups).to_have_count(len(pairs))
+    shown = groups.evaluate_all(
+        "groups => groups.map(g => [...g.querySelectorAll('[data-testid=dup-id]')]"
+        ".map(id => id.textContent))"
+    )
+    assert sorted(shown) == pairs  # each planted pair, once, and nothing else
+    groups.last.scroll_into_view_if_needed()
+    expect(groups.last).to_be_in_viewport()
+
+
+def test_mark_all_but_the_kept_copy_deletes_one_copy_of_every_group(
+    planted_pairs: PlantedPairs, open_page: Any
+) -> None:
+    """Across both pages of the scan: no size is recorded for a vector, so each pair keeps its
+    first id (a) and every b goes, in one delete, as the server then says."""
+    pairs = planted_pairs.pairs
+    page = open_page(planted_pairs.url)
+    scan_for_duplicates(page, NEAR_COPY)
+    expect(page.get_by_test_id("dup-group")).to_have_count(len(pairs))
+    page.get_by_role("button", name="Mark all but the kept copy").click()
+    expect(page.get_by_test_id("dup-count")).to_have_text(f"{len(pairs)} copies marked")
+    page.get_by_role("button", name="Delete marked").click()
+    confirm = page.get_by_test_id("confirm-dialog")
+    expect(confirm).to_contain_text(f"Delete {len(pairs)} items?")
+    with page.expect_response(lambda r: r.url.endswith("/v1/delete")) as deleted:
+        confirm.get_by_role("button", name="Delete", exact=True).click()
+    assert deleted.value.json() == {"deleted": len(pairs), "missing": []}
+    expect(page.get_by_test_id("dup-progress")).to_have_text(
+        f"Scanned {len(pairs) + 1} of {len(pairs) + 1} items: no near-duplicates "
+        f"at {NEAR_COPY} or more"
+    )
+    with Client(planted_pairs.address) as client:  # every item stored has a nearest other
+        stored = {item_id for scan in client.neighbours(-1.0, k=1) for item_id in scan.neighbours}
+    assert stored == {"lone", *(kept for kept, _ in pairs)}
