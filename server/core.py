@@ -192,6 +192,7 @@ class Core:
         return Embedded(await self._text_side().embedder.embed(texts), self.model.model_id)
 
     async def add(self, item: AddItem) -> WriteOutcome:
+        self._repository.check_writable()  # a read-only index refuses before any decoding
         (written,) = await self._store([await self._start(item).embedded()])
         return written
 
@@ -199,6 +200,7 @@ class Core:
         """Embed items as they arrive and commit them in groups of COMMIT_GROUP; yield each
         group once it is durable. A bad item fails alone; a full queue makes the stream wait
         for its own work instead of being refused."""
+        self._repository.check_writable()  # before the first item is read
         pending: collections.deque[_Pending] = collections.deque()
         totals = {"stored": 0, "failed": 0}
         try:

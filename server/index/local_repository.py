@@ -137,6 +137,9 @@ class LocalRepository:
             disk_bytes=await asyncio.to_thread(bytes_on_disk, self.data_dir),
         )
 
+    def check_writable(self) -> None:
+        pass  # a data directory takes writes
+
     async def upsert(self, items: Sequence[EmbeddedItem]) -> list[WriteOutcome]:
         return await self._run(lambda: self._upsert(items))
 

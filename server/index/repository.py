@@ -214,6 +214,11 @@ class Repository(Protocol):
         """Vectors stored (whole images and regions), as of the last completed write."""
         ...
 
+    def check_writable(self) -> None:
+        """Raise ReadOnlyError if this repository takes no writes (a built index): checked
+        before a write's images are decoded or embedded."""
+        ...
+
     async def upsert(self, items: Sequence[EmbeddedItem]) -> list[WriteOutcome]:
         """Store all items as one durable commit; a later item with the same id wins."""
         ...

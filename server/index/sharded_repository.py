@@ -115,6 +115,9 @@ class BuiltIndexRepository(Generic[Served]):
             disk_bytes=await asyncio.to_thread(bytes_on_disk, self.index_dir),
         )
 
+    def check_writable(self) -> None:
+        raise ReadOnlyError(READ_ONLY)
+
     async def upsert(self, items: Sequence[EmbeddedItem]) -> list[WriteOutcome]:
         raise ReadOnlyError(READ_ONLY)
 

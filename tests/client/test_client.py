@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +12,8 @@ import grpc
 import numpy as np
 import pytest
 
+from lookalike.cli import main
+from lookalike.cli.common import EXIT_UNREACHABLE
 from lookalike.client import (
     Client,
     InvalidRequestError,
@@ -17,6 +22,7 @@ from lookalike.client import (
     ServerUnavailableError,
     UnauthenticatedError,
 )
+from tests.reliability.process import clean_env
 from tests.server.images import jpeg
 from tests.server.serving import config_for, running_server
 
@@ -102,3 +108,37 @@ def test_unreachable_server_names_the_address() -> None:
     with Client("127.0.0.1:1", timeout=5) as client, pytest.raises(ServerUnavailableError) as info:
         client.stats()
     assert "127.0.0.1:1" in str(info.value)
+
+
+def test_the_cli_reaches_a_tls_server_through_a_trusted_ca_and_only_so(
+    tiny_export: Path,
+    tmp_path: Path,
+    certificate: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--ca-cert` trusts the given CA; `--tls` trusts the system's roots (gRPC reads them from
+    GRPC_DEFAULT_SSL_ROOTS_FILE_PATH, where the certificate is installed for one run); a client
+    that trusts neither, or speaks plaintext, cannot reach the server (exit code 3)."""
+    cert, key = certificate
+    config = config_for(tiny_export, tmp_path / "data", tls_cert=cert, tls_key=key)
+    with running_server(config) as server:
+        stats = ["--server", server.address, "--timeout", "10", "stats", "--json"]
+        assert main([*stats, "--ca-cert", str(cert)]) == 0
+        assert json.loads(capsys.readouterr().out)["dims"] == 16
+        system_roots = {**clean_env(), "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(cert)}
+        with_tls = subprocess.run(
+            [sys.executable, "-m", "lookalike.cli", *stats, "--tls"],
+            capture_output=True,
+            text=True,
+            env=system_roots,
+            timeout=60,
+            check=False,
+        )
+        assert with_tls.returncode == 0, with_tls.stderr
+        assert json.loads(with_tls.stdout)["dims"] == 16
+        unreachable = f"lookalike: cannot reach a Lookalike server at {server.address} "
+        for untrusting, why in ((["--tls"], "CERTIFICATE_VERIFY_FAILED"), ([], "")):
+            assert main([*stats, *untrusting]) == EXIT_UNREACHABLE
+            said = capsys.readouterr().err
+            assert said.startswith(unreachable)
+            assert why in said  # with --tls, the handshake is what failed

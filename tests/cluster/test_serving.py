@@ -5,18 +5,21 @@ as the one-process `--index` server does, keeps answering when a replica dies, s
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 import ray
+from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
@@ -33,12 +36,14 @@ from lookalike.server.cluster.settings import ClusterSettings, ShardPlacement
 from lookalike.server.index.built_index import open_shards, read_manifest
 from lookalike.server.index.settings import IndexSettings
 from lookalike.server.index.shard_search import Query, ShardSearcher
+from lookalike.server.index.sharded_repository import READ_ONLY
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from tests.ray_commands import SERVICE, SERVING, cluster_serve, wait_for
+from tests.reliability.faults import EngineHandle, FaultyEngine
 from tests.reliability.process import LOOPBACK, announced_listeners, listeners_by_process
 from tests.server.images import jpeg
-from tests.server.serving import config_for, running_server
+from tests.server.serving import RunningServer, config_for, running_server
 
 TINY = ModelIdentity("random-init:tiny", 16)
 COUNT, SHARDS = 600, 3
@@ -436,6 +441,11 @@ def test_lookalike_cluster_serve_embeds_and_answers_exactly_as_one_server_does(
             served.Embed(pb.EmbedRequest(images=[b"not an image"]), timeout=30)
         assert broken.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         stats = served.Stats(pb.StatsRequest(), timeout=30)
+        http = f"http://{LOOPBACK}:{announced['HTTP'].port}"
+        with httpx.Client(base_url=http, timeout=30) as web:  # the same answers over HTTP
+            assert http_answers(web, by_image) == expected_search
+            assert http_answers(web, by_part) == expected_part
+            refused_as_read_only(http_writes(web))
     assert (stats.model_id, stats.precision, stats.dims, stats.text_enabled) == (
         expected_stats.model_id,
         expected_stats.precision,
@@ -444,3 +454,115 @@ def test_lookalike_cluster_serve_embeds_and_answers_exactly_as_one_server_does(
     )
     assert stats.index_version == "v00001"
     assert "embedding on Ray Serve" in log.read_text()
+
+
+def http_query(request: pb.SearchRequest) -> dict[str, Any]:
+    """The `POST /v1/search` body that asks what `request` asks over gRPC."""
+    query = json_format.MessageToDict(request, preserving_proto_field_name=True)
+    if request.HasField("vector"):
+        query["vector"] = list(request.vector.values)
+    if request.HasField("box"):
+        query["box"] = [request.box.x0, request.box.y0, request.box.x1, request.box.y1]
+    return query
+
+
+def http_answers(web: httpx.Client, request: pb.SearchRequest) -> Answer:
+    """`request` asked over HTTP, its matches as `answers` gives gRPC's."""
+    reply = web.post("/v1/search", json=http_query(request))
+    assert reply.status_code == 200, reply.text
+    return [(match["id"], round(match["score"], 5)) for match in reply.json()["matches"]]
+
+
+def http_writes(web: httpx.Client) -> dict[str, httpx.Response]:
+    """Every kind of HTTP write, each asked of `web` once."""
+    image = base64.b64encode(jpeg(64, 48)).decode()
+    return {
+        "PUT a vector": web.put("/v1/items/new", json={"vector": [1.0] * TINY.dims}),
+        "PUT an image": web.put("/v1/items/new", json={"image": image}),
+        "PUT a broken image": web.put("/v1/items/new", json={"image": "bm90IGFuIGltYWdl"}),
+        "DELETE": web.delete("/v1/items/item-0001"),
+        "POST delete": web.post("/v1/delete", json={"ids": ["item-0001"]}),
+        "POST metadata": web.post("/v1/metadata", json={"ids": ["item-0001"], "set": {"a": "b"}}),
+    }
+
+
+def refused_as_read_only(writes: dict[str, httpx.Response]) -> None:
+    """Each answered 409 with the server's one read-only reason."""
+    error = {"code": "FAILED_PRECONDITION", "type": "ReadOnlyError", "message": READ_ONLY}
+    for name, reply in writes.items():
+        assert (reply.status_code, reply.json()) == (409, {"error": error}), name
+
+
+@contextlib.contextmanager
+def index_server(model: Path, index: Path) -> Iterator[tuple[RunningServer, FaultyEngine, str]]:
+    """`lookalike-server --index INDEX --http-port 0`, in this process: the server, its image
+    engine (which counts the rows it infers) and its HTTP base URL."""
+    handle = EngineHandle()
+    config = config_for(model, None, index_dir=index, index=SEARCH, http_port=0)
+    with running_server(config, engine_factory=handle) as server:
+        assert handle.engine is not None
+        assert server.server.http is not None
+        yield server, handle.engine, f"http://127.0.0.1:{server.server.http.port}"
+
+
+def test_http_on_a_built_index_answers_every_read_as_grpc_does(
+    index: Path, tiny_export: Path
+) -> None:
+    requests = [
+        *vector_searches(seed=8, count=5),
+        pb.SearchRequest(
+            vector=vector_searches(seed=9, count=1)[0].vector, k=10, filter={"parity": "1"}
+        ),
+        pb.SearchRequest(id="item-0042", k=5, exclude_self=True),
+        pb.SearchRequest(image=jpeg(90, 70, seed=3), k=5),
+    ]
+    with (
+        index_server(tiny_export, index) as (server, _, url),
+        grpc.insecure_channel(server.address) as channel,
+        httpx.Client(base_url=url, timeout=30) as web,
+    ):
+        stub = pb_grpc.ImageSearchStub(channel)
+        for request in requests:
+            assert http_answers(web, request) == answers(stub.Search(request, timeout=30).matches)
+        item = stub.Get(pb.GetRequest(id="item-0042"), timeout=30)
+        assert web.get("/v1/items/item-0042").json()["metadata"] == dict(item.metadata)
+        stats = web.get("/v1/stats").json()
+        assert (stats["items"], stats["index_version"]) == (COUNT, "v00001")
+        thumbnail = web.get("/v1/items/item-0042/thumbnail")
+        assert (thumbnail.status_code, thumbnail.json()["error"]["type"]) == (
+            404,
+            "ThumbnailMissingError",
+        )
+
+
+def test_writes_to_a_built_index_are_refused_on_both_transports_before_any_work(
+    index: Path, tiny_export: Path
+) -> None:
+    """FAILED_PRECONDITION (HTTP 409) with the read-only reason, whatever the write carries:
+    no image is decoded or embedded for a write that cannot be stored."""
+    image, vector = jpeg(64, 48), pb.Vector(values=[1.0] * TINY.dims)
+    with (
+        index_server(tiny_export, index) as (server, engine, url),
+        grpc.insecure_channel(server.address) as channel,
+        httpx.Client(base_url=url, timeout=30) as web,
+    ):
+        stub = pb_grpc.ImageSearchStub(channel)
+        inferred = engine.rows_inferred
+        grpc_writes: dict[str, Callable[[], object]] = {
+            "Add a vector": lambda: stub.Add(pb.AddRequest(id="new", vector=vector)),
+            "Add an image": lambda: stub.Add(pb.AddRequest(id="new", image=image)),
+            "Add a broken image": lambda: stub.Add(pb.AddRequest(id="new", image=b"not an image")),
+            "AddStream": lambda: list(stub.AddStream(iter([pb.AddRequest(id="a", image=image)]))),
+            "Delete": lambda: stub.Delete(pb.DeleteRequest(ids=["item-0001"])),
+            "UpdateMetadata": lambda: stub.UpdateMetadata(
+                pb.UpdateMetadataRequest(ids=["item-0001"], set={"a": "b"})
+            ),
+        }
+        for name, write in grpc_writes.items():
+            with pytest.raises(grpc.RpcError) as refused:
+                write()
+            status = (refused.value.code(), refused.value.details())
+            assert status == (grpc.StatusCode.FAILED_PRECONDITION, READ_ONLY), name
+        refused_as_read_only(http_writes(web))
+        assert engine.rows_inferred == inferred
+        assert stub.Stats(pb.StatsRequest(), timeout=30).items == COUNT

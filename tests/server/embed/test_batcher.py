@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lookalike.export.manifest import Manifest, Precision
-from lookalike.server.embed.batcher import Batcher, BatcherSettings
+from lookalike.server.embed.batcher import Batcher, BatcherSettings, BatcherStats
 from lookalike.server.embed.onnx_engine import EngineSettings, OnnxEngine
 from lookalike.server.embed.preprocess import Preprocessor
 from lookalike.server.errors import EngineError, InvalidImageError, OverloadedError
@@ -183,19 +183,22 @@ def test_requests_whose_caller_has_gone_are_not_inferred(
     assert recorder.batch_sizes == [1, 1]
 
 
-def test_full_queue_refuses_at_once_and_recovers(
+def test_full_queue_refuses_without_waiting_for_the_work_ahead_and_recovers(
     engine: OnnxEngine, preprocess: Preprocessor
 ) -> None:
+    """The refusal comes while every accepted image is still unanswered, its batch held in
+    inference: it did not wait for room (which a held batch never makes)."""
     recorder = RecordingEngine(engine)
     recorder.gate.clear()
     settings = BatcherSettings(max_batch=2, max_delay_ms=1, max_queue=4)
 
     async def body(batcher: Batcher) -> None:
         accepted = batcher.submit(IMAGES[:4])
-        started = time.monotonic()
+        await asyncio.to_thread(recorder.entered.wait, TIMEOUT)  # a first batch is held
         with pytest.raises(OverloadedError, match="capacity"):
             batcher.submit(IMAGES[4:5])
-        assert time.monotonic() - started < 0.01
+        assert not any(future.done() for future in accepted)
+        assert batcher.stats() == BatcherStats(4, 0, 0, 0.0, True)  # no slot taken, no batch run
         recorder.gate.set()
         assert len(await asyncio.gather(*accepted)) == 4
         await until(lambda: batcher.stats().queue_depth == 0)
