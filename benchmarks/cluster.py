@@ -110,7 +110,7 @@ def build_indexes(
     ids = [f"img-{i:08d}" for i in range(count)]
     write_dataset(scratch / "vectors", identity, ids, unit_rows(count, identity.dims, seed=0))
     indexes = {}
-    ray.init(include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)  # its own Ray
     try:
         for shards in shard_counts:
             indexes[shards] = scratch / f"index-{shards}"

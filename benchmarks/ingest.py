@@ -107,7 +107,7 @@ def ingest_on_ray(model_dir: Path, folder: Path, output: Path, actors: int) -> d
 
     cpus = actors + 1  # the actors, and one CPU for the read tasks (ray issue #44687)
     print(f"`lookalike ingest` on a local Ray, {actors} actor(s), {cpus} CPUs ...", flush=True)
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     try:
         with peak_worker_rss() as peaks:
             summary = ingest(
@@ -189,7 +189,7 @@ def built_and_imported(model_dir: Path, scratch: Path, count: int) -> dict:
     print(f"writing a dataset of {count} synthetic vectors ...", flush=True)
     write_dataset(dataset, identity, ids, vectors)
     print("build-index (2 shards) ...", flush=True)
-    ray.init(include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
     try:
         built = build_index(BuildSettings(dataset=dataset, output=index, shards=2))
     finally:
