@@ -5,15 +5,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import tarfile
-import threading
 import time
+import unicodedata
 from pathlib import Path
 
 import boto3
@@ -21,7 +19,9 @@ import grpc
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import ray
 from ray.cluster_utils import Cluster
+from ray.core.generated.common_pb2 import NodeDeathInfo  # type: ignore[attr-defined]
 
 from lookalike.batch.dataset import DATASET_FILE, LISTING_DIR, Dataset, DatasetError
 from lookalike.batch.ingest import IngestSettings, ingest
@@ -31,8 +31,19 @@ from lookalike.export.manifest import MANIFEST_FILE, ModelIdentity, Precision, s
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from tests.cluster.conftest import BROKEN, GOOD
+from tests.cluster.faults import (
+    BRIEF_POLL_S,
+    DRIVER_PARTITIONS,
+    EmbedderKiller,
+    ingest_driver,
+    job_workers,
+    restarts,
+    written_parts,
+)
 from tests.server.images import natural
 from tests.server.serving import config_for, running_server
+
+DRIVER_AFTER_A_LOST_NODE_S = 150  # it ended within 40 s of the loss here (2 busy cores)
 
 
 def settings(model: Path, output: Path, **overrides: object) -> IngestSettings:
@@ -187,6 +198,34 @@ def test_two_images_with_one_id_keep_one_and_record_the_other(
     assert again.already_done == 2  # the same ids, in any order: nothing to redo
 
 
+def test_an_id_is_listed_in_nfc_and_a_refused_one_is_an_error_row(
+    cluster: Cluster, photos: Path, tiny_export: Path, tmp_path: Path
+) -> None:
+    """A file named in NFD and a list row naming it in NFC are one id; a file name with a
+    format character fails alone, with the reason."""
+    nfc, nfd = (unicodedata.normalize(form, "café.jpg") for form in ("NFC", "NFD"))
+    folder = tmp_path / "named"
+    folder.mkdir()
+    album = photos / "album"
+    for source, name in (("photo-02.jpg", nfd), ("photo-03.jpg", "b\u202ec.jpg")):
+        shutil.copy(album / source, folder / name)
+    shutil.copy(album / "photo-04.jpg", folder / "plain.jpg")
+    listed = tmp_path / "list.csv"
+    listed.write_text(f"id,path\n{nfc},{album / 'photo-05.jpg'}\n", encoding="utf-8")
+    output = tmp_path / "dataset"
+    summary = ingest([str(folder), str(listed)], settings(tiny_export, output))
+    assert (summary.images, summary.stored) == (4, 2)
+    assert summary.failures == {"invalid id": 1, "duplicate id": 1}
+    rows = pq.ParquetDataset(output / "parts").read().to_pylist()
+    assert sorted(row["id"] for row in rows) == [nfc, "plain.jpg"]
+    errors = {e["id"]: e["reason"] for e in pq.ParquetDataset(output / "errors").read().to_pylist()}
+    assert errors["b\u202ec.jpg"] == (
+        "invalid id: id contains U+202E RIGHT-TO-LEFT OVERRIDE at position 1: invisible and "
+        "format characters are not allowed in ids"
+    )
+    assert errors[nfc].startswith("duplicate id")
+
+
 def test_a_dataset_of_another_model_is_refused(
     cluster: Cluster, photos: Path, tiny_export: Path, siglip_export: Path, tmp_path: Path
 ) -> None:
@@ -276,96 +315,85 @@ def assert_one_row_per_image(output: Path, count: int) -> None:
 def test_a_killed_driver_leaves_a_dataset_a_rerun_completes_exactly(
     cluster: Cluster, tiny_export: Path, tmp_path: Path
 ) -> None:
+    """The driver, SIGKILLed once it has written some partitions (it writes them one by one),
+    leaves the others to the rerun, which finds the written ones done and embeds the rest."""
     folder, output = many_photos(tmp_path, 80), tmp_path / "dataset"
-    command = ingest_command(folder, tiny_export, output, cluster.address)
-    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_a_partition(output, driver)
-    finally:
-        driver.kill()  # SIGKILL: no cleanup, as a crashed machine would leave it
-        driver.wait(30)
-    resumed = ingest([str(folder)], settings(tiny_export, output, partitions=16))
-    assert resumed.stored + resumed.already_done == 80
+    log = tmp_path / "driver.log"
+    with ingest_driver(folder, tiny_export, output, cluster.address, log) as driver:
+        driver.wait_for("a partition", lambda: written_parts(output), every=BRIEF_POLL_S)
+        driver.process.kill()  # SIGKILL: no cleanup, as a crashed machine would leave it
+        driver.process.wait(30)
+    assert driver.process.returncode == -signal.SIGKILL, driver.said()  # alive until the kill
+    left = written_parts(output)
+    assert 0 < len(left) < DRIVER_PARTITIONS, driver.said()  # killed mid-run
+    done = pq.ParquetDataset(left).read().num_rows
+    resumed = ingest([str(folder)], settings(tiny_export, output, partitions=DRIVER_PARTITIONS))
+    assert (resumed.already_done, resumed.stored) == (done, 80 - done)
     assert_one_row_per_image(output, 80)
     assert not list(output.glob("*/.*.tmp"))
-
-
-def ingest_command(folder: Path, model: Path, output: Path, address: str) -> list[str]:
-    """`lookalike ingest` as a separate driver process, 16 partitions, f32 vectors."""
-    return [
-        str(Path(sys.executable).parent / "lookalike"),
-        "ingest",
-        str(folder),
-        "--model-dir",
-        str(model),
-        "-o",
-        str(output),
-        "--partitions",
-        "16",
-        "--vector-dtype",
-        "f32",
-        "--address",
-        address,
-    ]
-
-
-def wait_for_a_partition(output: Path, driver: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 120
-    while not list((output / "parts").glob("*.parquet")) and driver.poll() is None:
-        assert time.monotonic() < deadline, "the driver never wrote a partition"
-        time.sleep(0.01)
 
 
 def test_a_lost_node_leaves_a_dataset_a_rerun_completes_exactly(
     cluster: Cluster, tiny_export: Path, tmp_path: Path
 ) -> None:
-    """A third node joins, the run spreads onto it, and the node dies mid-run (its raylet and
-    workers killed): Ray retries or the run stops; either way a rerun completes exactly."""
+    """A third node joins, the run spreads onto it, and the node dies (its raylet and workers
+    killed) while a worker there reads, embeds or writes this run's images, before the run is
+    done. The driver then either finishes the run (Ray redoes the lost work elsewhere) or
+    stops with an error, but does not hang; either way a rerun completes the dataset exactly."""
     folder, output = many_photos(tmp_path, 80), tmp_path / "dataset"
     node = cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    command = ingest_command(folder, tiny_export, output, cluster.address)
-    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for_a_partition(output, driver)
-        cluster.remove_node(node, allow_graceful=False)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            driver.wait(90)  # finished by Ray's retries, or failed, or stuck: all are allowed
+        cluster.wait_for_nodes()
+        log = tmp_path / "driver.log"
+        with ingest_driver(folder, tiny_export, output, cluster.address, log) as driver:
+            job = driver.job_id()
+            work = driver.wait_for(
+                "this run's images handled on the new node",
+                lambda: [w for w in job_workers([node], job) if w.handling_images],
+                every=BRIEF_POLL_S,
+            )
+            parts_then = len(written_parts(output))
+            assert driver.process.poll() is None, driver.said()  # the run is still going
+            cluster.remove_node(node, allow_graceful=False)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                driver.process.wait(DRIVER_AFTER_A_LOST_NODE_S)
+            returncode = driver.process.poll()
     finally:
-        driver.kill()
-        driver.wait(30)
+        if node in cluster.worker_nodes:  # the test failed before the fault
+            cluster.remove_node(node)
         # the cluster marks a killed node dead only after its missed health checks (~15 s);
         # until then it still places actors there, and a Ray Data actor placed on the dead
         # node failed the rerun or the next test's run (ActorDiedError)
         cluster.wait_for_nodes(60)
-    resumed = ingest([str(folder)], settings(tiny_export, output, partitions=16))
-    assert resumed.stored + resumed.already_done == 80
+    assert parts_then < DRIVER_PARTITIONS, driver.said()  # the run was not done
+    (lost,) = [record for record in ray.nodes() if record["NodeID"] == node.node_id]
+    died = (lost["Alive"], lost["DeathReason"])
+    assert died == (False, NodeDeathInfo.UNEXPECTED_TERMINATION), (lost, work)  # killed under it
+    assert returncode is not None, f"the driver hung after losing a node:\n{driver.said()}"
+    resumed = ingest([str(folder)], settings(tiny_export, output, partitions=DRIVER_PARTITIONS))
+    if returncode == 0:  # Ray finished the run
+        assert (resumed.stored, resumed.already_done) == (0, 80), driver.said()
+    else:  # the run stopped: an exit status of its own, not a signal
+        assert returncode > 0, driver.said()
+        assert resumed.stored + resumed.already_done == 80
     assert_one_row_per_image(output, 80)
 
 
 def test_a_killed_embedding_worker_is_replaced_and_the_run_completes(
     cluster: Cluster, tiny_export: Path, tmp_path: Path
 ) -> None:
+    """One of this run's embedding actors, SIGKILLed while it embeds a batch (before any
+    partition is written), is restarted by Ray, and the run completes with every image once."""
     folder, output = many_photos(tmp_path, 120), tmp_path / "dataset"
-    killed: list[int] = []
-
-    def kill_the_first_embedder() -> None:
-        """SIGKILL the first embedding actor's process (Ray titles it after its class)."""
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not killed:
-            for process in Path("/proc").glob("[0-9]*"):
-                with contextlib.suppress(OSError):
-                    if b"_Embedder" in (process / "cmdline").read_bytes():
-                        os.kill(int(process.name), signal.SIGKILL)
-                        killed.append(int(process.name))
-                        return
-            time.sleep(0.02)
-
-    killer = threading.Thread(target=kill_the_first_embedder, daemon=True)
-    killer.start()
-    summary = ingest([str(folder)], settings(tiny_export, output, batch_size=4))
-    killer.join(10)
-    assert killed, "no embedding actor was found to kill"
+    job = ray.get_runtime_context().get_job_id()  # ingest runs in this process, as this job
+    with EmbedderKiller(cluster.list_all_nodes(), job, output) as killer:
+        summary = ingest([str(folder)], settings(tiny_export, output, batch_size=4))
+        returned = time.monotonic()
+    kill = killer.kill
+    assert kill is not None, "no embedding actor of this run was found alive to kill"
+    assert kill.at < returned, kill  # killed mid-run, not after
+    assert kill.parts_written == 0, kill  # before the run had written anything
+    assert restarts(kill.victim.actor_id) >= 1, kill  # Ray saw it die
     assert summary.stored == 120
     assert_one_row_per_image(output, 120)
 

@@ -3,6 +3,8 @@ item without all its regions, no vector without its item."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import random
 import signal
 import threading
@@ -23,6 +25,8 @@ from tests.server.images import jpeg
 
 TRIALS, SOAK_TRIALS = 20, 200
 ITEMS = 300
+KILL_SPREAD = 0.9  # a kill lands in this share of the rest of the stream, as its pace predicts
+MID_STREAM_SHARE = 0.75  # of a run's trials, at least this share must kill mid-stream
 BOX = pb.Region(x0=0.2, y0=0.1, x1=0.7, y1=0.9, label="part")
 
 
@@ -62,30 +66,57 @@ def items(seed: int) -> list[pb.AddRequest]:
     return requests
 
 
+@dataclasses.dataclass(frozen=True)
+class KilledStream:
+    """What the client of a stream saw of it, its server SIGKILLed `delay` seconds after the
+    first acknowledgment."""
+
+    acknowledged: set[str]
+    delay: float
+    total: int
+
+    @property
+    def mid_stream(self) -> bool:
+        """Whether the server died with the stream part acknowledged: some items, not all."""
+        return 0 < len(self.acknowledged) < self.total
+
+
 def stream_until_killed(
     stub: pb_grpc.ImageSearchStub,
     requests: list[pb.AddRequest],
     server: ServerProcess,
-    delay: float,
-) -> set[str]:
+    rng: random.Random,
+) -> KilledStream:
+    """Stream `requests`, about 2 ms apart, and SIGKILL the server at a random moment of the
+    rest of the stream, once it has acknowledged something: after a random share (up to
+    KILL_SPREAD) of the time that the requests not yet sent take at the pace they have been
+    sent so far, so that the kills land inside the stream on a slow machine and a fast one."""
     acknowledged: set[str] = set()
-    killer = threading.Timer(delay, server.kill)
-    killer.start()
+    sent_at: list[float] = []  # when each request went, so far
+    killer: threading.Timer | None = None
+    delay = 0.0
 
-    def slow() -> Iterator[pb.AddRequest]:
+    def paced() -> Iterator[pb.AddRequest]:
         for request in requests:
+            sent_at.append(time.monotonic())
             yield request
             time.sleep(0.002)
 
     try:
-        for response in stub.AddStream(slow(), timeout=60):
+        for response in stub.AddStream(paced(), timeout=60):
             acknowledged.update(r.id for r in response.results if r.code == 0)
+            if killer is None:
+                pace = (sent_at[-1] - sent_at[0]) / max(len(sent_at) - 1, 1)
+                delay = rng.uniform(0, KILL_SPREAD) * pace * (len(requests) - len(sent_at))
+                killer = threading.Timer(delay, server.kill)
+                killer.start()
     except grpc.RpcError as exc:  # the server died under the stream, as intended
         if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
             raise
     finally:
-        killer.join()
-    return acknowledged
+        if killer is not None:
+            killer.join()
+    return KilledStream(acknowledged, delay, len(requests))
 
 
 def stored_item(stub: pb_grpc.ImageSearchStub, item_id: str) -> pb.GetResponse | None:
@@ -103,20 +134,42 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("trial", range(trials))
 
 
+@pytest.fixture(scope="module")
+def mid_stream_kills() -> Iterator[list[bool]]:
+    """Whether each trial's kill came mid-stream; once the run's trials are done, at least
+    MID_STREAM_SHARE of them must have."""
+    landed: list[bool] = []
+    yield landed
+    needed = math.ceil(MID_STREAM_SHARE * len(landed))
+    assert sum(landed) >= needed, f"{sum(landed)} of {len(landed)} kills came mid-stream"
+
+
 def test_sigkill_during_add_stream_loses_no_acknowledged_item(
-    tiny_export: Path, tmp_path: Path, trial: int, report: ReliabilityReport
+    tiny_export: Path,
+    tmp_path: Path,
+    trial: int,
+    report: ReliabilityReport,
+    mid_stream_kills: list[bool],
 ) -> None:
     data = tmp_path / "data"
     requests = items(seed=trial)
     sent = {request.id: request for request in requests}
     server = ServerProcess(tiny_export, data, tmp_path / "first.log")
-    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        delay = random.Random(trial).uniform(0.05, 0.55)
-        acknowledged = stream_until_killed(
-            pb_grpc.ImageSearchStub(channel), requests, server, delay
-        )
-    assert server.process.returncode == -signal.SIGKILL
-    print(f"trial {trial}: killed after {delay:.2f}s, {len(acknowledged)} of {ITEMS} acknowledged")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = pb_grpc.ImageSearchStub(channel)
+            killed = stream_until_killed(stub, requests, server, random.Random(trial))
+    finally:
+        returncode = server.process.poll()
+        if returncode is None:  # the kill never came: the server must not outlive the test
+            server.kill()
+    assert returncode == -signal.SIGKILL
+    mid_stream_kills.append(killed.mid_stream)
+    acknowledged = killed.acknowledged
+    print(
+        f"trial {trial}: killed {killed.delay:.2f}s after the first acknowledgment, "
+        f"{len(acknowledged)} of {ITEMS} acknowledged"
+    )
 
     restarted = ServerProcess(tiny_export, data, tmp_path / "second.log")
     try:
