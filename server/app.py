@@ -34,6 +34,7 @@ from lookalike.server.core import Core, CoreSlot
 from lookalike.server.embed.embedders import EngineFactory, LocalEmbedders
 from lookalike.server.embed.engine import ModelInfo
 from lookalike.server.embed.onnx_engine import OnnxEngine
+from lookalike.server.embed.settings import EmbedSettings, ImageDecoder
 from lookalike.server.errors import AddressInUseError, LookalikeError
 from lookalike.server.grpc.service import ImageSearchService
 from lookalike.server.index.datadir import DataDirLock
@@ -299,7 +300,7 @@ class LookalikeServer:
             items,
             index.dtype,
             index_kernel,
-            config.embed.preprocess_mode.value,
+            _preprocessing(config.embed),
             config.embed.batcher.max_batch,
             config.embed.batcher.max_delay_ms,
             _precision(text.model) if text else "off",
@@ -476,6 +477,13 @@ def limit_malloc_arenas(environ: Mapping[str, str]) -> None:
         return
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
         ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, MALLOC_ARENAS)
+
+
+def _preprocessing(embed: EmbedSettings) -> str:
+    """How images are decoded and resized, as the ready line says it."""
+    if embed.image_decoder is ImageDecoder.NVIMGCODEC:
+        return f"JPEGs by nvimgcodec on the engine's device, others {embed.preprocess_mode.value}"
+    return embed.preprocess_mode.value
 
 
 def _precision(model: ModelInfo) -> str:

@@ -14,7 +14,7 @@ from lookalike.server.cluster.settings import ClusterSettings, EmbedPlacement, S
 from lookalike.server.embed.batcher import BatcherSettings
 from lookalike.server.embed.onnx_engine import EngineSettings, Provider
 from lookalike.server.embed.preprocess import ImageLimits, PreprocessMode
-from lookalike.server.embed.settings import EmbedSettings
+from lookalike.server.embed.settings import EmbedSettings, ImageDecoder
 from lookalike.server.index.settings import DTYPES, IndexSettings
 from lookalike.server.regions import RegionPolicy
 from lookalike.server.request_types import RequestLimits
@@ -155,6 +155,13 @@ def _embed_flags(flag: _Flags) -> None:
         "(0: in the server's own threads)",
     )
     flag("--preprocess", choices=[m.value for m in PreprocessMode], default="fast")
+    flag(
+        "--image-decoder",
+        choices=[d.value for d in ImageDecoder],
+        default=embed.image_decoder.value,
+        help="nvimgcodec: decode JPEGs, resize and crop them where the engine runs (on the "
+        "GPU with --provider cuda; needs the gpu extra), as --preprocess exact does",
+    )
     flag(
         "--max-pixels",
         type=int,
@@ -362,6 +369,7 @@ def _embed_settings(args: argparse.Namespace) -> EmbedSettings:
         ),
         preprocess_mode=PreprocessMode(args.preprocess),
         preprocess_processes=int(args.preprocess_processes),
+        image_decoder=ImageDecoder(args.image_decoder),
         image_limits=ImageLimits(max_pixels=int(args.max_pixels)),
     )
 

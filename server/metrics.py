@@ -37,6 +37,7 @@ class Metrics:
     admitted: Counter
     refused: Counter
     dropped: Counter
+    decoded_images: Counter
     index_items: Gauge
     index_vectors: Gauge
     replica_call_seconds: Histogram
@@ -99,6 +100,13 @@ class Metrics:
                 "lookalike_dropped_inputs",
                 "Admitted inputs skipped before inference because their caller had gone",
                 ["queue"],
+                registry=registry,
+            ),
+            decoded_images=Counter(
+                "lookalike_decoded_images",
+                "Images decoded with --image-decoder nvimgcodec, by decoder: nvimgcodec (where "
+                "the engine runs) or pillow (what nvimgcodec does not take, on the CPU)",
+                ["decoder"],
                 registry=registry,
             ),
             index_items=Gauge("lookalike_index_items", "Stored items", registry=registry),

@@ -22,7 +22,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -39,7 +39,9 @@ __all__ = ["BatcherSettings", "BatcherStats", "Batcher"]
 log = logging.getLogger(__name__)
 
 Input = TypeVar("Input")  # what callers submit: image bytes, or a text
-Embed = Callable[[np.ndarray], np.ndarray]
+# A batch of prepared inputs (as `collate` put them together) -> one embedding per input, or
+# the error of that input alone
+Embed = Callable[[Any], "np.ndarray | Sequence[np.ndarray | Exception]"]
 HealthListener = Callable[[bool], None]
 
 
@@ -70,7 +72,7 @@ class BatcherStats:
 
 @dataclasses.dataclass(frozen=True)
 class _Ready:
-    tensor: np.ndarray
+    tensor: Any  # the input as `preprocess` prepared it: model input, or what `embed` finishes
     future: asyncio.Future[np.ndarray]
     ready_at: float
 
@@ -79,17 +81,20 @@ class Batcher(Generic[Input]):
     def __init__(
         self,
         embed: Embed,
-        preprocess: Callable[[Input], np.ndarray],
+        preprocess: Callable[[Input], Any],
         settings: BatcherSettings = BatcherSettings(),
         *,
+        collate: Callable[[list[Any]], Any] = np.stack,
         on_health_change: HealthListener | None = None,
         metrics: Metrics | None = None,
         queue: str = "image",
         stages: tuple[str, str] = ("preprocess", "inference"),
     ) -> None:
-        """`queue` names this batcher in metrics and messages; `stages` names its preprocess
-        and inference stage timings."""
+        """`collate` puts a batch's prepared inputs together for `embed` (one array, by
+        default); `queue` names this batcher in metrics and messages; `stages` names its
+        preprocess and inference stage timings."""
         self._embed, self._preprocess, self.settings = embed, preprocess, settings
+        self._collate = collate
         metrics = metrics or Metrics.create()
         self._admitted = metrics.admitted.labels(queue)
         self._refused = metrics.refused.labels(queue)
@@ -190,7 +195,7 @@ class Batcher(Generic[Input]):
         self._pending -= 1
         self._depth.set(self._pending)
 
-    def _prepare(self, data: Input, future: asyncio.Future[np.ndarray]) -> np.ndarray | None:
+    def _prepare(self, data: Input, future: asyncio.Future[np.ndarray]) -> Any:
         """Runs in a worker thread. Skips inputs whose caller has already gone."""
         if future.done():
             return None
@@ -204,9 +209,7 @@ class Batcher(Generic[Input]):
                 f"could not preprocess {self._queue}: {type(exc).__name__}: {exc}"
             ) from exc
 
-    def _enqueue(
-        self, future: asyncio.Future[np.ndarray], prepared: asyncio.Future[np.ndarray | None]
-    ) -> None:
+    def _enqueue(self, future: asyncio.Future[np.ndarray], prepared: asyncio.Future[Any]) -> None:
         self._preprocessing -= 1
         if future.done() or prepared.cancelled():  # the caller has gone
             self._dropped.inc()
@@ -256,7 +259,7 @@ class Batcher(Generic[Input]):
         return wanted
 
     async def _infer(self, batch: list[_Ready]) -> None:
-        tensors = np.stack([item.tensor for item in batch])
+        tensors = self._collate([item.tensor for item in batch])
         loop = asyncio.get_running_loop()
         self._batch_size.observe(len(batch))
         try:
@@ -275,7 +278,9 @@ class Batcher(Generic[Input]):
         self._batches += 1
         self._images += len(batch)
         for item, embedding in zip(batch, embeds, strict=True):
-            if not item.future.done():
+            if isinstance(embedding, Exception):
+                _fail(item.future, embedding)
+            elif not item.future.done():
                 item.future.set_result(embedding)
 
 

@@ -16,14 +16,17 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
-from lookalike.export.manifest import Manifest
+from lookalike.export.manifest import Manifest, PixelLayout
 from lookalike.server.embed.batcher import Batcher, BatcherStats
+from lookalike.server.embed.device_decode import DeviceDecoder
+from lookalike.server.embed.device_images import DeviceImages
 from lookalike.server.embed.engine import Engine, ModelInfo
-from lookalike.server.embed.onnx_engine import EngineSettings, read_manifest
+from lookalike.server.embed.onnx_engine import EngineSettings, OnnxEngine, read_manifest
 from lookalike.server.embed.preprocess import ImageInput, Preprocessor
 from lookalike.server.embed.preprocess_pool import ProcessPreprocessor
-from lookalike.server.embed.settings import EmbedSettings
+from lookalike.server.embed.settings import EmbedSettings, ImageDecoder
 from lookalike.server.embed.tokenizer import TextTokenizer
+from lookalike.server.errors import ModelLoadError
 from lookalike.server.metrics import Metrics
 
 __all__ = ["Embedder", "TextSide", "LocalEmbedders", "EngineFactory"]
@@ -105,13 +108,27 @@ class LocalEmbedders:
             self._processes = await loop.run_in_executor(
                 None, ProcessPreprocessor, local, settings.preprocess_processes
             )
-        self._image = Batcher(
-            self.engine.embed,
-            self._processes or local,
-            batcher,
-            on_health_change=on_health_change,
-            metrics=metrics,
-        )
+        cpu_path = self._processes or local
+        if settings.image_decoder is ImageDecoder.NVIMGCODEC:
+            images = await loop.run_in_executor(
+                None, _device_images, self.engine, manifest, settings, cpu_path, metrics
+            )
+            self._image = Batcher(
+                images.embed,
+                images.prepare,
+                batcher,
+                collate=list,
+                on_health_change=on_health_change,
+                metrics=metrics,
+            )
+        else:
+            self._image = Batcher(
+                self.engine.embed,
+                cpu_path,
+                batcher,
+                on_health_change=on_health_change,
+                metrics=metrics,
+            )
         await self._image.start()
         self.text = await self._load_text(settings, manifest, metrics, engine_factory)
         self.no_text_reason = _no_text_reason(settings, manifest)
@@ -157,6 +174,27 @@ class LocalEmbedders:
         for engine in (self.engine, self._text_engine):
             if engine is not None:
                 engine.close()
+
+
+def _device_images(
+    engine: Engine,
+    manifest: Manifest,
+    settings: EmbedSettings,
+    cpu_path: Callable[[ImageInput], np.ndarray],
+    metrics: Metrics,
+) -> DeviceImages:
+    """JPEGs decoded where the engine runs, everything else on `cpu_path`."""
+    if not isinstance(engine, OnnxEngine):
+        raise ModelLoadError("--image-decoder nvimgcodec needs the ONNX Runtime engine")
+    if PixelLayout.of(manifest.graphs["image"]) is not PixelLayout.UINT8_NHWC:
+        raise ModelLoadError(
+            "--image-decoder nvimgcodec needs a package whose image graph takes uint8 pixels "
+            "(exported by this Lookalike without --image-input float32); re-export it"
+        )
+    on_gpu = engine.info.providers[0] != "CPUExecutionProvider"
+    decoder = DeviceDecoder(manifest.preprocess, settings.image_limits, on_gpu=on_gpu)
+    rows = engine.info.run_rows or settings.batcher.max_batch
+    return DeviceImages(engine, decoder, cpu_path, rows=rows, decoded=metrics.decoded_images)
 
 
 def _no_text_reason(settings: EmbedSettings, manifest: Manifest) -> str:

@@ -17,7 +17,7 @@ import weakref
 
 import numpy as np
 
-__all__ = ["pinned_zeros"]
+__all__ = ["pinned_zeros", "cuda_runtime"]
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ HOST_REGISTER_PORTABLE = 1  # pinned for every CUDA context, not only the curren
 def pinned_zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """A zeroed array in page-locked memory where CUDA allows it, else in ordinary memory."""
     array = np.zeros(shape, dtype)
-    runtime = _cuda_runtime()
+    runtime = cuda_runtime()
     if runtime is None or array.nbytes == 0:
         return array
     address = array.ctypes.data
@@ -43,7 +43,7 @@ def pinned_zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 
 @functools.cache
-def _cuda_runtime() -> ctypes.CDLL | None:
+def cuda_runtime() -> ctypes.CDLL | None:
     for name in CUDA_RUNTIMES:
         try:
             return ctypes.CDLL(name)

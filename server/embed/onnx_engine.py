@@ -391,10 +391,25 @@ class OnnxEngine:
             embeds = self._infer(batch)
         except Exception as exc:  # ONNX Runtime raises its own exception types
             raise EngineError(f"inference failed: {exc}") from exc
-        norms = np.linalg.norm(embeds, axis=1, keepdims=True)
-        if not np.all(np.isfinite(norms)) or np.any(norms < NORM_TOLERANCE):
-            raise EngineError("inference produced non-finite or zero embeddings")
-        return (embeds / norms).astype(np.float32, copy=False)
+        return _unit_rows(embeds)
+
+    def embed_rows(self, rows, count: int) -> np.ndarray:
+        """The first `count` inputs of `rows`, an ort.OrtValue of this graph's inputs (pixels
+        resized where they were decoded: `device_decode`) -> float32[count, D]. On a GPU it runs
+        where it lies, as one run of `run_rows`; in host memory it runs as `embed` runs a batch."""
+        if rows.device_name().lower() == "cpu":
+            return self.embed(rows.numpy()[:count])
+        if rows.shape()[0] != self._run_rows or tuple(rows.shape()[1:]) != self.inputs.shape:
+            raise EngineError(f"expected {self._run_rows} rows of {self.inputs.shape} on a device")
+        try:
+            binding = self._session.io_binding()
+            binding.bind_ortvalue_input(self.input_name, rows)
+            binding.bind_output(self.output_name)
+            self._session.run_with_iobinding(binding)
+            embeds = binding.copy_outputs_to_cpu()[0][:count]
+        except Exception as exc:
+            raise EngineError(f"inference failed: {exc}") from exc
+        return _unit_rows(embeds)
 
     def warm_up(self, batch_size: int = 1) -> None:
         """The first run allocates and tunes; do it before taking traffic."""
@@ -525,6 +540,14 @@ def require_provider(wanted: str, got: list[str]) -> list[str]:
         "another major version); refusing to serve on the CPU instead: fix the GPU setup, "
         "or pass --provider cpu"
     )
+
+
+def _unit_rows(embeds: np.ndarray) -> np.ndarray:
+    """Each embedding scaled to unit norm; EngineError for a non-finite or zero one."""
+    norms = np.linalg.norm(embeds, axis=1, keepdims=True)
+    if not np.all(np.isfinite(norms)) or np.any(norms < NORM_TOLERANCE):
+        raise EngineError("inference produced non-finite or zero embeddings")
+    return (embeds / norms).astype(np.float32, copy=False)
 
 
 def physical_cores() -> int:

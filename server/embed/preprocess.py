@@ -46,6 +46,8 @@ __all__ = [
     "Crop",
     "ImageInput",
     "decode",
+    "read_header",
+    "header_upright_size",
     "upright_size",
     "with_regions",
 ]
@@ -134,7 +136,7 @@ def decode(data: bytes, limits: ImageLimits, *, draft_short_edge: int | None = N
     With `draft_short_edge`, JPEGs are decoded at the smallest DCT scale whose short edge is
     still at least that many pixels.
     """
-    image = _open(data, limits)
+    image = read_header(data, limits)
     width, height = image.size
     if draft_short_edge is not None and image.format == "JPEG":
         scale = draft_short_edge / min(width, height)
@@ -149,7 +151,11 @@ def decode(data: bytes, limits: ImageLimits, *, draft_short_edge: int | None = N
 def upright_size(data: bytes, limits: ImageLimits) -> tuple[int, int]:
     """(width, height) as the image is seen upright, from its header alone (no pixels
     decoded); the same errors as `decode` for what is not an image or too large."""
-    image = _open(data, limits)
+    return header_upright_size(read_header(data, limits))
+
+
+def header_upright_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) of an opened, not decoded, image as it is seen upright."""
     width, height = image.size
     try:
         orientation = image.getexif().get(EXIF_ORIENTATION, 1)
@@ -158,7 +164,7 @@ def upright_size(data: bytes, limits: ImageLimits) -> tuple[int, int]:
     return (height, width) if orientation in TRANSPOSING_ORIENTATIONS else (width, height)
 
 
-def _open(data: bytes, limits: ImageLimits) -> Image.Image:
+def read_header(data: bytes, limits: ImageLimits) -> Image.Image:
     """Read the header; refuse non-images and oversized images before any pixel is decoded."""
     if not data:
         raise InvalidImageError("empty image: zero bytes")

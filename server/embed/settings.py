@@ -5,13 +5,22 @@ their own)."""
 from __future__ import annotations
 
 import dataclasses
+import enum
 from pathlib import Path
 
 from lookalike.server.embed.batcher import BatcherSettings
 from lookalike.server.embed.onnx_engine import EngineSettings
 from lookalike.server.embed.preprocess import ImageLimits, PreprocessMode
 
-__all__ = ["EmbedSettings"]
+__all__ = ["EmbedSettings", "ImageDecoder"]
+
+
+class ImageDecoder(str, enum.Enum):
+    """What decodes JPEGs: Pillow in the server's threads or processes, or nvImageCodec where
+    the engine runs, with the resize on the same device (`device_decode`)."""
+
+    PILLOW = "pillow"
+    NVIMGCODEC = "nvimgcodec"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -26,6 +35,7 @@ class EmbedSettings:
     preprocess_mode: PreprocessMode = PreprocessMode.FAST
     # decode and resize images in this many worker processes (0: in the batcher's threads)
     preprocess_processes: int = 0
+    image_decoder: ImageDecoder = ImageDecoder.PILLOW
     image_limits: ImageLimits = dataclasses.field(default_factory=ImageLimits)
 
     def __post_init__(self) -> None:
