@@ -13,10 +13,12 @@ served configuration, over every query:
 - score drift: the mean absolute difference between its top-10 scores and the reference's,
   rank by rank.
 
-The served pipeline is the server's own: `Preprocessor` (fast or exact), `OnnxEngine` (one
-precision) and `VectorIndex` (exact, or HNSW in one dtype; 4 shards split by `shard_of`, each
-shard's top 10 merged). With random weights (no download here) the embeddings carry no meaning:
-what the figures show is how far each shortcut moves answers, not how good they are.
+The served pipeline is the server's own: `Preprocessor` (fast or exact) or the device decoder of
+`--image-decoder nvimgcodec` (on its CPU backend, or the GPU with `--decoder-on-gpu`),
+`OnnxEngine` (one precision) and `VectorIndex` (exact, or HNSW in one dtype; 4 shards split by
+`shard_of`, each shard's top 10 merged). With random weights (no download here) the
+embeddings carry no meaning: what the figures show is how far each shortcut moves answers, not
+how good they are.
 
     python benchmarks/fidelity.py [--model-dir models/random-vit-b-32] [--quick]
 """
@@ -50,14 +52,16 @@ from benchmarks.common import (
 )
 from benchmarks.engine import pytorch_checkpoint, pytorch_image_embed
 from benchmarks.photos import jpeg_bytes, sample_photos
-from lookalike.export.manifest import Manifest, Precision
+from lookalike.export.manifest import Manifest, PixelLayout, Precision
+from lookalike.server.embed.device_decode import DeviceDecoder
 from lookalike.server.embed.onnx_engine import EngineSettings, OnnxEngine
-from lookalike.server.embed.preprocess import PreprocessMode, Preprocessor
+from lookalike.server.embed.preprocess import ImageLimits, PreprocessMode, Preprocessor
 from lookalike.server.index.built_index import shard_of
 from lookalike.server.index.settings import DTYPES, IndexSettings
 from lookalike.server.index.vector_index import VectorIndex
 
 K = 10
+NVIMGCODEC = "nvimgcodec"  # the preprocessing of --image-decoder nvimgcodec
 BATCH = 16
 COPIES = ("resized", "cropped", "recompressed", "flipped", "jittered")
 SHARDS = (1, 4)
@@ -139,6 +143,26 @@ class Answers:
     scores: np.ndarray  # float[Q, K]
 
 
+def device_pixels(manifest: Manifest, *, on_gpu: bool) -> Callable[[Sequence[bytes]], np.ndarray]:
+    """`--image-decoder nvimgcodec`'s pixels: the JPEGs it takes decoded, resized and cropped by
+    nvImageCodec and the resize graph (on the GPU, or its CPU backend), the others by the CPU
+    path, as the server does; copied to host memory for the engine here."""
+    decoder = DeviceDecoder(manifest.preprocess, ImageLimits(), on_gpu=on_gpu)
+    cpu_path = Preprocessor.for_package(manifest, mode=PreprocessMode.EXACT)
+
+    def pixels(batch: Sequence[bytes]) -> np.ndarray:
+        rows = decoder.new_rows(len(batch), manifest.preprocess.image_size)
+        taken = [index for index, data in enumerate(batch) if decoder.takes(data)]
+        decoded = dict(zip(taken, decoder.decode([batch[index] for index in taken]), strict=True))
+        for index, data in enumerate(batch):
+            image = decoded.get(index)
+            if image is None or not decoder.fill(rows, index, image):
+                decoder.fill(rows, index, cpu_path(data))
+        return rows.numpy()
+
+    return pixels
+
+
 def exact_answers(queries: np.ndarray, items: np.ndarray) -> Answers:
     scores = queries @ items.T
     top = np.argsort(-scores, axis=1, kind="stable")[:, :K]
@@ -214,6 +238,17 @@ def main() -> None:
     parser.add_argument("--bases-per-photo", type=int, default=10, help="queries per photograph")
     parser.add_argument("--distractors", type=int, default=1000)
     parser.add_argument(
+        "--precision",
+        action="append",
+        choices=[p.value for p in Precision],
+        help="the engine's variants to measure (repeat; default: all, int8 and fp32 with --quick)",
+    )
+    parser.add_argument(
+        "--decoder-on-gpu",
+        action="store_true",
+        help="the nvimgcodec rows decode and resize on the GPU (default: its CPU backend)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="a small collection, the default configurations' pipelines only (the suite's check)",
@@ -247,17 +282,22 @@ def main() -> None:
     spread = geometry(reference_items, reference)
 
     modes = ("fast",) if args.quick else ("fast", "exact")
-    precisions = ("int8", "fp32") if args.quick else ("int8", "fp32", "fp16")
+    if PixelLayout.of(manifest.graphs["image"]) is PixelLayout.UINT8_NHWC:
+        modes += (NVIMGCODEC,)  # the device decoder writes uint8 rows (packages of format 4)
+    precisions = args.precision or (("int8", "fp32") if args.quick else ("int8", "fp32", "fp16"))
     indexes = (EXACT, "bf16") if args.quick else (EXACT, *DTYPES)
     results = []
     for precision in precisions:
         engine = OnnxEngine(model_dir, EngineSettings(precision=Precision(precision)))
         for mode in modes:
             print(f"  {mode} preprocessing, {precision} ...", flush=True)
-            preprocessor = Preprocessor.for_package(manifest, mode=PreprocessMode(mode))
+            if mode == NVIMGCODEC:
+                pixels = device_pixels(manifest, on_gpu=args.decoder_on_gpu)
+            else:
+                preprocessor = Preprocessor.for_package(manifest, mode=PreprocessMode(mode))
 
-            def pixels(batch: Sequence[bytes], preprocess=preprocessor) -> np.ndarray:
-                return np.stack([preprocess(data) for data in batch])
+                def pixels(batch: Sequence[bytes], preprocess=preprocessor) -> np.ndarray:
+                    return np.stack([preprocess(data) for data in batch])
 
             queries = embed_all(collection.queries, pixels, engine.embed)
             items = embed_all(collection.items, pixels, engine.embed)

@@ -3,15 +3,17 @@
     python benchmarks/gpu_serve.py --model-dir models/gpu-vit-b-32 [--out results]
     python benchmarks/gpu_serve.py --dry-run   # no GPU: the same steps on the CPU, short
 
-First, decoding and resizing alone (the server's `fast` preprocessing, in threads and in
-processes as the server runs them) at 1 to all cores: images/s and images/s per worker, for
-640x480 and 1920x1080 JPEGs. Then a real `lookalike-server --provider cuda` (its defaults
-otherwise) driven from client processes with those JPEGs at 16, 64 and 256 requests in
+First, decoding and resizing alone at 1 to all cores (the server's `fast` preprocessing, in
+threads and in processes as the server runs them) and on the GPU (`--image-decoder
+nvimgcodec`: nvImageCodec decoding runs of 64 JPEGs, the resize graph cutting each into its
+row): images/s and images/s per worker, for 640x480, 1920x1080 and 4000x3000 JPEGs (how the
+rate falls with megapixels). Then a real `lookalike-server --provider cuda` (its defaults
+otherwise) driven from client processes with the first two at 16, 64 and 256 requests in
 flight: images/s, p50/p99, the mean batch, the cores the server process (and its decoding
 processes) used and the GPU's busy fraction (NVML), beside the bare engine on preprocessed
 pixels measured in this process; once with the server decoding in its threads (the default),
-once in `--preprocess-processes` worker processes. Last, the same load at 256 in flight with
-other `--max-batch` settings, to choose the GPU default.
+once in `--preprocess-processes` worker processes, once on the GPU. Last, the same load at
+256 in flight with other `--max-batch` settings, to choose the GPU default.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ log = logging.getLogger("benchmarks.gpu_serve")
 CONCURRENCY = (16, 64, 256)
 CLIENT_PROCESSES = 4  # enough to keep 256 calls in flight; each takes a core from the server
 MAX_BATCH_SWEEP = (64, 256)
+DEVICE_RUN = 64  # the engine's GPU_RUN_ROWS: JPEGs the server decodes in one call on a GPU
+DECODE_ONLY = {"jpeg-4000x3000": (4000, 3000)}  # decoding rates only: the megapixel envelope
 
 
 def decode_rates(
@@ -64,6 +68,26 @@ def decode_rates(
         if isinstance(work, ProcessPreprocessor):
             work.close()
     return per_round / timing.median
+
+
+def device_decode_rate(
+    manifest: Manifest, payload: bytes, seconds: float, *, on_gpu: bool
+) -> float:
+    """Images/s of `--image-decoder nvimgcodec`'s decoding: runs of DEVICE_RUN JPEGs decoded
+    in one call and each resized and cropped into its row, as the server's inference thread
+    does (each resize run ends synchronised, so a run is done when the call returns)."""
+    from lookalike.server.embed.device_decode import DeviceDecoder
+    from lookalike.server.embed.preprocess import ImageLimits
+
+    decoder = DeviceDecoder(manifest.preprocess, ImageLimits(), on_gpu=on_gpu)
+    rows = decoder.new_rows(DEVICE_RUN, manifest.preprocess.image_size)
+
+    def run() -> None:
+        for index, image in enumerate(decoder.decode([payload] * DEVICE_RUN)):
+            if image is None or not decoder.fill(rows, index, image):
+                raise RuntimeError("nvImageCodec did not decode the benchmark's JPEG")
+
+    return DEVICE_RUN / measure(run, min_seconds=seconds).median
 
 
 def cpu_seconds(pid: int) -> float:
@@ -169,13 +193,27 @@ def main() -> None:
     payloads = {name: encoded(size, "JPEG", seed=1) for name, size in PAYLOADS.items()}
     started = time.perf_counter()
 
+    decode_seconds = 0.3 if args.dry_run else 1.0
     decoding = []
-    for name, payload in payloads.items():
+    decode_payloads = {
+        **payloads,
+        **{name: encoded(size, "JPEG", seed=1) for name, size in DECODE_ONLY.items()},
+    }
+    for name, payload in decode_payloads.items():
+        rate = device_decode_rate(manifest, payload, decode_seconds, on_gpu=not args.dry_run)
+        decoding.append(
+            {
+                "payload": name,
+                "workers": 1,
+                "kind": "nvimgcodec" + ("" if args.dry_run else " (GPU)"),
+                "images_per_s": rate,
+                "per_worker": rate,
+            }
+        )
+        log.warning("decode %s nvimgcodec: %.0f/s", name, rate)
         for workers in sorted({1, 2, 4, 8, cores} & set(range(1, cores + 1))):
             for processes in (False, True):
-                rate = decode_rates(
-                    manifest, payload, workers, 0.3 if args.dry_run else 1.0, processes=processes
-                )
+                rate = decode_rates(manifest, payload, workers, decode_seconds, processes=processes)
                 decoding.append(
                     {
                         "payload": name,
@@ -196,7 +234,11 @@ def main() -> None:
     # the server decoding in its threads (the default), then in processes on the cores the
     # clients leave it
     processes = max(1, cores - CLIENT_PROCESSES - 2)
-    decoders = {"threads": (), f"{processes} processes": ("--preprocess-processes", str(processes))}
+    decoders = {
+        "threads": (),
+        f"{processes} processes": ("--preprocess-processes", str(processes)),
+        "nvimgcodec": ("--image-decoder", "nvimgcodec"),
+    }
     runs, sweep, server_info, stopped = [], [], {}, None
     try:
         bare = bare_engine_rate(args.model_dir, provider, 256, 0.3 if args.dry_run else 2.0)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Pack what the GPU benchmarks need on a machine that has an NVIDIA GPU, Python 3.12 and
 # PyTorch but no network (the lent H200 of benchmarks/README.md), in two loads of < 64 MiB:
-#   .whl/           the exporter's and server's wheels the machine lacks (about 27 MB)
+#   .whl/           the exporter's and server's wheels the machine lacks, nvImageCodec and
+#                   nvJPEG (--image-decoder nvimgcodec) included (about 56 MB)
 #   .gpu/ort.tar.xz onnxruntime-gpu without its TensorRT provider and libonnxruntime.so (the
 #                   Python module does not load either), its CUDA provider trimmed to sm_90
 #                   code (trim_fatbin.py): 58 MiB instead of 195 MB
@@ -23,7 +24,8 @@ download() {
 # (transformers 5 there; optimum-onnx needs < 4.58), and what the server needs beside them.
 rm -rf .whl && download .whl transformers==4.57.6 huggingface_hub==0.36.2 tokenizers==0.22.2 \
     optimum==2.1.0 optimum-onnx==0.1.0 open_clip_torch==3.3.0 usearch==2.26.6 numkong==7.8.6 \
-    grpcio==1.85.3 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1 protobuf==7.36.2
+    grpcio==1.85.3 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1 protobuf==7.36.2 \
+    nvidia-nvimgcodec-cu13==0.9.0.20 nvidia-nvjpeg==13.3.2.43
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 download "$work/whl" "onnxruntime-gpu==$version"

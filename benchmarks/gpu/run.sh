@@ -77,7 +77,10 @@ measure)
         export LD_LIBRARY_PATH
     fi
     step gpu-engine 300 "$python" benchmarks/gpu_engine.py --model-dir "$model" --out "$out"
-    step gpu-serve 300 "$python" benchmarks/gpu_serve.py --model-dir "$model" --out "$out"
+    step gpu-serve 360 "$python" benchmarks/gpu_serve.py --model-dir "$model" --out "$out"
+    # GPU-decoded vectors against Pillow-decoded ones (cos drift, top-k agreement)
+    step fidelity 180 "$python" benchmarks/fidelity.py --quick --precision fp16 \
+        --precision fp32 --decoder-on-gpu --model-dir "$model" --out "$out"
     ;;
 dry-run)
     python=${PYTHON:-.venv/bin/python}

@@ -316,6 +316,12 @@ def test_gpu_benchmarks_dry_run_on_the_cpu(name: str, tiny_export: Path, tmp_pat
         parity = results["parity"]
         assert set(parity) == {"fp16", "fp32"}
         assert all(p["min_cosine_to_pytorch_fp32"] >= 0.999 for p in parity.values()), parity
-    else:  # the server under load answered every request
-        assert results["runs"]
+    else:  # the server under load answered every request, with each decoder
+        assert {run["decoder"] for run in results["runs"]} == {
+            "threads",
+            "1 processes",
+            "nvimgcodec",
+        }
         assert all(run["errors"] == 0 and run["images_per_s"] > 0 for run in results["runs"])
+        decoded = {(d["payload"], d["kind"]) for d in results["decoding"]}
+        assert ("jpeg-4000x3000", "nvimgcodec") in decoded
