@@ -49,21 +49,33 @@ from lookalike.export.manifest import (
     sha256_file,
 )
 from lookalike.server.cluster.ray_session import ray_session
+from lookalike.server.embed.device_decode import DeviceDecoder, device_decodable
+from lookalike.server.embed.device_images import DeviceImages
 from lookalike.server.embed.onnx_engine import (
     EngineSettings,
     OnnxEngine,
     choose_variant,
     read_manifest,
 )
-from lookalike.server.embed.preprocess import PreprocessMode, Preprocessor, with_regions
+from lookalike.server.embed.preprocess import (
+    ImageInput,
+    ImageLimits,
+    PreprocessMode,
+    Preprocessor,
+    with_regions,
+)
+from lookalike.server.embed.resize_graph import ResizeCrop
+from lookalike.server.embed.settings import ImageDecoder
 from lookalike.server.errors import LookalikeError
 from lookalike.server.item_ids import normalize_id
+from lookalike.server.metrics import Metrics
 from lookalike.server.regions import Region, RegionPolicy, policy_regions
 
 __all__ = ["IngestSettings", "IngestSummary", "ingest"]
 
 log = logging.getLogger(__name__)
 
+DEVICE_RUN_ROWS = 32  # JPEGs an actor decoding on the CPU decodes at once (on a GPU: run_rows)
 IMAGES_PER_PARTITION = 1000  # the default partition count: one per this many images
 # Different CPU requests keep Ray Data from fusing the read tasks into the embedding actors
 # (ray issue #54433): decoding then overlaps inference instead of taking turns with it.
@@ -81,6 +93,9 @@ class IngestSettings:
     batch_size: int = 32
     vector_dtype: str = "f16"
     preprocess_mode: PreprocessMode = PreprocessMode.FAST
+    # nvimgcodec: the JPEGs a server with --image-decoder nvimgcodec decodes on its device are
+    # decoded in the embedding actors, on their GPU where they have one
+    image_decoder: ImageDecoder = ImageDecoder.PILLOW
     precision: Precision | None = None  # None: as the server chooses (int8 on CPU)
     partitions: int = 0  # 0: one per IMAGES_PER_PARTITION images (fixed at creation)
     regions: RegionPolicy = RegionPolicy.NONE  # regions made of each image, as the server's
@@ -194,6 +209,8 @@ def _embedding(precision: Precision, settings: IngestSettings) -> dict[str, str]
     embedding = {"precision": precision.value, "preprocess": settings.preprocess_mode.value}
     if settings.regions is not RegionPolicy.NONE:
         embedding[REGIONS_COLUMN] = settings.regions.value
+    if settings.image_decoder is not ImageDecoder.PILLOW:
+        embedding["decoder"] = settings.image_decoder.value
     return embedding
 
 
@@ -227,6 +244,7 @@ def _run_pipeline(
             layout=PixelLayout.of(job.manifest.graphs["image"]),
             mode=settings.preprocess_mode,
             regions=policy_regions(settings.regions),
+            on_device=settings.image_decoder is ImageDecoder.NVIMGCODEC,
         ),
         batch_format="numpy",
         batch_size=16,
@@ -238,6 +256,7 @@ def _run_pipeline(
             "model_dir": settings.model_dir,
             "settings": job.engine,
             "counter": counter,
+            "device_decoding": _device_decoding(job),
         },
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
         batch_size=settings.batch_size,
@@ -331,71 +350,134 @@ def _prepare_batch(
     layout: PixelLayout,
     mode: PreprocessMode,
     regions: tuple[Region, ...],
+    on_device: bool = False,
 ) -> dict:
     """Read and preprocess in a CPU task: a row per vector to make, the whole image's (its
     `region` "") then its regions'; an unreadable image, or one whose id is refused, becomes
-    one error row."""
+    one error row. `on_device`: a whole image the device decoder takes stays a JPEG (column
+    `jpeg`, its pixels left blank) for the embedding actor to decode."""
     preprocess = Preprocessor(spec, layout=layout, mode=mode)
-    made: list[tuple[int, str, np.ndarray | None, str]] = []  # input row, region, pixels, error
+    geometry = ResizeCrop(spec)
+    made: list[tuple[int, str, np.ndarray | None, str, bytes]] = []  # + region, pixels, error, jpeg
     read_s = prepare_s = 0.0
     for row, uri in enumerate(batch["uri"]):
         try:
             normalize_id(str(batch["id"][row]))  # listed in its normal form, if it has one
         except LookalikeError as exc:
-            made.append((row, "", None, f"invalid id: {exc}"))
+            made.append((row, "", None, f"invalid id: {exc}", b""))
             continue
         started = time.perf_counter()
         try:
             data = read_bytes(str(uri))
         except OSError as exc:
-            made.append((row, "", None, f"unreadable: {exc.strerror or exc}"))
+            made.append((row, "", None, f"unreadable: {exc.strerror or exc}", b""))
             continue
         read = time.perf_counter()
         read_s += read - started
         try:
-            made += [(row, box, pixels, "") for box, pixels in _inputs(data, preprocess, regions)]
+            for box, image in _inputs(data, preprocess.limits, regions):
+                if (
+                    on_device
+                    and isinstance(image, bytes)
+                    and device_decodable(image, preprocess.limits, geometry)
+                ):
+                    made.append((row, box, preprocess.blank(), "", image))
+                else:
+                    made.append((row, box, preprocess(image), "", b""))
         except LookalikeError as exc:
-            made.append((row, "", None, str(exc)))
+            made.append((row, "", None, str(exc), b""))
         prepare_s += time.perf_counter() - read
     rows = [row for row, *_ in made]
     blank = preprocess.blank()
     return {
         **{name: column[rows] for name, column in batch.items()},
         REGION_COLUMN: np.array([box for _, box, *_ in made], dtype=object),
-        "pixels": np.stack([blank if pixels is None else pixels for *_, pixels, _ in made]),
-        "error": np.array([error for *_, error in made], dtype=object),
+        "pixels": np.stack([blank if pixels is None else pixels for _, _, pixels, *_ in made]),
+        "error": np.array([error for *_, error, _ in made], dtype=object),
+        **({"jpeg": np.array([jpeg for *_, jpeg in made], dtype=object)} if on_device else {}),
         "read_s": np.full(len(made), read_s / max(len(made), 1)),
         "preprocess_s": np.full(len(made), prepare_s / max(len(made), 1)),
     }
 
 
 def _inputs(
-    data: bytes, preprocess: Preprocessor, regions: tuple[Region, ...]
-) -> list[tuple[str, np.ndarray]]:
-    """(region JSON, pixels): the whole image ("") first, then each region as the server makes
+    data: bytes, limits: ImageLimits, regions: tuple[Region, ...]
+) -> list[tuple[str, ImageInput]]:
+    """(region JSON, input): the whole image ("") first, then each region as the server makes
     it (those too small for this image skipped, each cut from the decoded image)."""
-    fitted, inputs = with_regions(data, (), regions, preprocess.limits)
+    fitted, inputs = with_regions(data, (), regions, limits)
     boxes = ["", *(region.to_json() for region in fitted)]
-    return [(box, preprocess(image)) for box, image in zip(boxes, inputs, strict=True)]
+    return list(zip(boxes, inputs, strict=True))
+
+
+@dataclasses.dataclass(frozen=True)
+class _DeviceDecoding:
+    """What an embedding actor needs to decode JPEGs itself, as the server's device decoder."""
+
+    spec: PreprocessSpec
+    layout: PixelLayout
+    mode: PreprocessMode  # the CPU path's, for a JPEG the device decoder fails on
+
+
+def _device_decoding(job: _Job) -> _DeviceDecoding | None:
+    if job.settings.image_decoder is not ImageDecoder.NVIMGCODEC:
+        return None
+    layout = PixelLayout.of(job.manifest.graphs["image"])
+    return _DeviceDecoding(job.manifest.preprocess, layout, job.settings.preprocess_mode)
 
 
 class _Embedder:
-    """A Ray actor holding one engine: the model is loaded once per actor."""
+    """A Ray actor holding one engine: the model is loaded once per actor. With device
+    decoding it decodes the batch's JPEGs itself, as a server's device decoder does."""
 
-    def __init__(self, model_dir: Path, settings: EngineSettings, counter) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        settings: EngineSettings,
+        counter,
+        device_decoding: _DeviceDecoding | None = None,
+    ) -> None:
         self.engine = OnnxEngine(model_dir, settings)
         self.counter = counter  # told how many images each batch embedded (the progress bar)
+        self.device: DeviceImages | None = None
+        if device_decoding is not None:
+            spec = device_decoding.spec
+            on_gpu = self.engine.info.providers[0] != "CPUExecutionProvider"
+            decoder = DeviceDecoder(spec, ImageLimits(), on_gpu=on_gpu)
+            cpu_path = Preprocessor(spec, layout=device_decoding.layout, mode=device_decoding.mode)
+            rows = self.engine.info.run_rows or DEVICE_RUN_ROWS
+            decoded = Metrics.create().decoded_images
+            self.device = DeviceImages(self.engine, decoder, cpu_path, rows=rows, decoded=decoded)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
-        pixels = batch.pop("pixels")
+        pixels, jpegs = batch.pop("pixels"), batch.pop("jpeg", None)
         good = np.array([not error for error in batch["error"]], dtype=bool)
         vectors = np.zeros((len(good), self.engine.info.dims), np.float32)
         if good.any():
-            vectors[good] = self.engine.embed(pixels[good])
+            self._embed_rows(np.flatnonzero(good), pixels, jpegs, vectors, batch["error"])
         seconds = (time.perf_counter() - started) / max(len(good), 1)
         self.counter.add.remote(sum(not box for box in batch[REGION_COLUMN]))  # whole images
         return {**batch, "vector": vectors, "embed_s": np.full(len(good), seconds)}
+
+    def _embed_rows(
+        self,
+        rows: np.ndarray,
+        pixels: np.ndarray,
+        jpegs: np.ndarray | None,
+        vectors: np.ndarray,
+        errors: np.ndarray,
+    ) -> None:
+        """The vectors of `rows`; a JPEG this actor decodes and then refuses gets its error."""
+        if jpegs is None or self.device is None:
+            vectors[rows] = self.engine.embed(pixels[rows])
+            return
+        items = [jpegs[row] or pixels[row] for row in rows]
+        for row, result in zip(rows, self.device.embed(items), strict=True):
+            if isinstance(result, Exception):
+                errors[row] = str(result)
+            else:
+                vectors[row] = result
 
 
 def _write_partition(

@@ -107,6 +107,13 @@ def _add_ingest(commands: argparse._SubParsersAction) -> None:
         help="as the server's --preprocess: the same choice gives the server's vectors",
     )
     ingest.add_argument(
+        "--image-decoder",
+        choices=["pillow", "nvimgcodec"],
+        default="pillow",
+        help="as the server's --image-decoder: nvimgcodec decodes JPEGs in the embedding "
+        "actors, on their GPU with --gpus-per-actor (needs the gpu extra on the workers)",
+    )
+    ingest.add_argument(
         "--regions",
         choices=sorted(REGION_POLICIES),
         default="none",
@@ -279,6 +286,7 @@ def ingest_command(args: argparse.Namespace) -> int:
         from lookalike.batch.sources import SourceError
     from lookalike.export.manifest import Precision
     from lookalike.server.embed.preprocess import PreprocessMode
+    from lookalike.server.embed.settings import ImageDecoder
     from lookalike.server.regions import RegionPolicy
 
     settings = IngestSettings(
@@ -292,6 +300,7 @@ def ingest_command(args: argparse.Namespace) -> int:
         partitions=args.partitions,
         precision=Precision(args.precision) if args.precision else None,
         preprocess_mode=PreprocessMode(args.preprocess),
+        image_decoder=ImageDecoder(args.image_decoder),
         regions=RegionPolicy(args.regions),
         verbose=args.verbose,
     )

@@ -29,7 +29,7 @@ from lookalike.server.embed.preprocess import ImageLimits, header_upright_size, 
 from lookalike.server.embed.resize_graph import CROPPED, PIXELS, ResizeCrop, resize_crop_model
 from lookalike.server.errors import ModelLoadError
 
-__all__ = ["DeviceDecoder", "import_nvimgcodec"]
+__all__ = ["DeviceDecoder", "device_decodable", "import_nvimgcodec"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,18 @@ def import_nvimgcodec() -> Any:
             "'nvidia-nvimgcodec-cu13[nvjpeg]' (it comes with the gpu extra)"
         ) from exc
     return nvimgcodec
+
+
+def device_decodable(data: bytes, limits: ImageLimits, geometry: ResizeCrop) -> bool:
+    """Whether the device decoder takes the image (else the CPU path does). Reads the header
+    only; raises the CPU path's errors for what is no image or is too large."""
+    header = read_header(data, limits)
+    return (
+        header.format == "JPEG"
+        and header.mode in DECODABLE_MODES
+        and ends_after_last_scan(data)
+        and geometry.fits(*header_upright_size(header))
+    )
 
 
 def ends_after_last_scan(data: bytes) -> bool:
@@ -100,15 +112,8 @@ class DeviceDecoder:
         self._runtime = cuda_runtime() if on_gpu else None
 
     def takes(self, data: bytes) -> bool:
-        """Whether this decoder takes the image (else the CPU path does). Reads the header only;
-        raises the CPU path's errors for what is no image or is too large."""
-        header = read_header(data, self.limits)
-        return (
-            header.format == "JPEG"
-            and header.mode in DECODABLE_MODES
-            and ends_after_last_scan(data)
-            and self._geometry.fits(*header_upright_size(header))
-        )
+        """`device_decodable` for this decoder's limits and spec."""
+        return device_decodable(data, self.limits, self._geometry)
 
     def decode(self, images: Sequence[bytes]) -> list[Any]:
         """One nvImageCodec image per JPEG, in order, or None where it could not decode one."""

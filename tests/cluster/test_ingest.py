@@ -28,6 +28,7 @@ from lookalike.batch.ingest import IngestSettings, ingest
 from lookalike.cli import main
 from lookalike.cli.common import EXIT_BAD_INPUT, EXIT_SOME_FAILED
 from lookalike.export.manifest import MANIFEST_FILE, ModelIdentity, Precision, sha256_file
+from lookalike.server.embed.settings import ImageDecoder
 from lookalike.v1 import lookalike_pb2 as pb
 from lookalike.v1 import lookalike_pb2_grpc as pb_grpc
 from tests.cluster.conftest import BROKEN, GOOD
@@ -88,6 +89,33 @@ def test_ingest_embeds_every_good_image_as_the_server_does(
             for row, embedding in zip(chosen, served, strict=True):
                 cosine = float(np.dot(by_id[row["id"]], np.asarray(embedding.values, np.float32)))
                 assert cosine >= 0.99999, row["id"]
+
+
+def test_decoding_in_the_actors_embeds_as_a_server_decoding_on_its_device(
+    cluster: Cluster, photos: Path, tiny_export: Path, tmp_path: Path
+) -> None:
+    """--image-decoder nvimgcodec (its CPU backend here): the JPEGs decoded in the embedding
+    actors, the PNGs on the CPU path, the broken images refused as by Pillow."""
+    sources = [str(photos / "album")]
+    pillow = ingest(sources, settings(tiny_export, tmp_path / "pillow"))
+    device = ingest(
+        sources, settings(tiny_export, tmp_path / "device", image_decoder=ImageDecoder.NVIMGCODEC)
+    )
+    assert (device.stored, device.failures) == (pillow.stored, pillow.failures)
+    dataset = json.loads((tmp_path / "device" / DATASET_FILE).read_text())
+    assert dataset["embedding"]["decoder"] == "nvimgcodec"  # a rerun with Pillow is refused
+    rows = pq.ParquetDataset(tmp_path / "device" / "parts").read().to_pylist()
+    config = config_for(tiny_export, tmp_path / "data", image_decoder=ImageDecoder.NVIMGCODEC)
+    with (
+        running_server(config) as server,
+        grpc.insecure_channel(server.address) as channel,
+    ):
+        stub = pb_grpc.ImageSearchStub(channel)
+        images = [Path(row["source"]).read_bytes() for row in rows]
+        served = stub.Embed(pb.EmbedRequest(images=images), timeout=60).embeddings
+    for row, embedding in zip(rows, served, strict=True):
+        cosine = float(np.dot(row["vector"], np.asarray(embedding.values, np.float32)))
+        assert cosine >= 0.99999, row["id"]
 
 
 def test_a_rerun_finishes_what_is_missing_and_nothing_else(
