@@ -231,7 +231,7 @@ def _run_pipeline(
     import ray.data
 
     settings = job.settings
-    counter = ray.remote(num_cpus=0)(_Counter).remote()
+    counter = _progress_counter()
     actors = _actor_limit(settings, int(ray.cluster_resources().get("CPU", 1)))
     listed = ray.data.read_parquet([str(path) for path in listing.files]).map_batches(
         functools.partial(_in_partitions, partitions=job.dataset.partitions, pending=pending),
@@ -296,18 +296,38 @@ class _Counter:
         return self.count
 
 
+def _progress_counter():
+    """A `_Counter` actor on the driver's own node: a worker node lost during the run cannot
+    take it (a counter placed there failed the run with ActorDiedError)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return ray.remote(num_cpus=0)(_Counter).options(scheduling_strategy=here).remote()
+
+
 @contextlib.contextmanager
 def _progress_of(counter, images: int) -> Iterator[None]:
     """One progress bar (images embedded, rate, time left) while the block runs, read from the
-    counter twice a second; shown on a terminal only."""
+    counter twice a second; shown on a terminal only. A counter that dies stops the bar, never
+    the run."""
     import ray
 
     with tqdm(total=images, unit="image", desc="embedded", disable=None) as bar:
-        stop = threading.Event()
+        stop, dead = threading.Event(), threading.Event()
+
+        def update() -> None:
+            if dead.is_set():
+                return
+            try:
+                bar.update(ray.get(counter.read.remote()) - bar.n)
+            except ray.exceptions.RayActorError as exc:
+                log.warning("the progress counter died (%s); the run goes on without it", exc)
+                dead.set()
 
         def follow() -> None:
             while not stop.wait(0.5):
-                bar.update(ray.get(counter.read.remote()) - bar.n)
+                update()
 
         thread = threading.Thread(target=follow, name="progress", daemon=True)
         thread.start()
@@ -316,7 +336,7 @@ def _progress_of(counter, images: int) -> Iterator[None]:
         finally:
             stop.set()
             thread.join()
-            bar.update(ray.get(counter.read.remote()) - bar.n)
+            update()
 
 
 def _in_partitions(table: pa.Table, partitions: int, pending: set[int]) -> pa.Table:

@@ -24,7 +24,7 @@ from ray.cluster_utils import Cluster
 from ray.core.generated.common_pb2 import NodeDeathInfo  # type: ignore[attr-defined]
 
 from lookalike.batch.dataset import DATASET_FILE, LISTING_DIR, Dataset, DatasetError
-from lookalike.batch.ingest import IngestSettings, ingest
+from lookalike.batch.ingest import IngestSettings, _progress_counter, _progress_of, ingest
 from lookalike.cli import main
 from lookalike.cli.common import EXIT_BAD_INPUT, EXIT_SOME_FAILED
 from lookalike.export.manifest import MANIFEST_FILE, ModelIdentity, Precision, sha256_file
@@ -117,6 +117,21 @@ def test_decoding_in_the_actors_embeds_as_a_server_decoding_on_its_device(
     for row, embedding in zip(rows, served, strict=True):
         cosine = float(np.dot(row["vector"], np.asarray(embedding.values, np.float32)))
         assert cosine >= 0.99999, row["id"]
+
+
+def test_the_progress_counter_lives_on_the_drivers_node_and_its_death_stops_only_the_bar(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A counter on a worker node that was lost failed the whole run (ActorDiedError)."""
+    counter = _progress_counter()
+    counter.add.remote(3)
+    placed = ray._private.state.actors(actor_id=counter._actor_id.hex())["Address"]["NodeID"]
+    assert placed == ray.get_runtime_context().get_node_id()
+    with _progress_of(counter, 10):
+        ray.kill(counter)
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(counter.read.remote(), timeout=30)
+    assert "the progress counter died" in caplog.text
 
 
 def test_a_rerun_finishes_what_is_missing_and_nothing_else(
