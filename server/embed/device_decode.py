@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,7 +39,10 @@ END_OF_IMAGE, START_OF_SCAN = b"\xff\xd9", b"\xff\xda"
 
 
 def import_nvimgcodec() -> Any:
-    """nvImageCodec's module; ModelLoadError naming the install if it is missing."""
+    """nvImageCodec's module; ModelLoadError naming the install if it is missing. Its warnings
+    (one per JPEG it cannot decode, which the CPU path then takes) are off unless the user's
+    PYNVIMGCODEC_VERBOSITY asks for them; lookalike_decoded_images_total counts those JPEGs."""
+    os.environ.setdefault("PYNVIMGCODEC_VERBOSITY", "1")  # errors only
     try:
         from nvidia import nvimgcodec
     except ImportError as exc:
