@@ -396,8 +396,9 @@ class OnnxEngine:
     def embed_rows(self, rows, count: int) -> np.ndarray:
         """The first `count` inputs of `rows`, an ort.OrtValue of this graph's inputs (pixels
         resized where they were decoded: `device_decode`) -> float32[count, D]. On a GPU it runs
-        where it lies, as one run of `run_rows`; in host memory it runs as `embed` runs a batch."""
-        if rows.device_name().lower() == "cpu":
+        where it lies, as one run of `run_rows`; in host memory, or where inputs run one per run
+        (batching would change results), it runs as `embed` runs a batch."""
+        if rows.device_name().lower() == "cpu" or self._workers is not None:
             return self.embed(rows.numpy()[:count])
         if rows.shape()[0] != self._run_rows or tuple(rows.shape()[1:]) != self.inputs.shape:
             raise EngineError(f"expected {self._run_rows} rows of {self.inputs.shape} on a device")
