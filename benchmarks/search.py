@@ -156,7 +156,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=Path("results"))
-    parser.add_argument("--quick", action="store_true", help="smoke test: 20k vectors, 200 queries")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 10k vectors, 100 queries")
     parser.add_argument(
         "--emulate-avx2",
         action="store_true",
@@ -168,8 +168,8 @@ def main() -> None:
         avx2.run_as_avx2(sys.argv)
     kernels = avx2.check_emulated() if emulated else {**avx2.kernels(), "faiss": faiss_level()}
     print(f"kernels: {kernels}{' (AVX2 emulated)' if emulated else ''}", flush=True)
-    sizes = [20_000] if args.quick else [int(s) for s in args.sizes.split(",")]
-    query_count = 200 if args.quick else args.queries
+    sizes = [10_000] if args.quick else [int(s) for s in args.sizes.split(",")]
+    query_count = 100 if args.quick else args.queries
     settings = IndexSettings()
     results, rows = [], []
     for size in sizes:

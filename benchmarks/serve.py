@@ -546,7 +546,7 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
     parser.add_argument("--seconds", type=float, default=10.0, help="per load level")
     parser.add_argument("--out", type=Path, default=Path("results"))
-    parser.add_argument("--quick", action="store_true", help="smoke test: 2 s per level, 640x480")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 1 s per level, 640x480")
     parser.add_argument("--infinity", type=Path, help="infinity_emb executable (its own venv)")
     parser.add_argument(
         "--infinity-model", type=Path, help="a saved CLIP checkpoint directory for infinity-emb"
@@ -557,7 +557,7 @@ def main() -> None:
         help="only the gRPC and HTTP searches side by side (a few minutes)",
     )
     args = parser.parse_args()
-    seconds = 2.0 if args.quick else args.seconds
+    seconds = 1.0 if args.quick else args.seconds
     payloads = dict(list(PAYLOADS.items())[:1]) if args.quick else PAYLOADS
     model_dir = ensure_benchmark_model(args.model_dir)
     if args.transports_only:
