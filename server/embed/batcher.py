@@ -34,7 +34,7 @@ from lookalike.server.errors import (
 )
 from lookalike.server.metrics import Metrics
 
-__all__ = ["BatcherSettings", "BatcherStats", "Batcher"]
+__all__ = ["BatcherSettings", "BatcherStats", "Batcher", "Embed"]
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ import asyncio
 import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from lookalike.export.manifest import Manifest, PixelLayout
-from lookalike.server.embed.batcher import Batcher, BatcherStats
+from lookalike.server.embed.batcher import Batcher, BatcherStats, Embed
 from lookalike.server.embed.device_decode import DeviceDecoder
 from lookalike.server.embed.device_images import DeviceImages
 from lookalike.server.embed.engine import Engine, ModelInfo
@@ -109,26 +109,22 @@ class LocalEmbedders:
                 None, ProcessPreprocessor, local, settings.preprocess_processes
             )
         cpu_path = self._processes or local
+        embed: Embed = self.engine.embed
+        prepare: Callable[[ImageInput], Any] = cpu_path
+        collate: Callable[[list[Any]], Any] = np.stack
         if settings.image_decoder is ImageDecoder.NVIMGCODEC:
             images = await loop.run_in_executor(
                 None, _device_images, self.engine, manifest, settings, cpu_path, metrics
             )
-            self._image = Batcher(
-                images.embed,
-                images.prepare,
-                batcher,
-                collate=list,
-                on_health_change=on_health_change,
-                metrics=metrics,
-            )
-        else:
-            self._image = Batcher(
-                self.engine.embed,
-                cpu_path,
-                batcher,
-                on_health_change=on_health_change,
-                metrics=metrics,
-            )
+            embed, prepare, collate = images.embed, images.prepare, list
+        self._image = Batcher(
+            embed,
+            prepare,
+            batcher,
+            collate=collate,
+            on_health_change=on_health_change,
+            metrics=metrics,
+        )
         await self._image.start()
         self.text = await self._load_text(settings, manifest, metrics, engine_factory)
         self.no_text_reason = _no_text_reason(settings, manifest)
