@@ -4,6 +4,7 @@ here against the CPU path's pixels, and what it hands back to the CPU path."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -13,7 +14,7 @@ from skimage import data as photographs
 from transformers import CLIPImageProcessor, SiglipImageProcessor
 
 from lookalike.export.families import clip, siglip
-from lookalike.export.manifest import PixelLayout, PreprocessSpec
+from lookalike.export.manifest import PixelLayout
 from lookalike.server.embed.device_decode import DeviceDecoder, ends_after_last_scan
 from lookalike.server.embed.preprocess import ImageLimits, PreprocessMode, Preprocessor
 from lookalike.server.errors import ImageTooLargeError, InvalidImageError
@@ -92,7 +93,7 @@ def test_it_takes_what_it_decodes_and_leaves_the_rest_to_the_cpu_path() -> None:
     assert {name: decoder.takes(data) for name, data in taken.items()} == dict.fromkeys(taken, True)
     assert {name: decoder.takes(data) for name, data in left.items()} == dict.fromkeys(left, False)
     # an image smaller than the crop is padded by the CPU path
-    small_crop = PreprocessSpec(**{**SPECS["clip"].__dict__, "resize_shortest_edge": 200})
+    small_crop = dataclasses.replace(SPECS["clip"], resize_shortest_edge=200)
     assert not DeviceDecoder(small_crop, ImageLimits(), on_gpu=False).takes(photo)
 
 
