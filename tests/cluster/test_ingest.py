@@ -125,6 +125,7 @@ def test_the_progress_counter_lives_on_the_drivers_node_and_its_death_stops_only
     """A counter on a worker node that was lost failed the whole run (ActorDiedError)."""
     counter = _progress_counter()
     counter.add.remote(3)
+    assert ray.get(counter.read.remote(), timeout=60) == 3  # created and placed by now
     placed = ray._private.state.actors(actor_id=counter._actor_id.hex())["Address"]["NodeID"]
     assert placed == ray.get_runtime_context().get_node_id()
     with _progress_of(counter, 10):
