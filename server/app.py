@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -520,4 +520,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LookalikeError as exc:
         log.error("cannot start: %s", exc)
         return 2
+    if config.shards_on_ray is not None:
+        _exit_without_finalizing(0)
     return 0
+
+
+def _exit_without_finalizing(status: int) -> NoReturn:
+    """End a process that served on Ray, once everything is stopped and flushed, without
+    Python's interpreter finalization: threads that Ray Serve's handles started can still call
+    into Ray's core worker while the interpreter tears itself down, which crashed a cluster
+    front with SIGSEGV after a clean stop (ray-project/ray#47864). Ray ends its own worker
+    processes this way."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

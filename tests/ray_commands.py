@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -52,7 +53,11 @@ def cluster_serve(
     command += ["--model-dir", str(model), "--ray-address", address]
     command += ["--port", "0", "--embed-cpus", "0.5", "--watch-interval-s", "0.2", *flags]
     with log.open("w") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+        # a crash prints every thread's Python stack into the log the assertion below shows
+        crash_stacks = {**(env or os.environ), "PYTHONFAULTHANDLER": "1"}
+        process = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, env=crash_stacks
+        )
     try:
         port = listening_port(process, log, timeout=180)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
