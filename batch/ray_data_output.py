@@ -1,5 +1,5 @@
-"""Ray Data's own console output, kept off the terminal by the offline commands (`ingest`,
-`build-index`) unless they run with --verbose."""
+"""Ray's and Ray Data's own console output, kept off the terminal by the offline commands
+(`ingest`, `build-index`) unless they run with --verbose."""
 
 from __future__ import annotations
 
@@ -12,13 +12,40 @@ __all__ = ["quiet_ray_data"]
 
 @contextlib.contextmanager
 def quiet_ray_data(quiet: bool) -> Iterator[None]:
-    """With `quiet`, Ray Data's progress bars, INFO lines and warnings stay off the terminal
-    while the block runs (its log file keeps them)."""
-    import ray.data
-
+    """With `quiet`, Ray Data's progress bars, INFO lines and warnings, and the raylets'
+    warnings, stay off the terminal while the block runs (their log files keep them)."""
     if not quiet:
         yield
         return
+    with _raylet_messages_in_their_logs(), _ray_data_in_its_log():
+        yield
+
+
+@contextlib.contextmanager
+def _raylet_messages_in_their_logs() -> Iterator[None]:
+    """A raylet's warnings (such as "N PYTHON worker processes have been started ...") are
+    printed by the driver on its stdout whatever `log_to_driver` says, between the lines a
+    command prints for scripts to read; each is in that raylet's own log (raylet.out) too."""
+    from ray._private import worker
+
+    printing = worker.print_to_stdstream
+
+    def without_raylet_messages(data: dict, ignore_prefix: bool) -> None:
+        if data.get("pid") != "raylet":
+            printing(data, ignore_prefix)
+
+    worker.print_to_stdstream = without_raylet_messages
+    try:
+        yield
+    finally:
+        worker.print_to_stdstream = printing
+
+
+@contextlib.contextmanager
+def _ray_data_in_its_log() -> Iterator[None]:
+    """Ray Data's progress bars off, its console handlers at ERROR; its log file keeps all."""
+    import ray.data
+
     context = ray.data.DataContext.get_current()
     consoles = [
         handler
