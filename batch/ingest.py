@@ -377,7 +377,7 @@ def _prepare_batch(
     one error row. `on_device`: a whole image the device decoder takes stays a JPEG (column
     `jpeg`, its pixels left blank) for the embedding actor to decode."""
     preprocess = Preprocessor(spec, layout=layout, mode=mode)
-    geometry = ResizeCrop(spec)
+    geometry, blank = ResizeCrop(spec), preprocess.blank()
     made: list[tuple[int, str, np.ndarray | None, str, bytes]] = []  # + region, pixels, error, jpeg
     read_s = prepare_s = 0.0
     for row, uri in enumerate(batch["uri"]):
@@ -401,14 +401,13 @@ def _prepare_batch(
                     and isinstance(image, bytes)
                     and device_decodable(image, preprocess.limits, geometry)
                 ):
-                    made.append((row, box, preprocess.blank(), "", image))
+                    made.append((row, box, blank, "", image))
                 else:
                     made.append((row, box, preprocess(image), "", b""))
         except LookalikeError as exc:
             made.append((row, "", None, str(exc), b""))
         prepare_s += time.perf_counter() - read
     rows = [row for row, *_ in made]
-    blank = preprocess.blank()
     return {
         **{name: column[rows] for name, column in batch.items()},
         REGION_COLUMN: np.array([box for _, box, *_ in made], dtype=object),

@@ -54,11 +54,13 @@ from benchmarks.engine import pytorch_checkpoint, pytorch_image_embed
 from benchmarks.photos import jpeg_bytes, sample_photos
 from lookalike.export.manifest import Manifest, PixelLayout, Precision
 from lookalike.server.embed.device_decode import DeviceDecoder
+from lookalike.server.embed.device_images import DeviceImages
 from lookalike.server.embed.onnx_engine import EngineSettings, OnnxEngine
 from lookalike.server.embed.preprocess import ImageLimits, PreprocessMode, Preprocessor
 from lookalike.server.index.built_index import shard_of
 from lookalike.server.index.settings import DTYPES, IndexSettings
 from lookalike.server.index.vector_index import VectorIndex
+from lookalike.server.metrics import Metrics
 
 K = 10
 NVIMGCODEC = "nvimgcodec"  # the preprocessing of --image-decoder nvimgcodec
@@ -143,24 +145,25 @@ class Answers:
     scores: np.ndarray  # float[Q, K]
 
 
-def device_pixels(manifest: Manifest, *, on_gpu: bool) -> Callable[[Sequence[bytes]], np.ndarray]:
-    """`--image-decoder nvimgcodec`'s pixels: the JPEGs it takes decoded, resized and cropped by
-    nvImageCodec and the resize graph (on the GPU, or its CPU backend), the others by the CPU
-    path, as the server does; copied to host memory for the engine here."""
-    decoder = DeviceDecoder(manifest.preprocess, ImageLimits(), on_gpu=on_gpu)
+def served_pipeline(
+    mode: str, manifest: Manifest, engine: OnnxEngine, *, decoder_on_gpu: bool
+) -> tuple[Callable[[Sequence[bytes]], object], Callable[[object], np.ndarray]]:
+    """(prepare a batch of images, embed what was prepared), as the server does in `mode`:
+    `fast` or `exact` Pillow preprocessing, or `nvimgcodec`: the server's own two stages of
+    `--image-decoder nvimgcodec` (on the GPU, or on nvImageCodec's CPU backend), its CPU
+    path in exact mode."""
+    if mode != NVIMGCODEC:
+        preprocess = Preprocessor.for_package(manifest, mode=PreprocessMode(mode))
+        return (lambda batch: np.stack([preprocess(data) for data in batch])), engine.embed
+    decoder = DeviceDecoder(manifest.preprocess, ImageLimits(), on_gpu=decoder_on_gpu)
     cpu_path = Preprocessor.for_package(manifest, mode=PreprocessMode.EXACT)
-
-    def pixels(batch: Sequence[bytes]) -> np.ndarray:
-        rows = decoder.new_rows(len(batch), manifest.preprocess.image_size)
-        taken = [index for index, data in enumerate(batch) if decoder.takes(data)]
-        decoded = dict(zip(taken, decoder.decode([batch[index] for index in taken]), strict=True))
-        for index, data in enumerate(batch):
-            image = decoded.get(index)
-            if image is None or not decoder.fill(rows, index, image):
-                decoder.fill(rows, index, cpu_path(data))
-        return rows.numpy()
-
-    return pixels
+    counted = Metrics.create().decoded_images
+    rows = engine.info.run_rows or BATCH
+    images = DeviceImages(engine, decoder, cpu_path, rows=rows, decoded=counted)
+    return (
+        lambda batch: [images.prepare(data) for data in batch],
+        lambda prepared: np.stack(images.embed(prepared)),
+    )
 
 
 def exact_answers(queries: np.ndarray, items: np.ndarray) -> Answers:
@@ -293,16 +296,11 @@ def main() -> None:
             if args.quick and mode == NVIMGCODEC and precision != "fp32":
                 continue  # the decoder's own drift shows on fp32 alone
             print(f"  {mode} preprocessing, {precision} ...", flush=True)
-            if mode == NVIMGCODEC:
-                pixels = device_pixels(manifest, on_gpu=args.decoder_on_gpu)
-            else:
-                preprocessor = Preprocessor.for_package(manifest, mode=PreprocessMode(mode))
-
-                def pixels(batch: Sequence[bytes], preprocess=preprocessor) -> np.ndarray:
-                    return np.stack([preprocess(data) for data in batch])
-
-            queries = embed_all(collection.queries, pixels, engine.embed)
-            items = embed_all(collection.items, pixels, engine.embed)
+            prepare, embed = served_pipeline(
+                mode, manifest, engine, decoder_on_gpu=args.decoder_on_gpu
+            )
+            queries = embed_all(collection.queries, prepare, embed)
+            items = embed_all(collection.items, prepare, embed)
             for index, shards in itertools.product(indexes, SHARDS):
                 if index == EXACT and shards > 1:
                     continue  # exhaustive search gives the same answers in any number of shards

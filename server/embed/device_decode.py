@@ -124,7 +124,11 @@ class DeviceDecoder:
         if not images:
             return []
         streams = [self._code_stream(data) for data in images]
-        return list(self._decoder.decode(streams, params=self._params))
+        decoded = list(self._decoder.decode(streams, params=self._params))
+        if self._runtime is not None:  # queued on nvImageCodec's streams; ONNX Runtime uses its own
+            for stream in {image.cuda_stream for image in decoded if image is not None}:
+                self._runtime.cudaStreamSynchronize(ctypes.c_void_p(stream))
+        return decoded
 
     def new_rows(self, count: int, size: int) -> Any:
         """An ort.OrtValue of `count` rows of uint8[size, size, 3] pixels on this device."""
@@ -172,9 +176,6 @@ class DeviceDecoder:
                 interface.get("strides"),
             )
             return False
-        if on_device and self._runtime is not None:
-            # the decode was queued on the image's stream; ONNX Runtime runs on its own
-            self._runtime.cudaStreamSynchronize(ctypes.c_void_p(image.cuda_stream))
         device = "cuda" if on_device else "cpu"
         binding.bind_input(PIXELS, device, self.device_id, np.uint8, shape, interface["data"][0])
         return True

@@ -42,8 +42,7 @@ class DeviceImages:
         self._engine, self._decoder = engine, decoder
         self._on_device, self._on_cpu = decoded.labels("nvimgcodec"), decoded.labels("pillow")
         self._cpu_path = cpu_path
-        self._size = engine.inputs.shape[0]
-        self._rows = decoder.new_rows(rows, self._size)
+        self._rows = decoder.new_rows(rows, engine.inputs.shape[0])
 
     def prepare(self, data: ImageInput) -> Prepared:
         """A JPEG the device decoder takes stays bytes; anything else becomes pixels here."""
